@@ -1,0 +1,86 @@
+"""Agent settings (flag > environment > file > default). See docs/settings.md.
+
+The state directory holds everything the agent owns: ``agent.toml`` (written by
+``join``, editable), ``credential`` (mode 0600), ``hub.pub`` (the hub's pinned job-signing
+key), ``spool.db`` and ``state.db`` (collector positions and baselines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .settings import Opt, Settings, load, parse_bool, parse_duration, parse_list, parse_size, xdg
+
+
+def default_state_dir() -> Path:
+    return xdg("STATE", ".local/state") / "homelab-agent"
+
+
+ALL_COLLECTORS = ("metrics", "files", "devices", "packages", "commands", "logs", "services", "processes", "inventory")
+
+AGENT_OPTS: tuple[Opt, ...] = (
+    Opt("state_dir", None, "HOMELAB_AGENT_STATE_DIR", "Directory for the agent's config, credential, spool and state.", Path, "--state-dir"),
+    Opt("hub_url", None, "HOMELAB_AGENT_HUB_URL", "The hub's URL (written by `join`).", str, "--hub-url"),
+    Opt("node", None, "HOMELAB_AGENT_NODE", "This node's enrolled name (written by `join`).", str),
+    Opt("collectors", list(ALL_COLLECTORS), "HOMELAB_AGENT_COLLECTORS", "Collectors to run; each steps aside by itself where it cannot run.", parse_list, "--collectors"),
+    Opt("watch", ["/etc"], "HOMELAB_AGENT_WATCH", "Paths watched for file changes, recursively (repeat the flag; os.pathsep-separated in the environment).", parse_list, "--watch"),
+    Opt("exclude", ["*.swp", "*~", "*.dpkg-tmp", "/etc/ld.so.cache"], "HOMELAB_AGENT_EXCLUDE", "Glob patterns (matched against the full path and the file name) never reported.", parse_list, "--exclude"),
+    Opt("content_paths", [], "HOMELAB_AGENT_CONTENT_PATHS", "Non-world-readable paths whose diffs you opt in to sending (default: none leave the node).", parse_list),
+    Opt("diff_max_bytes", 65536, "HOMELAB_AGENT_DIFF_MAX_BYTES", "Text files up to this size get a unified diff with their change events.", parse_size),
+    Opt("metrics_interval", 10.0, "HOMELAB_AGENT_METRICS_INTERVAL", "Seconds between host metric samples.", parse_duration, "--metrics-interval"),
+    Opt("log_files", [], "HOMELAB_AGENT_LOG_FILES", "Extra log files to tail (repeat the flag).", parse_list, "--log-file"),
+    Opt("spool_max_bytes", 64 * 1024 * 1024, "HOMELAB_AGENT_SPOOL_MAX_BYTES", "Disk bound of the spool; past it the oldest events are shed and counted.", parse_size),
+    Opt("queue_size", 10_000, "HOMELAB_AGENT_QUEUE_SIZE", "In-memory events between collectors and spool; past it events are shed and counted.", int),
+    Opt("batch_max_events", 2000, "HOMELAB_AGENT_BATCH_MAX_EVENTS", "Most events per request to the hub.", int),
+    Opt("heartbeat", 30.0, "HOMELAB_AGENT_HEARTBEAT", "Idle interval after which an empty batch tells the hub the node is alive.", parse_duration),
+    Opt("exec", True, "HOMELAB_AGENT_EXEC", "Allow approved playbooks to run here. false is final: the hub cannot turn it back on.", parse_bool, "--exec/--no-exec"),
+    Opt("max_risk", "change", "HOMELAB_AGENT_MAX_RISK", "Highest playbook risk tier this node runs: read-only, change or destructive.", str),
+    Opt("allow_playbooks", [], "HOMELAB_AGENT_ALLOW_PLAYBOOKS", "If set, only these playbooks may run here.", parse_list),
+    Opt("playbooks_dir", None, "HOMELAB_AGENT_PLAYBOOKS_DIR", "Playbooks installed on this node. Default: the shipped playbooks/.", Path),
+    Opt("socket", None, "HOMELAB_AGENT_SOCKET", "Unix socket the shell hook reports commands to. Default: STATE_DIR/commands.sock.", Path),
+)
+
+
+def state_dir_of(flag: Path | str | None) -> Path:
+    if flag:
+        return Path(flag)
+    env = os.environ.get("HOMELAB_AGENT_STATE_DIR")
+    return Path(env) if env else default_state_dir()
+
+
+def load_settings(**flags) -> Settings:
+    state_dir = state_dir_of(flags.get("state_dir"))
+    config_file = Path(os.environ.get("HOMELAB_AGENT_CONFIG", state_dir / "agent.toml"))
+    s = load(AGENT_OPTS, {**flags, "state_dir": state_dir}, config_file)
+    s.config_file = config_file
+    return s
+
+
+def write_identity(state_dir: Path, hub_url: str, node: str, credential: str, hub_key: str) -> None:
+    """Persist what `join` learned. The credential file is created 0600 before it is written."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cred = state_dir / "credential"
+    tmp = state_dir / "credential.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(credential + "\n")
+    os.replace(tmp, cred)
+    (state_dir / "hub.pub").write_text(hub_key + "\n")
+    cfg = state_dir / "agent.toml"
+    kept = []
+    if cfg.exists():
+        kept = [
+            line for line in cfg.read_text().splitlines()
+            if not line.split("=")[0].strip() in ("hub_url", "node")
+        ]
+    lines = [f"hub_url = {json.dumps(hub_url)}", f"node = {json.dumps(node)}", *kept]
+    cfg.write_text("\n".join(lines) + "\n")
+
+
+def read_credential(state_dir: Path) -> str | None:
+    try:
+        return (state_dir / "credential").read_text().strip()
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,182 @@
+"""Ships the spool to the hub, one batch at a time, deleting only what the hub acked.
+
+One request in flight keeps ordering trivial and exactly-once simple: the hub acks the
+highest sequence it has committed; a lost ack means the batch is sent again and the hub
+drops the duplicates. Failures back off exponentially with full jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from . import __version__, wire
+from .spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    def __init__(self, base: float = 0.5, cap: float = 60.0):
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def next(self) -> float:
+        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
+        self.attempt = min(self.attempt + 1, 30)
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Shipper:
+    def __init__(self, spool: Spool, hub_url: str, node: str, credential: str, *,
+                 batch_max_events: int = 2000, batch_max_bytes: int = 4 * 1024 * 1024,
+                 heartbeat: float = 30.0, on_response: Callable[[dict], Awaitable[None]] | None = None):
+        self.spool = spool
+        self.url = hub_url.rstrip("/")
+        self.node = node
+        self.credential = credential
+        self.batch_max_events = batch_max_events
+        self.batch_max_bytes = min(batch_max_bytes, wire.MAX_BATCH_BYTES - 64 * 1024)
+        self.heartbeat = heartbeat
+        self.wakeup = asyncio.Event()
+        self.backoff = Backoff()
+        self.connected = False
+        self.on_response = on_response
+        self.sent_events = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._said_hello = False
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={
+                    "Authorization": f"Bearer {self.credential}",
+                    "User-Agent": f"homelab-agent/{__version__}",
+                },
+                timeout=aiohttp.ClientTimeout(total=60, connect=10),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def hello(self) -> None:
+        async with self.session().get(f"{self.url}/v1/hello") as r:
+            body = await self._json(r)
+            if r.status != 200:
+                raise HubRefused(r.status, body.get("error", r.reason))
+        shift = self.spool.skip_to(int(body["last_seq"]))
+        if shift:
+            log.warning("hub has seen seq %d already (state dir reset?): renumbered pending events by %d",
+                        body["last_seq"], shift)
+        self._said_hello = True
+
+    @staticmethod
+    async def _json(r: aiohttp.ClientResponse) -> dict:
+        try:
+            return await r.json(content_type=None)
+        except ValueError:
+            return {"error": (await r.text())[:200]}
+
+    async def send_once(self) -> int:
+        """Send one batch (or a heartbeat). Returns events acked; raises on failure."""
+        if not self._said_hello:
+            await self.hello()
+        rows = self.spool.read(self.batch_max_events, self.batch_max_bytes)
+        body = wire.encode_batch(self.node, time.time(), rows)
+        self.spool.inflight_hi = rows[-1][0] if rows else 0
+        try:
+            async with self.session().post(
+                f"{self.url}/v1/ingest", data=body,
+                headers={"Content-Type": "application/vnd.msgpack"},
+            ) as r:
+                reply = await self._json(r)
+                status = r.status
+        finally:
+            self.spool.inflight_hi = 0
+        if status == 200:
+            self.spool.ack(int(reply["ack"]))
+            self.connected = True
+            if self.on_response:
+                await self.on_response(reply)
+            self.sent_events += len(rows)
+            return len(rows)
+        reason = reply.get("error", "")
+        if status == 409 and "expected" in reply:
+            self._mark_gap(int(reply["expected"]), rows[0][0] if rows else None, reason)
+            return 0
+        if status in (400, 413, 422) and rows:
+            self._quarantine(rows, status, reason)
+            return 0
+        raise HubRefused(status, reason)
+
+    def _mark_gap(self, expected: int, first: int | None, reason: str) -> None:
+        """The hub lacks numbers we no longer hold (acked, then the hub was restored from an
+        older backup): say so with a Dropped marker just below our oldest event."""
+        if first is None or first <= expected:
+            self._said_hello = False  # out of step: ask the hub again
+            return
+        log.error("hub is missing seq %d..%d that it had acked before: %s", expected, first - 1, reason)
+        marker = wire.Dropped(ts=time.time(), first_seq=expected, count=first - expected,
+                              reason="hub lost events it had acknowledged (restored from backup?)")
+        self.spool.ack(first - 1)
+        self.spool.put_at(first - 1, wire.encode_event(marker))
+
+    def _quarantine(self, rows, status: int, reason: str) -> None:
+        """The hub will never take this batch: replace it by a counted marker, keep going.
+        (Only a bug can get here: the agent and hub share the wire module.)"""
+        first, last = rows[0][0], rows[-1][0]
+        log.error("hub refused seq %d..%d with %d (%s): dropping them", first, last, status, reason)
+        marker = wire.Dropped(ts=time.time(), first_seq=first, count=len(rows),
+                              reason=f"refused by hub ({status}): {reason}"[:1000])
+        self.spool.ack(last)
+        self.spool.put_at(last, wire.encode_event(marker))
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                if self.spool.oldest() is None:
+                    # idle: wait for new events or the heartbeat interval
+                    self.wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self.wakeup.wait(), self.heartbeat)
+                        continue
+                    except TimeoutError:
+                        pass
+                await self.send_once()
+                self.backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, TimeoutError, OSError, HubRefused) as e:
+                self.connected = False
+                self._said_hello = False
+                delay = self.backoff.next()
+                if isinstance(e, HubRefused) and e.status in (401, 403):
+                    delay = max(delay, 30.0)
+                log.warning("hub %s: %s; retrying in %.1fs (%d events spooled)", self.url, e, delay, len(self.spool))
+                try:
+                    await asyncio.wait_for(stopping.wait(), delay)
+                except TimeoutError:
+                    pass
+
+    async def flush(self, deadline: float) -> None:
+        """On shutdown: send what we can before the deadline; the rest stays spooled."""
+        while self.spool.oldest() is not None and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self.send_once(), max(0.1, deadline - time.monotonic()))
+            except (aiohttp.ClientError, TimeoutError, OSError, HubRefused):
+                return
+
+
+class HubRefused(Exception):
+    def __init__(self, status: int, reason: str):
+        super().__init__(f"{status} {reason}")
+        self.status = status

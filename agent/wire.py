@@ -1,0 +1,296 @@
+"""The wire format shared by agent and hub.
+
+Events are frozen msgspec Structs in one tagged union (the tag field is ``kind``).
+A node encodes each event once, when it is spooled; batches embed those bytes as
+``msgspec.Raw`` so nothing is re-encoded on the way out. The hub decodes a batch in
+two steps (frame, then each event) so that one unknown or malformed event is named
+precisely and a newer agent's new kinds do not wedge an older hub.
+
+This module must not import anything from ``hub``: the agent ships alone.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+import msgspec
+
+WIRE_VERSION = 1
+
+# Hard limits. A frame over any of them is refused as a whole (the hub answers 4xx).
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+MAX_BATCH_EVENTS = 10_000
+MAX_EVENT_BYTES = 1024 * 1024
+KIND_RE = re.compile(r"^[a-z][a-z0-9_.]{0,31}$")
+
+Str = Annotated[str, msgspec.Meta(max_length=4096)]
+Text = Annotated[str, msgspec.Meta(max_length=256 * 1024)]
+NodeName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True):
+    """Base of every event. ``ts`` is the node's wall clock, in Unix seconds."""
+
+    ts: float
+
+
+# --- pipeline -------------------------------------------------------------------------
+
+
+class Dropped(Event, frozen=True, tag="dropped"):
+    """Events ``first_seq`` .. (this event's seq - 1) were shed; ``count`` real events lost."""
+
+    first_seq: int
+    count: int
+    reason: Str
+
+
+class Notice(Event, frozen=True, tag="notice"):
+    """Something a person should know about the agent itself (a collector stepping aside)."""
+
+    source: Str
+    level: Literal["info", "warning", "error"]
+    message: Str
+
+
+# --- host metrics ---------------------------------------------------------------------
+
+
+class Metrics(Event, frozen=True, tag="metrics"):
+    """One sample of many series. Keys are Prometheus-style ids: ``name`` or
+    ``name{label="value",...}`` with labels sorted, e.g. ``disk_used_ratio{mount="/"}``."""
+
+    samples: dict[Str, float]
+
+
+# --- files ----------------------------------------------------------------------------
+
+
+class FileChange(Event, frozen=True, tag="file"):
+    action: Literal["create", "modify", "delete", "move", "attrib"]
+    path: Str
+    src_path: Str | None = None  # for moves
+    size: int | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    sha256: Str | None = None
+    old_sha256: Str | None = None
+    content_changed: bool = False
+    secret: bool = False  # not world-readable: content and diff never leave the node
+    diff: Text | None = None
+
+
+# --- devices, packages, services ------------------------------------------------------
+
+
+class Device(Event, frozen=True, tag="device"):
+    action: Str  # add, remove, change, bind, unbind, ...
+    subsystem: Str
+    sys_path: Str
+    devtype: Str | None = None
+    dev_node: Str | None = None
+    vendor: Str | None = None
+    model: Str | None = None
+    serial: Str | None = None
+    driver: Str | None = None
+    bus: Str | None = None
+    source: Literal["udev", "kernel"] = "udev"
+
+
+class Package(Event, frozen=True, tag="package"):
+    action: Literal["install", "upgrade", "downgrade", "remove", "purge"]
+    manager: Str
+    name: Str
+    version: Str | None = None
+    old_version: Str | None = None
+    arch: Str | None = None
+
+
+class PackageInfo(msgspec.Struct, frozen=True, array_like=True):
+    name: Str
+    version: Str
+    arch: Str = ""
+    manual: bool = True
+
+
+class PackageInventory(Event, frozen=True, tag="package_inventory"):
+    manager: Str
+    packages: list[PackageInfo]
+
+
+class PendingUpdate(msgspec.Struct, frozen=True, array_like=True):
+    name: Str
+    current: Str
+    candidate: Str
+    security: bool = False
+
+
+class PendingUpdates(Event, frozen=True, tag="pending_updates"):
+    manager: Str
+    updates: list[PendingUpdate]
+
+
+class Service(Event, frozen=True, tag="service"):
+    unit: Str
+    active: Str  # active, inactive, failed, activating, ...
+    sub: Str | None = None
+    result: Str | None = None
+    restarts: int | None = None
+    previous: Str | None = None
+    enabled: Str | None = None
+
+
+# --- people and programs --------------------------------------------------------------
+
+
+class Command(Event, frozen=True, tag="command"):
+    """A shell command, already redacted on the node."""
+
+    command: Text
+    cwd: Str | None = None
+    user: Str | None = None
+    tty: Str | None = None
+    exit_code: int | None = None
+    duration_ms: int | None = None
+    shell: Str | None = None
+    redacted: bool = False
+
+
+class Log(Event, frozen=True, tag="log"):
+    source: Str  # journald, or the file path tailed
+    message: Text
+    program: Str | None = None
+    pid: int | None = None
+    severity: int | None = None  # syslog 0 (emerg) .. 7 (debug)
+    facility: Str | None = None
+    host: Str | None = None
+    unit: Str | None = None
+
+
+class Proc(msgspec.Struct, frozen=True, array_like=True):
+    pid: int
+    name: Str
+    user: Str
+    cpu_percent: float
+    rss: int
+    cmdline: Str = ""
+
+
+class Processes(Event, frozen=True, tag="processes"):
+    top: list[Proc]
+
+
+class Inventory(Event, frozen=True, tag="inventory"):
+    hostname: Str
+    facts: dict[Str, object]  # os, kernel, cpu, memory, disks, mounts, interfaces ...
+
+
+# --- jobs (playbook runs) -------------------------------------------------------------
+
+
+class JobResult(Event, frozen=True, tag="job_result"):
+    job_id: Str
+    playbook: Str
+    status: Literal["running", "succeeded", "failed", "refused", "timeout"]
+    exit_code: int | None = None
+    output: Text = ""
+    reason: Str | None = None
+    duration_ms: int | None = None
+
+
+AnyEvent = Union[
+    Dropped,
+    Notice,
+    Metrics,
+    FileChange,
+    Device,
+    Package,
+    PackageInventory,
+    PendingUpdates,
+    Service,
+    Command,
+    Log,
+    Processes,
+    Inventory,
+    JobResult,
+]
+KINDS: frozenset[str] = frozenset(t.__struct_config__.tag for t in AnyEvent.__args__)  # type: ignore[attr-defined]
+
+
+class Batch(msgspec.Struct, frozen=True, kw_only=True):
+    """What an agent POSTs: ``events`` is a list of ``(seq, event bytes)`` pairs, seq strictly
+    increasing. ``sent`` is the node clock when the frame was built (clock-skew detection).
+    An empty ``events`` list is a heartbeat."""
+
+    v: int = WIRE_VERSION
+    node: NodeName
+    sent: float
+    events: list[tuple[int, msgspec.Raw]] = []
+
+
+class Unknown(msgspec.Struct):
+    """The minimum the hub needs to keep an event of a kind it does not know."""
+
+    kind: str
+    ts: float
+
+
+encoder = msgspec.msgpack.Encoder()
+event_decoder = msgspec.msgpack.Decoder(AnyEvent)
+batch_decoder = msgspec.msgpack.Decoder(Batch)
+unknown_decoder = msgspec.msgpack.Decoder(Unknown)
+
+
+class FrameError(ValueError):
+    """A frame or event that cannot be accepted. The message says what and where."""
+
+
+def encode_event(event: Event) -> bytes:
+    return encoder.encode(event)
+
+
+def encode_batch(node: str, sent: float, events: list[tuple[int, bytes]]) -> bytes:
+    return encoder.encode(
+        Batch(node=node, sent=sent, events=[(s, msgspec.Raw(b)) for s, b in events])
+    )
+
+
+def decode_batch(body: bytes) -> Batch:
+    if len(body) > MAX_BATCH_BYTES:
+        raise FrameError(f"batch is {len(body)} bytes; the limit is {MAX_BATCH_BYTES}")
+    try:
+        batch = batch_decoder.decode(body)
+    except msgspec.DecodeError as e:
+        raise FrameError(f"malformed batch: {e}") from None
+    if batch.v != WIRE_VERSION:
+        raise FrameError(f"wire version {batch.v} is not supported (this hub speaks {WIRE_VERSION})")
+    if len(batch.events) > MAX_BATCH_EVENTS:
+        raise FrameError(f"batch has {len(batch.events)} events; the limit is {MAX_BATCH_EVENTS}")
+    prev = 0
+    for i, (seq, _raw) in enumerate(batch.events):
+        if seq <= prev:
+            raise FrameError(f"events[{i}]: seq {seq} does not increase (previous {prev})")
+        prev = seq
+    return batch
+
+
+def decode_event(raw: bytes | msgspec.Raw, index: int = 0) -> Event | Unknown:
+    """Decode one event. A well-formed event of a kind this version does not know comes back
+    as ``Unknown`` (kept, not projected); anything else raises FrameError naming the index."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise FrameError(f"events[{index}]: {len(raw)} bytes; the limit is {MAX_EVENT_BYTES}")
+    try:
+        return event_decoder.decode(raw)
+    except msgspec.ValidationError as e:
+        err = e
+    except msgspec.DecodeError as e:
+        raise FrameError(f"events[{index}]: malformed: {e}") from None
+    try:
+        unk = unknown_decoder.decode(raw)
+    except msgspec.DecodeError:
+        raise FrameError(f"events[{index}]: {err}") from None
+    if unk.kind in KINDS or not KIND_RE.match(unk.kind):
+        raise FrameError(f"events[{index}] (kind {unk.kind!r}): {err}") from None
+    return unk

@@ -1,0 +1,1 @@
+"""homelab-hub: the central hub of Sentient Homelab."""

@@ -1,0 +1,96 @@
+"""aiohttp application factory for the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from agent.settings import Settings
+
+from . import auth, rollup
+from .config import db_path
+from .errors import HubError
+from .keys import CRED_CACHE, READ_DB, SETTINGS, SIGNING_KEY, STATS, WRITER
+from .routes import routes
+from .store import Writer, connect
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except HubError as e:
+        _record_reject(request, e.status, str(e))
+        body = {"error": str(e), **getattr(e, "extra", {})}
+        return web.json_response(body, status=e.status)
+    except web.HTTPRequestEntityTooLarge as e:
+        _record_reject(request, 413, "batch over the size limit")
+        return web.json_response({"error": f"request body too large: {e.text}"}, status=413)
+
+
+def _record_reject(request: web.Request, status: int, reason: str) -> None:
+    if status >= 500 and status != 503:
+        return
+    stats = request.app[STATS]
+    stats[f"rejected_{status}"] += 1
+    log.info("refused %s %s from %s: %d %s", request.method, request.path, request.remote, status, reason)
+    row = (time.time(), request.remote, status, reason[:500])
+    writer = request.app[WRITER]
+    if writer.depth < 1000:  # never let a flood of bad frames queue up unbounded work
+
+        def record(db):
+            db.execute(
+                "INSERT INTO ingest_errors (ts, address, status, reason) VALUES (?, ?, ?, ?)", row
+            )
+
+        task = asyncio.ensure_future(writer.run(record))
+        task.add_done_callback(lambda t: t.exception())
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    path = db_path(settings.data_dir)
+    writer = Writer(path)
+    writer.start()
+    app[WRITER] = writer
+    app[READ_DB] = connect(path, readonly=True)
+    app[SIGNING_KEY] = auth.signing_key(settings.data_dir)
+    maint = asyncio.create_task(_maintenance(app))
+    yield
+    maint.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await maint
+    app[READ_DB].close()
+    await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+
+
+async def _maintenance(app: web.Application) -> None:
+    """Rollups and retention, in small steps through the writer so ingest never stalls."""
+    settings, writer = app[SETTINGS], app[WRITER]
+    while True:
+        try:
+            more = await writer.run(lambda db: rollup.tick(db, time.time(), settings))
+        except Exception:
+            log.exception("maintenance step failed")
+            more = False
+        await asyncio.sleep(1 if more else 30)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=8 * 1024 * 1024 + 1024
+    )
+    app[SETTINGS] = settings
+    app[STATS] = Counter()
+    app[CRED_CACHE] = {}
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_storage)
+    return app

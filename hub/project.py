@@ -1,0 +1,136 @@
+"""Projection of events into typed tables, inside the writer's transaction.
+
+Every event is stored verbatim in ``events``; a handler registered here for its type
+also writes the typed rows (metric samples, file history, twin state). Handlers only
+append rows; the projector runs one ``executemany`` per statement at flush, in the order
+the statements were first used, so a batch costs a handful of SQLite calls.
+Handlers must keep per-kind ordering inside one statement (upserts, not delete+insert).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from agent import wire
+
+from . import rollup
+
+Handler = Callable[["Projector", str, int, float, Any], None]
+HANDLERS: dict[type, Handler] = {}
+
+
+def handles(*types: type) -> Callable[[Handler], Handler]:
+    def deco(fn: Handler) -> Handler:
+        for t in types:
+            HANDLERS[t] = fn
+        return fn
+
+    return deco
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """'disk_used_ratio{mount="/"}' -> ('disk_used_ratio', 'mount="/"')."""
+    i = key.find("{")
+    if i < 0:
+        return key, ""
+    return key[:i], key[i + 1 : -1] if key.endswith("}") else key[i + 1 :]
+
+
+class Projector:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+        self.series: dict[tuple[str, str], int] = {
+            (r[0], r[1]): r[2] for r in db.execute("SELECT node, key, id FROM series")
+        }
+        self.next_series = (db.execute("SELECT max(id) FROM series").fetchone()[0] or 0) + 1
+        self.rows: dict[str, list[tuple]] = {}
+        self._new_series: list[tuple] = []
+        self.min_sample_ts: int | None = None
+
+    def begin(self) -> None:
+        self.rows = {}
+        self._new_series = []
+        self.min_sample_ts = None
+
+    def emit(self, sql: str, row: tuple) -> None:
+        rows = self.rows.get(sql)
+        if rows is None:
+            self.rows[sql] = [row]
+        else:
+            rows.append(row)
+
+    def add(self, node: str, seq: int, ts: float, event: Any) -> None:
+        fn = HANDLERS.get(type(event))
+        if fn is not None:
+            fn(self, node, seq, ts, event)
+
+    def series_id(self, node: str, key: str) -> int:
+        sid = self.series.get((node, key))
+        if sid is None:
+            sid = self.next_series
+            self.next_series += 1
+            self.series[(node, key)] = sid
+            name, labels = split_key(key)
+            self._new_series.append((sid, node, key, name, labels))
+        return sid
+
+    def flush(self) -> None:
+        if self._new_series:
+            self.db.executemany(
+                "INSERT INTO series (id, node, key, name, labels) VALUES (?, ?, ?, ?, ?)",
+                self._new_series,
+            )
+        for sql, rows in self.rows.items():
+            self.db.executemany(sql, rows)
+        if self.min_sample_ts is not None:
+            rollup.lower_watermark(self.db, self.min_sample_ts)
+
+    def rollback(self) -> None:
+        for sid, node, key, _n, _l in self._new_series:
+            self.series.pop((node, key), None)
+        if self._new_series:
+            self.next_series = self._new_series[0][0]
+        self._new_series = []
+        self.rows = {}
+
+
+SAMPLE_SQL = "INSERT OR REPLACE INTO samples (series, ts, value) VALUES (?, ?, ?)"
+
+
+@handles(wire.Metrics)
+def _metrics(p: Projector, node: str, seq: int, ts: float, ev: wire.Metrics) -> None:
+    t = int(ts)
+    if p.min_sample_ts is None or t < p.min_sample_ts:
+        p.min_sample_ts = t
+    for key, value in ev.samples.items():
+        p.emit(SAMPLE_SQL, (p.series_id(node, key), t, value))
+
+
+FILE_CHANGE_SQL = (
+    "INSERT INTO file_changes (node, seq, ts, action, path, src_path, size, mode, uid, gid,"
+    " sha256, old_sha256, content_changed, secret, diff)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+FILE_STATE_SQL = (
+    "INSERT INTO files (node, path, size, mode, uid, gid, sha256, secret, deleted, changed, seq)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (node, path) DO UPDATE SET size = excluded.size, mode = excluded.mode,"
+    " uid = excluded.uid, gid = excluded.gid, sha256 = excluded.sha256, secret = excluded.secret,"
+    " deleted = excluded.deleted, changed = excluded.changed, seq = excluded.seq"
+)
+
+
+@handles(wire.FileChange)
+def _file(p: Projector, node: str, seq: int, ts: float, ev: wire.FileChange) -> None:
+    p.emit(FILE_CHANGE_SQL, (
+        node, seq, ts, ev.action, ev.path, ev.src_path, ev.size, ev.mode, ev.uid, ev.gid,
+        ev.sha256, ev.old_sha256, int(ev.content_changed), int(ev.secret), ev.diff,
+    ))
+    if ev.action == "move" and ev.src_path:
+        p.emit(FILE_STATE_SQL, (node, ev.src_path, None, None, None, None, None, 0, 1, ts, seq))
+    deleted = int(ev.action == "delete")
+    p.emit(FILE_STATE_SQL, (
+        node, ev.path, ev.size, ev.mode, ev.uid, ev.gid, ev.sha256, int(ev.secret), deleted, ts, seq,
+    ))

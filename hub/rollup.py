@@ -1,0 +1,126 @@
+"""Metric rollups and retention, done in bounded steps inside the writer.
+
+Raw samples -> 1-minute aggregates -> 1-hour aggregates. Each target keeps a watermark
+in ``rollup_state``: buckets before it are final. Late samples (a laptop back from
+suspend with a backlog) lower the watermark in the same transaction that stores them
+(see ``lower_watermark``), so their buckets are recomputed. Raw rows are deleted only
+after they are rolled up and older than their retention, so nothing is lost to a race.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+STEP_1M = 6 * 3600  # at most this much raw time aggregated per tick
+STEP_1H = 7 * 86400
+DELETE_CHUNK = 20_000
+SETTLE = 120  # seconds a minute bucket stays open for stragglers
+
+
+def _get(db: sqlite3.Connection, target: str) -> int | None:
+    row = db.execute("SELECT done FROM rollup_state WHERE target = ?", (target,)).fetchone()
+    return row[0] if row else None
+
+
+def _set(db: sqlite3.Connection, target: str, done: int) -> None:
+    db.execute(
+        "INSERT INTO rollup_state (target, done) VALUES (?, ?)"
+        " ON CONFLICT (target) DO UPDATE SET done = excluded.done",
+        (target, done),
+    )
+
+
+def lower_watermark(db: sqlite3.Connection, min_ts: int) -> None:
+    """Called by ingest when it stored samples older than the 1-minute watermark."""
+    db.execute(
+        "UPDATE rollup_state SET done = ? WHERE target = 'samples_1m' AND done > ?",
+        (min_ts // 60 * 60, min_ts),
+    )
+
+
+def _aggregate(db, source, target, width, start, end, weighted):
+    if weighted:
+        cols = "sum(avg * n) / sum(n), min(min), max(max), sum(n)"
+    else:
+        cols = "avg(value), min(value), max(value), count(*)"
+    db.execute(
+        f"INSERT OR REPLACE INTO {target} (series, ts, avg, min, max, n)"
+        f" SELECT series, ts / {width} * {width} AS b, {cols} FROM {source}"
+        f" WHERE ts >= ? AND ts < ? GROUP BY series, b",
+        (start, end),
+    )
+
+
+def _roll(db, source, target, width, step, now_bucket_end, weighted) -> bool:
+    done = _get(db, target)
+    if done is None:
+        first = db.execute(f"SELECT min(ts) FROM {source}").fetchone()[0]
+        if first is None:
+            return False
+        done = first // width * width
+    end = min(now_bucket_end, done + step) // width * width
+    if end <= done:
+        _set(db, target, done)
+        return False
+    _aggregate(db, source, target, width, done, end, weighted)
+    _set(db, target, end)
+    if target == "samples_1m":  # the hours these minutes fall into must be recomputed
+        db.execute(
+            "UPDATE rollup_state SET done = ? WHERE target = 'samples_1h' AND done > ?",
+            (done // 3600 * 3600, done),
+        )
+    return end < now_bucket_end // width * width
+
+
+def _delete_before(db, table, cutoff) -> bool:
+    """Delete rows with ts < cutoff in a bounded chunk; True if more remain."""
+    oldest = db.execute(f"SELECT min(ts) FROM {table}").fetchone()[0]
+    if oldest is None or oldest >= cutoff:
+        return False
+    # Advance in time slices so one step stays small whatever the row density.
+    hi = cutoff
+    n = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE ts < ? LIMIT ?)", (hi, DELETE_CHUNK + 1)).fetchone()[0]
+    if n > DELETE_CHUNK:
+        hi = db.execute(
+            f"SELECT ts FROM {table} WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?", (cutoff, DELETE_CHUNK)
+        ).fetchone()[0]
+        hi = max(hi, oldest + 1)
+    db.execute(f"DELETE FROM {table} WHERE ts < ?", (hi,))
+    return hi < cutoff
+
+
+def _delete_events(db, where: str, args: tuple) -> bool:
+    ids = db.execute(f"SELECT id FROM events WHERE {where} LIMIT ?", (*args, DELETE_CHUNK)).fetchall()
+    if not ids:
+        return False
+    db.executemany("DELETE FROM events WHERE id = ?", ids)
+    return len(ids) == DELETE_CHUNK
+
+
+def _expire_events(db, cutoff: float) -> bool:
+    """Oldest events by id (ids follow arrival, so this walks the rowid, not a ts scan)."""
+    first = db.execute("SELECT min(id) FROM events").fetchone()[0]
+    if first is None:
+        return False
+    cur = db.execute(
+        "DELETE FROM events WHERE id < ? AND ts < ?", (first + DELETE_CHUNK, cutoff)
+    )
+    return cur.rowcount > 0
+
+
+def tick(db: sqlite3.Connection, now: float, settings) -> bool:
+    """One bounded step of rollup and retention. Returns True when more work is waiting."""
+    more = _roll(db, "samples", "samples_1m", 60, STEP_1M, int(now) - SETTLE, weighted=False)
+    more |= _roll(db, "samples_1m", "samples_1h", 3600, STEP_1H, _get(db, "samples_1m") or 0, weighted=True)
+    done_1m = _get(db, "samples_1m") or 0
+    done_1h = _get(db, "samples_1h") or 0
+    more |= _delete_before(db, "samples", min(int(now - settings.raw_retention), done_1m))
+    more |= _delete_before(db, "samples_1m", min(int(now - settings.minute_retention), done_1h))
+    more |= _delete_before(db, "samples_1h", int(now - settings.hour_retention))
+    more |= _delete_events(db, "kind = 'metrics' AND ts < ?", (now - settings.raw_retention,))
+    more |= _delete_events(db, "kind IN ('processes') AND ts < ?", (now - settings.raw_retention,))
+    more |= _expire_events(db, now - settings.event_retention)
+    db.execute("DELETE FROM ingest_errors WHERE ts < ?", (now - 7 * 86400,))
+    if not more:
+        db.execute("PRAGMA incremental_vacuum(2000)")
+    return more

@@ -1,0 +1,108 @@
+"""HTTP handlers for agents: join, hello, ingest. Errors are raised as HubError and turned
+into JSON responses by the middleware in app.py."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from aiohttp import web
+
+from agent import wire
+
+from . import auth
+from .errors import BadRequest, Forbidden, Unauthorized
+from .keys import CRED_CACHE, READ_DB, SIGNING_KEY, STATS, WRITER
+from .store import Decoded
+
+routes = web.RouteTableDef()
+_json = msgspec.json.Encoder()
+
+
+async def authenticate(request: web.Request) -> str:
+    """Return the node name for the request's credential (cached briefly)."""
+    credential = auth.bearer(request.headers.get("Authorization"))
+    cache = request.app[CRED_CACHE]
+    hit = cache.get(credential)
+    now = time.monotonic()
+    if hit and hit[1] > now:
+        return hit[0]
+    node = auth.node_for(request.app[READ_DB], credential)
+    if node is None:
+        raise Unauthorized("unknown or revoked node credential")
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[credential] = (node, now + 10.0)
+    return node
+
+
+@routes.post("/v1/join")
+async def join(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+        token = body["token"]
+    except (ValueError, KeyError, TypeError):
+        raise BadRequest("join expects JSON {\"token\": \"...\"}") from None
+    if not isinstance(token, str) or len(token) > 200:
+        raise BadRequest("token must be a string")
+    peer = request.remote
+    node, credential = await request.app[WRITER].run(lambda db: auth.redeem(db, token, peer))
+    request.app[STATS]["joins"] += 1
+    return web.json_response({
+        "node": node,
+        "credential": credential,
+        "hub_public_key": auth.public_key_b64(request.app[SIGNING_KEY]),
+        "wire_version": wire.WIRE_VERSION,
+    })
+
+
+@routes.get("/v1/hello")
+async def hello(request: web.Request) -> web.Response:
+    node = await authenticate(request)
+    return web.json_response({
+        "node": node,
+        "last_seq": request.app[WRITER].last_seq.get(node, 0),
+        "time": time.time(),
+    })
+
+
+def _decode(batch: wire.Batch) -> list[Decoded]:
+    out = []
+    enc = _json.encode
+    for i, (seq, raw) in enumerate(batch.events):
+        ev = wire.decode_event(raw, i)
+        # TEXT, not BLOB: SQLite's JSON functions read a BLOB as JSONB
+        if isinstance(ev, wire.Unknown):
+            data = enc(msgspec.msgpack.decode(raw)).decode()
+        else:
+            data = enc(ev).decode()
+        out.append(Decoded(seq, ev.ts, ev.kind if isinstance(ev, wire.Unknown) else ev.__struct_config__.tag, data, ev))
+    return out
+
+
+@routes.post("/v1/ingest")
+async def ingest(request: web.Request) -> web.Response:
+    node = await authenticate(request)
+    if request.content_length is not None and request.content_length > wire.MAX_BATCH_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=wire.MAX_BATCH_BYTES, actual_size=request.content_length)
+    body = await request.read()
+    try:
+        batch = wire.decode_batch(body)
+        events = _decode(batch)
+    except wire.FrameError as e:
+        raise BadRequest(str(e)) from None
+    if batch.node != node:
+        raise Forbidden(f"credential belongs to node {node!r}, batch claims {batch.node!r}")
+    stats = request.app[STATS]
+    unknown = sum(1 for d in events if isinstance(d.event, wire.Unknown))
+    if unknown:
+        stats["unknown_kinds"] += unknown
+    result = await request.app[WRITER].ingest(node, batch.sent, request.remote, events)
+    return web.json_response(
+        {"ack": result.ack, "stored": result.stored, "duplicates": result.duplicates}
+    )
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True, "queue": request.app[WRITER].depth})

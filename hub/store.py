@@ -1,0 +1,310 @@
+"""SQLite access: one writer thread owns the only write connection; reads use their own.
+
+Ingest batches queue up for the writer, which commits everything waiting in one
+transaction (group commit) and only then resolves each batch's future, so an ack always
+means "on disk". The writer owns each node's last committed sequence number, which makes
+deduplication and gap detection a dictionary lookup instead of a query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import wire
+
+from . import project
+from .errors import Conflict, Unavailable
+from .migrations import migrate
+
+log = logging.getLogger(__name__)
+
+GROUP_MAX_EVENTS = 50_000
+
+
+def connect(path: Path | str, *, readonly: bool = False, timeout: float = 5.0) -> sqlite3.Connection:
+    if readonly:
+        db = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=timeout, isolation_level=None,
+            check_same_thread=False,
+        )
+        db.execute("PRAGMA query_only = ON")
+    else:
+        db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process death
+        db.execute("PRAGMA foreign_keys = ON")
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def open_db(path: Path | str) -> sqlite3.Connection:
+    """Open (creating and migrating) the hub database for writing."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fresh = not Path(path).exists()
+    db = connect(path)
+    if fresh:  # must precede the first table; lets retention hand pages back to the OS
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        db.execute("VACUUM")
+    migrate(db)
+    return db
+
+
+@dataclass
+class Decoded:
+    """One event as the handler decoded it, before dedup."""
+
+    seq: int
+    ts: float
+    kind: str
+    data: str  # the event as JSON
+    event: Any  # wire.Event or wire.Unknown
+
+
+@dataclass
+class IngestItem:
+    node: str
+    sent: float
+    received: float
+    address: str | None
+    events: list[Decoded]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass
+class Committed:
+    """What subscribers (rules, exporters) see after a commit."""
+
+    id: int
+    node: str
+    seq: int
+    ts: float
+    kind: str
+    event: Any
+
+
+@dataclass
+class IngestResult:
+    ack: int
+    stored: int
+    duplicates: int
+    ids: list[int] = field(default_factory=list)
+
+
+class _Job:
+    __slots__ = ("fn", "future", "loop", "done")
+
+    def __init__(self, fn, future=None, loop=None):
+        self.fn, self.future, self.loop = fn, future, loop
+        self.done = threading.Event()
+
+
+def _resolve(loop, fut, result=None, exc=None):
+    def set_():
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    loop.call_soon_threadsafe(set_)
+
+
+class Writer:
+    """The one writer. Start with ``start()``; stop with ``stop()`` (drains the queue)."""
+
+    def __init__(self, path: Path | str, busy_timeout: float = 2.0):
+        self.path = Path(path)
+        self.db = open_db(self.path)
+        self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        self.queue: queue.Queue = queue.Queue()
+        self.last_seq: dict[str, int] = {
+            r["name"]: r["last_seq"] for r in self.db.execute("SELECT name, last_seq FROM nodes")
+        }
+        self.next_id = (self.db.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
+        self.subscribers: list[Callable[[list[Committed]], None]] = []
+        self.projector = project.Projector(self.db)
+        self.stats = {"batches": 0, "events": 0, "duplicates": 0, "commits": 0, "failed_commits": 0}
+        self._thread = threading.Thread(target=self._run, name="hub-writer", daemon=True)
+        self._stopping = False
+
+    # -- public API (any thread) ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping = True
+        self.queue.put(None)
+        self._thread.join(timeout)
+        self.db.close()
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    async def ingest(self, node: str, sent: float, address: str | None, events: list[Decoded]) -> IngestResult:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.queue.put(IngestItem(node, sent, time.time(), address, events, fut, loop))
+        return await fut
+
+    async def run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn(db)`` in the writer thread inside its own transaction."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.queue.put(_Job(fn, fut, loop))
+        return await fut
+
+    def run_sync(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Like ``run`` for non-async callers (tests, CLI in-process)."""
+        box: dict[str, Any] = {}
+
+        def wrapped(db):
+            try:
+                box["r"] = fn(db)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+                box["e"] = e
+
+        job = _Job(wrapped)
+        self.queue.put(job)
+        job.done.wait()
+        if "e" in box:
+            raise box["e"]
+        return box.get("r")
+
+    # -- writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if isinstance(item, _Job):
+                self._run_job(item)
+                continue
+            group = [item]
+            n = len(item.events)
+            while n < GROUP_MAX_EVENTS:
+                try:
+                    nxt = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None or isinstance(nxt, _Job):
+                    self._commit_group(group)
+                    group, n = [], 0
+                    if nxt is None:
+                        return
+                    self._run_job(nxt)
+                    break
+                group.append(nxt)
+                n += len(nxt.events)
+            if group:
+                self._commit_group(group)
+
+    def _run_job(self, job: _Job) -> None:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            result = job.fn(self.db)
+            self.db.execute("COMMIT")
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if job.future is not None:
+                _resolve(job.loop, job.future, exc=_store_error(e))
+            job.done.set()
+            return
+        if job.future is not None:
+            _resolve(job.loop, job.future, result)
+        job.done.set()
+
+    def _commit_group(self, group: list[IngestItem]) -> None:
+        last = dict(self.last_seq)  # working copy; published only after COMMIT
+        next_id = self.next_id
+        event_rows: list[tuple] = []
+        committed: list[Committed] = []
+        node_rows: dict[str, tuple] = {}
+        outcomes: list[tuple[IngestItem, Any]] = []
+        self.projector.begin()
+        for item in group:
+            node = item.node
+            prev = last.get(node, 0)
+            fresh = [d for d in item.events if d.seq > prev]
+            dup = len(item.events) - len(fresh)
+            if fresh:
+                first = fresh[0]
+                covered = isinstance(first.event, wire.Dropped) and first.event.first_seq <= prev + 1
+                if first.seq != prev + 1 and not covered:
+                    outcomes.append((item, Conflict(
+                        f"sequence gap: expected seq {prev + 1}, got {first.seq}",
+                        expected=prev + 1, got=first.seq)))
+                    continue
+            ids = []
+            for d in fresh:
+                event_rows.append((next_id, node, d.seq, d.ts, d.kind, d.data))
+                committed.append(Committed(next_id, node, d.seq, d.ts, d.kind, d.event))
+                self.projector.add(node, d.seq, d.ts, d.event)
+                ids.append(next_id)
+                next_id += 1
+            if fresh:
+                last[node] = fresh[-1].seq
+            node_rows[node] = (last.get(node, 0), item.received, item.sent - item.received, item.address, node)
+            outcomes.append((item, IngestResult(last.get(node, 0), len(fresh), dup, ids)))
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            if event_rows:
+                self.db.executemany(
+                    "INSERT INTO events (id, node, seq, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?)",
+                    event_rows,
+                )
+            self.projector.flush()
+            self.db.executemany(
+                "UPDATE nodes SET last_seq = ?, last_seen = ?, clock_skew = ?, address = coalesce(?, address) WHERE name = ?",
+                list(node_rows.values()),
+            )
+            self.db.execute("COMMIT")
+        except Exception as e:  # noqa: BLE001 - every batch in the group gets the error
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            self.projector.rollback()
+            self.stats["failed_commits"] += 1
+            log.warning("commit of %d batches failed: %s", len(group), e)
+            err = _store_error(e)
+            for item in group:
+                _resolve(item.loop, item.future, exc=err)
+            return
+        self.last_seq.update(last)
+        self.next_id = next_id
+        self.stats["commits"] += 1
+        self.stats["batches"] += len(group)
+        self.stats["events"] += len(event_rows)
+        for item, out in outcomes:
+            if isinstance(out, Exception):
+                _resolve(item.loop, item.future, exc=out)
+            else:
+                self.stats["duplicates"] += out.duplicates
+                _resolve(item.loop, item.future, out)
+        if committed:
+            for sub in self.subscribers:
+                try:
+                    sub(committed)
+                except Exception:  # a broken subscriber must not stop ingest
+                    log.exception("commit subscriber failed")
+
+
+def _store_error(e: BaseException) -> BaseException:
+    if isinstance(e, sqlite3.OperationalError):
+        msg = str(e)
+        if "locked" in msg or "busy" in msg or "full" in msg or "disk" in msg or "I/O" in msg:
+            return Unavailable(f"database unavailable: {msg}")
+    return e
