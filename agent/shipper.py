@@ -8,6 +8,7 @@ drops the duplicates. Failures back off exponentially with full jitter.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import random
 import time
@@ -95,7 +96,7 @@ class Shipper:
         self.spool.inflight_hi = rows[-1][0] if rows else 0
         try:
             async with self.session().post(
-                f"{self.url}/v1/ingest", data=body,
+                f"{self.url}/v1/ingest", data=io.BytesIO(body),  # bytes > 1 MiB warn in aiohttp
                 headers={"Content-Type": "application/vnd.msgpack"},
             ) as r:
                 reply = await self._json(r)

@@ -17,6 +17,7 @@ from . import auth, rollup
 from .config import db_path
 from .errors import HubError
 from .keys import CRED_CACHE, READ_DB, SETTINGS, SIGNING_KEY, STATS, WRITER
+from .plugins import modules
 from .routes import routes
 from .store import Writer, connect
 
@@ -93,4 +94,6 @@ def create_app(settings: Settings) -> web.Application:
     app[CRED_CACHE] = {}
     app.add_routes(routes)
     app.cleanup_ctx.append(_storage)
+    for m in modules("hub.features"):
+        m.setup(app)
     return app

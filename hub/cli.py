@@ -167,4 +167,9 @@ def datasette(data_dir, port) -> None:
 
 
 def main() -> None:
+    from .plugins import modules
+
+    for m in modules("hub.commands"):
+        for cmd in m.COMMANDS:
+            cli.add_command(cmd)
     cli()

@@ -40,6 +40,9 @@ def split_key(key: str) -> tuple[str, str]:
 
 class Projector:
     def __init__(self, db: sqlite3.Connection):
+        from .plugins import modules
+
+        modules("hub.projections")  # importing registers their handlers
         self.db = db
         self.series: dict[tuple[str, str], int] = {
             (r[0], r[1]): r[2] for r in db.execute("SELECT node, key, id FROM series")

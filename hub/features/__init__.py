@@ -1,0 +1,1 @@
+"""Hub feature modules; each exposes setup(app) (see hub/plugins.py)."""
