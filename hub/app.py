@@ -16,7 +16,7 @@ from agent.settings import Settings
 from . import auth, rollup
 from .config import db_path
 from .errors import HubError
-from .keys import CRED_CACHE, READ_DB, SETTINGS, SIGNING_KEY, STATS, WRITER
+from .keys import ALERT_LISTENERS, CRED_CACHE, READ_DB, SETTINGS, SIGNING_KEY, STATS, WRITER
 from .plugins import modules
 from .routes import routes
 from .store import Writer, connect
@@ -92,6 +92,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STATS] = Counter()
     app[CRED_CACHE] = {}
+    app[ALERT_LISTENERS] = []
     app.add_routes(routes)
     app.cleanup_ctx.append(_storage)
     for m in modules("hub.features"):

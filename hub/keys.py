@@ -16,3 +16,8 @@ READ_DB = web.AppKey("read_db", sqlite3.Connection)
 SIGNING_KEY = web.AppKey("signing_key", Ed25519PrivateKey)
 STATS = web.AppKey("stats", Counter)
 CRED_CACHE = web.AppKey("cred_cache", dict)
+# Called in the writer thread, inside the transaction, whenever an alert changes state:
+# listener(db: sqlite3.Connection, alert: dict) where alert is the alerts row as a dict plus
+# "transition" ("pending", "firing", "resolved") and "rule" (the loaded rule object).
+# The rules engine calls them; proposals (playbooks) and notifications subscribe.
+ALERT_LISTENERS = web.AppKey("alert_listeners", list)
