@@ -43,6 +43,7 @@ class Projector:
         from .plugins import modules
 
         modules("hub.projections")  # importing registers their handlers
+        self._handlers = dict(HANDLERS)
         self.db = db
         self.series: dict[tuple[str, str], int] = {
             (r[0], r[1]): r[2] for r in db.execute("SELECT node, key, id FROM series")
@@ -65,7 +66,7 @@ class Projector:
             rows.append(row)
 
     def add(self, node: str, seq: int, ts: float, event: Any) -> None:
-        fn = HANDLERS.get(type(event))
+        fn = self._handlers.get(type(event))
         if fn is not None:
             fn(self, node, seq, ts, event)
 

@@ -13,7 +13,6 @@ from agent import wire
 from . import auth
 from .errors import BadRequest, Forbidden, Unauthorized
 from .keys import CRED_CACHE, READ_DB, SIGNING_KEY, STATS, WRITER
-from .store import Decoded
 
 routes = web.RouteTableDef()
 _json = msgspec.json.Encoder()
@@ -66,18 +65,15 @@ async def hello(request: web.Request) -> web.Response:
     })
 
 
-def _decode(batch: wire.Batch) -> list[Decoded]:
-    out = []
+def _json_of(frame: wire.Frame) -> list[str]:
+    """Each event as JSON TEXT (not BLOB: SQLite's JSON functions read a BLOB as JSONB)."""
+    if frame.typed:  # one C call for the whole batch; JSON escapes newlines inside strings
+        return _json.encode_lines(frame.events).decode().split("\n")[:-1]
     enc = _json.encode
-    for i, (seq, raw) in enumerate(batch.events):
-        ev = wire.decode_event(raw, i)
-        # TEXT, not BLOB: SQLite's JSON functions read a BLOB as JSONB
-        if isinstance(ev, wire.Unknown):
-            data = enc(msgspec.msgpack.decode(raw)).decode()
-        else:
-            data = enc(ev).decode()
-        out.append(Decoded(seq, ev.ts, ev.kind if isinstance(ev, wire.Unknown) else ev.__struct_config__.tag, data, ev))
-    return out
+    return [
+        enc(msgspec.msgpack.decode(e.raw)).decode() if isinstance(e, wire.Unknown) else enc(e).decode()
+        for e in frame.events
+    ]
 
 
 @routes.post("/v1/ingest")
@@ -87,17 +83,14 @@ async def ingest(request: web.Request) -> web.Response:
         raise web.HTTPRequestEntityTooLarge(max_size=wire.MAX_BATCH_BYTES, actual_size=request.content_length)
     body = await request.read()
     try:
-        batch = wire.decode_batch(body)
-        events = _decode(batch)
+        frame = wire.decode_batch(body)
     except wire.FrameError as e:
         raise BadRequest(str(e)) from None
-    if batch.node != node:
-        raise Forbidden(f"credential belongs to node {node!r}, batch claims {batch.node!r}")
-    stats = request.app[STATS]
-    unknown = sum(1 for d in events if isinstance(d.event, wire.Unknown))
-    if unknown:
-        stats["unknown_kinds"] += unknown
-    result = await request.app[WRITER].ingest(node, batch.sent, request.remote, events)
+    if frame.node != node:
+        raise Forbidden(f"credential belongs to node {node!r}, batch claims {frame.node!r}")
+    if not frame.typed:
+        request.app[STATS]["unknown_kind_events"] += sum(isinstance(e, wire.Unknown) for e in frame.events)
+    result = await request.app[WRITER].ingest(node, frame, _json_of(frame), request.remote)
     return web.json_response(
         {"ack": result.ack, "stored": result.stored, "duplicates": result.duplicates}
     )

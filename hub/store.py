@@ -9,13 +9,15 @@ deduplication and gap detection a dictionary lookup instead of a query.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import queue
 import sqlite3
 import threading
 import time
+from itertools import repeat
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from .migrations import migrate
 log = logging.getLogger(__name__)
 
 GROUP_MAX_EVENTS = 50_000
+KIND_OF = {t: t.__struct_config__.tag for t in wire.AnyEvent.__args__}
 
 
 def connect(path: Path | str, *, readonly: bool = False, timeout: float = 5.0) -> sqlite3.Connection:
@@ -58,29 +61,18 @@ def open_db(path: Path | str) -> sqlite3.Connection:
     return db
 
 
-@dataclass
-class Decoded:
-    """One event as the handler decoded it, before dedup."""
-
-    seq: int
-    ts: float
-    kind: str
-    data: str  # the event as JSON
-    event: Any  # wire.Event or wire.Unknown
-
-
-@dataclass
+@dataclass(slots=True)
 class IngestItem:
     node: str
-    sent: float
+    frame: wire.Frame  # seqs strictly increasing, events decoded
+    datas: list[str]  # each event as JSON, parallel to frame.events
     received: float
     address: str | None
-    events: list[Decoded]
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
 
 
-@dataclass
+@dataclass(slots=True)
 class Committed:
     """What subscribers (rules, exporters) see after a commit."""
 
@@ -92,12 +84,11 @@ class Committed:
     event: Any
 
 
-@dataclass
+@dataclass(slots=True)
 class IngestResult:
     ack: int
     stored: int
     duplicates: int
-    ids: list[int] = field(default_factory=list)
 
 
 class _Job:
@@ -153,10 +144,10 @@ class Writer:
     def depth(self) -> int:
         return self.queue.qsize()
 
-    async def ingest(self, node: str, sent: float, address: str | None, events: list[Decoded]) -> IngestResult:
+    async def ingest(self, node: str, frame: wire.Frame, datas: list[str], address: str | None) -> IngestResult:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self.queue.put(IngestItem(node, sent, time.time(), address, events, fut, loop))
+        self.queue.put(IngestItem(node, frame, datas, time.time(), address, fut, loop))
         return await fut
 
     async def run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -194,7 +185,7 @@ class Writer:
                 self._run_job(item)
                 continue
             group = [item]
-            n = len(item.events)
+            n = len(item.datas)
             while n < GROUP_MAX_EVENTS:
                 try:
                     nxt = self.queue.get_nowait()
@@ -208,7 +199,7 @@ class Writer:
                     self._run_job(nxt)
                     break
                 group.append(nxt)
-                n += len(nxt.events)
+                n += len(nxt.datas)
             if group:
                 self._commit_group(group)
 
@@ -236,30 +227,34 @@ class Writer:
         node_rows: dict[str, tuple] = {}
         outcomes: list[tuple[IngestItem, Any]] = []
         self.projector.begin()
+        want_committed = bool(self.subscribers)
+        add = self.projector.add
         for item in group:
-            node = item.node
+            node, f = item.node, item.frame
             prev = last.get(node, 0)
-            fresh = [d for d in item.events if d.seq > prev]
-            dup = len(item.events) - len(fresh)
-            if fresh:
-                first = fresh[0]
-                covered = isinstance(first.event, wire.Dropped) and first.event.first_seq <= prev + 1
-                if first.seq != prev + 1 and not covered:
+            start = bisect.bisect_right(f.seqs, prev)  # everything before is a duplicate
+            n_new = len(f.seqs) - start
+            if n_new:
+                first = f.events[start]
+                covered = isinstance(first, wire.Dropped) and first.first_seq <= prev + 1
+                if f.seqs[start] != prev + 1 and not covered:
                     outcomes.append((item, Conflict(
-                        f"sequence gap: expected seq {prev + 1}, got {first.seq}",
-                        expected=prev + 1, got=first.seq)))
+                        f"sequence gap: expected seq {prev + 1}, got {f.seqs[start]}",
+                        expected=prev + 1, got=f.seqs[start])))
                     continue
-            ids = []
-            for d in fresh:
-                event_rows.append((next_id, node, d.seq, d.ts, d.kind, d.data))
-                committed.append(Committed(next_id, node, d.seq, d.ts, d.kind, d.event))
-                self.projector.add(node, d.seq, d.ts, d.event)
-                ids.append(next_id)
-                next_id += 1
-            if fresh:
-                last[node] = fresh[-1].seq
-            node_rows[node] = (last.get(node, 0), item.received, item.sent - item.received, item.address, node)
-            outcomes.append((item, IngestResult(last.get(node, 0), len(fresh), dup, ids)))
+                seqs, evs, datas = f.seqs[start:], f.events[start:], item.datas[start:]
+                kinds = [KIND_OF.get(type(e)) or e.kind for e in evs]
+                tss = [e.ts for e in evs]
+                ids = range(next_id, next_id + n_new)
+                event_rows.extend(zip(ids, repeat(node), seqs, tss, kinds, datas))
+                for seq, ts, ev in zip(seqs, tss, evs):
+                    add(node, seq, ts, ev)
+                if want_committed:
+                    committed.extend(map(Committed, ids, repeat(node), seqs, tss, kinds, evs))
+                next_id += n_new
+                last[node] = f.seqs[-1]
+            node_rows[node] = (last.get(node, 0), item.received, f.sent - item.received, item.address, node)
+            outcomes.append((item, IngestResult(last.get(node, 0), n_new, start)))
         try:
             self.db.execute("BEGIN IMMEDIATE")
             if event_rows:
