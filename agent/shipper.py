@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,10 @@ from . import __version__, wire
 from .spool import Spool
 
 log = logging.getLogger(__name__)
+
+# Test-only: shifts the clock the hub sees in `sent` (clock-skew detection tests; no real
+# clock can be shifted per process without LD_PRELOAD). Documented in docs/fleet.md.
+CLOCK_OFFSET = float(os.environ.get("HOMELAB_AGENT_CLOCK_OFFSET") or 0)
 
 
 class Backoff:
@@ -92,12 +97,14 @@ class Shipper:
         if not self._said_hello:
             await self.hello()
         rows = self.spool.read(self.batch_max_events, self.batch_max_bytes)
-        body = wire.encode_batch(self.node, time.time(), rows)
+        body = wire.encode_batch(self.node, time.time() + CLOCK_OFFSET, rows)
         self.spool.inflight_hi = rows[-1][0] if rows else 0
         try:
             async with self.session().post(
                 f"{self.url}/v1/ingest", data=io.BytesIO(body),  # bytes > 1 MiB warn in aiohttp
-                headers={"Content-Type": "application/vnd.msgpack"},
+                headers={"Content-Type": "application/vnd.msgpack",
+                         # what waits here behind this batch, for the hub's /metrics
+                         "Homelab-Spool-Backlog": str(self.spool.next_seq - 1 - rows[-1][0] if rows else 0)},
             ) as r:
                 reply = await self._json(r)
                 status = r.status

@@ -33,6 +33,15 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("alertmanager_url", None, "HOMELAB_HUB_ALERTMANAGER_URL", "Alertmanager base URL to push alerts to (API v2).", str),
     Opt("loki_url", None, "HOMELAB_HUB_LOKI_URL", "Loki base URL to forward logs to (/loki/api/v1/push).", str),
     Opt("tls", False, "HOMELAB_HUB_TLS", "Serve HTTPS with the hub's own certificate (for LANs without Tailscale).", parse_bool, "--tls"),
+    Opt("metrics_token", None, "HOMELAB_HUB_METRICS_TOKEN", "If set, /metrics requires 'Authorization: Bearer <this>' (Prometheus: authorization.credentials).", str),
+    Opt("loki_queue", 10_000, "HOMELAB_HUB_LOKI_QUEUE", "Most log lines held for Loki while it is unreachable; past it lines are shed and counted.", int),
+    Opt("tailscale_socket", "/var/run/tailscale/tailscaled.sock", "HOMELAB_HUB_TAILSCALE_SOCKET", "tailscaled's LocalAPI socket (whois of connecting agents, the hub's tailnet address).", str),
+    Opt("tailnet_enforce", True, "HOMELAB_HUB_TAILNET_ENFORCE", "When the LocalAPI answers, refuse an agent whose tailnet identity differs from the one recorded for its node.", parse_bool),
+    Opt("tailnet", "-", "HOMELAB_HUB_TAILNET", "Tailnet name for `tailnet sync` ('-' is the API key's default tailnet).", str),
+    Opt("tailscale_api_key", None, "HOMELAB_HUB_TAILSCALE_API_KEY", "Tailscale API access token for `tailnet sync` (or use the OAuth client settings).", str),
+    Opt("tailscale_oauth_client_id", None, "HOMELAB_HUB_TAILSCALE_OAUTH_CLIENT_ID", "Tailscale OAuth client id for `tailnet sync` (scope devices:core:read).", str),
+    Opt("tailscale_oauth_client_secret", None, "HOMELAB_HUB_TAILSCALE_OAUTH_CLIENT_SECRET", "Tailscale OAuth client secret for `tailnet sync`.", str),
+    Opt("tailscale_api_url", None, "HOMELAB_HUB_TAILSCALE_API_URL", "Base URL replacing https://api.tailscale.com (a proxy or a test stand-in).", str),
 )
 
 
