@@ -1,0 +1,205 @@
+"""Backup and restore: archive contents and checks, refusal on a running hub, and the real
+thing — a restore in the middle of a stream of events from an agent subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import pytest
+from conftest import free_port, join_agent, query, wait_for
+
+from agent import wire
+from hub import backup
+from hub.errors import Conflict
+
+
+def hub_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "hub", *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+async def _join(hub, name="n1") -> str:
+    token = hub.enroll(name)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{hub.url}/v1/join", json={"token": token}) as r:
+            return (await r.json())["credential"]
+
+
+async def _send(hub, cred: str, node: str, first: int, n: int) -> dict:
+    events = [(first + i, wire.encode_event(wire.Log(ts=time.time(), source="t", message=f"m{first + i}")))
+              for i in range(n)]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {cred}"}) as s:
+        async with s.post(f"{hub.url}/v1/ingest", data=wire.encode_batch(node, time.time(), events)) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+
+async def test_backup_while_ingesting_then_restore(hub, tmp_path):
+    cred = await _join(hub)
+    await _send(hub, cred, "n1", 1, 100)
+    (hub.data_dir / "hub.toml").write_text('token_ttl = "2h"\n')
+    out = tmp_path / "b.tar.gz"
+    # the hub keeps ingesting while the snapshot is taken
+    loop = asyncio.get_running_loop()
+    snap = loop.run_in_executor(None, backup.create, hub.data_dir, out, None)
+    await _send(hub, cred, "n1", 101, 100)
+    info = await snap
+    assert os.stat(out).st_mode & 0o777 == 0o600
+    assert info.nodes["n1"] in (100, 200)
+    names = {f["name"] for f in info.files}
+    assert {"homelab.db", "hub.toml", "hub_signing.key"} <= names
+    with tarfile.open(out) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())
+    assert manifest["nodes"] == info.nodes
+
+    target = tmp_path / "restored"
+    m = backup.restore(out, target)
+    assert m["moved_aside"] is None
+    seqs = [r[0] for r in query(target, "SELECT seq FROM events WHERE node = 'n1' ORDER BY seq")]
+    assert seqs == list(range(1, info.nodes["n1"] + 1))  # consistent: no torn batch
+    assert (target / "hub_signing.key").read_bytes() == (hub.data_dir / "hub_signing.key").read_bytes()
+    assert (target / "hub_signing.key").stat().st_mode & 0o777 == 0o600
+    assert (target / "hub.toml").read_text() == 'token_ttl = "2h"\n'
+
+
+async def test_restore_refuses_running_hub_and_keeps_what_it_replaces(hub, tmp_path):
+    cred = await _join(hub)
+    await _send(hub, cred, "n1", 1, 5)
+    out = tmp_path / "b.tar.gz"
+    backup.create(hub.data_dir, out)
+    with pytest.raises(Conflict, match="stop the hub first"):
+        backup.restore(out, hub.data_dir)
+    assert backup.hub_running(hub.data_dir)
+    other = tmp_path / "other"
+    backup.restore(out, other)
+    (other / "hub.toml").write_text("# mine\n")
+    m = backup.restore(out, other)  # not running: allowed, and the old files are kept
+    aside = Path(m["moved_aside"])
+    assert (aside / "homelab.db").exists() and (aside / "hub.toml").read_text() == "# mine\n"
+    assert not (other / "hub.toml").exists()  # the backup had no hub.toml
+
+
+def _rewrite(src: Path, dst: Path, edit) -> None:
+    with tarfile.open(src) as tin, tarfile.open(dst, "w:gz") as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read()
+            m2, data = edit(m, data)
+            if m2 is not None:
+                m2.size = len(data)
+                tout.addfile(m2, io.BytesIO(data))
+
+
+async def test_damaged_or_hostile_archives_are_refused(hub, tmp_path):
+    cred = await _join(hub)
+    await _send(hub, cred, "n1", 1, 3)
+    good = tmp_path / "good.tar.gz"
+    backup.create(hub.data_dir, good)
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / "keep").write_text("x")
+
+    def flip(m, data):
+        if m.name == "hub_signing.key":
+            data = data[:-2] + b"X\n"
+        return m, data
+
+    def traversal(m, data):
+        if m.name == "manifest.json":
+            man = json.loads(data)
+            man["files"][0]["name"] = "../../evil"
+            data = json.dumps(man).encode()
+        return m, data
+
+    def drop_db(m, data):
+        return (None, data) if m.name == "homelab.db" else (m, data)
+
+    for edit, needle in ((flip, "hub_signing.key: checksum mismatch"),
+                         (traversal, "unsafe or missing name"),
+                         (drop_db, "homelab.db: listed in the manifest but missing")):
+        bad = tmp_path / f"{edit.__name__}.tar.gz"
+        _rewrite(good, bad, edit)
+        with pytest.raises(backup.BackupError, match=needle):
+            backup.restore(bad, target)
+        assert sorted(p.name for p in target.iterdir()) == ["keep"]  # nothing touched
+    (tmp_path / "junk.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(backup.BackupError, match="cannot read"):
+        backup.restore(tmp_path / "junk.tar.gz", target)
+
+
+def _file_events(data_dir: Path) -> list[tuple[int, str, str]]:
+    return [(r[0], r[1], json.loads(r[2]).get("path", "")) for r in
+            query(data_dir, "SELECT seq, kind, data FROM events WHERE node = 'n1' ORDER BY seq")]
+
+
+@pytest.mark.slow
+def test_restore_mid_stream_exactly_once_and_honest_gap(hub_process, agent_process, tmp_path):
+    data_dir, port = tmp_path / "hub", free_port()
+    h = hub_process(data_dir, port).start()
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    state = tmp_path / "agent"
+    join_agent(h.url, h.enroll("n1"), state)
+    agent = agent_process(state, "--collectors", "files", "--watch", str(watched))
+
+    def make(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            (watched / f"f{i:03}").write_text(f"content {i}\n")
+            time.sleep(0.01)
+
+    def stored(i: int) -> bool:
+        return any(p.endswith(f"/f{i - 1:03}") for _s, _k, p in _file_events(data_dir))
+
+    def probe() -> bool:  # the watch is set up a moment after start: poke until seen
+        (watched / "probe").write_text(str(time.monotonic()))
+        return any(p.endswith("/probe") for _s, _k, p in _file_events(data_dir))
+
+    wait_for(probe, 30, interval=0.3, what="the agent's file watch")
+    make(0, 30)
+    wait_for(lambda: stored(30), 30, what="first 30 files stored")
+    archive = tmp_path / "backup.tar.gz"
+    hub_cli("backup", "--data-dir", str(data_dir), "-o", str(archive))
+    with tarfile.open(archive) as tar:
+        at_backup = json.loads(tar.extractfile("manifest.json").read())["nodes"]["n1"]
+    make(30, 60)  # acked by the hub after the backup: these are the ones a restore loses
+    wait_for(lambda: stored(60), 30, what="files 30..59 stored")
+    r = hub_cli("restore", str(archive), "--data-dir", str(data_dir), check=False)
+    assert r.returncode != 0 and "stop the hub first" in r.stderr
+    h.stop()
+    acked_before_stop = query(data_dir, "SELECT last_seq FROM nodes WHERE name = 'n1'")[0][0]
+    assert acked_before_stop > at_backup
+    make(60, 90)  # the hub is down: these wait in the agent's spool
+    hub_cli("restore", str(archive), "--data-dir", str(data_dir))
+    assert query(data_dir, "SELECT last_seq FROM nodes WHERE name = 'n1'")[0][0] == at_backup
+    h = hub_process(data_dir, port).start()
+    wait_for(lambda: stored(90), 90, what="files made while the hub was down to arrive")
+    assert agent.alive()
+
+    rows = _file_events(data_dir)
+    seqs = [s for s, _k, _p in rows]
+    assert len(seqs) == len(set(seqs))
+    creates = [p for _s, k, p in rows if k == "file"]
+    for i in list(range(0, 30)) + list(range(60, 90)):
+        assert creates.count(str(watched / f"f{i:03}")) == 1, i
+    for i in range(30, 60):  # acked after the backup: gone from the hub, and said so
+        assert str(watched / f"f{i:03}") not in creates
+    dropped = [msgspec.json.decode(d) for (d,) in
+               query(data_dir, "SELECT data FROM events WHERE node = 'n1' AND kind = 'dropped'")]
+    assert len(dropped) == 1
+    assert dropped[0]["first_seq"] == at_backup + 1
+    assert dropped[0]["count"] == acked_before_stop - at_backup
+    assert "restored from backup" in dropped[0]["reason"]
+    # after the marker the sequence is contiguous: everything the agent still held arrived
+    assert seqs[:at_backup] == list(range(1, at_backup + 1))
+    assert seqs[at_backup:] == list(range(acked_before_stop, seqs[-1] + 1))
