@@ -197,6 +197,189 @@ def migrate(db: sqlite3.Connection) -> list[str]:
     return ran
 
 
+# --- m11x: the digital twin (current state per node; history in *_changes and events) ---
+
+
+@migration
+def m110_twin(db: sqlite3.Connection) -> None:
+    script(db,
+        """
+        -- One row per node: the main facts as columns, everything else in facts (JSON).
+        CREATE TABLE inventory (
+            node TEXT PRIMARY KEY REFERENCES nodes(name),
+            hostname TEXT NOT NULL,
+            os TEXT, kernel TEXT, arch TEXT,
+            cpu_model TEXT, cpu_count INTEGER,
+            memory_bytes INTEGER, swap_bytes INTEGER,
+            boot_time REAL,
+            primary_ip TEXT, tailscale_ip TEXT,
+            facts TEXT NOT NULL,
+            updated REAL NOT NULL,
+            seq INTEGER NOT NULL
+        );
+        CREATE TABLE mounts (
+            node TEXT NOT NULL REFERENCES nodes(name),
+            mountpoint TEXT NOT NULL,
+            device TEXT, fstype TEXT, options TEXT,
+            total_bytes INTEGER,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (node, mountpoint)
+        );
+        CREATE TABLE disks (
+            node TEXT NOT NULL REFERENCES nodes(name),
+            name TEXT NOT NULL,
+            size_bytes INTEGER, model TEXT, serial TEXT,
+            rotational INTEGER, removable INTEGER,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (node, name)
+        );
+        CREATE TABLE interfaces (
+            node TEXT NOT NULL REFERENCES nodes(name),
+            name TEXT NOT NULL,
+            mac TEXT, mtu INTEGER, up INTEGER, speed_mbps INTEGER,
+            addresses TEXT,  -- space-separated CIDRs, IPv4 first
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (node, name)
+        );
+
+        -- Packages as they are now; removed/purged ones keep their row (state says so).
+        CREATE TABLE packages (
+            node TEXT NOT NULL REFERENCES nodes(name),
+            manager TEXT NOT NULL,
+            name TEXT NOT NULL,
+            arch TEXT NOT NULL DEFAULT '',
+            version TEXT,
+            manual INTEGER,
+            state TEXT NOT NULL,  -- installed, removed, purged
+            changed REAL NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (node, manager, name, arch)
+        );
+        CREATE INDEX packages_name ON packages(name);
+        CREATE TABLE package_changes (
+            id INTEGER PRIMARY KEY,
+            node TEXT NOT NULL REFERENCES nodes(name),
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            manager TEXT NOT NULL,
+            action TEXT NOT NULL,
+            name TEXT NOT NULL,
+            arch TEXT,
+            version TEXT,
+            old_version TEXT
+        );
+        CREATE INDEX package_changes_node_ts ON package_changes(node, ts);
+        CREATE INDEX package_changes_ts ON package_changes(ts);
+        CREATE INDEX package_changes_name ON package_changes(name);
+        CREATE TABLE pending_updates (
+            node TEXT NOT NULL REFERENCES nodes(name),
+            manager TEXT NOT NULL,
+            name TEXT NOT NULL,
+            current TEXT, candidate TEXT,
+            security INTEGER NOT NULL DEFAULT 0,
+            checked REAL NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (node, manager, name)
+        );
+
+        CREATE TABLE services (
+            node TEXT NOT NULL REFERENCES nodes(name),
+            unit TEXT NOT NULL,
+            active TEXT NOT NULL, sub TEXT, result TEXT,
+            restarts INTEGER, enabled TEXT,
+            changed REAL NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (node, unit)
+        );
+        CREATE INDEX services_active ON services(active);
+        CREATE TABLE service_changes (
+            id INTEGER PRIMARY KEY,
+            node TEXT NOT NULL REFERENCES nodes(name),
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            unit TEXT NOT NULL,
+            active TEXT NOT NULL, previous TEXT, sub TEXT, result TEXT, restarts INTEGER
+        );
+        CREATE INDEX service_changes_node_ts ON service_changes(node, ts);
+        CREATE INDEX service_changes_ts ON service_changes(ts);
+
+        -- Devices seen on each node; removed ones keep their row with present = 0.
+        CREATE TABLE devices (
+            node TEXT NOT NULL REFERENCES nodes(name),
+            sys_path TEXT NOT NULL,
+            subsystem TEXT NOT NULL, devtype TEXT, dev_node TEXT,
+            vendor TEXT, model TEXT, serial TEXT, driver TEXT, bus TEXT,
+            present INTEGER NOT NULL,
+            changed REAL NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (node, sys_path)
+        );
+        CREATE INDEX devices_subsystem ON devices(subsystem);
+        CREATE TABLE device_changes (
+            id INTEGER PRIMARY KEY,
+            node TEXT NOT NULL REFERENCES nodes(name),
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            action TEXT NOT NULL,
+            subsystem TEXT NOT NULL, sys_path TEXT NOT NULL, devtype TEXT, dev_node TEXT,
+            vendor TEXT, model TEXT, serial TEXT, driver TEXT, source TEXT
+        );
+        CREATE INDEX device_changes_node_ts ON device_changes(node, ts);
+        CREATE INDEX device_changes_ts ON device_changes(ts);
+
+        -- The latest top-processes sample per node (history: 'processes' events).
+        CREATE TABLE processes (
+            node TEXT NOT NULL REFERENCES nodes(name),
+            pid INTEGER NOT NULL,
+            rank INTEGER NOT NULL,
+            name TEXT NOT NULL, user TEXT,
+            cpu_percent REAL NOT NULL, rss_bytes INTEGER NOT NULL,
+            cmdline TEXT,
+            ts REAL NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (node, pid)
+        );
+
+        -- What changed on each node, one timeline: packages, files, services, devices.
+        CREATE VIEW changes AS
+            SELECT node, ts, datetime(ts, 'unixepoch') AS time, 'package' AS kind,
+                   name || CASE WHEN arch IS NOT NULL AND arch != '' THEN ':' || arch ELSE '' END AS subject,
+                   action,
+                   CASE WHEN old_version IS NOT NULL AND version IS NOT NULL THEN old_version || ' -> ' || version
+                        ELSE coalesce(version, old_version, '') END AS detail,
+                   seq
+            FROM package_changes
+            UNION ALL
+            SELECT node, ts, datetime(ts, 'unixepoch'), 'file', path, action,
+                   CASE WHEN src_path IS NOT NULL THEN 'from ' || src_path
+                        WHEN sha256 IS NOT NULL THEN 'sha256 ' || substr(sha256, 1, 12)
+                        ELSE '' END,
+                   seq
+            FROM file_changes
+            UNION ALL
+            SELECT node, ts, datetime(ts, 'unixepoch'), 'service', unit, active,
+                   coalesce(previous, '?') || ' -> ' || active
+                   || CASE WHEN result IS NOT NULL AND result != 'success' THEN ' (' || result || ')' ELSE '' END
+                   || CASE WHEN restarts THEN ' restarts=' || restarts ELSE '' END,
+                   seq
+            FROM service_changes
+            UNION ALL
+            SELECT node, ts, datetime(ts, 'unixepoch'), 'device', sys_path, action,
+                   trim(subsystem || coalesce(' ' || dev_node, '') || coalesce(' ' || vendor, '')
+                        || coalesce(' ' || model, '') || coalesce(' driver=' || driver, '')),
+                   seq
+            FROM device_changes;
+
+        CREATE VIEW failed_units AS
+            SELECT node, unit, sub, result, restarts, datetime(changed, 'unixepoch') AS since
+            FROM services WHERE active = 'failed';
+        CREATE VIEW installed_packages AS
+            SELECT node, manager, name, arch, version, manual, datetime(changed, 'unixepoch') AS changed
+            FROM packages WHERE state = 'installed';
+        """
+    )
+
+
 @migration
 def m400_brain_decisions(db: sqlite3.Connection) -> None:
     script(db,
@@ -222,5 +405,101 @@ def m400_brain_decisions(db: sqlite3.Connection) -> None:
         );
         CREATE INDEX brain_decisions_alert ON brain_decisions(alert_id);
         CREATE INDEX brain_decisions_ts ON brain_decisions(ts);
+        """
+    )
+
+
+@migration
+def m500_kb(db: sqlite3.Connection) -> None:
+    """Knowledge base: documents, their passages (FTS5, kept in sync by triggers), tags,
+    wikilinks, categories and the examples the classifier learns from. See docs/kb.md."""
+    script(db,
+        """
+        CREATE TABLE kb_categories (
+            name TEXT PRIMARY KEY,
+            active INTEGER NOT NULL DEFAULT 1
+        );
+        INSERT INTO kb_categories (name) VALUES ('hardware'), ('networking'), ('storage'),
+            ('services'), ('security'), ('how-to'), ('snippet'), ('note');
+        -- One row per note, page, clipping or snippet. body is the readable text as markdown.
+        CREATE TABLE kb_documents (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL UNIQUE,      -- absolute path, URL, or api:NAME
+            kind TEXT NOT NULL,               -- markdown, text, html, code
+            language TEXT,                    -- for code snippets
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            category TEXT NOT NULL REFERENCES kb_categories(name),
+            category_source TEXT NOT NULL,    -- given, person, learned, rules, model, default
+            node TEXT,
+            date REAL NOT NULL,               -- front matter date, else file mtime, else added
+            added REAL NOT NULL,
+            updated REAL NOT NULL,
+            frontmatter TEXT                  -- JSON
+        );
+        CREATE INDEX kb_documents_category ON kb_documents(category);
+        CREATE INDEX kb_documents_node ON kb_documents(node);
+        CREATE INDEX kb_documents_date ON kb_documents(date);
+        CREATE TABLE kb_passages (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES kb_documents(id) ON DELETE CASCADE,
+            ord INTEGER NOT NULL,
+            heading_path TEXT NOT NULL,       -- 'Title > Section > Subsection'
+            text TEXT NOT NULL,
+            UNIQUE (document_id, ord)
+        );
+        CREATE TABLE kb_tags (
+            document_id INTEGER NOT NULL REFERENCES kb_documents(id) ON DELETE CASCADE,
+            tag TEXT NOT NULL,
+            PRIMARY KEY (document_id, tag)
+        ) WITHOUT ROWID;
+        CREATE INDEX kb_tags_tag ON kb_tags(tag);
+        CREATE TABLE kb_links (
+            document_id INTEGER NOT NULL REFERENCES kb_documents(id) ON DELETE CASCADE,
+            target TEXT NOT NULL,             -- [[wikilink]] target as written
+            PRIMARY KEY (document_id, target)
+        ) WITHOUT ROWID;
+        -- What the classifier learns from: categories a person set or a source declared.
+        -- Kept (document_id NULL) when the document goes, so a lesson is not forgotten.
+        CREATE TABLE kb_training (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER UNIQUE REFERENCES kb_documents(id) ON DELETE SET NULL,
+            category TEXT NOT NULL REFERENCES kb_categories(name),
+            source TEXT NOT NULL,             -- person, given
+            text TEXT NOT NULL,
+            created REAL NOT NULL
+        );
+        -- Optional passage embeddings for hybrid ranking (model = GGUF file sha256 prefix).
+        CREATE TABLE kb_embeddings (
+            passage_id INTEGER PRIMARY KEY REFERENCES kb_passages(id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            vector BLOB NOT NULL
+        );
+        CREATE VIRTUAL TABLE kb_passages_fts USING fts5(
+            heading_path, text, content='kb_passages', content_rowid='id',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        -- headings (which carry the title) weigh more than body text
+        INSERT INTO kb_passages_fts (kb_passages_fts, rank) VALUES ('rank', 'bm25(3.0, 1.0)');
+        CREATE TRIGGER kb_passages_ai AFTER INSERT ON kb_passages BEGIN
+            INSERT INTO kb_passages_fts (rowid, heading_path, text)
+            VALUES (new.id, new.heading_path, new.text);
+        END;
+        CREATE TRIGGER kb_passages_ad AFTER DELETE ON kb_passages BEGIN
+            INSERT INTO kb_passages_fts (kb_passages_fts, rowid, heading_path, text)
+            VALUES ('delete', old.id, old.heading_path, old.text);
+        END;
+        CREATE TRIGGER kb_passages_au AFTER UPDATE ON kb_passages BEGIN
+            INSERT INTO kb_passages_fts (kb_passages_fts, rowid, heading_path, text)
+            VALUES ('delete', old.id, old.heading_path, old.text);
+            INSERT INTO kb_passages_fts (rowid, heading_path, text)
+            VALUES (new.id, new.heading_path, new.text);
+        END;
+        CREATE VIEW kb_search_passages AS
+            SELECT p.id AS passage_id, d.id AS document_id, d.title, p.heading_path, p.text,
+                   d.category, d.node, d.source, datetime(d.date, 'unixepoch') AS date
+            FROM kb_passages p JOIN kb_documents d ON d.id = p.document_id;
         """
     )

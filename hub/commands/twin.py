@@ -1,0 +1,263 @@
+"""`homelab-hub twin NODE` (a node's current state) and `homelab-hub changes NODE --since 1d`
+(what changed: packages, files, services, devices, as one timeline).
+
+Both read the twin tables on a read-only connection, so they are safe while the hub runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from agent.settings import parse_duration
+from hub.cli import data_dir_option, domain_errors, settings_from
+from hub.config import db_path
+from hub.errors import BadRequest, NotFound
+from hub.store import connect
+
+CHANGE_KINDS = ("package", "file", "service", "device")
+
+
+def _open(data_dir) -> sqlite3.Connection:
+    path = db_path(settings_from(data_dir=data_dir).data_dir)
+    if not Path(path).exists():
+        raise NotFound(f"no hub database at {path} (run `homelab-hub serve` or pass --data-dir)")
+    return connect(path, readonly=True)
+
+
+def _check_node(db: sqlite3.Connection, node: str) -> None:
+    if db.execute("SELECT 1 FROM nodes WHERE name = ?", (node,)).fetchone() is None:
+        known = [r[0] for r in db.execute("SELECT name FROM nodes ORDER BY name LIMIT 20")]
+        raise NotFound(f"unknown node {node!r} (known: {', '.join(known) or 'none'})")
+
+
+def parse_since(value: str, now: float | None = None) -> float:
+    """'1d', '90m', '2h' (ago), or an ISO date/time ('2026-11-25', '2026-11-25T10:00', UTC unless
+    it names a zone) -> Unix seconds."""
+    now = time.time() if now is None else now
+    try:
+        return now - parse_duration(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(
+            f"--since: expected a duration such as 1d, 12h, 30m or an ISO date such as 2026-11-25, got {value!r}"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def _rows(db: sqlite3.Connection, sql: str, args: tuple) -> list[dict]:
+    return [dict(r) for r in db.execute(sql, args)]
+
+
+def twin_state(db: sqlite3.Connection, node: str, limit: int | None = None) -> dict:
+    """Everything the hub knows about NODE now. ``limit`` bounds the long lists (packages,
+    devices) for display; None returns them whole."""
+    _check_node(db, node)
+    lim = -1 if limit is None else limit
+    inv = db.execute("SELECT * FROM inventory WHERE node = ?", (node,)).fetchone()
+    inventory = dict(inv) if inv else None
+    if inventory:
+        inventory["facts"] = json.loads(inventory["facts"])
+    counts = db.execute(
+        "SELECT count(*) FILTER (WHERE state = 'installed'),"
+        " count(*) FILTER (WHERE state = 'installed' AND manual),"
+        " count(*) FILTER (WHERE state != 'installed') FROM packages WHERE node = ?", (node,)
+    ).fetchone()
+    files = db.execute(
+        "SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE deleted),"
+        " max(changed) FROM files WHERE node = ?", (node,)
+    ).fetchone()
+    return {
+        "node": node,
+        "inventory": inventory,
+        "interfaces": _rows(db, "SELECT name, mac, mtu, up, speed_mbps, addresses FROM interfaces WHERE node = ? ORDER BY name", (node,)),
+        "mounts": _rows(db, "SELECT mountpoint, device, fstype, options, total_bytes FROM mounts WHERE node = ? ORDER BY mountpoint", (node,)),
+        "disks": _rows(db, "SELECT name, size_bytes, model, serial, rotational, removable FROM disks WHERE node = ? ORDER BY name", (node,)),
+        "packages": {
+            "installed": counts[0], "manual": counts[1], "removed": counts[2],
+            "recent": _rows(db, "SELECT manager, name, arch, version, manual, state, changed FROM packages"
+                                " WHERE node = ? ORDER BY changed DESC, name LIMIT ?", (node, 10 if limit else lim)),
+            "list": [] if limit else _rows(db, "SELECT manager, name, arch, version, manual, state, changed"
+                                               " FROM packages WHERE node = ? ORDER BY name, arch", (node,)),
+        },
+        "pending_updates": _rows(db, "SELECT manager, name, current, candidate, security, checked FROM pending_updates"
+                                     " WHERE node = ? ORDER BY security DESC, name LIMIT ?", (node, lim)),
+        "services": _rows(db, "SELECT unit, active, sub, result, restarts, enabled, changed FROM services WHERE node = ?"
+                              " ORDER BY active = 'failed' DESC, unit LIMIT ?", (node, lim)),
+        "devices": _rows(db, "SELECT sys_path, subsystem, devtype, dev_node, vendor, model, serial, driver, present, changed"
+                             " FROM devices WHERE node = ? AND present ORDER BY subsystem, sys_path LIMIT ?", (node, lim)),
+        "processes": _rows(db, "SELECT pid, name, user, cpu_percent, rss_bytes, cmdline, ts FROM processes WHERE node = ?"
+                               " ORDER BY rank", (node,)),
+        "files": {"watched": files[0], "deleted": files[1], "last_change": files[2]},
+    }
+
+
+def change_list(db: sqlite3.Connection, node: str, since: float, kinds: tuple[str, ...] = CHANGE_KINDS,
+                limit: int = 10_000) -> list[dict]:
+    _check_node(db, node)
+    marks = ", ".join("?" * len(kinds))
+    return _rows(db, f"SELECT ts, time, kind, subject, action, detail FROM changes"
+                     f" WHERE node = ? AND ts >= ? AND kind IN ({marks}) ORDER BY ts, seq LIMIT ?",
+                 (node, since, *kinds, limit))
+
+
+# --- rendering ------------------------------------------------------------------------
+
+
+def _size(n) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _when(ts) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _render_twin(state: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    inv = state["inventory"]
+    con.rule(f"[bold]{state['node']}")
+    if inv:
+        facts = inv["facts"]
+        t = Table(show_header=False, box=None)
+        for k, v in (("hostname", inv["hostname"]), ("os", inv["os"]), ("kernel", inv["kernel"]),
+                     ("arch", inv["arch"]), ("cpu", f"{inv['cpu_model'] or '?'} x{inv['cpu_count'] or '?'}"),
+                     ("memory", _size(inv["memory_bytes"])), ("swap", _size(inv["swap_bytes"])),
+                     ("booted", _when(inv["boot_time"])), ("primary ip", inv["primary_ip"]),
+                     ("tailscale ip", inv["tailscale_ip"]), ("virtualization", facts.get("virtualization")),
+                     ("inventory updated", _when(inv["updated"]))):
+            if v:
+                t.add_row(f"[bold]{k}", str(v))
+        con.print(t)
+    else:
+        con.print("[yellow]no inventory received yet")
+    if state["interfaces"]:
+        t = Table("interface", "up", "mac", "mtu", "addresses", title="Interfaces")
+        for i in state["interfaces"]:
+            t.add_row(i["name"], "yes" if i["up"] else "no", i["mac"] or "", str(i["mtu"] or ""), i["addresses"] or "")
+        con.print(t)
+    if state["mounts"]:
+        t = Table("mount", "device", "type", "size", title="Mounts")
+        for m in state["mounts"]:
+            t.add_row(m["mountpoint"], m["device"] or "", m["fstype"] or "", _size(m["total_bytes"]))
+        con.print(t)
+    pk = state["packages"]
+    con.print(f"[bold]Packages:[/] {pk['installed']} installed ({pk['manual']} manual), {pk['removed']} removed")
+    if pk["recent"]:
+        t = Table("package", "version", "state", "changed", title="Recently changed packages")
+        for p in pk["recent"]:
+            t.add_row(p["name"] + (f":{p['arch']}" if p["arch"] else ""), p["version"] or "", p["state"], _when(p["changed"]))
+        con.print(t)
+    pend = state["pending_updates"]
+    if pend:
+        sec = sum(1 for u in pend if u["security"])
+        t = Table("package", "current", "candidate", "security", title=f"Pending updates: {len(pend)} ({sec} security)")
+        for u in pend:
+            t.add_row(u["name"], u["current"] or "", u["candidate"] or "", "[red]yes[/]" if u["security"] else "")
+        con.print(t)
+    if state["services"]:
+        failed = [s for s in state["services"] if s["active"] == "failed"]
+        t = Table("unit", "active", "sub", "result", "restarts", title=f"Services: {len(state['services'])} ({len(failed)} failed)")
+        for s in state["services"]:
+            color = {"failed": "red", "active": "green"}.get(s["active"], "yellow")
+            t.add_row(s["unit"], f"[{color}]{s['active']}[/]", s["sub"] or "", s["result"] or "", str(s["restarts"] or 0))
+        con.print(t)
+    else:
+        con.print("[bold]Services:[/] none reported (no systemd on this node, or the collector is off)")
+    if state["devices"]:
+        t = Table("subsystem", "device", "node", "vendor / model", "driver", title=f"Devices present: {len(state['devices'])}")
+        for d in state["devices"]:
+            t.add_row(d["subsystem"], d["sys_path"], d["dev_node"] or "",
+                      " ".join(x for x in (d["vendor"], d["model"]) if x), d["driver"] or "")
+        con.print(t)
+    if state["processes"]:
+        t = Table("pid", "name", "user", "cpu %", "rss", title=f"Top processes at {_when(state['processes'][0]['ts'])}")
+        for p in state["processes"]:
+            t.add_row(str(p["pid"]), p["name"], p["user"] or "", f"{p['cpu_percent']:.1f}", _size(p["rss_bytes"]))
+        con.print(t)
+    f = state["files"]
+    con.print(f"[bold]Watched files:[/] {f['watched']} present, {f['deleted']} deleted; last change {_when(f['last_change']) or 'never'}")
+
+
+def _render_changes(node: str, since: float, rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    if not rows:
+        con.print(f"no changes on {node} since {_when(since)} UTC")
+        return
+    colors = {"package": "cyan", "file": "magenta", "service": "yellow", "device": "green"}
+    t = Table("time (UTC)", "kind", "action", "subject", "detail", title=f"Changes on {node} since {_when(since)} UTC")
+    for r in rows:
+        c = colors.get(r["kind"], "white")
+        t.add_row(r["time"], f"[{c}]{r['kind']}[/]", r["action"], r["subject"], r["detail"] or "")
+    con.print(t)
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("node")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the whole state as one JSON object.")
+@domain_errors
+def twin(node, data_dir, as_json) -> None:
+    """Print NODE's current state: inventory, interfaces, mounts, packages, updates, services,
+    devices, top processes, watched files."""
+    db = _open(data_dir)
+    try:
+        state = twin_state(db, node, limit=None if as_json else 50)
+    finally:
+        db.close()
+    if as_json:
+        click.echo(json.dumps(state))
+    else:
+        _render_twin(state)
+
+
+@click.command()
+@click.argument("node")
+@data_dir_option
+@click.option("--since", default="1d", show_default=True,
+              help="How far back: a duration (30m, 12h, 7d) or an ISO date/time (UTC unless zoned).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(CHANGE_KINDS),
+              help="Only these kinds of change (repeatable) [default: all].")
+@click.option("--limit", default=10_000, show_default=True, type=click.IntRange(1, 1_000_000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per change.")
+@domain_errors
+def changes(node, data_dir, since, kinds, limit, as_json) -> None:
+    """Print what changed on NODE (packages, files, services, devices) as a timeline."""
+    start = parse_since(since)
+    db = _open(data_dir)
+    try:
+        rows = change_list(db, node, start, tuple(kinds) or CHANGE_KINDS, limit)
+    finally:
+        db.close()
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+    else:
+        _render_changes(node, start, rows)
+
+
+COMMANDS = [twin, changes]
