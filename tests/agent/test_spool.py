@@ -1,0 +1,90 @@
+"""The agent's durable spool: numbering, shedding with a counted marker, renumbering."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from agent import wire
+from agent.spool import Spool
+
+
+def log(i: int, size: int = 10) -> bytes:
+    return wire.encode_event(wire.Log(ts=float(i), source="t", message=f"{i}:" + "x" * size))
+
+
+def test_numbers_survive_reopen_and_ack(tmp_path):
+    sp = Spool(tmp_path / "s.db", 10_000_000)
+    assert sp.append([log(1), log(2), log(3)]) == 3
+    sp.ack(3)
+    sp.close()
+    sp = Spool(tmp_path / "s.db", 10_000_000)  # empty spool: numbering must not restart
+    assert sp.append([log(4)]) == 4
+    assert [s for s, _ in sp.read(10, 10_000)] == [4]
+
+
+def test_kill9_during_appends_loses_no_committed_event(tmp_path):
+    """A child appends and reports each committed seq; we kill -9 it mid-stream."""
+    code = textwrap.dedent(f"""
+        import sys
+        from agent import wire
+        from agent.spool import Spool
+        sp = Spool({str(tmp_path / 's.db')!r}, 10**9)
+        for i in range(100000):
+            last = sp.append([wire.encode_event(wire.Log(ts=1.0, source='t', message=str(i)))])
+            print(last, flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    seen = 0
+    for line in p.stdout:
+        seen = int(line)
+        if seen >= 300:
+            break
+    p.kill()
+    p.wait()
+    p.stdout.close()
+    sp = Spool(tmp_path / "s.db", 10**9)
+    rows = sp.read(100_000, 10**9)
+    seqs = [s for s, _ in rows]
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= seen
+    assert [wire.decode_event(b).message for _, b in rows] == [str(i) for i in range(len(seqs))]
+
+
+def test_shedding_replaces_oldest_with_one_counted_marker(tmp_path):
+    sp = Spool(tmp_path / "s.db", max_bytes=2000)
+    for i in range(1, 101):
+        sp.append([log(i, 50)])
+    assert sp.bytes <= 2000
+    rows = sp.read(1000, 10**9)
+    seqs = [s for s, _ in rows]
+    assert seqs == sorted(seqs) and seqs[-1] == 100
+    first = wire.decode_event(rows[0][1])
+    assert isinstance(first, wire.Dropped) and first.first_seq == 1
+    kept = len(rows) - 1
+    # every number is either delivered or counted in the marker, never both, never neither
+    assert first.count + kept == 100 - 0 and rows[1][0] == rows[0][0] + 1
+    assert sp.shed_total >= first.count
+
+
+def test_inflight_rows_are_never_shed(tmp_path):
+    sp = Spool(tmp_path / "s.db", max_bytes=1500)
+    sp.append([log(i, 50) for i in range(1, 6)])
+    sp.inflight_hi = 5
+    for i in range(6, 60):
+        sp.append([log(i, 50)])
+    seqs = [s for s, _ in sp.read(1000, 10**9)]
+    assert seqs[:5] == [1, 2, 3, 4, 5]
+    marker = wire.decode_event(sp.read(1000, 10**9)[5][1])
+    assert isinstance(marker, wire.Dropped) and marker.first_seq == 6
+
+
+def test_skip_to_renumbers_a_reset_spool(tmp_path):
+    sp = Spool(tmp_path / "s.db", 10**9)
+    sp.append([log(1), log(2)])
+    assert sp.skip_to(1) == 0  # the hub is behind us: nothing to do
+    assert sp.skip_to(500) == 500  # the hub has seen 1..500 from an earlier incarnation
+    assert [s for s, _ in sp.read(10, 10**9)] == [501, 502]
+    assert sp.append([log(3)]) == 503
+    assert os.path.exists(tmp_path / "s.db")
