@@ -40,6 +40,15 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("allow_playbooks", [], "HOMELAB_AGENT_ALLOW_PLAYBOOKS", "If set, only these playbooks may run here.", parse_list),
     Opt("playbooks_dir", None, "HOMELAB_AGENT_PLAYBOOKS_DIR", "Playbooks installed on this node. Default: the shipped playbooks/.", Path),
     Opt("socket", None, "HOMELAB_AGENT_SOCKET", "Unix socket the shell hook reports commands to. Default: STATE_DIR/commands.sock.", Path),
+    # digital twin (docs/twin.md)
+    Opt("device_subsystems", ["block", "net", "usb", "pci", "input", "sound", "scsi", "nvme", "hidraw", "video4linux", "drm", "bluetooth", "thunderbolt", "mmc", "usbmisc"], "HOMELAB_AGENT_DEVICE_SUBSYSTEMS", "Device subsystems reported by the devices collector; '*' reports every subsystem.", parse_list),
+    Opt("packages_poll", 2.0, "HOMELAB_AGENT_PACKAGES_POLL", "How often the package manager's log is checked for new lines.", parse_duration),
+    Opt("packages_settle", 3.0, "HOMELAB_AGENT_PACKAGES_SETTLE", "Quiet time after package changes before a new package inventory is taken.", parse_duration),
+    Opt("pending_updates_interval", 6 * 3600.0, "HOMELAB_AGENT_PENDING_UPDATES_INTERVAL", "Interval between simulated upgrades (apt-get -s upgrade) listing pending updates; 0 disables.", parse_duration),
+    Opt("services_interval", 15.0, "HOMELAB_AGENT_SERVICES_INTERVAL", "Interval between polls of systemd unit states.", parse_duration),
+    Opt("processes_interval", 60.0, "HOMELAB_AGENT_PROCESSES_INTERVAL", "Interval between top-process samples.", parse_duration),
+    Opt("processes_top", 10, "HOMELAB_AGENT_PROCESSES_TOP", "How many processes by CPU and how many by memory each sample reports.", int),
+    Opt("inventory_interval", 300.0, "HOMELAB_AGENT_INVENTORY_INTERVAL", "How often the inventory (OS, hardware, mounts, addresses) is re-checked; sent only when it changed.", parse_duration),
 )
 
 
