@@ -43,16 +43,22 @@ def cli() -> None:
 @click.argument("hub_url")
 @click.argument("token")
 @state_dir_opt
-def join(hub_url: str, token: str, state_dir: Path | None) -> None:
+@click.option("--fingerprint", help="SHA256:... of the hub's own TLS certificate (printed by enroll); it is pinned.")
+def join(hub_url: str, token: str, state_dir: Path | None, fingerprint: str | None) -> None:
     """Join the hub at HUB_URL with a one-time TOKEN from `homelab-hub enroll`."""
     from .join import join as do_join
 
     sd = state_dir_of(state_dir)
     try:
-        node, key = asyncio.run(do_join(hub_url, token))
+        node, key = asyncio.run(do_join(hub_url, token, fingerprint))
     except Exception as e:  # noqa: BLE001 - the CLI edge: say what went wrong
         raise click.ClickException(f"join failed: {e}") from None
     write_identity(sd, hub_url, node, key["credential"], key["hub_public_key"])
+    pinned = sd / "hub.crt"  # the shipper's only trust anchor when present
+    if key.get("hub_cert"):
+        pinned.write_text(key["hub_cert"])
+    else:
+        pinned.unlink(missing_ok=True)
     click.echo(f"joined {hub_url} as node {node!r}; state in {sd}")
     click.echo("start shipping with: homelab-agent run" + (f" --state-dir {sd}" if state_dir else ""))
 

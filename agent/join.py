@@ -1,15 +1,59 @@
-"""`homelab-agent join`: spend a join token for a node credential."""
+"""`homelab-agent join`: spend a join token for a node credential.
+
+With ``--fingerprint`` (a hub serving its own TLS certificate) the certificate the hub
+presents is checked against the fingerprint *before* the token is sent, so a token never
+reaches an impostor; the certificate is then kept as the agent's only trust anchor.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import socket
+import ssl
+from urllib.parse import urlsplit
 
 import aiohttp
 
 
-async def join(hub_url: str, token: str) -> tuple[str, dict]:
+def pinned_context(pem: str) -> ssl.SSLContext:
+    """Trust exactly this certificate. The hostname is not checked: the pin already names the
+    one certificate accepted, whatever address the node uses to reach the hub."""
+    ctx = ssl.create_default_context(cadata=pem)
+    ctx.check_hostname = False
+    return ctx
+
+
+async def fetch_pinned_cert(hub_url: str, fingerprint: str, timeout: float = 15) -> str:
+    """Connect, read the hub's certificate, and return it as PEM if its SHA-256 matches."""
+    u = urlsplit(hub_url)
+    if u.scheme != "https":
+        raise RuntimeError(f"--fingerprint needs an https:// hub URL, got {hub_url!r}")
+    want = fingerprint.strip()
+    if not want.upper().startswith("SHA256:"):
+        raise RuntimeError(f"fingerprint must look like SHA256:<64 hex digits>, got {fingerprint!r}")
+    want_hex = want[7:].replace(":", "").lower()
+    probe = ssl.create_default_context()
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE  # verified below, by fingerprint, before anything is sent
+    _r, w = await asyncio.wait_for(
+        asyncio.open_connection(u.hostname, u.port or 443, ssl=probe), timeout)
+    try:
+        der = w.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    finally:
+        w.close()
+    got = hashlib.sha256(der).hexdigest()
+    if not hmac.compare_digest(got, want_hex):
+        raise RuntimeError(f"the hub's certificate is SHA256:{got}, not {want}: refusing to send the token")
+    return ssl.DER_cert_to_PEM_cert(der)
+
+
+async def join(hub_url: str, token: str, fingerprint: str | None = None) -> tuple[str, dict]:
     url = hub_url.rstrip("/") + "/v1/join"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+    pem = await fetch_pinned_cert(hub_url, fingerprint) if fingerprint else None
+    connector = aiohttp.TCPConnector(ssl=pinned_context(pem)) if pem else None
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), connector=connector) as s:
         async with s.post(url, json={"token": token, "hostname": socket.gethostname()}) as r:
             try:
                 body = await r.json(content_type=None)
@@ -17,4 +61,6 @@ async def join(hub_url: str, token: str) -> tuple[str, dict]:
                 body = {"error": (await r.text())[:200]}
             if r.status != 200:
                 raise RuntimeError(f"hub answered {r.status}: {body.get('error', r.reason)}")
+    if pem:
+        body["hub_cert"] = pem
     return body["node"], body

@@ -61,7 +61,15 @@ class Shipper:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # `join --fingerprint` left the hub's own certificate beside the spool: trust only it
+            pinned = self.spool.path.parent / "hub.crt"
+            connector = None
+            if pinned.exists():
+                from .join import pinned_context
+
+                connector = aiohttp.TCPConnector(ssl=pinned_context(pinned.read_text()))
             self._session = aiohttp.ClientSession(
+                connector=connector,
                 headers={
                     "Authorization": f"Bearer {self.credential}",
                     "User-Agent": f"homelab-agent/{__version__}",

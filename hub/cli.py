@@ -109,7 +109,12 @@ def enroll(name, data_dir, ttl) -> None:
 
     click.echo(f"Node {name!r} enrolled; the token is valid for {int(s.token_ttl)}s and works once.", err=True)
     click.echo("On the node, run:", err=True)
-    click.echo(f"homelab-agent join {public_url(s)} {token}")
+    pin = ""
+    if s.tls:  # the hub's own certificate: the node pins it at join time
+        from . import tls
+
+        pin = f" --fingerprint {tls.fingerprint(s.data_dir)}"
+    click.echo(f"homelab-agent join {public_url(s)} {token}{pin}")
 
 
 @cli.command()
