@@ -45,6 +45,8 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("alertmanager_url", None, "HOMELAB_HUB_ALERTMANAGER_URL", "Alertmanager base URL to push alerts to (API v2).", str),
     Opt("loki_url", None, "HOMELAB_HUB_LOKI_URL", "Loki base URL to forward logs to (/loki/api/v1/push).", str),
     Opt("tls", False, "HOMELAB_HUB_TLS", "Serve HTTPS with the hub's own certificate (for LANs without Tailscale).", parse_bool, "--tls"),
+    Opt("bootstrap_dir", None, "HOMELAB_HUB_BOOTSTRAP_DIR", "Where the hub builds and caches the agent wheel and wheelhouse it serves to new nodes. Default: DATA_DIR/bootstrap.", Path),
+    Opt("wheelhouse", None, "HOMELAB_HUB_WHEELHOUSE", "Directory of wheels used (as pip --find-links) to build the node wheelhouse on a hub without internet.", Path),
     Opt("metrics_token", None, "HOMELAB_HUB_METRICS_TOKEN", "If set, /metrics requires 'Authorization: Bearer <this>' (Prometheus: authorization.credentials).", str),
     Opt("loki_queue", 10_000, "HOMELAB_HUB_LOKI_QUEUE", "Most log lines held for Loki while it is unreachable; past it lines are shed and counted.", int),
     Opt("tailscale_socket", "/var/run/tailscale/tailscaled.sock", "HOMELAB_HUB_TAILSCALE_SOCKET", "tailscaled's LocalAPI socket (whois of connecting agents, the hub's tailnet address).", str),
