@@ -1,0 +1,21 @@
+"""The brain: a local llama.cpp model that proposes, explains and answers, and cannot do harm.
+
+- ``decide(alert, candidates, playbooks)`` picks a fix among the rule's candidates (propose.py)
+- ``ask`` answers questions from query templates (ask.py), ``explain`` tells an alert's story
+  (explain.py), ``digest`` finds maintenance to propose (digest.py)
+
+Nothing here imports llama_cpp until a model is actually used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], **kw: Any) -> dict:
+    from .propose import decide as _decide
+
+    return _decide(alert, candidates, playbooks, **kw)
+
+
+__all__ = ["decide"]

