@@ -1,0 +1,158 @@
+"""systemd services: each unit's active state, sub-state, result and restart count; an event
+when one of them changes (a unit failed, recovered, was restarted by systemd).
+
+Every ``services_interval`` two ``systemctl`` calls: ``list-units`` for the names, then one
+``show`` for all of them with only the properties needed. Polling (not a D-Bus signal
+subscription) keeps the agent free of a D-Bus library and costs a few milliseconds per poll.
+
+Where systemd is not the init system (containers, this project's CI, non-systemd distros)
+the collector steps aside: ``/run/systemd/system`` is the test sd_booted(3) documents.
+The last states seen are kept in ``state.db``, so an agent restart does not report every
+unit again; the very first poll reports each unit once as a baseline (``previous`` unset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+
+from agent import wire
+from agent.collectors import Collector
+
+log = logging.getLogger(__name__)
+
+PROPS = ("Id", "ActiveState", "SubState", "Result", "NRestarts", "UnitFileState")
+STATE_KEY = "services.last"
+MAX_UNITS = 5000
+TIMEOUT = 30.0
+
+
+def parse_show(text: str) -> list[dict[str, str]]:
+    """Parse ``systemctl show -p A,B unit1 unit2 ...``: KEY=VALUE lines, units separated by
+    an empty line. Values may contain '='; only the first one splits."""
+    units, cur = [], {}
+    for line in text.splitlines():
+        if not line.strip():
+            if cur:
+                units.append(cur)
+                cur = {}
+            continue
+        key, sep, value = line.partition("=")
+        if sep:
+            cur[key] = value
+    if cur:
+        units.append(cur)
+    return units
+
+
+def parse_list_units(text: str) -> list[str]:
+    """Unit names from ``systemctl list-units --plain --no-legend``: the first column; a
+    leading status glyph (a failed unit's bullet) is skipped."""
+    names = []
+    for line in text.splitlines():
+        for word in line.split():
+            if "." in word:  # the first word that looks like a unit name
+                names.append(word)
+                break
+    return names
+
+
+def unit_state(props: dict[str, str]) -> tuple | None:
+    """(active, sub, result, restarts, enabled) or None for a unit systemd does not know."""
+    active = props.get("ActiveState")
+    if not props.get("Id") or not active:
+        return None
+    try:
+        restarts = int(props["NRestarts"]) if props.get("NRestarts") else None
+    except ValueError:
+        restarts = None
+    return (active, props.get("SubState") or None, props.get("Result") or None, restarts,
+            props.get("UnitFileState") or None)
+
+
+def changes(last: dict[str, list], now: dict[str, tuple], ts: float, baseline: bool) -> list[wire.Service]:
+    """Service events for units whose state, result or restart count moved since ``last``.
+    A unit that disappeared (unit file removed and daemon reloaded) is reported inactive."""
+    out = []
+    for unit, st in sorted(now.items()):
+        old = last.get(unit)
+        if old is not None and tuple(old[:4]) == st[:4]:
+            continue
+        if old is None and not baseline:
+            previous = "inactive"  # a unit that appeared since: it was not there, now it is
+        else:
+            previous = old[0] if old is not None else None
+        out.append(wire.Service(ts=ts, unit=unit, active=st[0], sub=st[1], result=st[2],
+                                restarts=st[3], enabled=st[4], previous=previous))
+    for unit in sorted(set(last) - set(now)):
+        if last[unit][0] != "inactive":
+            out.append(wire.Service(ts=ts, unit=unit, active="inactive", sub="dead",
+                                    previous=last[unit][0]))
+    return out
+
+
+async def _run(*argv: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "LC_ALL": "C", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"{argv[0]} {argv[1]} timed out after {TIMEOUT:.0f}s") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:2])} exited {proc.returncode}: {err.decode(errors='replace').strip()[:300]}")
+    return out.decode(errors="replace")
+
+
+class ServicesCollector(Collector):
+    name = "services"
+
+    def __init__(self, settings, emit, state):
+        super().__init__(settings, emit, state)
+        if settings.services_interval < 1:
+            raise ValueError(f"services_interval must be at least 1s, got {settings.services_interval}")
+        self.interval = settings.services_interval
+
+    @classmethod
+    def unavailable(cls, settings) -> str | None:
+        if not os.path.isdir("/run/systemd/system"):
+            return "systemd is not the init system here (no /run/systemd/system)"
+        if not shutil.which("systemctl"):
+            return "systemctl not found"
+        return None
+
+    async def poll(self) -> dict[str, tuple]:
+        listing = await _run("systemctl", "list-units", "--type=service", "--all", "--plain",
+                             "--no-legend", "--no-pager")
+        names = parse_list_units(listing)[:MAX_UNITS]
+        if not names:
+            return {}
+        shown = await _run("systemctl", "show", "--no-pager", "-p", ",".join(PROPS), "--", *names)
+        out = {}
+        for props in parse_show(shown):
+            st = unit_state(props)
+            if st is not None:
+                out[props["Id"]] = st
+        return out
+
+    def step(self, now: dict[str, tuple]) -> int:
+        last = self.state.get(STATE_KEY)
+        events = changes(last or {}, now, time.time(), baseline=last is None)
+        for ev in events:
+            self.emit(ev)
+        self.state.set(STATE_KEY, {u: list(s) for u, s in now.items()})
+        return len(events)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.step(await self.poll())
+            except RuntimeError as e:  # systemd busy or restarting: try again next time
+                log.warning("services: %s", e)
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,146 @@
+"""Services collector: steps aside without systemd (this machine); parsing and change
+detection on `systemctl` output written by hand in systemd's documented formats
+(systemctl(1) `show`: one KEY=VALUE per line, units separated by an empty line)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import textwrap
+
+import pytest
+
+from agent.collectors.services import (
+    ServicesCollector,
+    changes,
+    parse_list_units,
+    parse_show,
+    unit_state,
+)
+from agent.config import AGENT_OPTS
+from agent.settings import load
+from agent.state import State
+
+SHOW = textwrap.dedent("""\
+    Id=nginx.service
+    ActiveState=active
+    SubState=running
+    Result=success
+    NRestarts=0
+    UnitFileState=enabled
+
+    Id=backup.service
+    ActiveState=failed
+    SubState=failed
+    Result=exit-code
+    NRestarts=3
+    UnitFileState=static
+
+    Id=weird=name.service
+    ActiveState=inactive
+    SubState=dead
+    Result=success
+    NRestarts=
+    UnitFileState=
+
+    Id=
+    ActiveState=inactive
+""")
+
+LIST = textwrap.dedent("""\
+    nginx.service                loaded    active   running Nginx web server
+    ● backup.service             loaded    failed   failed  Nightly backup
+    weird=name.service           not-found inactive dead    weird=name.service
+""")
+
+
+def settings(**kw):
+    return load(AGENT_OPTS, kw, None, env={})
+
+
+def test_steps_aside_where_systemd_is_not_init():
+    reason = ServicesCollector.unavailable(settings())
+    if os.path.isdir("/run/systemd/system"):
+        assert reason is None or "systemctl" in reason
+    else:  # this machine: a container without systemd as PID 1
+        assert reason and "systemd is not the init system" in reason
+
+
+def test_parse_show_and_list():
+    units = parse_show(SHOW)
+    assert [u.get("Id") for u in units] == ["nginx.service", "backup.service", "weird=name.service", ""]
+    assert unit_state(units[1]) == ("failed", "failed", "exit-code", 3, "static")
+    assert unit_state(units[2]) == ("inactive", "dead", "success", None, None)
+    assert unit_state(units[3]) is None
+    assert parse_list_units(LIST) == ["nginx.service", "backup.service", "weird=name.service"]
+    assert parse_show("") == [] and parse_list_units("") == []
+
+
+def test_changes_baseline_then_transitions():
+    now = {u["Id"]: unit_state(u) for u in parse_show(SHOW) if unit_state(u)}
+    first = changes({}, now, 1.0, baseline=True)
+    assert [(e.unit, e.active, e.previous) for e in first] == [
+        ("backup.service", "failed", None), ("nginx.service", "active", None), ("weird=name.service", "inactive", None)]
+    last = {u: list(s) for u, s in now.items()}
+    assert changes(last, now, 2.0, baseline=False) == []
+    # nginx restarted by systemd (same state, more restarts); backup recovered; weird removed;
+    # a new unit appeared
+    later = dict(now)
+    later["nginx.service"] = ("active", "running", "success", 1, "enabled")
+    later["backup.service"] = ("active", "exited", "success", 3, "static")
+    del later["weird=name.service"]
+    later["new.service"] = ("activating", "start", "success", 0, "enabled")
+    evs = {e.unit: e for e in changes(last, later, 3.0, baseline=False)}
+    assert evs["nginx.service"].restarts == 1 and evs["nginx.service"].previous == "active"
+    assert (evs["backup.service"].active, evs["backup.service"].previous) == ("active", "failed")
+    assert evs["new.service"].previous == "inactive"
+    assert "weird=name.service" not in evs  # it was inactive already: nothing to say
+    del later["nginx.service"]
+    gone = changes({u: list(s) for u, s in now.items()}, later, 4.0, baseline=False)
+    assert any(e.unit == "nginx.service" and e.active == "inactive" and e.previous == "active" for e in gone)
+
+
+@pytest.fixture
+def fake_systemctl(tmp_path, monkeypatch):
+    """A stand-in for systemctl (systemd does not run here), answering from the hand-written
+    fixtures and recording its arguments, to test the subprocess plumbing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "show.txt").write_text(SHOW)
+    (tmp_path / "list.txt").write_text(LIST)
+    script = bin_dir / "systemctl"
+    script.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        echo "$@" >> {tmp_path}/argv
+        case "$1" in
+          list-units) cat {tmp_path}/list.txt ;;
+          show) cat {tmp_path}/show.txt ;;
+          *) echo "unexpected $1" >&2; exit 1 ;;
+        esac
+    """))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return tmp_path
+
+
+async def test_poll_and_persisted_baseline(tmp_path, fake_systemctl):
+    events = []
+    state = State(tmp_path / "state.db")
+    c = ServicesCollector(settings(services_interval=5), lambda e: events.append(e) or True, state)
+    now = await c.poll()
+    assert now["backup.service"][:2] == ("failed", "failed")
+    argv = (fake_systemctl / "argv").read_text().splitlines()
+    assert argv[0].startswith("list-units --type=service --all")
+    assert argv[1].split()[:3] == ["show", "--no-pager", "-p"] and argv[1].endswith("-- nginx.service backup.service weird=name.service")
+    assert c.step(now) == 3
+    # a new agent process (same state.db) does not report the baseline again
+    c2 = ServicesCollector(settings(services_interval=5), lambda e: events.append(e) or True, state)
+    assert c2.step(await c2.poll()) == 0
+    state.close()
+
+
+def test_interval_validated(tmp_path):
+    state = State(tmp_path / "s.db")
+    with pytest.raises(ValueError, match="services_interval"):
+        ServicesCollector(settings(services_interval=0), lambda e: True, state)
+    state.close()
