@@ -122,7 +122,7 @@ def search(db: sqlite3.Connection, query: str, limit: int = 5, *, category: str 
         per[r[1]] = per.get(r[1], 0) + 1
         results.append({
             "passage_id": r[0], "document_id": r[1], "title": r[2], "heading_path": r[3],
-            "snippet": r[4], "score": round(-r[5], 4), "source": r[6], "category": r[7],
+            "snippet": r[4], "score": float(f"{-r[5]:.6g}"), "source": r[6], "category": r[7],
             "node": r[8], "kind": r[9], "date": r[10],
         })
     if hybrid:
