@@ -1,0 +1,2 @@
+"""The rules engine: YAML rules (loader, conditions) evaluated on committed events
+(engine, service) into alerts (alerts) that notify (notify) and are unit-tested (testing)."""
