@@ -73,8 +73,6 @@ def rule_scores(title: str, text: str, kind: str, categories: Sequence[str]) -> 
     for cat in categories:
         for kw in KEYWORDS.get(cat, ()):
             scores[cat] += 3 * t_title.get(kw, 0) + min(t_body.get(kw, 0), 3)
-    if kind == "code" and "snippet" in scores:
-        scores["snippet"] += 100  # a code file is a snippet whatever it talks about
     if "how-to" in scores and re.match(r"\s*(how\s+to|runbook|guide)\b", title, re.I):
         scores["how-to"] += 6
     return scores
@@ -89,6 +87,7 @@ class Model:
     totals: dict[str, int]
     vocab: int
     examples: int
+    words: frozenset = frozenset()
 
     @classmethod
     def train(cls, examples: Iterable[tuple[str, str]]) -> Model:
@@ -102,13 +101,15 @@ class Model:
             c.update(ts)
             vocab.update(ts)
         return cls(docs, toks, {k: sum(v.values()) for k, v in toks.items()}, len(vocab) or 1,
-                   sum(docs.values()))
+                   sum(docs.values()), frozenset(vocab))
 
     def usable(self) -> bool:
         return self.examples >= MIN_EXAMPLES and len(self.doc_counts) >= 2
 
     def log_posteriors(self, text: str, categories: Sequence[str]) -> dict[str, float]:
-        counts = Counter(tokens(text))
+        # words never seen in training say nothing about any class; scoring them would only
+        # favour the classes with the least text
+        counts = Counter(t for t in tokens(text) if t in self.words)
         n = self.examples + len(categories)
         out = {}
         for cat in categories:
@@ -158,10 +159,15 @@ def choose(title: str, text: str, kind: str, categories: Sequence[str], model: M
         picked = _chooser(title, text, categories)
         if picked in categories:
             return picked, "model"
+    if kind == "code" and "snippet" in categories:
+        return "snippet", "rules"  # a code file is a snippet whatever it talks about
     rules = rule_scores(title, text, kind, categories) if use_rules else dict.fromkeys(categories, 0.0)
-    if model is not None and model.usable():
-        post = model.log_posteriors(training_text(title, text), categories)
-        best = max(categories, key=lambda c: post[c] + RULE_WEIGHT * rules[c])
+    # Only categories with examples compete in the learned model: an empty class would win
+    # every unseen word (its smoothed likelihood is flatter), not a real preference.
+    trained = [c for c in categories if model is not None and model.doc_counts.get(c)]
+    if model is not None and model.usable() and len(trained) >= 2:
+        post = model.log_posteriors(training_text(title, text), trained)
+        best = max(trained, key=lambda c: post[c] + RULE_WEIGHT * rules[c])
         return best, "learned"
     if max(rules.values(), default=0) > 0:
         return max(categories, key=lambda c: rules[c]), "rules"
