@@ -132,10 +132,17 @@ class Agent:
                 loop.add_signal_handler(sig, self.stopping.set)
         spooler = asyncio.create_task(self._spooler(), name="spooler")
         shipper = asyncio.create_task(self.shipper.run(self.stopping), name="shipper")
+        from .jobs import JobRunner  # playbook jobs: long-polls the hub, results go to the spool
+
+        jobs = asyncio.create_task(JobRunner(self.settings, self.state, lambda e: self._store([e]),
+                                             self.shipper.credential).run(self.stopping), name="jobs")
         self.start_collectors()
         log.info("agent %s shipping to %s (%d events spooled)", self.settings.node, self.settings.hub_url, len(self.spool))
         await self.stopping.wait()
         log.info("stopping: flushing")
+        jobs.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await jobs
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,324 @@
+"""The node side of playbook jobs: fetch, verify, run, report.
+
+The agent dials out: it long-polls ``GET /v1/jobs`` on the hub with its node credential; no
+port is opened on the node. Before anything runs, every job must pass, in order:
+
+1. the Ed25519 signature over the exact payload bytes, with the hub key pinned at join time
+   (``STATE_DIR/hub.pub``): a hub impostor or a tampered job is refused;
+2. addressed to this node, not expired, never seen before (job ids are remembered in the
+   agent's state until they expire, so a replayed job is refused);
+3. the node's own locks, which nothing from the hub can change: ``exec = false`` refuses
+   everything, ``allow_playbooks`` limits which playbooks, ``max_risk`` the highest tier (by
+   the LOCAL header's risk, not the job's claim);
+4. the playbook is installed here with the same SHA-256 as approved, and every parameter
+   passes the LOCAL header's schema.
+
+The verified bytes are copied to a private directory and run from there (so the file cannot
+change between the hash check and bash reading it), with parameters only as environment
+variables, a minimal environment, stdin from /dev/null, in a new session (process group),
+output bounded to the last 64 KiB, and the whole group killed at the header's timeout.
+Results go through the spool like every other event, so they reach the hub exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import pwd
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from . import __version__, wire
+from . import playbook as pbmod
+from .playbook import Playbook, PlaybookError
+from .settings import Settings
+from .shipper import Backoff
+
+log = logging.getLogger(__name__)
+
+JOB_VERSION = 1
+MODES = ("run", "check", "verify", "rollback")
+OUTPUT_MAX = 64 * 1024
+PAYLOAD_MAX = 64 * 1024
+SKEW = 300.0  # how far in the future a job's issue time may be (clock skew)
+POLL_WAIT = 25
+SEEN_KEY = "jobs.seen"
+SEEN_MAX = 10_000
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, job_id: str = "?", playbook: str = "?"):
+        super().__init__(reason)
+        self.reason, self.job_id, self.playbook = reason, job_id, playbook
+
+
+def load_hub_key(state_dir: Path) -> Ed25519PublicKey | None:
+    try:
+        raw = base64.b64decode((Path(state_dir) / "hub.pub").read_text().strip(), validate=True)
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except (OSError, ValueError) as e:
+        log.warning("no usable pinned hub key in %s (%s): every job will be refused", state_dir, e)
+        return None
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, state: Any, report: Callable[[wire.JobResult], None],
+                 credential: str | None = None, hub_key: Ed25519PublicKey | None = None):
+        self.settings = settings
+        self.state = state  # agent.state.State
+        self.report = report
+        self.credential = credential
+        self.hub_key = hub_key if hub_key is not None else load_hub_key(settings.state_dir)
+        pdir = getattr(settings, "playbooks_dir", None)
+        if pdir is None:
+            pdir = Path(__file__).resolve().parent.parent / "playbooks"
+            share = Path(sys.prefix) / "share" / "homelab" / "playbooks"
+            if not pdir.is_dir() and share.is_dir():
+                pdir = share
+        self.playbooks_dir = Path(pdir)
+        self.run_dir = Path(settings.state_dir) / "jobs"
+        self.current: asyncio.subprocess.Process | None = None
+
+    # --- verification -------------------------------------------------------------------
+
+    def verify(self, envelope: Any, now: float | None = None) -> tuple[dict, Playbook, dict[str, str]]:
+        """Return (job, local playbook, validated params) or raise Refused with the reason."""
+        now = time.time() if now is None else now
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("payload"), str) \
+                or not isinstance(envelope.get("signature"), str):
+            raise Refused("malformed job envelope")
+        payload = envelope["payload"]
+        if len(payload) > PAYLOAD_MAX:
+            raise Refused(f"job payload over {PAYLOAD_MAX} bytes")
+        try:
+            job = json.loads(payload)
+        except ValueError:
+            raise Refused("job payload is not JSON") from None
+        if not isinstance(job, dict):
+            raise Refused("job payload is not an object")
+        job_id = str(job.get("id", "?"))[:100]
+        name = str(job.get("playbook", "?"))[:100]
+        if self.hub_key is None:
+            raise Refused("no pinned hub key on this node (STATE_DIR/hub.pub): cannot authenticate jobs", job_id, name)
+        try:
+            self.hub_key.verify(base64.b64decode(envelope["signature"], validate=True), payload.encode())
+        except (InvalidSignature, ValueError):
+            raise Refused("bad signature: not signed by the hub this node joined", job_id, name) from None
+        if job.get("v") != JOB_VERSION:
+            raise Refused(f"job version {job.get('v')!r} is not supported", job_id, name)
+        if job.get("node") != self.settings.node:
+            raise Refused(f"job is for node {job.get('node')!r}, this is {self.settings.node!r}", job_id, name)
+        expires, issued = job.get("expires"), job.get("issued")
+        if not isinstance(expires, int | float) or not isinstance(issued, int | float):
+            raise Refused("job has no valid issue and expiry times", job_id, name)
+        if expires <= now:
+            raise Refused(f"job expired {now - expires:.0f}s ago (its approval is no longer valid)", job_id, name)
+        if issued > now + SKEW:
+            raise Refused("job is issued in the future (clock skew?)", job_id, name)
+        if self._seen(job_id, now):
+            raise Refused("replayed: this job id has already been received", job_id, name)
+        mode = job.get("mode")
+        if mode not in MODES:
+            raise Refused(f"unknown mode {mode!r}", job_id, name)
+        if not self.settings.exec:
+            raise Refused("remote execution is disabled on this node (exec = false)", job_id, name)
+        if not pbmod.NAME_RE.match(name):
+            raise Refused(f"{name!r} is not a playbook name", job_id, name)
+        allow = list(self.settings.allow_playbooks or [])
+        if allow and name not in allow:
+            raise Refused(f"playbook {name!r} is not in this node's allow_playbooks", job_id, name)
+        path = self.playbooks_dir / f"{name}.sh"
+        if not path.is_file():
+            raise Refused(f"playbook {name!r} is not installed on this node ({self.playbooks_dir})", job_id, name)
+        try:
+            pb = pbmod.load(path)
+        except PlaybookError as e:
+            raise Refused(f"local playbook is invalid: {e}", job_id, name) from None
+        if pb.sha256 != job.get("sha256"):
+            raise Refused(f"playbook {name!r} here has SHA-256 {pb.sha256[:16]}..., the approved one "
+                          f"{str(job.get('sha256'))[:16]}...: refusing to run a different script", job_id, name)
+        max_risk = self.settings.max_risk
+        if max_risk not in pbmod.RISKS:
+            raise Refused(f"max_risk setting {max_risk!r} is not one of {', '.join(pbmod.RISKS)}", job_id, name)
+        if mode == "run" and pbmod.risk_rank(pb.risk) > pbmod.risk_rank(max_risk):
+            raise Refused(f"playbook {name!r} is {pb.risk}; this node runs at most {max_risk}", job_id, name)
+        if mode != "run" and not getattr(pb, mode):
+            raise Refused(f"playbook {name!r} has no {mode} step", job_id, name)
+        try:
+            params = pbmod.validate_params(pb, job.get("params"))
+        except ValueError as e:
+            raise Refused(f"parameters refused by the local header: {e}", job_id, name) from None
+        return job, pb, params
+
+    def _seen(self, job_id: str, now: float) -> bool:
+        return job_id in (self.state.get(SEEN_KEY) or {})
+
+    def remember(self, job: dict, now: float) -> None:
+        seen = {k: v for k, v in (self.state.get(SEEN_KEY) or {}).items() if v > now}
+        seen[str(job["id"])] = float(job["expires"])
+        if len(seen) > SEEN_MAX:  # expired ones are refused anyway; keep the newest
+            seen = dict(sorted(seen.items(), key=lambda kv: kv[1])[-SEEN_MAX:])
+        self.state.set(SEEN_KEY, seen)
+
+    # --- execution ----------------------------------------------------------------------
+
+    async def handle(self, envelope: Any) -> wire.JobResult:
+        now = time.time()
+        try:
+            job, pb, params = self.verify(envelope, now)
+        except Refused as e:
+            log.warning("job %s (%s) refused: %s", e.job_id, e.playbook, e.reason)
+            res = wire.JobResult(ts=time.time(), job_id=e.job_id, playbook=e.playbook, status="refused", reason=e.reason[:4000])
+            self.report(res)
+            return res
+        self.remember(job, now)  # before running: a crash mid-run must not allow a second run
+        self.report(wire.JobResult(ts=time.time(), job_id=job["id"], playbook=pb.name, status="running"))
+        try:
+            res = await self.execute(job, pb, params)
+        except asyncio.CancelledError:
+            self.report(wire.JobResult(ts=time.time(), job_id=job["id"], playbook=pb.name, status="failed",
+                                       reason="the agent stopped during the run; its process group was killed"))
+            raise
+        self.report(res)
+        return res
+
+    def _env(self, job: dict, pb: Playbook, script: Path) -> dict[str, str]:
+        try:
+            home = pwd.getpwuid(os.geteuid()).pw_dir
+        except KeyError:
+            home = "/"
+        return {
+            "PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": home,
+            "PLAYBOOK_NAME": pb.name, "PLAYBOOK_MODE": job["mode"], "PLAYBOOK_JOB_ID": str(job["id"]),
+            "PLAYBOOK_PATH": str(script),
+        }
+
+    async def execute(self, job: dict, pb: Playbook, params: dict[str, str]) -> wire.JobResult:
+        started = time.monotonic()
+        workdir = self.run_dir / str(job["id"])
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True, mode=0o700)
+        try:
+            data = Path(pb.path).read_bytes()
+            if hashlib.sha256(data).hexdigest() != pb.sha256:
+                return self._result(job, pb, "refused", None, "", started, "playbook changed while being checked")
+            script = workdir / f"{pb.name}.sh"
+            fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o500)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            env = {**self._env(job, pb, script), **pbmod.env_of(params)}
+            mode = job["mode"]
+            argv = ["/bin/bash", str(script)] if mode == "run" else ["/bin/bash", "-c", getattr(pb, mode), pb.name]
+            return await self._spawn(job, pb, argv, env, workdir, started)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _spawn(self, job, pb, argv, env, cwd, started) -> wire.JobResult:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=env, cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as e:
+            return self._result(job, pb, "failed", None, "", started, f"cannot start bash: {e}")
+        self.current = proc
+        buf = bytearray()
+
+        async def pump() -> None:
+            assert proc.stdout is not None
+            while chunk := await proc.stdout.read(65536):
+                buf.extend(chunk)
+                if len(buf) > OUTPUT_MAX:
+                    del buf[: len(buf) - OUTPUT_MAX]
+
+        reader = asyncio.create_task(pump())
+        status, reason = None, None
+        try:
+            await asyncio.wait_for(proc.wait(), pb.timeout)
+        except TimeoutError:
+            status, reason = "timeout", f"killed after the header's timeout of {pb.timeout}s"
+            self._kill(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 3)
+            except TimeoutError:
+                self._kill(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        except asyncio.CancelledError:
+            self._kill(proc.pid, signal.SIGKILL)
+            raise
+        finally:
+            self.current = None
+        self._kill(proc.pid, signal.SIGKILL)  # leftovers in the group die with the job
+        try:
+            await asyncio.wait_for(reader, 2)
+        except TimeoutError:  # a child that left the group still holds the pipe
+            reader.cancel()
+        out = bytes(buf).decode("utf-8", "replace")
+        code = proc.returncode
+        if status is None:
+            status = "succeeded" if code == 0 else "failed"
+        return self._result(job, pb, status, code, out, started, reason)
+
+    @staticmethod
+    def _kill(pgid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+    @staticmethod
+    def _result(job, pb, status, code, out, started, reason=None) -> wire.JobResult:
+        return wire.JobResult(
+            ts=time.time(), job_id=str(job["id"]), playbook=pb.name, status=status, exit_code=code,
+            output=out, reason=reason, duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+    # --- polling ------------------------------------------------------------------------
+
+    async def fetch(self, session: aiohttp.ClientSession) -> list:
+        url = f"{self.settings.hub_url.rstrip('/')}/v1/jobs"
+        async with session.get(url, params={"wait": str(POLL_WAIT)}) as r:
+            if r.status == 404:
+                raise _NoJobs("the hub has no job endpoint")
+            if r.status != 200:
+                raise _NoJobs(f"hub answered {r.status}")
+            body = await r.json(content_type=None)
+        jobs = body.get("jobs") if isinstance(body, dict) else None
+        return jobs if isinstance(jobs, list) else []
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        backoff = Backoff(base=1.0, cap=60.0)
+        headers = {"Authorization": f"Bearer {self.credential}", "User-Agent": f"homelab-agent/{__version__}"}
+        timeout = aiohttp.ClientTimeout(total=POLL_WAIT + 20, connect=10)
+        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+            while not stopping.is_set():
+                try:
+                    jobs = await self.fetch(session)
+                    backoff.reset()
+                except asyncio.CancelledError:
+                    raise
+                except (aiohttp.ClientError, TimeoutError, OSError, ValueError, _NoJobs) as e:
+                    delay = backoff.next() + 1
+                    log.debug("job poll: %s; next in %.1fs", e, delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), delay)
+                    continue
+                for envelope in jobs[:20]:
+                    await self.handle(envelope)
+
+
+class _NoJobs(Exception):
+    pass

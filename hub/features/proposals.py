@@ -1,0 +1,305 @@
+"""Proposals on the running hub: alert listener, proposal worker, job endpoint, results.
+
+- The alert listener (called by the rules engine inside ingest's transaction) only queues a
+  ``proposal_requests`` row. The worker turns requests into proposals outside that
+  transaction: it validates the rule's candidates against the playbook headers, may ask the
+  brain to choose among them (in a thread; its answer is validated again, it can only pick a
+  candidate the rule allowed), and writes the proposal through the writer.
+- ``GET /v1/jobs?wait=N`` is the node's long poll for signed jobs (the node dials out; no
+  inbound port on the node). A node only ever sees its own jobs.
+- A commit subscriber hands ``job_result`` events to the worker, which folds them into the
+  job and proposal state; after a successful run it queues the verify step, then waits for
+  the alert to resolve (verified) or the window to close (not verified).
+- Every second the worker also expires stale proposals, signs jobs for approvals (the CLI
+  approves in another process; the hub checks the binding again and signs), and settles
+  verifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+from aiohttp import web
+
+from agent import wire
+from agent.playbook import Playbook
+
+from .. import dispatch, proposals
+from ..keys import ALERT_LISTENERS, READ_DB, SETTINGS, SIGNING_KEY, WRITER
+from ..playbooks import Registry
+from ..routes import authenticate
+
+log = logging.getLogger(__name__)
+
+STATE = web.AppKey("proposals_state", object)
+MAX_WAIT = 30.0
+TICK = 1.0
+_json_event = msgspec.json.Decoder(wire.AnyEvent)
+
+
+class State:
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.wake = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.results: list[tuple[str, wire.JobResult]] = []
+        self.lock = threading.Lock()
+        self.node_events: dict[str, asyncio.Event] = {}
+        self.stopping = asyncio.Event()
+
+    def poke(self) -> None:  # any thread
+        self.loop.call_soon_threadsafe(self.wake.set)
+
+    def node_event(self, node: str) -> asyncio.Event:
+        ev = self.node_events.get(node)
+        if ev is None:
+            ev = self.node_events[node] = asyncio.Event()
+        return ev
+
+
+def setup(app: web.Application) -> None:
+    app.cleanup_ctx.append(_ctx)
+    app.router.add_get("/v1/jobs", jobs_handler)
+
+    async def on_shutdown(app: web.Application) -> None:
+        st = app.get(STATE)
+        if st is not None:
+            st.stopping.set()
+            for ev in st.node_events.values():
+                ev.set()
+
+    app.on_shutdown.append(on_shutdown)
+
+
+async def _ctx(app: web.Application) -> AsyncIterator[None]:
+    st = State(Registry.from_settings(app[SETTINGS]))
+    app[STATE] = st
+    writer = app[WRITER]
+
+    def listener(db, alert: dict) -> None:
+        if proposals.record_request(db, alert) is not None:
+            st.poke()
+
+    def subscriber(committed) -> None:
+        got = [(c.node, c.event) for c in committed if c.kind == "job_result" and isinstance(c.event, wire.JobResult)]
+        if got:
+            with st.lock:
+                st.results.extend(got)
+            st.poke()
+
+    app[ALERT_LISTENERS].append(listener)
+    writer.subscribers.append(subscriber)
+    await _recover(app, st)
+    task = asyncio.create_task(_worker(app, st), name="proposals")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.suppress(ValueError):
+        writer.subscribers.remove(subscriber)
+    with contextlib.suppress(ValueError):
+        app[ALERT_LISTENERS].remove(listener)
+
+
+async def _recover(app: web.Application, st: State) -> None:
+    """Results committed while the hub was stopping were stored but maybe not folded in."""
+    def load(db):
+        open_jobs = {r[0] for r in db.execute(
+            "SELECT id FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'refused', 'timeout')")}
+        if not open_jobs:
+            return []
+        out = []
+        for node, data in db.execute(
+            "SELECT node, data FROM events WHERE kind = 'job_result' AND ts > ? ORDER BY id",
+            (time.time() - 7 * 86400,),
+        ):
+            try:
+                ev = _json_event.decode(data)
+            except msgspec.ValidationError:
+                continue
+            if isinstance(ev, wire.JobResult) and ev.job_id in open_jobs:
+                out.append((node, ev))
+        return out
+
+    try:
+        st.results.extend(await app[WRITER].run(load))
+    except Exception:
+        log.exception("could not recover job results")
+
+
+async def _worker(app: web.Application, st: State) -> None:
+    while True:
+        try:
+            await _step(app, st)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("proposal worker step failed")
+        st.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(st.wake.wait(), TICK)
+
+
+async def _step(app: web.Application, st: State) -> None:
+    settings, writer, key = app[SETTINGS], app[WRITER], app[SIGNING_KEY]
+    books = st.registry.all()
+    with st.lock:
+        results, st.results = st.results, []
+    if results:
+        def fold(db):
+            now = time.time()
+            for node, ev in results:
+                dispatch.record_result(db, node, ev, books, key, settings.verify_window, now)
+        await writer.run(fold)
+    reqs = app[READ_DB].execute(
+        "SELECT id, alert_id, rule, node, alert, candidates FROM proposal_requests WHERE done IS NULL ORDER BY id LIMIT 20"
+    ).fetchall()
+    for r in reqs:
+        await _handle_request(app, st, books, tuple(r))
+
+    def tick(db):
+        now = time.time()
+        proposals.expire_due(db, now)
+        dispatch.dispatch_approved(db, books, key, settings.run_budget, now)
+        dispatch.settle(db, now)
+        dispatch.expire_jobs(db, now)
+        return [n for n, in db.execute("SELECT DISTINCT node FROM jobs WHERE state = 'queued'")]
+
+    for node in await writer.run(tick):
+        st.node_event(node).set()
+
+
+async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple) -> None:
+    req_id, alert_id, rule, node, alert_json, cand_json = row
+    settings, writer, key = app[SETTINGS], app[WRITER], app[SIGNING_KEY]
+    alert = json.loads(alert_json)
+    valid: list[tuple[dict, Playbook, dict[str, str]]] = []
+    problems = []
+    for cand in json.loads(cand_json):
+        try:
+            pb, params = dispatch.validate_candidate(books, cand)
+        except ValueError as e:
+            problems.append(f"{cand.get('playbook') if isinstance(cand, dict) else cand}: {e}")
+            log.warning("rule %s proposed an invalid fix: %s", rule, e)
+            continue
+        valid.append((cand, pb, params))
+    choice = valid[0] if valid else None
+    chosen_by, rationale, evidence, decision_id = "rule", None, list(alert.get("events") or []), None
+    if valid:
+        decided = await _ask_brain(alert, valid, settings)
+        if decided is not None:
+            choice, rationale, evidence2, decision_id = decided
+            chosen_by = "brain" if choice is not None else "rule"
+            evidence = evidence2 or evidence
+            if choice is None:  # the brain said none fits: record that and keep the rule's choice
+                choice = valid[0]
+    why = _why(alert, rule, node)
+
+    def write(db):
+        now = time.time()
+        if choice is None:
+            outcome = "no valid candidate: " + "; ".join(problems)[:1000]
+        elif (open_pid := proposals.open_for_alert(db, alert_id, node, rule)) is not None:
+            outcome = f"proposal {open_pid} is still open for this alert"
+        else:
+            cand, pb, params = choice
+            pid = proposals.create(
+                db, node=node, pb=pb, params=params, rule=rule, alert_id=alert_id, request_id=req_id,
+                why=why, evidence=evidence, rationale=rationale, chosen_by=chosen_by,
+                decision_id=decision_id, ttl=settings.proposal_ttl, budget=settings.run_budget, now=now)
+            outcome = f"proposal {pid}"
+            state = proposals.get(db, pid)["state"]
+            if state == "proposed":
+                dispatch.queue_check(db, key, pid, pb, node, params, now)
+                if cand.get("auto"):
+                    if pb.risk == "read-only":
+                        db.execute("UPDATE proposals SET auto = 1 WHERE id = ?", (pid,))
+                        proposals.approve(db, pid, f"rule:{rule}", pb, ttl=settings.approval_ttl,
+                                          budget=settings.run_budget, now=now)
+                    else:
+                        log.warning("rule %s asked to auto-run %s, which is %s: needs a person", rule, pb.name, pb.risk)
+        db.execute("UPDATE proposal_requests SET done = ?, outcome = ? WHERE id = ?", (now, outcome, req_id))
+        return outcome
+
+    outcome = await writer.run(write)
+    log.info("alert %s on %s (%s): %s", alert_id, node, rule, outcome)
+
+
+def _why(alert: dict, rule, node: str) -> str:
+    ann = alert.get("annotations")
+    if isinstance(ann, str):
+        with contextlib.suppress(ValueError):
+            ann = json.loads(ann)
+    summary = (ann or {}).get("summary") if isinstance(ann, dict) else None
+    summary = summary or alert.get("summary") or ""
+    return f"alert {alert.get('id')} ({rule}) firing on {node}" + (f": {summary}" if summary else "")
+
+
+async def _ask_brain(alert: dict, valid, settings):
+    """Let the brain choose among the rule's valid candidates, if it is installed. Its answer
+    passes the same validation; anything else and the rule's first valid candidate stands."""
+    try:
+        brain = importlib.import_module("hub.brain")
+        decide = brain.decide
+    except (ImportError, AttributeError):
+        return None
+    candidates = [{"playbook": pb.name, "params": params} for _c, pb, params in valid]
+    books = {pb.name: pb for _c, pb, _p in valid}
+    loop = asyncio.get_running_loop()
+    timeout = float(getattr(settings, "brain_timeout", 20.0)) + 10.0
+    try:
+        out = await asyncio.wait_for(loop.run_in_executor(None, decide, alert, candidates, books), timeout)
+    except Exception as e:  # noqa: BLE001 - the rule's choice stands, whatever went wrong
+        log.warning("brain unavailable for alert %s (%s: %s): the rule's choice stands", alert.get("id"), type(e).__name__, e)
+        return None
+    if not isinstance(out, dict):
+        log.warning("brain returned %r: the rule's choice stands", type(out).__name__)
+        return None
+    name = out.get("playbook")
+    decision_id = out.get("decision_id") if isinstance(out.get("decision_id"), int) else None
+    rationale = str(out.get("rationale") or "")[:2000] or None
+    evidence = out.get("evidence") if isinstance(out.get("evidence"), list) else []
+    if name is None:
+        return None, rationale, evidence, decision_id
+    for cand, pb, _p in valid:
+        if pb.name == name:
+            try:
+                params = dispatch.pbmod.validate_params(pb, out.get("params") or {})
+            except ValueError as e:
+                log.warning("brain's parameters for %s refused (%s): the rule's choice stands", name, e)
+                return None
+            return (cand, pb, params), rationale, evidence, decision_id
+    log.warning("brain chose %r, which the rule did not allow: the rule's choice stands", name)
+    return None
+
+
+async def jobs_handler(request: web.Request) -> web.Response:
+    node = await authenticate(request)
+    try:
+        wait = max(0.0, min(float(request.query.get("wait", "0")), MAX_WAIT))
+    except ValueError:
+        wait = 0.0
+    st: State = request.app[STATE]
+    deadline = time.monotonic() + wait
+    while True:
+        now = time.time()
+        rows = dispatch.pending(request.app[READ_DB], node, now)
+        if rows:
+            ids = [r["id"] for r in rows]
+            await request.app[WRITER].run(lambda db, i=ids, t=now: dispatch.mark_delivered(db, node, i, t))
+            return web.json_response({"jobs": [{"payload": r["payload"], "signature": r["signature"]} for r in rows]})
+        left = deadline - time.monotonic()
+        if left <= 0 or st.stopping.is_set():
+            return web.json_response({"jobs": []})
+        ev = st.node_event(node)
+        ev.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ev.wait(), min(left, TICK))
