@@ -129,11 +129,11 @@ def _operator(name: str, arg: Any, at: Path_) -> Callable[[Any], bool]:
         return lambda v: (v is not MISSING and v is not None) == arg
     raise CompileError(
         f"unknown operator {name!r} (known: eq, ne, gt, gte, lt, lte, in, not_in, regex,"
-        " not_regex, contains, startswith, endswith, exists)", at)
+        " not_regex, contains, startswith, endswith, exists, some)", at)
 
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "regex", "not_regex",
-             "contains", "startswith", "endswith", "exists")
+             "contains", "startswith", "endswith", "exists", "some")
 
 
 def compile_regex(pattern: Any, at: Path_) -> re.Pattern:
@@ -145,13 +145,20 @@ def compile_regex(pattern: Any, at: Path_) -> re.Pattern:
         raise CompileError(f"bad regex {pattern!r}: {e}", at) from None
 
 
-def _test(spec: Any, at: Path_) -> Callable[[Any], bool]:
+def _some(spec: Any, scope: Scope, at: Path_) -> Callable[[Any], bool]:
+    inner = Scope(scope.macros, scope.macro_paths, frozenset())
+    sub = compile_condition(spec, inner, at)
+    return lambda v: isinstance(v, list | tuple) and any(sub(x, {}) for x in v)
+
+
+def _test(spec: Any, scope: Scope, at: Path_) -> Callable[[Any], bool]:
     if isinstance(spec, list):
         return _operator("in", spec, at)
     if isinstance(spec, dict):
         if not spec:
             raise CompileError("an empty test matches nothing useful", at)
-        tests = [_operator(str(k), v, (*at, k)) for k, v in spec.items()]
+        tests = [_some(v, scope, (*at, k)) if k == "some" else _operator(str(k), v, (*at, k))
+                 for k, v in spec.items()]
         if len(tests) == 1:
             return tests[0]
         return lambda v: all(t(v) for t in tests)
@@ -200,7 +207,7 @@ def compile_condition(spec: Any, scope: Scope, at: Path_) -> Pred:
         else:
             if not isinstance(key, str) or not key:
                 raise CompileError(f"a field name must be a string, got {key!r}", here)
-            get, test = compile_path(key, scope.extras), _test(val, here)
+            get, test = compile_path(key, scope.extras), _test(val, scope, here)
             preds.append(lambda ev, ex, g=get, t=test: t(g(ev, ex)))
     if not preds:
         return lambda ev, ex: True

@@ -100,8 +100,8 @@ def aggregate(fn: str, window: deque, now: float, span: float, horizon: float) -
         return float(max(vals))
     # predict: least-squares line through the window, read at now + horizon
     pts = [(t, v) for t, v, _ in window if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(pts) < 2:
-        return None
+    if len(pts) < 2 or pts[-1][0] - pts[0][0] < span / 4:
+        return None  # too little history: a line through two close points predicts noise
     n = len(pts)
     mt = sum(t for t, _ in pts) / n
     mv = sum(v for _, v in pts) / n

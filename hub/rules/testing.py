@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 DEFAULT_START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 TEST_KEYS = {"rule_files", "tests"}
 CASE_KEYS = {"name", "start", "interval", "input", "expect"}
-INPUT_KEYS = {"at", "node", "event", "repeat", "every", "heartbeat", "clock_skew"}
+INPUT_KEYS = {"at", "node", "event", "repeat", "every", "heartbeat", "clock_skew", "metric", "values"}
+_SERIES = re.compile(r"^(-?\d+(?:\.\d+)?)([+-]\d+(?:\.\d+)?)x(\d+)$")
 EXPECT_KEYS = {"at", "rule", "firing", "pending"}
 ALERT_KEYS = {"rule", "labels", "annotations", "propose", "severity"}
 
@@ -114,11 +116,40 @@ def _inputs(doc: Doc, path: tuple, items: Any, start: float) -> list[tuple[float
         if not isinstance(repeat, int) or not 1 <= repeat <= 100_000:
             raise doc.error((*ip, "repeat"), "repeat must be an integer from 1 to 100000")
         every = _dur(doc, (*ip, "every"), item.get("every", "1s"))
+        if "metric" in item:
+            if "event" in item or "values" not in item:
+                raise doc.error((*ip, "metric"), "metric needs values (and no event)")
+            for n, v in enumerate(_values(doc, (*ip, "values"), item["values"])):
+                ev = {"kind": "metrics", "samples": {str(item["metric"]): v}}
+                out.append((start + at + n * every, {**item, "event": ev}, ip))
+            continue
         if "event" not in item and not item.get("heartbeat") and "clock_skew" not in item:
-            raise doc.error(ip, "an input needs event, heartbeat or clock_skew")
+            raise doc.error(ip, "an input needs event, metric, heartbeat or clock_skew")
         for n in range(repeat):
             out.append((start + at + n * every, item, ip))
     out.sort(key=lambda x: x[0])
+    return out
+
+
+def _values(doc: Doc, path: tuple, spec: Any) -> list[float]:
+    """promtool's series notation: '0.5+0.01x24' is 0.5, 0.51, ... (25 values); or a list."""
+    if isinstance(spec, list):
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in spec):
+            raise doc.error(path, "values must be numbers")
+        return [float(v) for v in spec]
+    out: list[float] = []
+    for tok in str(spec).split():
+        m = _SERIES.match(tok)
+        try:
+            if m:
+                a, b, n = float(m.group(1)), float(m.group(2)), int(m.group(3))
+                if n > 100_000:
+                    raise ValueError("too many values")
+                out += [a + b * i for i in range(n + 1)]
+            else:
+                out.append(float(tok))
+        except ValueError:
+            raise doc.error(path, f"bad value {tok!r} (expected a number or a+bxN)") from None
     return out
 
 
