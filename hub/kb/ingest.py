@@ -182,6 +182,13 @@ def _first_heading(text: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
+def content_digest(raw: bytes, category: str | None = None, tags: Iterable[str] = (),
+                   node: str | None = None) -> str:
+    """What 'unchanged' means: the same bytes added with the same options."""
+    meta = {"category": category, "tags": sorted(tags), "node": node}
+    return hashlib.sha256(raw + b"\0" + json.dumps(meta).encode()).hexdigest()
+
+
 def build(source: str, raw: bytes, kind: str, language: str | None, name: str, *,
           charset: str | None = None, mtime: float | None = None, category: str | None = None,
           tags: Iterable[str] = (), node: str | None = None,
@@ -194,8 +201,7 @@ def build(source: str, raw: bytes, kind: str, language: str | None, name: str, *
     if kind == "html" and charset is None:
         charset = htmlx.declared_charset(raw)
     text = decode(raw, source, charset).replace("\r\n", "\n")
-    meta = {"category": category, "tags": sorted(tags), "node": node}
-    digest = hashlib.sha256(raw + b"\0" + json.dumps(meta).encode()).hexdigest()
+    digest = content_digest(raw, category, tags, node)
     doc = Doc(source=source, kind=kind, title=name, body=text, sha256=digest, size=len(raw),
               language=language, category=category, tags=list(tags), node=node, date=mtime)
     if kind == "markdown":

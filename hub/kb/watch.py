@@ -149,6 +149,9 @@ class Watcher:
                 changed[p] = None
             elif ev.mask & F.DELETE:
                 gone.append(p)
+        # A move whose MOVED_TO we could not see (into a folder created a moment before its
+        # watch existed) looks like a delete plus a new file: pair them by content.
+        self._pair_by_content(moved_from, changed, moves)
         gone += moved_from.values()  # moved out of the folder
         for old, new in moves:
             n = self._write(lambda db, o=old, n=new: rename_source(db, str(o), str(n)))
@@ -159,6 +162,27 @@ class Watcher:
                 self._unwatch_under(p)
                 self._remove(p)
         self._ingest([p for p in changed if p.exists()])
+
+    def _pair_by_content(self, moved_from: dict, changed: dict, moves: list) -> None:
+        known = {}
+        for cookie, p in list(moved_from.items()):
+            r = self.db.execute("SELECT sha256 FROM kb_documents WHERE source = ?", (str(p),)).fetchone()
+            if r is not None:
+                known[r[0]] = cookie
+        if not known:
+            return
+        for c in list(changed):
+            files = ingest.walk(c) if c.is_dir() else [c]
+            for f in files:
+                if self._known(f):
+                    continue
+                try:
+                    digest = ingest.content_digest(f.read_bytes())
+                except OSError:
+                    continue
+                cookie = known.pop(digest, None)
+                if cookie is not None:
+                    moves.append((moved_from.pop(cookie), f))
 
     # -- loop ---------------------------------------------------------------------------
 
