@@ -1,0 +1,424 @@
+"""Packages: installs, upgrades, downgrades and removals as they happen, a full inventory at
+start and after each burst of changes, and pending updates at a slow interval.
+
+As they happen: the package manager's own log is followed (dpkg ``/var/log/dpkg.log``, dnf
+``/var/log/dnf.rpm.log``, pacman ``/var/log/pacman.log``), from a position kept in
+``state.db``, so what changed while the agent was stopped is reported at start, and log
+rotation (``dpkg.log`` -> ``dpkg.log.1``) loses nothing. The first start does not replay old
+history: the inventory says what is installed.
+
+Inventory: ``dpkg-query -W`` with the manual/automatic flag from apt's
+``/var/lib/apt/extended_states``; ``rpm -qa``; ``pacman -Q`` with ``pacman -Qqe`` (explicit).
+
+Pending updates (apt only): ``apt-get -s upgrade`` simulates an upgrade against the package
+lists already on disk. It changes nothing, downloads nothing and needs no network; how
+fresh the answer is depends on whoever runs ``apt-get update`` (apt's own timer, usually).
+An update is a security update when one of its origins is a security archive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import time
+from datetime import datetime
+
+from agent import wire
+from agent.collectors import Collector
+
+log = logging.getLogger(__name__)
+
+READ_MAX = 4 * 1024 * 1024  # per poll: a huge backlog is read over several polls
+CMD_TIMEOUT = 300.0
+
+
+# --- log parsing (one function per manager: line -> Package or None) ------------------
+
+DPKG_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (install|upgrade|remove|purge) (\S+) (\S+) (\S+)$")
+
+
+def _split_arch(pkg: str) -> tuple[str, str | None]:
+    name, sep, arch = pkg.partition(":")
+    return (name, arch) if sep else (pkg, None)
+
+
+def _none(v: str) -> str | None:
+    return None if v == "<none>" else v
+
+
+def parse_dpkg(line: str) -> wire.Package | None:
+    """``2026-11-25 17:19:40 upgrade bash:amd64 5.2-1 5.2-2`` (times are local)."""
+    m = DPKG_RE.match(line)
+    if not m:
+        return None
+    when, action, pkg, old, new = m.groups()
+    name, arch = _split_arch(pkg)
+    ts = time.mktime(time.strptime(when, "%Y-%m-%d %H:%M:%S"))
+    old, new = _none(old), _none(new)
+    if action in ("remove", "purge"):
+        return wire.Package(ts=ts, action=action, manager="dpkg", name=name, arch=arch, old_version=old)
+    if action == "install" and old is not None:
+        action = "upgrade"  # dpkg says install when the old version was left as config files
+    return wire.Package(ts=ts, action=action, manager="dpkg", name=name, arch=arch,
+                        version=new, old_version=old if action == "upgrade" else None)
+
+
+RPM_RE = re.compile(r"^(\S+) SUBDEBUG (Installed|Upgrade|Downgrade|Erase|Reinstall|Reinstalled|Obsoleted|Upgraded|Downgraded|Installing|Upgrading|Erased): (\S+)$")
+RPM_ACTIONS = {"Installed": "install", "Upgrade": "upgrade", "Downgrade": "downgrade", "Erase": "remove", "Reinstall": "upgrade"}
+
+
+def _nevra(s: str) -> tuple[str, str, str | None]:
+    """'bash-5.2.15-3.fc38.x86_64' -> ('bash', '5.2.15-3.fc38', 'x86_64')."""
+    base, _, arch = s.rpartition(".")
+    if not base:
+        base, arch = s, None
+    parts = base.rsplit("-", 2)
+    if len(parts) < 3:
+        return base, "", arch
+    return parts[0], f"{parts[1]}-{parts[2]}", arch
+
+
+def _iso(s: str) -> float:
+    s = s.strip("[]")
+    if s.endswith("Z"):
+        s = s[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(s if len(s) < 6 or s[-5] not in "+-" else s[:-2] + ":" + s[-2:])
+    except ValueError:
+        return time.time()
+    return dt.timestamp()
+
+
+def parse_rpm(line: str) -> wire.Package | None:
+    """``2023-10-01T10:00:00+0000 SUBDEBUG Upgrade: bash-5.2.21-1.fc39.x86_64`` (dnf.rpm.log).
+    The old half of an upgrade (``Upgraded:``) carries nothing new and is skipped."""
+    m = RPM_RE.match(line)
+    if not m or m.group(2) not in RPM_ACTIONS:
+        return None
+    name, version, arch = _nevra(m.group(3))
+    action = RPM_ACTIONS[m.group(2)]
+    if action == "remove":
+        return wire.Package(ts=_iso(m.group(1)), action=action, manager="rpm", name=name, arch=arch, old_version=version)
+    return wire.Package(ts=_iso(m.group(1)), action=action, manager="rpm", name=name, arch=arch, version=version)
+
+
+PACMAN_RE = re.compile(r"^\[([^\]]+)\] (?:\[ALPM\] )?(installed|upgraded|downgraded|removed|reinstalled) (\S+) \((.*)\)$")
+
+
+def parse_pacman(line: str) -> wire.Package | None:
+    """``[2024-01-01T10:00:00+0000] [ALPM] upgraded bash (5.2.015-1 -> 5.2.021-1)``."""
+    m = PACMAN_RE.match(line)
+    if not m:
+        return None
+    when, verb, name, versions = m.groups()
+    old, _, new = versions.partition(" -> ")
+    ts = _iso(when) if "T" in when else time.mktime(time.strptime(when, "%Y-%m-%d %H:%M"))
+    if verb == "removed":
+        return wire.Package(ts=ts, action="remove", manager="pacman", name=name, old_version=old)
+    if verb in ("upgraded", "downgraded"):
+        return wire.Package(ts=ts, action=verb[:-1], manager="pacman", name=name, version=new, old_version=old)
+    return wire.Package(ts=ts, action="install" if verb == "installed" else "upgrade", manager="pacman", name=name, version=old)
+
+
+# --- apt -------------------------------------------------------------------------------
+
+APT_INST_RE = re.compile(r"^Inst (\S+) (?:\[([^\]]*)\] )?\((\S+) (.*?)(?: \[[^\]]*\])?\)")
+
+
+def parse_apt_simulation(text: str) -> list[wire.PendingUpdate]:
+    """``Inst libgcrypt20 [1.10.1-3] (1.10.1-3+deb12u1 Debian:12.5/stable, Debian-Security:12/stable-security [amd64])``."""
+    out = []
+    for line in text.splitlines():
+        m = APT_INST_RE.match(line)
+        if m:
+            name, current, candidate, origins = m.groups()
+            out.append(wire.PendingUpdate(name=name, current=current or "", candidate=candidate,
+                                          security="security" in origins.lower()))
+    return out
+
+
+def parse_extended_states(text: str) -> set[tuple[str, str]]:
+    """(package, arch) pairs apt installed automatically (as dependencies)."""
+    auto, pkg, arch, flag = set(), None, "", False
+    for line in [*text.splitlines(), ""]:
+        if not line.strip():
+            if pkg and flag:
+                auto.add((pkg, arch))
+            pkg, arch, flag = None, "", False
+            continue
+        key, _, value = line.partition(":")
+        value = value.strip()
+        if key == "Package":
+            pkg = value
+        elif key == "Architecture":
+            arch = value
+        elif key == "Auto-Installed":
+            flag = value == "1"
+    return auto
+
+
+async def run_cmd(*argv: str, ok: tuple[int, ...] = (0,)) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), CMD_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"{argv[0]} timed out after {CMD_TIMEOUT:.0f}s") from None
+    if proc.returncode not in ok:
+        raise RuntimeError(f"{' '.join(argv[:3])} exited {proc.returncode}: {err.decode(errors='replace').strip()[:300]}")
+    return out.decode(errors="replace")
+
+
+# --- managers ----------------------------------------------------------------------------
+
+
+class Manager:
+    name = ""
+    log_path = ""
+    parse = staticmethod(lambda line: None)
+
+    @classmethod
+    def present(cls) -> bool:
+        raise NotImplementedError
+
+    async def inventory(self) -> list[wire.PackageInfo]:
+        raise NotImplementedError
+
+    async def pending(self) -> list[wire.PendingUpdate] | None:
+        return None  # not supported for this manager
+
+
+class Dpkg(Manager):
+    name, log_path, parse = "dpkg", "/var/log/dpkg.log", staticmethod(parse_dpkg)
+    extended_states = "/var/lib/apt/extended_states"
+
+    @classmethod
+    def present(cls) -> bool:
+        return bool(shutil.which("dpkg-query")) and os.path.exists("/var/lib/dpkg/status")
+
+    async def inventory(self) -> list[wire.PackageInfo]:
+        out = await run_cmd("dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Architecture}\t${db:Status-Abbrev}\n")
+        try:
+            with open(self.extended_states) as f:
+                auto = parse_extended_states(f.read())
+        except OSError:
+            auto = set()  # no apt: everything was installed by hand
+        pkgs = []
+        for line in out.splitlines():
+            f = line.split("\t")
+            # Status-Abbrev: desired, current (i = installed; W/t = awaiting triggers)
+            if len(f) == 4 and len(f[3]) >= 2 and f[3][1] in "iWt":
+                pkgs.append(wire.PackageInfo(name=f[0], version=f[1], arch=f[2],
+                                             manual=(f[0], f[2]) not in auto and (f[0], "") not in auto))
+        return pkgs
+
+    async def pending(self) -> list[wire.PendingUpdate] | None:
+        if not shutil.which("apt-get"):
+            return None
+        return parse_apt_simulation(await run_cmd("apt-get", "-s", "-q", "upgrade"))
+
+    @staticmethod
+    async def downgraded(old: str, new: str) -> bool:
+        try:
+            await run_cmd("dpkg", "--compare-versions", old, "gt", new)
+            return True
+        except RuntimeError:
+            return False
+
+
+class Rpm(Manager):
+    name, log_path, parse = "rpm", "/var/log/dnf.rpm.log", staticmethod(parse_rpm)
+
+    @classmethod
+    def present(cls) -> bool:
+        return bool(shutil.which("rpm")) and os.path.isdir("/var/lib/rpm") and not Dpkg.present()
+
+    async def inventory(self) -> list[wire.PackageInfo]:
+        out = await run_cmd("rpm", "-qa", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\t%{ARCH}\n")
+        return [wire.PackageInfo(name=f[0], version=f[1], arch=f[2]) for f in
+                (line.split("\t") for line in out.splitlines()) if len(f) == 3]
+
+
+class Pacman(Manager):
+    name, log_path, parse = "pacman", "/var/log/pacman.log", staticmethod(parse_pacman)
+
+    @classmethod
+    def present(cls) -> bool:
+        return bool(shutil.which("pacman")) and os.path.isdir("/var/lib/pacman")
+
+    async def inventory(self) -> list[wire.PackageInfo]:
+        explicit = set((await run_cmd("pacman", "-Qqe", ok=(0, 1))).split())
+        out = await run_cmd("pacman", "-Q")
+        return [wire.PackageInfo(name=f[0], version=f[1], manual=f[0] in explicit)
+                for f in (line.split() for line in out.splitlines()) if len(f) == 2]
+
+
+MANAGERS: tuple[type[Manager], ...] = (Dpkg, Rpm, Pacman)
+
+
+# --- log following ---------------------------------------------------------------------
+
+
+class LogTail:
+    """New complete lines of a log, from a position saved in the agent's state.
+
+    Rotation: the saved inode is looked for in ``PATH.1`` and the rest of that file read
+    before the new one. Truncation (size below the position): start again from 0."""
+
+    def __init__(self, path: str, state, key: str):
+        self.path, self.state, self.key = path, state, key
+
+    def _stat(self, path: str):
+        try:
+            return os.stat(path)
+        except OSError:
+            return None
+
+    def start(self) -> bool:
+        """On the very first run, skip history. Returns True when a position existed."""
+        if self.state.get(self.key) is not None:
+            return True
+        st = self._stat(self.path)
+        self.state.set(self.key, {"ino": st.st_ino if st else None, "pos": st.st_size if st else 0})
+        return False
+
+    def _read(self, path: str, pos: int) -> tuple[list[str], int]:
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                data = f.read(READ_MAX)
+        except OSError:
+            return [], pos
+        end = data.rfind(b"\n")
+        if end < 0:
+            return [], pos  # a half-written line: wait for its end
+        chunk = data[: end + 1]
+        return chunk.decode(errors="replace").splitlines(), pos + len(chunk)
+
+    def read(self) -> list[str]:
+        saved = self.state.get(self.key) or {"ino": None, "pos": 0}
+        st = self._stat(self.path)
+        if st is None:
+            return []
+        lines: list[str] = []
+        pos = saved["pos"]
+        if saved["ino"] is not None and saved["ino"] != st.st_ino:
+            old = self._stat(self.path + ".1")
+            if old is not None and old.st_ino == saved["ino"]:
+                lines, _ = self._read(self.path + ".1", pos)
+            pos = 0
+        elif st.st_size < pos:
+            pos = 0
+        if st.st_size > pos:
+            new, pos = self._read(self.path, pos)
+            lines += new
+        if pos != saved["pos"] or st.st_ino != saved["ino"]:
+            self.state.set(self.key, {"ino": st.st_ino, "pos": pos})
+        return lines
+
+
+# --- the collector -----------------------------------------------------------------------
+
+
+class PackagesCollector(Collector):
+    name = "packages"
+
+    def __init__(self, settings, emit, state):
+        super().__init__(settings, emit, state)
+        if settings.packages_poll < 0.1:
+            raise ValueError(f"packages_poll must be at least 0.1s, got {settings.packages_poll}")
+        if settings.packages_settle < 0:
+            raise ValueError(f"packages_settle must not be negative, got {settings.packages_settle}")
+        if settings.pending_updates_interval and settings.pending_updates_interval < 60:
+            raise ValueError(f"pending_updates_interval must be 0 (off) or at least 60s, got {settings.pending_updates_interval}")
+        self.managers = [m() for m in MANAGERS if m.present()]
+        self.tails = {m.name: LogTail(m.log_path, state, f"packages.{m.name}.log") for m in self.managers}
+        self.pending_wanted = asyncio.Event()
+
+    @classmethod
+    def unavailable(cls, settings) -> str | None:
+        if not any(m.present() for m in MANAGERS):
+            return "no supported package manager (dpkg, rpm, pacman) found"
+        return None
+
+    async def follow(self, m: Manager) -> int:
+        """Emit events for new log lines. Returns how many packages changed."""
+        n = 0
+        for line in self.tails[m.name].read():
+            ev = m.parse(line)
+            if ev is None:
+                continue
+            if (isinstance(m, Dpkg) and ev.action == "upgrade" and ev.old_version and ev.version
+                    and ev.old_version != ev.version and await m.downgraded(ev.old_version, ev.version)):
+                ev = wire.Package(ts=ev.ts, action="downgrade", manager=ev.manager, name=ev.name,
+                                  arch=ev.arch, version=ev.version, old_version=ev.old_version)
+            self.emit(ev)
+            n += 1
+        return n
+
+    async def snapshot(self, m: Manager) -> None:
+        try:
+            pkgs = await m.inventory()
+        except RuntimeError as e:  # dpkg locked mid-upgrade and the like: next time
+            log.warning("packages: %s inventory failed: %s", m.name, e)
+            return
+        self.emit(wire.PackageInventory(ts=time.time(), manager=m.name, packages=pkgs))
+
+    async def check_pending(self) -> None:
+        for m in self.managers:
+            try:
+                updates = await m.pending()
+            except RuntimeError as e:
+                log.warning("packages: pending updates check failed: %s", e)
+                continue
+            if updates is not None:
+                self.emit(wire.PendingUpdates(ts=time.time(), manager="apt" if m.name == "dpkg" else m.name, updates=updates))
+        self.state.set("packages.pending.checked", time.time())
+
+    async def pending_loop(self) -> None:
+        interval = self.settings.pending_updates_interval
+        last = self.state.get("packages.pending.checked") or 0
+        first_wait = max(0.0, last + interval - time.time())
+        try:
+            await asyncio.wait_for(self.pending_wanted.wait(), first_wait)
+        except TimeoutError:
+            pass
+        while True:
+            self.pending_wanted.clear()
+            await self.check_pending()
+            try:
+                await asyncio.wait_for(self.pending_wanted.wait(), interval)
+            except TimeoutError:
+                pass
+
+    async def run(self) -> None:
+        pending = None
+        if self.settings.pending_updates_interval:
+            pending = asyncio.create_task(self.pending_loop(), name="packages:pending")
+        try:
+            for m in self.managers:
+                if self.tails[m.name].start():
+                    await self.follow(m)  # what happened while the agent was stopped
+                await self.snapshot(m)
+            dirty: dict[str, float] = {}  # manager -> time of the last change seen
+            while True:
+                await asyncio.sleep(self.settings.packages_poll)
+                now = time.monotonic()
+                for m in self.managers:
+                    if await self.follow(m):
+                        dirty[m.name] = now
+                    elif m.name in dirty and now - dirty[m.name] >= self.settings.packages_settle:
+                        del dirty[m.name]
+                        await self.snapshot(m)
+                        self.pending_wanted.set()  # an upgrade may have cleared some
+        finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
