@@ -65,7 +65,7 @@ def record_request(db: sqlite3.Connection, alert: dict) -> int | None:
     candidates = [c for c in alert["propose"] if isinstance(c, dict)]
     if not candidates:
         return None
-    rule = alert.get("rule")
+    rule = alert.get("rule_name") or alert.get("rule")
     rule_name = rule if isinstance(rule, str) else getattr(rule, "name", None) or str(rule)
     plain = {k: v for k, v in alert.items() if k not in ("rule", "propose")}
     cur = db.execute(
@@ -109,12 +109,13 @@ def transition(db: sqlite3.Connection, pid: int, to: str, actor: str, note: str 
 
 
 def runs_in_window(db: sqlite3.Connection, rule: str | None, node: str, now: float) -> int:
-    """Fix runs for this rule on this node in the last hour (dispatched run jobs)."""
+    """Fix runs for this rule on this node in the last hour (dispatched run jobs). Read-only
+    diagnostics do not count: they cannot be a fix loop."""
     if rule is None:
         return 0
     return db.execute(
         "SELECT count(*) FROM jobs j JOIN proposals p ON p.id = j.proposal_id"
-        " WHERE j.mode = 'run' AND p.rule = ? AND p.node = ? AND j.created > ?",
+        " WHERE j.mode = 'run' AND p.risk != 'read-only' AND p.rule = ? AND p.node = ? AND j.created > ?",
         (rule, node, now - BUDGET_WINDOW),
     ).fetchone()[0]
 
@@ -214,13 +215,15 @@ def expire_due(db: sqlite3.Connection, now: float | None = None) -> list[int]:
     return out
 
 
-def open_for_alert(db: sqlite3.Connection, alert_id: int | None, node: str, rule: str | None) -> int | None:
-    """An open proposal already answering this alert (a re-firing alert makes no duplicate)."""
-    q = "SELECT id FROM proposals WHERE state IN ({}) AND node = ? AND ".format(",".join("?" * len(OPEN)))
+def open_for_alert(db: sqlite3.Connection, alert_id: int | None, node: str, rule: str | None,
+                   playbook: str) -> int | None:
+    """An open proposal of this playbook already answering this alert (a re-firing alert
+    makes no duplicate)."""
+    q = "SELECT id FROM proposals WHERE state IN ({}) AND node = ? AND playbook = ? AND ".format(",".join("?" * len(OPEN)))
     if alert_id is not None:
-        row = db.execute(q + "alert_id = ?", (*OPEN, node, alert_id)).fetchone()
+        row = db.execute(q + "alert_id = ?", (*OPEN, node, playbook, alert_id)).fetchone()
     else:
-        row = db.execute(q + "rule IS ?", (*OPEN, node, rule)).fetchone()
+        row = db.execute(q + "rule IS ?", (*OPEN, node, playbook, rule)).fetchone()
     return row[0] if row else None
 
 

@@ -178,6 +178,10 @@ async def _step(app: web.Application, st: State) -> None:
 
 
 async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple) -> None:
+    """One firing alert -> proposals. Candidates marked ``auto`` whose playbook is read-only
+    are diagnostics: each runs at once, approved by the rule. The fix is chosen among the
+    others (by the brain if it is there, else the rule's first valid one) and waits for a
+    person. ``auto`` on anything but a read-only playbook is ignored (logged)."""
     req_id, alert_id, rule, node, alert_json, cand_json = row
     settings, writer, key = app[SETTINGS], app[WRITER], app[SIGNING_KEY]
     alert = json.loads(alert_json)
@@ -190,42 +194,47 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
             problems.append(f"{cand.get('playbook') if isinstance(cand, dict) else cand}: {e}")
             log.warning("rule %s proposed an invalid fix: %s", rule, e)
             continue
+        if cand.get("auto") and pb.risk != "read-only":
+            log.warning("rule %s asks to auto-run %s, which is %s: a person must approve it", rule, pb.name, pb.risk)
         valid.append((cand, pb, params))
-    choice = valid[0] if valid else None
+    diagnostics = [v for v in valid if v[0].get("auto") and v[1].risk == "read-only"]
+    fixes = [v for v in valid if v not in diagnostics]
+    choice = fixes[0] if fixes else None
     chosen_by, rationale, evidence, decision_id = "rule", None, list(alert.get("events") or []), None
-    if valid:
-        decided = await _ask_brain(alert, valid, settings)
+    if fixes:
+        decided = await _ask_brain(alert, fixes, settings)
         if decided is not None:
-            choice, rationale, evidence2, decision_id = decided
-            chosen_by = "brain" if choice is not None else "rule"
+            picked, rationale, evidence2, decision_id = decided
             evidence = evidence2 or evidence
-            if choice is None:  # the brain said none fits: record that and keep the rule's choice
-                choice = valid[0]
+            if picked is not None:
+                choice, chosen_by = picked, "brain"
     why = _why(alert, rule, node)
 
     def write(db):
         now = time.time()
-        if choice is None:
-            outcome = "no valid candidate: " + "; ".join(problems)[:1000]
-        elif (open_pid := proposals.open_for_alert(db, alert_id, node, rule)) is not None:
-            outcome = f"proposal {open_pid} is still open for this alert"
-        else:
-            cand, pb, params = choice
+        outcomes = []
+        for cand, pb, params in diagnostics + ([choice] if choice else []):
+            is_diag = (cand, pb, params) in diagnostics
+            open_pid = proposals.open_for_alert(db, alert_id, node, rule, pb.name)
+            if open_pid is not None:
+                outcomes.append(f"{pb.name}: proposal {open_pid} is still open")
+                continue
             pid = proposals.create(
                 db, node=node, pb=pb, params=params, rule=rule, alert_id=alert_id, request_id=req_id,
-                why=why, evidence=evidence, rationale=rationale, chosen_by=chosen_by,
-                decision_id=decision_id, ttl=settings.proposal_ttl, budget=settings.run_budget, now=now)
-            outcome = f"proposal {pid}"
-            state = proposals.get(db, pid)["state"]
-            if state == "proposed":
+                why=why, evidence=evidence, rationale=None if is_diag else rationale,
+                chosen_by="rule" if is_diag else chosen_by, decision_id=None if is_diag else decision_id,
+                auto=is_diag, ttl=settings.proposal_ttl, budget=settings.run_budget, now=now)
+            outcomes.append(f"{pb.name}: proposal {pid}")
+            if proposals.get(db, pid)["state"] != "proposed":
+                continue
+            if is_diag:
+                proposals.approve(db, pid, f"rule:{rule}", pb, ttl=settings.approval_ttl,
+                                  budget=settings.run_budget, now=now)
+            else:
                 dispatch.queue_check(db, key, pid, pb, node, params, now)
-                if cand.get("auto"):
-                    if pb.risk == "read-only":
-                        db.execute("UPDATE proposals SET auto = 1 WHERE id = ?", (pid,))
-                        proposals.approve(db, pid, f"rule:{rule}", pb, ttl=settings.approval_ttl,
-                                          budget=settings.run_budget, now=now)
-                    else:
-                        log.warning("rule %s asked to auto-run %s, which is %s: needs a person", rule, pb.name, pb.risk)
+        if not outcomes:
+            outcomes.append("no valid candidate: " + "; ".join(problems)[:1000])
+        outcome = "; ".join(outcomes)
         db.execute("UPDATE proposal_requests SET done = ?, outcome = ? WHERE id = ?", (now, outcome, req_id))
         return outcome
 
