@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import time
+import uuid
 
 import aiohttp
 from click.testing import CliRunner
+from conftest import join_agent, wait_for
 
 from agent import wire
 from hub.cli import cli
@@ -178,3 +185,42 @@ def test_parse_since():
     assert parse_since("1d", now=100_000.0) == 100_000.0 - 86400
     assert parse_since("2026-01-02") == parse_since("2026-01-02T00:00:00+00:00")
     assert parse_since("2026-01-02T01:00:00+01:00") == parse_since("2026-01-02")
+
+
+def test_end_to_end_real_agent_to_twin_cli(tmp_path, hub_process, agent_process):
+    """A real agent with the twin collectors ships to a real hub; the CLI shows the node."""
+    h = hub_process().start()
+    state = tmp_path / "agent"
+    join_agent(h.url, h.enroll("n1"), state)
+    agent = agent_process(state, "--collectors", "inventory,processes,services,devices,packages",
+                          env={"HOMELAB_AGENT_PROCESSES_INTERVAL": "1", "HOMELAB_AGENT_PENDING_UPDATES_INTERVAL": "0"})
+    wait_for(lambda: h.query("SELECT 1 FROM inventory WHERE node = 'n1'"), 30, what="inventory in the twin")
+    wait_for(lambda: h.query("SELECT 1 FROM processes WHERE node = 'n1'"), 30, what="top processes in the twin")
+    if shutil.which("dpkg-query"):
+        wait_for(lambda: h.query("SELECT 1 FROM packages WHERE node = 'n1' AND name = 'dpkg'"), 30, what="packages")
+    # services steps aside here (no systemd): said once, as a notice
+    wait_for(lambda: h.query("SELECT 1 FROM events WHERE kind = 'notice' AND data LIKE '%services%'"), 30, what="services notice")
+    if shutil.which("ip") and os.geteuid() == 0:
+        wait_for(lambda: h.query("SELECT 1 FROM devices WHERE node = 'n1' AND sys_path = '/devices/virtual/net/lo'"), 30, what="device baseline")
+        a, b = f"hlf{uuid.uuid4().hex[:8]}", f"hlg{uuid.uuid4().hex[:8]}"
+        subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
+        subprocess.run(["ip", "link", "del", a], check=True)
+        wait_for(lambda: h.query("SELECT action FROM device_changes WHERE sys_path LIKE ? ORDER BY seq", (f"%/{a}",)) == [("add",), ("remove",)],
+                 30, what="veth add/remove in device_changes")
+    assert agent.alive()
+
+    def hub_cli(*args):
+        return subprocess.run([sys.executable, "-m", "hub", *args, "--data-dir", str(h.data_dir)],
+                              capture_output=True, text=True, timeout=60)
+
+    r = hub_cli("twin", "n1", "--json")
+    assert r.returncode == 0, r.stderr
+    state_ = json.loads(r.stdout)
+    assert state_["inventory"]["hostname"] == socket.gethostname()
+    assert state_["processes"] and state_["interfaces"]
+    r = hub_cli("twin", "n1")
+    assert r.returncode == 0 and "Interfaces" in r.stdout, r.stderr
+    r = hub_cli("changes", "n1", "--since", "1h", "--json")
+    assert r.returncode == 0, r.stderr
+    if shutil.which("ip") and os.geteuid() == 0:
+        assert any(json.loads(line)["subject"].endswith(f"/{a}") for line in r.stdout.splitlines())
