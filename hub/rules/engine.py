@@ -185,17 +185,18 @@ class Engine:
             if r.agg_fn is None and r.when is not None and not r.when(event, extra):
                 return  # a false condition for a key we do not track: nothing to do
             inst = self.instances[(r.name, key)] = Instance(r, key)
-        inst.node, inst.event, inst.extra = node, event, extra
+        inst.node = node
         if r.agg_fn:
             v = 1.0 if r.agg_field is None else _plain(r.agg_field(event, extra))
             inst.window.append((t, v, event_id))
             self._expire(inst, t)
-            inst.value = aggregate(r.agg_fn, inst.window, t, r.window, r.horizon)
-            extra["value"] = inst.value
-            active = inst.value is not None and (r.when is None or r.when(event, extra))
+            value = extra["value"] = aggregate(r.agg_fn, inst.window, t, r.window, r.horizon)
+            active = value is not None and (r.when is None or r.when(event, extra))
         else:
-            inst.value = extra.get("value")
+            value = extra.get("value")
             active = r.when is None or r.when(event, extra)
+        if active or not inst.extra:  # an alert shows what made it true, not what ended it
+            inst.value, inst.event, inst.extra = value, event, extra
         self._observe(inst, t, active, event_id)
         if r.pulse:
             inst.active = False  # an occurrence, not a state: keep_firing_for decides how long
@@ -285,11 +286,10 @@ class Engine:
                 before = len(inst.window)
                 self._expire(inst, now)
                 if len(inst.window) != before:
-                    inst.value = aggregate(r.agg_fn, inst.window, now, r.window, r.horizon)
-                    inst.extra["value"] = inst.value
-                    active = inst.value is not None and (r.when is None or r.when(inst.event, inst.extra))
+                    value = inst.extra["value"] = aggregate(r.agg_fn, inst.window, now, r.window, r.horizon)
+                    active = value is not None and (r.when is None or r.when(inst.event, inst.extra))
                     if active:
-                        inst.active = True
+                        inst.active, inst.value = True, value
                     else:
                         self._observe(inst, now, False, None)
             if inst.state == "pending" and inst.active:
@@ -316,9 +316,10 @@ class Engine:
             inst = self.instances.get((r.name, key))
             if inst is None:
                 inst = self.instances[(r.name, key)] = Instance(r, key)
-            inst.node = extra.get("node")
-            inst.extra, inst.event, inst.value = extra, None, extra.get("value")
             active = r.when is None or r.when(None, extra)
+            inst.node, inst.event = extra.get("node"), None
+            if active:
+                inst.extra, inst.value = extra, extra.get("value")
             if inst.state != "inactive" or active:
                 self._observe(inst, now, active, None)
         for (name, key), inst in list(self.instances.items()):
@@ -365,7 +366,7 @@ class Engine:
         }
 
     def _record(self, inst: Instance, transition: str | None, t: float) -> dict:
-        if transition is not None:
+        if transition is not None and not (transition == "resolved" and inst.rendered):
             inst.rendered = self._render(inst)
         room = max(0, MAX_LINKED_EVENTS - inst.linked)
         events = inst.new_events[:room]

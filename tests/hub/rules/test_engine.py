@@ -1,0 +1,95 @@
+"""The live engine on a real hub: events over HTTP -> alerts in SQLite -> listeners."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from conftest import async_wait_for
+from rules_fixtures import rules_hub  # noqa: F401 - fixture
+
+from agent import wire
+from hub.keys import ALERT_LISTENERS
+
+RULES = """\
+rules:
+  - name: hot
+    metric: {name: temp_celsius, labels: {sensor: cpu}}
+    when: {value: {gte: 90}}
+    group_by: [node, sensor]
+    for: 1s
+    annotations: {summary: "{{ sensor }} on {{ node }} at {{ value }}C"}
+    propose:
+      - playbook: restart-unit
+        params: {unit: "fan-{{ sensor }}.service"}
+  - name: offline
+    absent: {for: 2s}
+"""
+
+
+def metric(v: float, sensor: str = "cpu") -> wire.Metrics:
+    return wire.Metrics(ts=time.time(), samples={f'temp_celsius{{sensor="{sensor}"}}': v, "load1": 0.1})
+
+
+def alerts(h):
+    return h.query("SELECT id, rule, node, state, count, pending_at, firing_at, resolved_at, propose,"
+                   " summary FROM alerts ORDER BY id")
+
+
+async def test_lifecycle_pending_firing_resolved_with_evidence_and_listeners(rules_hub, tmp_path):  # noqa: F811
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "t.yaml").write_text(RULES)
+    h = await rules_hub(rules_dir=tmp_path / "r")
+    seen = []
+    h.app[ALERT_LISTENERS].append(lambda db, a: seen.append((a["transition"], a["rule"].name, a["propose"])))
+    await h.send("n1", [metric(70), metric(95, "gpu")])  # below, and not the cpu sensor
+    await h.send("n1", [metric(95)])
+    rows = await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot"], 10, what="pending alert")
+    assert rows[0][3] in ("pending", "firing") and rows[0][2] == "n1"
+    await h.send("n1", [metric(96)])
+    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "firing"], 10, what="firing")
+    await h.send("n1", [metric(50)])
+    (row,) = await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "resolved"], 10,
+                                  what="resolved")
+    _id, _rule, node, state, count, pending_at, firing_at, resolved_at, propose, summary = row
+    assert count == 2 and pending_at <= firing_at <= resolved_at
+    assert json.loads(propose) == [{"playbook": "restart-unit", "params": {"unit": "fan-cpu.service"}, "auto": False}]
+    assert summary == "cpu on n1 at 96.0C"
+    # the evidence: exactly the two hot events, by id
+    linked = h.query("SELECT e.data FROM alert_events a JOIN events e ON e.id = a.event_id WHERE a.alert_id = ?", (row[0],))
+    assert sorted(json.loads(d)["samples"]['temp_celsius{sensor="cpu"}'] for (d,) in linked) == [95.0, 96.0]
+    hot = [s for s in seen if s[1] == "hot"]
+    assert [s[0] for s in hot] == ["pending", "firing", "resolved"]
+    assert hot[1][2][0]["params"] == {"unit": "fan-cpu.service"}
+
+
+async def test_absent_node_goes_offline_and_comes_back(rules_hub, tmp_path):  # noqa: F811
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "t.yaml").write_text(RULES)
+    h = await rules_hub(rules_dir=tmp_path / "r")
+    await h.send("quiet", [])  # a heartbeat
+    await h.send("chatty", [])
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and not [r for r in alerts(h) if r[1] == "offline" and r[3] == "firing"]:
+        await h.send("chatty", [])
+        time.sleep(0.2)
+    firing = [r for r in alerts(h) if r[1] == "offline" and r[3] == "firing"]
+    assert [r[2] for r in firing] == ["quiet"]
+    await h.send("quiet", [])
+    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "offline" and r[3] == "resolved"], 10,
+                         what="offline alert resolved")
+
+
+async def test_open_alerts_survive_a_restart(rules_hub, tmp_path):  # noqa: F811
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "t.yaml").write_text(RULES.replace("for: 1s", "for: 0s"))
+    h = await rules_hub(rules_dir=tmp_path / "r")
+    await h.send("n1", [metric(99)])
+    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "firing"], 10, what="firing")
+    await h.runner.cleanup()
+    h2 = await rules_hub(rules_dir=tmp_path / "r", data_dir=h.data_dir)
+    h2.creds, h2.seq = h.creds, h.seq
+    await h2.send("n1", [metric(10)])
+    await async_wait_for(lambda: [r for r in alerts(h2) if r[1] == "hot" and r[3] == "resolved"], 10,
+                         what="the pre-restart alert resolved")
+    assert len([r for r in alerts(h2) if r[1] == "hot"]) == 1  # the same alert, not a second one
