@@ -655,3 +655,24 @@ def m200_alerts(db: sqlite3.Connection) -> None:
             FROM alerts WHERE state != 'resolved';
         """
     )
+
+
+# --- m6xx: self-documentation, configuration as code, onboarding ---------------------------
+
+
+@migration
+def m600_exports(db: sqlite3.Connection) -> None:
+    script(db,
+        """
+        -- Every `export ansible` run: the node's state at the time (the baseline for `drift`).
+        CREATE TABLE exports (
+            id INTEGER PRIMARY KEY,
+            node TEXT NOT NULL REFERENCES nodes(name),
+            created REAL NOT NULL,
+            kind TEXT NOT NULL,         -- ansible
+            dir TEXT NOT NULL,          -- where it was written
+            manifest TEXT NOT NULL      -- export.json: packages, services, files (JSON)
+        );
+        CREATE INDEX exports_node ON exports(node, created);
+        """
+    )
