@@ -171,13 +171,15 @@ class Shipper:
                 self.backoff.reset()
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, TimeoutError, OSError, HubRefused) as e:
+            except Exception as e:  # the shipper must outlive any failure; the spool keeps the data
                 self.connected = False
                 self._said_hello = False
                 delay = self.backoff.next()
                 if isinstance(e, HubRefused) and e.status in (401, 403):
                     delay = max(delay, 30.0)
-                log.warning("hub %s: %s; retrying in %.1fs (%d events spooled)", self.url, e, delay, len(self.spool))
+                expected = isinstance(e, aiohttp.ClientError | TimeoutError | OSError | HubRefused)
+                log.warning("hub %s: %s; retrying in %.1fs (%d events spooled)", self.url,
+                            e if expected else repr(e), delay, len(self.spool), exc_info=not expected)
                 try:
                     await asyncio.wait_for(stopping.wait(), delay)
                 except TimeoutError:

@@ -115,10 +115,10 @@ class Proc:
 
     def __init__(self, argv: list[str], log: Path, env: dict | None = None):
         self.argv, self.log = argv, log
-        self.out = open(log, "ab")  # noqa: SIM115
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.p = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.STDOUT, env=full_env,
-                                  start_new_session=True)
+        with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+            self.p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                                      start_new_session=True)
 
     def alive(self) -> bool:
         return self.p.poll() is None
@@ -130,7 +130,6 @@ class Proc:
                 self.p.wait(timeout)
         if self.alive():
             self.kill()
-        self.out.close()
         return self.p.returncode
 
     def kill(self) -> None:
