@@ -162,7 +162,8 @@ def create(db: sqlite3.Connection, *, node: str, pb: Playbook, params: dict[str,
 
 def approve(db: sqlite3.Connection, pid: int, actor: str, pb: Playbook | None, *, ttl: float = 3600.0,
             budget: int = 3, confirm_node: str | None = None, now: float | None = None) -> dict:
-    """Bind an approval to the script's hash, the parameters, the node and an expiry.
+    """Bind an approval to the script's hash, the parameters, the node and an expiry. Returns
+    the proposal: its state is ``approved``, or ``expired``/``escalated`` when it could not be.
     ``pb`` is the playbook as the hub has it now: if it changed since the proposal, the
     person approved something else than what would run, so the approval is refused."""
     now = time.time() if now is None else now
@@ -170,8 +171,9 @@ def approve(db: sqlite3.Connection, pid: int, actor: str, pb: Playbook | None, *
     if p["state"] != "proposed":
         raise Conflict(f"proposal {pid} is {p['state']}; only a proposed one can be approved")
     if p["expires"] is not None and p["expires"] < now:
-        transition(db, pid, "expired", "hub", "not approved in time", now)
-        raise Conflict(f"proposal {pid} expired before it was approved")
+        # recorded, not raised: the caller commits and tells the person (a raise would roll it back)
+        return transition(db, pid, "expired", "hub", "not approved in time", now,
+                          reason="expired before it was approved")
     if pb is None:
         raise Conflict(f"playbook {p['playbook']!r} is no longer installed on the hub")
     if pb.sha256 != p["sha256"]:
@@ -184,8 +186,7 @@ def approve(db: sqlite3.Connection, pid: int, actor: str, pb: Playbook | None, *
         raise Conflict(f"proposal {pid}: parameters no longer pass the playbook header as stored")
     reason = over_budget(db, p["rule"], p["node"], budget, now)
     if reason:
-        transition(db, pid, "escalated", actor, reason, now, reason=reason)
-        raise Conflict(f"proposal {pid} escalated: {reason}")
+        return transition(db, pid, "escalated", actor, reason, now, reason=reason)
     return transition(db, pid, "approved", actor, None, now, approved_by=actor, approved_at=now,
                       approval_sha256=pb.sha256, approval_params=p["params"],
                       approval_node=p["node"], approval_expires=now + ttl)

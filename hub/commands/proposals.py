@@ -180,6 +180,8 @@ def approve(pid, data_dir, yes, confirm_node) -> None:
     actor = os_user()
     with _db(data_dir, write=True) as (db, s):
         r = do_approve(db, pid, actor, pb, ttl=s.approval_ttl, budget=s.run_budget, confirm_node=confirm_node)
+    if r["state"] != "approved":
+        raise click.ClickException(f"proposal {pid} was not approved: it is {r['state']} ({r['reason']})")
     click.echo(f"approved by {actor}; valid until {_when(r['approval_expires'])}. The hub dispatches it to {p['node']}.")
 
 
