@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import time
+from pathlib import Path
 
 import aiohttp
 
 from agent import wire
+
+# tests/conftest.py's helpers, loaded by path: another directory's conftest.py may own the
+# module name "conftest" when the whole suite runs.
+_spec = importlib.util.spec_from_file_location("_fleet_root_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
+assert _spec and _spec.loader
+_root = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_root)
+Proc = _root.Proc
+free_port = _root.free_port
+wait_for = _root.wait_for
+async_wait_for = _root.async_wait_for
+enroll = _root.enroll
+query = _root.query
 
 
 async def join(hub, name: str) -> str:

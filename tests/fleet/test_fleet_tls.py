@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import wait_for
+from fleetlib import wait_for
 
 from hub import tls
 
@@ -20,6 +20,11 @@ def hub_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 def agent_join(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "agent", "join", *args], capture_output=True, text=True,
                           timeout=60, env=env)
+
+
+def join_line(stdout: str) -> list[str]:
+    """The `homelab-agent join ...` line of enroll's output (other lines may precede it)."""
+    return next(ln.split() for ln in stdout.splitlines() if ln.startswith("homelab-agent join "))
 
 
 def poke(d) -> bool:
@@ -53,7 +58,7 @@ def test_tls_enroll_join_pin_and_ship(tmp_path, tls_env, hub_process, agent_proc
         env = dict(os.environ)
         r = hub_cli("enroll", "lan1", "--data-dir", str(h.data_dir), env=env)
         assert r.returncode == 0, r.stderr
-        cmd = r.stdout.strip().split()
+        cmd = join_line(r.stdout)
         assert cmd[:2] == ["homelab-agent", "join"] and cmd[2] == f"https://127.0.0.1:{h.port}"
         assert cmd[4] == "--fingerprint" and cmd[5] == tls.fingerprint(h.data_dir)
         url, token, fp = cmd[2], cmd[3], cmd[5]
@@ -91,7 +96,7 @@ def test_agent_refuses_a_hub_with_another_certificate(tmp_path, tls_env, hub_pro
     try:
         h.start()
         env = dict(os.environ)
-        cmd = hub_cli("enroll", "lan2", "--data-dir", str(h.data_dir), env=env).stdout.split()
+        cmd = join_line(hub_cli("enroll", "lan2", "--data-dir", str(h.data_dir), env=env).stdout)
         state = tmp_path / "agent"
         assert agent_join(cmd[2], cmd[3], "--fingerprint", cmd[5], "--state-dir", str(state), env=env).returncode == 0
         h.stop()

@@ -7,8 +7,7 @@ import time
 
 import pytest
 from aiohttp import web
-from conftest import async_wait_for, free_port
-from fleetlib import send
+from fleetlib import async_wait_for, free_port, send
 
 from agent import wire
 from hub.app import create_app
@@ -56,7 +55,7 @@ class Hub:
         self.data_dir, self.url, self.app = data_dir, f"http://127.0.0.1:{port}", app
 
     def enroll(self, name):
-        from conftest import enroll
+        from fleetlib import enroll
 
         return enroll(self.data_dir, name)
 
@@ -133,7 +132,7 @@ async def test_loki_down_sheds_oldest_and_counts(loki_hub):
         await async_wait_for(lambda: len(loki.lines) == 10, 40, what="the kept lines after Loki came back")
         assert [line for _l, _t, line in sorted(loki.lines, key=lambda x: x[1])] == [f"line {i}" for i in range(16, 26)]
         # the hub's own database kept everything
-        from conftest import query
+        from fleetlib import query
 
         assert query(hub.data_dir, "SELECT count(*) FROM events WHERE kind = 'log'")[0][0] == 25
     finally:

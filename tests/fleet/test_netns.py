@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Proc, free_port, wait_for
+from fleetlib import Proc, free_port, wait_for
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,8 +9,7 @@ import time
 
 import aiohttp
 import pytest
-from conftest import Proc, free_port
-from fleetlib import join, send
+from fleetlib import Proc, free_port, join, send
 
 from agent import wire
 
