@@ -224,3 +224,23 @@ def test_end_to_end_real_agent_to_twin_cli(tmp_path, hub_process, agent_process)
     assert r.returncode == 0, r.stderr
     if shutil.which("ip") and os.geteuid() == 0:
         assert any(json.loads(line)["subject"].endswith(f"/{a}") for line in r.stdout.splitlines())
+
+
+async def test_history_retention(hub):
+    from hub.features.twin import expire
+
+    s = Sender(hub, await join(hub))
+    old, new = time.time() - 200 * 86400, time.time() - 60
+    await s.send(
+        wire.Package(ts=old, action="install", manager="dpkg", name="ancient", version="1"),
+        wire.Package(ts=new, action="install", manager="dpkg", name="fresh", version="1"),
+        wire.Service(ts=old, unit="a.service", active="failed", previous="active"),
+        wire.Device(ts=old, action="add", subsystem="usb", sys_path="/devices/x"),
+    )
+    more = await hub.writer.run(lambda db: expire(db, time.time() - 90 * 86400))
+    assert more is False
+    assert hub.query("SELECT name FROM package_changes") == [("fresh",)]
+    assert hub.query("SELECT count(*) FROM service_changes") == [(0,)]
+    assert hub.query("SELECT count(*) FROM device_changes") == [(0,)]
+    # current state is not history: the old package is still known as installed
+    assert hub.query("SELECT state FROM packages WHERE name = 'ancient'") == [("installed",)]
