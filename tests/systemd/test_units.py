@@ -46,6 +46,7 @@ def test_units_are_hardened_and_every_option_is_explained(name, required):
             current = []
         else:
             current.append(line)
-    blocks.append(current)
+    if current:
+        blocks.append(current)
     for b in blocks[1:]:
         assert b[0].startswith("#"), f"{name}: block starting {b[0]!r} has no comment saying why"
