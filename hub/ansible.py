@@ -1,0 +1,328 @@
+"""Configuration as code: an Ansible inventory and playbook that recreate a node from a fresh
+OS install, and the node's state as a manifest that `drift` compares against later.
+
+What goes in is only what the hub knows for certain:
+- packages installed by hand (not their dependencies), per package manager;
+- systemd units that are enabled;
+- watched files whose exact content the hub can rebuild from the diffs the agent sent,
+  checked against the SHA-256 the agent reported. Secret files (not world-readable) never
+  leave the node, and files whose content the hub never saw in full, become manual steps;
+- the agent itself, from the hub, with a join token you pass in.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import yaml
+
+from .auth import check_node_name
+from .errors import NotFound
+
+MANIFEST = "export.json"
+HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+APT_MANAGERS = {"dpkg", "apt"}
+DNF_MANAGERS = {"rpm", "dnf", "yum"}
+
+
+# -- file content from diffs ----------------------------------------------------------------
+
+
+def apply_diff(old: str, diff: str) -> str | None:
+    """Apply a unified diff (as difflib writes it) to ``old``; None if it does not apply."""
+    src = old.splitlines(keepends=True)
+    out: list[str] = []
+    pos = 0
+    lines = diff.splitlines(keepends=True)
+    i = 0
+    while i < len(lines) and not lines[i].startswith("@@"):
+        i += 1
+    while i < len(lines):
+        m = HUNK_RE.match(lines[i])
+        if not m:
+            return None  # truncated or not a diff
+        start = int(m.group(1)) - (0 if m.group(2) == "0" else 1)
+        if start < pos:
+            return None
+        out += src[pos:start]
+        pos = start
+        i += 1
+        while i < len(lines) and not lines[i].startswith("@@"):
+            line = lines[i]
+            tag, body = line[:1], line[1:]
+            if tag == " " or tag == "-":
+                if pos >= len(src) or src[pos] != body:
+                    return None
+                if tag == " ":
+                    out.append(body)
+                pos += 1
+            elif tag == "+":
+                out.append(body)
+            elif tag != "\\":
+                return None
+            i += 1
+    out += src[pos:]
+    return "".join(out)
+
+
+def file_content(db: sqlite3.Connection, node: str, path: str, sha256: str | None) -> str | None:
+    """The file's current content rebuilt from its change history, if it matches ``sha256``."""
+    if not sha256:
+        return None
+    content: str | None = None
+    for action, diff, secret, size in db.execute(
+            "SELECT action, diff, secret, size FROM file_changes WHERE node = ? AND path = ? ORDER BY seq",
+            (node, path)):
+        if secret or action in ("delete", "move"):
+            content = None
+        elif action == "create":  # an empty file has no diff at all
+            content = apply_diff("", diff) if diff else ("" if size == 0 else None)
+        elif action == "modify":
+            content = apply_diff(content, diff) if content is not None and diff else None
+        # attrib: content unchanged
+    if content is None or hashlib.sha256(content.encode()).hexdigest() != sha256:
+        return None
+    return content
+
+
+# -- the node as data ---------------------------------------------------------------------
+
+
+def _has(db: sqlite3.Connection, table: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone() is not None
+
+
+def snapshot(db: sqlite3.Connection, node: str) -> dict:
+    """What the node is now, as far as recreating it goes. Sorted, JSON-ready."""
+    check_node_name(node)
+    row = db.execute("SELECT name, address FROM nodes WHERE name = ?", (node,)).fetchone()
+    if row is None:
+        raise NotFound(f"no node {node!r}")
+    host = None
+    if _has(db, "inventory"):
+        inv = db.execute("SELECT primary_ip, tailscale_ip, hostname FROM inventory WHERE node = ?", (node,)).fetchone()
+        if inv:
+            host = inv[1] or inv[0]
+    packages: dict[str, dict[str, str]] = {}
+    if _has(db, "packages"):
+        for manager, name, version in db.execute(
+                "SELECT manager, name, version FROM packages WHERE node = ? AND state = 'installed'"
+                " AND coalesce(manual, 1) ORDER BY manager, name", (node,)):
+            packages.setdefault(manager, {})[name] = version or ""
+    services = {}
+    if _has(db, "services"):
+        for unit, active in db.execute(
+                "SELECT unit, active FROM services WHERE node = ? AND enabled = 'enabled' ORDER BY unit", (node,)):
+            services[unit] = {"active": active == "active"}
+    files = {}
+    for path, mode, uid, gid, sha, secret in db.execute(
+            "SELECT path, mode, uid, gid, sha256, secret FROM files WHERE node = ? AND deleted = 0 ORDER BY path",
+            (node,)):
+        content = None if secret else file_content(db, node, path, sha)
+        files[path] = {"mode": None if mode is None else f"{mode:04o}", "uid": uid, "gid": gid,
+                       "sha256": sha, "secret": bool(secret), "content": content}
+    return {"node": node, "host": host or row[1], "packages": packages, "services": services, "files": files}
+
+
+# -- writing the export -------------------------------------------------------------------
+
+
+def _file_rel(path: str) -> str:
+    return "files/" + path.lstrip("/")
+
+
+def render(snap: dict, hub_url: str) -> dict[str, str]:
+    """The export's files, name -> text (file contents under files/ included)."""
+    node = snap["node"]
+    out: dict[str, str] = {}
+    host = snap["host"]
+    out["inventory.ini"] = f"[homelab]\n{node}" + (f" ansible_host={host}" if host else "") + "\n"
+    manual_steps: list[str] = []
+    files_var = []
+    for path, f in snap["files"].items():
+        if f["content"] is None:
+            why = ("secret: its content never leaves the node" if f["secret"]
+                   else "the hub has not seen its full content (it predates the agent, or a diff was truncated)")
+            manual_steps.append(f"- `{path}` (mode {f['mode']}, owner {f['uid']}:{f['gid']}): copy it by hand — {why}.")
+            continue
+        out[_file_rel(path)] = f["content"]
+        files_var.append({"src": _file_rel(path), "dest": path, "mode": f["mode"],
+                          "owner": str(f["uid"]), "group": str(f["gid"])})
+    host_vars = {
+        "homelab_hub_url": hub_url,
+        "homelab_packages_apt": sorted(n for m in APT_MANAGERS for n in snap["packages"].get(m, {})),
+        "homelab_packages_dnf": sorted(n for m in DNF_MANAGERS for n in snap["packages"].get(m, {})),
+        "homelab_packages_other": sorted(n for m, ps in snap["packages"].items()
+                                         if m not in APT_MANAGERS | DNF_MANAGERS for n in ps),
+        "homelab_services": [{"name": u, "started": s["active"]} for u, s in snap["services"].items()],
+        "homelab_files": files_var,
+    }
+    out[f"host_vars/{node}.yml"] = (
+        f"# {node} as the Sentient Homelab hub last saw it. Regenerate with\n"
+        f"#   homelab-hub export ansible {node} -o DIR\n"
+        + yaml.safe_dump(host_vars, sort_keys=True, default_flow_style=False))
+    out["site.yml"] = yaml.safe_dump(_playbook(node), sort_keys=False, default_flow_style=False, width=120)
+    steps = "\n".join(manual_steps) or "None: everything the hub watched is in the playbook."
+    out["README.md"] = (
+        f"# Recreate {node}\n\n"
+        f"On a fresh OS install reachable over SSH as root (or a sudoer):\n\n"
+        f"```sh\nhomelab-hub enroll {node}     # on the hub: prints a join token (hlj_...)\n"
+        f"ansible-playbook -i inventory.ini site.yml -e homelab_join_token=hlj_...\n```\n\n"
+        f"Without a token the agent step is skipped; everything else still runs.\n"
+        f"`--check` shows what would change without changing anything.\n\n"
+        f"## Manual steps\n\n{steps}\n")
+    return out
+
+
+def _playbook(node: str) -> list[dict]:
+    systemd = "ansible_facts.service_mgr == 'systemd'"
+    return [{
+        "name": f"Recreate {node} (generated by homelab-hub export ansible)",
+        "hosts": node,
+        "become": True,
+        "gather_facts": True,
+        "vars": {"homelab_join_token": ""},
+        "tasks": [
+            {"name": "Packages installed by hand (apt)",
+             "ansible.builtin.apt": {"name": "{{ homelab_packages_apt }}", "state": "present",
+                                     "update_cache": True, "cache_valid_time": 86400},
+             "when": "homelab_packages_apt | length > 0 and ansible_facts.pkg_mgr == 'apt'"},
+            {"name": "Packages installed by hand (dnf)",
+             "ansible.builtin.dnf": {"name": "{{ homelab_packages_dnf }}", "state": "present"},
+             "when": "homelab_packages_dnf | length > 0 and ansible_facts.pkg_mgr in ['dnf', 'dnf5', 'yum']"},
+            {"name": "Packages installed by hand (other managers)",
+             "ansible.builtin.package": {"name": "{{ homelab_packages_other }}", "state": "present"},
+             "when": "homelab_packages_other | length > 0"},
+            {"name": "Directories of the watched files",
+             "ansible.builtin.file": {"path": "{{ item.dest | dirname }}", "state": "directory"},
+             "loop": "{{ homelab_files }}", "loop_control": {"label": "{{ item.dest | dirname }}"}},
+            {"name": "Watched files: content, mode and owner",
+             "ansible.builtin.copy": {"src": "{{ item.src }}", "dest": "{{ item.dest }}", "mode": "{{ item.mode }}",
+                                      "owner": "{{ item.owner }}", "group": "{{ item.group }}"},
+             "loop": "{{ homelab_files }}", "loop_control": {"label": "{{ item.dest }}"}},
+            {"name": "Enabled services",
+             "ansible.builtin.systemd_service": {"name": "{{ item.name }}", "enabled": True,
+                                                 "state": "{{ 'started' if item.started else omit }}"},
+             "loop": "{{ homelab_services }}", "loop_control": {"label": "{{ item.name }}"},
+             "when": systemd},
+            {"name": "The Sentient Homelab agent, from the hub",
+             "ansible.builtin.shell": "curl -sSL '{{ homelab_hub_url }}/bootstrap.sh?token={{ homelab_join_token }}' | sh",
+             "args": {"creates": "/var/lib/homelab-agent/credential"},
+             "when": "homelab_join_token | length > 0"},
+            {"name": "Agent skipped: no join token",
+             "ansible.builtin.debug": {
+                 "msg": f"Run `homelab-hub enroll {node}` on the hub and pass -e homelab_join_token=hlj_..."},
+             "when": "homelab_join_token | length == 0"},
+        ],
+    }]
+
+
+def export(db: sqlite3.Connection, node: str, out: Path, hub_url: str) -> dict:
+    """Write the export into ``out``; returns the manifest (also written as export.json)."""
+    snap = snapshot(db, node)
+    files = render(snap, hub_url)
+    out = Path(out)
+    if (out / "files").exists():  # content of files no longer watched must not linger
+        shutil.rmtree(out / "files")
+    for name, text in files.items():
+        p = out / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    manifest = {"format": 1, "node": node, "exported": time.time(), "dir": str(out.resolve()),
+                "packages": snap["packages"], "services": snap["services"],
+                "files": {p: {k: v for k, v in f.items() if k != "content"} | {"content_known": f["content"] is not None}
+                          for p, f in snap["files"].items()}}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def record(db: sqlite3.Connection, manifest: dict) -> None:
+    db.execute("INSERT INTO exports (node, created, kind, dir, manifest) VALUES (?, ?, 'ansible', ?, ?)",
+               (manifest["node"], manifest["exported"], manifest["dir"], json.dumps(manifest, sort_keys=True)))
+
+
+# -- drift --------------------------------------------------------------------------------
+
+
+def last_export(db: sqlite3.Connection, node: str) -> dict:
+    row = db.execute("SELECT manifest FROM exports WHERE node = ? ORDER BY created DESC, id DESC LIMIT 1",
+                     (node,)).fetchone() if _has(db, "exports") else None
+    if row is None:
+        raise NotFound(f"node {node!r} has never been exported: run `homelab-hub export ansible {node} -o DIR` first")
+    return json.loads(row[0])
+
+
+def load_baseline(path: Path) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        p = p / MANIFEST
+    try:
+        m = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise NotFound(f"{p}: no such export manifest") from None
+    except ValueError as e:
+        from .errors import BadRequest
+
+        raise BadRequest(f"{p}: not an export manifest: {e}") from None
+    if not isinstance(m, dict) or m.get("format") != 1 or "packages" not in m:
+        from .errors import BadRequest
+
+        raise BadRequest(f"{p}: not an export manifest (no format 1 / packages)")
+    m.setdefault("dir", str(p.parent.resolve()))
+    return m
+
+
+def drift(db: sqlite3.Connection, node: str, baseline: dict) -> list[str]:
+    """Readable lines describing how the node differs from ``baseline``; [] if it does not."""
+    import difflib
+
+    now = snapshot(db, node)
+    out: list[str] = []
+    for manager in sorted(set(baseline["packages"]) | set(now["packages"])):
+        was, cur = baseline["packages"].get(manager, {}), now["packages"].get(manager, {})
+        lines = [f"  + {n} {cur[n]}" for n in sorted(set(cur) - set(was))]
+        lines += [f"  - {n} {was[n]}" for n in sorted(set(was) - set(cur))]
+        lines += [f"  ~ {n} {was[n]} -> {cur[n]}" for n in sorted(set(was) & set(cur)) if was[n] != cur[n]]
+        if lines:
+            out += [f"packages ({manager}):", *sorted(lines, key=lambda s: s[4:])]
+    was_s, cur_s = baseline["services"], now["services"]
+    lines = [f"  + {u} (now enabled)" for u in sorted(set(cur_s) - set(was_s))]
+    lines += [f"  - {u} (no longer enabled)" for u in sorted(set(was_s) - set(cur_s))]
+    if lines:
+        out += ["services:", *sorted(lines, key=lambda s: s[4:])]
+    was_f, cur_f = baseline["files"], now["files"]
+    lines = []
+    for path in sorted(set(was_f) | set(cur_f)):
+        a, b = was_f.get(path), cur_f.get(path)
+        if a is None:
+            lines.append(f"  + {path} (newly watched)")
+            continue
+        if b is None:
+            lines.append(f"  - {path} (deleted)")
+            continue
+        for key, label in (("mode", "mode"), ("uid", "owner uid"), ("gid", "group gid")):
+            if a.get(key) != b.get(key):
+                lines.append(f"  ~ {path}: {label} {a.get(key)} -> {b.get(key)}")
+        if a.get("sha256") != b.get("sha256"):
+            lines.append(f"  ~ {path}: content changed")
+            old_file = Path(baseline.get("dir", "")) / _file_rel(path)
+            if b["content"] is not None and old_file.is_file():
+                diff = difflib.unified_diff(old_file.read_text().splitlines(keepends=True),
+                                            b["content"].splitlines(keepends=True), "export", "now")
+                lines += ["      " + d.rstrip("\n") for d in diff]
+            elif b["secret"]:
+                lines.append("      (secret file: no content to compare)")
+    if lines:
+        out += ["files:", *lines]
+    return out
+
+
+def when(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
