@@ -1,0 +1,176 @@
+"""The proposals feature inside a real in-process hub: alert listener -> request -> proposals,
+the brain's answer validated again, the per-node job long poll, results through ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import time
+
+import aiohttp
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+import hub.brain as brain_mod
+from agent import wire
+from agent.playbook import load
+from hub import proposals
+from hub.keys import ALERT_LISTENERS
+from hub.paths import shipped
+from hub.store import open_db
+from tests.conftest import async_wait_for
+
+
+async def join(h, name):
+    token = h.enroll(name)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{h.url}/v1/join", json={"token": token}) as r:
+            body = await r.json()
+            assert r.status == 200, body
+            return body["credential"], body["hub_public_key"]
+
+
+async def poll(h, cred, wait=0):
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {cred}"}) as s:
+        async with s.get(f"{h.url}/v1/jobs", params={"wait": str(wait)}) as r:
+            return r.status, await r.json()
+
+
+def fire(h, alert):
+    """Call our listener the way the rules engine does: in the writer, inside a transaction."""
+    mine = [fn for fn in h.app[ALERT_LISTENERS] if fn.__module__ == "hub.features.proposals"]
+    assert len(mine) == 1
+    return h.writer.run(lambda db: mine[0](db, alert))
+
+
+ALERT = {"id": 41, "node": "n1", "rule": object(), "rule_name": "unit-failed", "transition": "firing",
+         "annotations": {"summary": "nginx.service failed on n1"}, "events": [5, 6],
+         "propose": [
+             {"playbook": "unit-logs", "params": {"unit": "nginx.service"}, "auto": True},
+             {"playbook": "nope", "params": {}},
+             {"playbook": "restart-unit", "params": {"unit": "nginx.service; reboot"}},
+             {"playbook": "restart-unit", "params": {"unit": "nginx"}},
+             {"playbook": "block-address", "params": {"address": "203.0.113.9"}, "auto": True},
+         ]}
+
+
+def rows(h, sql, args=()):
+    return h.query(sql, args)
+
+
+@pytest.fixture
+def no_brain(monkeypatch):
+    def decide(alert, candidates, playbooks, **kw):
+        raise RuntimeError("no model here")
+
+    monkeypatch.setattr(brain_mod, "decide", decide)
+
+
+async def test_alert_to_proposals_diagnostics_and_signed_jobs(hub, no_brain):
+    cred1, pub = await join(hub, "n1")
+    cred2, _ = await join(hub, "n2")
+    await fire(hub, ALERT)
+    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposals")[0][0] == 2, 10, what="proposals")
+    got = {r[0]: r[1:] for r in rows(hub, "SELECT playbook, state, params, chosen_by, auto, why FROM proposals ORDER BY id")}
+    # the read-only diagnostic runs at once; invalid candidates are skipped; the first valid
+    # fix (no brain here) waits for a person; the other allowed fix is not proposed as well
+    assert got["unit-logs"][:2] in (("approved", '{"lines":"100","unit":"nginx.service"}'),
+                                     ("dispatched", '{"lines":"100","unit":"nginx.service"}'))
+    assert got["restart-unit"][:4] == ("proposed", '{"unit":"nginx.service"}', "rule", 0)
+    assert "nginx.service failed on n1" in got["restart-unit"][4]
+    assert "block-address" not in got
+    await async_wait_for(lambda: rows(hub, "SELECT state FROM proposals WHERE playbook = 'unit-logs'")[0][0] == "dispatched", 10)
+    status, body = await poll(hub, cred1)
+    assert status == 200
+    jobs = [json.loads(j["payload"]) for j in body["jobs"]]
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(pub))
+    for j in body["jobs"]:
+        key.verify(base64.b64decode(j["signature"]), j["payload"].encode())
+    assert sorted((j["playbook"], j["mode"]) for j in jobs) == [("restart-unit", "check"), ("unit-logs", "run")]
+    assert all(j["node"] == "n1" for j in jobs)
+    assert (await poll(hub, cred2))[1] == {"jobs": []}  # another node sees none of them
+    assert (await poll(hub, cred1))[1] == {"jobs": []}  # handed out once
+    # the same alert firing again makes no duplicates while they are open
+    await fire(hub, ALERT)
+    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposal_requests WHERE done IS NULL")[0][0] == 0, 10)
+    assert rows(hub, "SELECT count(*) FROM proposals")[0][0] == 2
+
+
+async def test_auto_is_ignored_for_anything_but_read_only(hub, no_brain):
+    await join(hub, "n1")
+    await fire(hub, {**ALERT, "propose": [{"playbook": "block-address", "params": {"address": "203.0.113.9"}, "auto": True}]})
+    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposals")[0][0] == 1, 10, what="proposal")
+    await asyncio.sleep(1.5)  # a worker tick later it is still waiting for a person
+    assert rows(hub, "SELECT state, auto, approved_by FROM proposals")[0] == ("proposed", 0, None)
+    assert rows(hub, "SELECT count(*) FROM jobs WHERE mode = 'run'")[0][0] == 0
+
+
+async def test_poll_needs_a_node_credential(hub):
+    status, body = await poll(hub, "hln_forged")
+    assert status == 401 and "credential" in body["error"]
+
+
+@pytest.mark.parametrize("answer,expect_params,expect_by", [
+    ({"playbook": "restart-unit", "params": {"unit": "php-fpm"}, "rationale": "php died", "evidence": [9], "decision_id": None},
+     '{"unit":"php-fpm.service"}', "brain"),
+    ({"playbook": "apt-upgrade", "params": {}, "rationale": "why not", "evidence": [], "decision_id": None},
+     '{"unit":"nginx.service"}', "rule"),  # not a playbook the rule allowed
+    ({"playbook": "restart-unit", "params": {"unit": "$(reboot)"}, "rationale": "x", "evidence": [], "decision_id": None},
+     '{"unit":"nginx.service"}', "rule"),  # parameters fail the header
+    ({"playbook": None, "params": {}, "rationale": "none fits", "evidence": [], "decision_id": None},
+     '{"unit":"nginx.service"}', "rule"),
+    ("garbage", '{"unit":"nginx.service"}', "rule"),
+])
+async def test_brain_answer_is_validated_again(hub, monkeypatch, answer, expect_params, expect_by):
+    await join(hub, "n1")
+    seen = {}
+
+    def decide(alert, candidates, playbooks, **kw):
+        seen["candidates"], seen["books"] = candidates, sorted(playbooks)
+        return answer
+
+    monkeypatch.setattr(brain_mod, "decide", decide)
+    alert = {**ALERT, "propose": [{"playbook": "restart-unit", "params": {"unit": "nginx"}},
+                                  {"playbook": "restart-container", "params": {"container": "web"}}]}
+    await fire(hub, alert)
+    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposals")[0][0] == 1, 10, what="proposal")
+    assert seen["books"] == ["restart-container", "restart-unit"]  # only what the rule allowed
+    params, by = rows(hub, "SELECT params, chosen_by FROM proposals")[0]
+    assert (params, by) == (expect_params, expect_by)
+
+
+async def test_approval_wakes_the_long_poll_and_results_arrive_through_ingest(hub, no_brain):
+    cred, _ = await join(hub, "n1")
+    await fire(hub, {**ALERT, "propose": [{"playbook": "restart-unit", "params": {"unit": "nginx"}}]})
+    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposals")[0][0] == 1, 10)
+    await poll(hub, cred)  # take the check job
+    pid = rows(hub, "SELECT id FROM proposals")[0][0]
+
+    def approve_like_the_cli():
+        db = open_db(hub.data_dir / "homelab.db")
+        db.execute("BEGIN IMMEDIATE")
+        pb = load(shipped("playbooks") / "restart-unit.sh")
+        proposals.approve(db, pid, "alice", pb)
+        db.execute("COMMIT")
+        db.close()
+
+    waiting = asyncio.ensure_future(poll(hub, cred, wait=15))
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    await asyncio.get_running_loop().run_in_executor(None, approve_like_the_cli)
+    status, body = await asyncio.wait_for(waiting, 20)
+    assert time.monotonic() - t0 < 10
+    [job] = [json.loads(j["payload"]) for j in body["jobs"]]
+    assert (job["mode"], job["playbook"], job["proposal"]) == ("run", "restart-unit", pid)
+    # the node reports through the normal ingest path
+    events = [wire.JobResult(ts=time.time(), job_id=job["id"], playbook="restart-unit", status=s, exit_code=c, output=o)
+              for s, c, o in (("running", None, ""), ("succeeded", 0, "restarted"))]
+    body = wire.encode_batch("n1", time.time(), [(i + 1, wire.encode_event(e)) for i, e in enumerate(events)])
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {cred}"}) as s:
+        async with s.post(f"{hub.url}/v1/ingest", data=io.BytesIO(body)) as r:
+            assert r.status == 200
+    await async_wait_for(lambda: rows(hub, "SELECT state FROM proposals")[0][0] == "succeeded", 10, what="succeeded")
+    vid = rows(hub, "SELECT verify_job_id FROM proposals")[0][0]
+    assert vid and rows(hub, "SELECT mode, state FROM jobs WHERE id = ?", (vid,))[0] == ("verify", "queued")
