@@ -227,12 +227,15 @@ def agent_unit() -> str:
     """homelab-agent.service with @APP@ and @STATE@ for the script to fill in. The shipped
     (hardened) unit wins when present; its ExecStart is pointed at the node's venv."""
     shipped = paths.shipped("systemd") / "homelab-agent.service"
-    exec_start = "ExecStart=@APP@/venv/bin/homelab-agent run --state-dir @STATE@"
+    exec_start = "ExecStart=@APP@/bin/homelab-agent run"
+    env = "Environment=HOMELAB_AGENT_STATE_DIR=@STATE@"
     if shipped.is_file():
         lines = []
         for line in shipped.read_text().splitlines():
             if line.startswith("ExecStart="):
                 line = exec_start
+            elif line.startswith("Environment=HOMELAB_AGENT_STATE_DIR="):
+                line = env
             lines.append(line)
         return "\n".join(lines) + "\n"
     return (
@@ -242,7 +245,7 @@ def agent_unit() -> str:
         "Wants=network-online.target\n\n"
         "[Service]\n"
         f"{exec_start}\n"
-        "Environment=HOMELAB_AGENT_STATE_DIR=@STATE@\n"
+        f"{env}\n"
         "Restart=always\n"
         "RestartSec=5\n"
         "Nice=10\n"
@@ -300,6 +303,7 @@ while [ $# -gt 0 ]; do
 done
 PREFIX=${PREFIX%/}
 APP="$PREFIX/opt/homelab-agent"
+HOUSE="$PREFIX/var/cache/homelab-agent/wheelhouse"
 STATE="$PREFIX/var/lib/homelab-agent"
 UNIT="$PREFIX/etc/systemd/system/homelab-agent.service"
 say() { echo "homelab bootstrap: $*" >&2; }
@@ -309,10 +313,10 @@ command -v "$PY" >/dev/null 2>&1 || die "needs $PY (Python @PYVER@) on this mach
 "$PY" -c 'import sys; v = "@PYVER@".split("."); sys.exit(list(sys.version_info[:2]) != [int(x) for x in v])' \
   || die "the hub's wheels are for Python @PYVER@; run with --python /path/to/python@PYVER@"
 umask 077
-mkdir -p "$APP/wheelhouse" "$STATE" "$(dirname "$UNIT")"
+mkdir -p "$HOUSE" "$STATE" "$(dirname "$UNIT")"
 
 say "downloading the agent @VERSION@ and its dependencies from $HUB"
-"$PY" - "$HUB" "$TOKEN" "$APP/wheelhouse" <<'PYEOF'
+"$PY" - "$HUB" "$TOKEN" "$HOUSE" <<'PYEOF'
 import hashlib, json, os, sys, urllib.error, urllib.parse, urllib.request
 hub, token, house = sys.argv[1:4]
 q = "?token=" + urllib.parse.quote(token)
@@ -339,17 +343,18 @@ with open(os.path.join(house, "requirements.txt"), "w") as f:
     f.write("\n".join(index["requirements"]) + "\n")
 PYEOF
 
-if [ ! -x "$APP/venv/bin/python" ]; then
-  "$PY" -m venv --without-pip "$APP/venv"
+# The venv is /opt/homelab-agent itself, where systemd/homelab-agent.service expects it.
+if [ ! -x "$APP/bin/python" ]; then
+  "$PY" -m venv --without-pip "$APP"
 fi
-if [ ! -x "$APP/venv/bin/pip" ]; then
-  set -- "$APP"/wheelhouse/pip-*.whl
-  "$APP/venv/bin/python" "$1/pip" install -q --no-index --disable-pip-version-check --find-links "$APP/wheelhouse" pip </dev/null
+if [ ! -x "$APP/bin/pip" ]; then  # pip from its own wheel: no ensurepip, no index
+  set -- "$HOUSE"/pip-*.whl
+  "$APP/bin/python" "$1/pip" install -q --no-index --disable-pip-version-check --find-links "$HOUSE" pip </dev/null
 fi
-PIP="$APP/venv/bin/pip"
-"$PIP" install -q --no-index --disable-pip-version-check --find-links "$APP/wheelhouse" -r "$APP/wheelhouse/requirements.txt" </dev/null
-"$PIP" install -q --no-index --disable-pip-version-check --no-deps "$APP/wheelhouse/$WHEEL" </dev/null
-AGENT="$APP/venv/bin/homelab-agent"
+PIP="$APP/bin/pip"
+"$PIP" install -q --no-index --disable-pip-version-check --find-links "$HOUSE" -r "$HOUSE/requirements.txt" </dev/null
+"$PIP" install -q --no-index --disable-pip-version-check --no-deps "$HOUSE/$WHEEL" </dev/null
+AGENT="$APP/bin/homelab-agent"
 
 if [ -s "$STATE/credential" ] && grep -qF "hub_url = \"$HUB\"" "$STATE/agent.toml" 2>/dev/null; then
   say "already joined $HUB; keeping the existing credential"

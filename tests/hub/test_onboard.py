@@ -71,6 +71,16 @@ def test_rendered_script_passes_shellcheck(tmp_path):
         onboard.render_script("http://x'; rm -rf /;'", "hlj_a", "n1", index)
 
 
+def test_unit_without_prefix_is_the_shipped_one():
+    from hub import paths
+
+    shipped = paths.shipped("systemd") / "homelab-agent.service"
+    if not shipped.exists():
+        pytest.skip("systemd/homelab-agent.service not shipped")
+    unit = onboard.agent_unit().replace("@APP@", "/opt/homelab-agent").replace("@STATE@", "/var/lib/homelab-agent")
+    assert unit == shipped.read_text()
+
+
 # -- the real thing: a fresh machine in a network namespace -----------------------------
 
 
@@ -138,7 +148,7 @@ def test_fresh_node_in_a_namespace_installs_from_the_hub_and_reports(node_netns,
         pid = int(pidfile.read_text())
         assert _netns_of(pid) == ns  # the agent really lives on the other "machine"
         assert (prefix / "etc/systemd/system/homelab-agent.service").read_text().count(
-            f"ExecStart={prefix}/opt/homelab-agent/venv/bin/homelab-agent run") == 1
+            f"ExecStart={prefix}/opt/homelab-agent/bin/homelab-agent run\n") == 1
         assert (prefix / "var/lib/homelab-agent/credential").stat().st_mode & 0o777 == 0o600
 
         def seen():
