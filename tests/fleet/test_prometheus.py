@@ -94,6 +94,20 @@ async def test_prometheus_scrapes_hub_and_promql_returns_db_values(hub, promethe
     r = await promql(base, "sum(homelab_node_up)")
     assert float(r[0]["value"][1]) == 2.0
 
+    # every query of the shipped Grafana dashboard is valid PromQL for this Prometheus, and the
+    # per-node host panels have data
+    import json
+
+    from test_grafana import GRAFANA, prometheus_exprs
+
+    dash = json.loads((GRAFANA / "fleet.json").read_text())
+    for expr in prometheus_exprs(dash):
+        if expr.startswith("label_values("):
+            continue  # a Grafana templating function, not PromQL
+        res = await promql(base, expr.replace("$node", ".+"))
+        if "homelab_cpu_percent" in expr or "homelab_disk_used_ratio" in expr:
+            assert res, f"no data for dashboard query {expr}"
+
 
 async def async_wait_for_async(cond, timeout: float) -> None:
     deadline = time.monotonic() + timeout
