@@ -93,8 +93,8 @@ async def _whois(request: web.Request) -> tuple[bool, Identity | None]:
 
 @web.middleware
 async def tailnet_middleware(request: web.Request, handler):
-    if not request.path.startswith("/v1/"):
-        return await handler(request)
+    if not request.path.startswith("/v1/") or not request.app[WHOIS].available():
+        return await handler(request)  # no tailscaled here: nothing to ask, no cost
     if request.path == "/v1/join":
         resp = await handler(request)
         if resp.status == 200 and isinstance(resp, web.Response) and resp.body:
