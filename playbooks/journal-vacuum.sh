@@ -17,7 +17,7 @@ set -euo pipefail
 mode="${1:-run}"
 
 command -v journalctl >/dev/null || { echo "journalctl is not installed" >&2; exit 3; }
-if [ ! -d /var/log/journal ] && [ ! -d /run/log/journal ]; then
+if [ -z "$(find /var/log/journal /run/log/journal -name '*.journal' -print -quit 2>/dev/null)" ]; then
   echo "no journal on this machine: nothing to vacuum" >&2
   exit 3
 fi
