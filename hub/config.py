@@ -55,6 +55,7 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("docs_auto", True, "HOMELAB_HUB_DOCS_AUTO", "Rebuild node pages (and their knowledge-base copies) after changes, debounced.", parse_bool),
     Opt("docs_debounce", 30.0, "HOMELAB_HUB_DOCS_DEBOUNCE", "Quiet time after the last relevant change before pages are rebuilt.", parse_duration),
     Opt("docs_git", False, "HOMELAB_HUB_DOCS_GIT", "Commit each automatic rebuild in docs_dir (a git repository, created if needed).", parse_bool),
+    Opt("profiles_dir", None, "HOMELAB_HUB_PROFILES_DIR", "Directory of node profiles (NAME.yaml: packages, files, dotfiles). Default: DATA_DIR/profiles.", Path),
     Opt("metrics_token", None, "HOMELAB_HUB_METRICS_TOKEN", "If set, /metrics requires 'Authorization: Bearer <this>' (Prometheus: authorization.credentials).", str),
     Opt("loki_queue", 10_000, "HOMELAB_HUB_LOKI_QUEUE", "Most log lines held for Loki while it is unreachable; past it lines are shed and counted.", int),
     Opt("tailscale_socket", "/var/run/tailscale/tailscaled.sock", "HOMELAB_HUB_TAILSCALE_SOCKET", "tailscaled's LocalAPI socket (whois of connecting agents, the hub's tailnet address).", str),
