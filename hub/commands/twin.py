@@ -85,11 +85,15 @@ def twin_state(db: sqlite3.Connection, node: str, limit: int | None = None) -> d
         "disks": _rows(db, "SELECT name, size_bytes, model, serial, rotational, removable FROM disks WHERE node = ? ORDER BY name", (node,)),
         "packages": {
             "installed": counts[0], "manual": counts[1], "removed": counts[2],
-            "recent": _rows(db, "SELECT manager, name, arch, version, manual, state, changed FROM packages"
-                                " WHERE node = ? ORDER BY changed DESC, name LIMIT ?", (node, 10 if limit else lim)),
+            # what actually changed (not every package's first sighting in an inventory)
+            "recent": _rows(db, "SELECT ts, manager, action, name, arch, version, old_version FROM package_changes"
+                                " WHERE node = ? ORDER BY ts DESC, seq DESC LIMIT ?", (node, 10 if limit else lim)),
             "list": [] if limit else _rows(db, "SELECT manager, name, arch, version, manual, state, changed"
                                                " FROM packages WHERE node = ? ORDER BY name, arch", (node,)),
         },
+        "pending_counts": dict(db.execute(
+            "SELECT count(*) AS total, coalesce(sum(security), 0) AS security FROM pending_updates WHERE node = ?",
+            (node,)).fetchone()),
         "pending_updates": _rows(db, "SELECT manager, name, current, candidate, security, checked FROM pending_updates"
                                      " WHERE node = ? ORDER BY security DESC, name LIMIT ?", (node, lim)),
         "services": _rows(db, "SELECT unit, active, sub, result, restarts, enabled, changed FROM services WHERE node = ?"
@@ -162,14 +166,16 @@ def _render_twin(state: dict) -> None:
     pk = state["packages"]
     con.print(f"[bold]Packages:[/] {pk['installed']} installed ({pk['manual']} manual), {pk['removed']} removed")
     if pk["recent"]:
-        t = Table("package", "version", "state", "changed", title="Recently changed packages")
+        t = Table("time (UTC)", "action", "package", "version", title="Latest package changes")
         for p in pk["recent"]:
-            t.add_row(p["name"] + (f":{p['arch']}" if p["arch"] else ""), p["version"] or "", p["state"], _when(p["changed"]))
+            versions = " -> ".join(v for v in (p["old_version"], p["version"]) if v)
+            t.add_row(_when(p["ts"]), p["action"], p["name"] + (f":{p['arch']}" if p["arch"] else ""), versions)
         con.print(t)
-    pend = state["pending_updates"]
+    pend, counts = state["pending_updates"], state["pending_counts"]
     if pend:
-        sec = sum(1 for u in pend if u["security"])
-        t = Table("package", "current", "candidate", "security", title=f"Pending updates: {len(pend)} ({sec} security)")
+        shown = "" if len(pend) == counts["total"] else f", {len(pend)} shown"
+        t = Table("package", "current", "candidate", "security",
+                  title=f"Pending updates: {counts['total']} ({counts['security']} security{shown})")
         for u in pend:
             t.add_row(u["name"], u["current"] or "", u["candidate"] or "", "[red]yes[/]" if u["security"] else "")
         con.print(t)

@@ -151,6 +151,8 @@ async def test_cli_twin_and_changes(hub):
         wire.FileChange(ts=now - 40, action="modify", path="/etc/hosts", sha256="ab" * 32, content_changed=True),
         wire.Service(ts=now - 30, unit="cron.service", active="failed", previous="active", result="signal"),
         wire.Device(ts=now - 20, action="add", subsystem="block", sys_path="/devices/virtual/block/loop3", dev_node="/dev/loop3"),
+        wire.PendingUpdates(ts=now - 10, manager="apt", updates=[
+            wire.PendingUpdate(f"p{i:02}", "1", "2", i % 3 == 0) for i in range(60)]),
     )
     runner = CliRunner()
     dd = ["--data-dir", str(hub.data_dir)]
@@ -160,8 +162,11 @@ async def test_cli_twin_and_changes(hub):
     assert state["inventory"]["hostname"] == "box" and state["inventory"]["facts"]["kernel"] == "6.1.0-test"
     assert {p["name"] for p in state["packages"]["list"]} == {"bash", "ancient", "htop"}
     assert state["services"][0]["unit"] == "cron.service"
-    r = runner.invoke(cli, ["twin", "n1", *dd])
+    assert [p["name"] for p in state["packages"]["recent"]] == ["htop", "ancient"]  # changes, not sightings
+    assert state["pending_counts"] == {"total": 60, "security": 20} and len(state["pending_updates"]) == 60
+    r = runner.invoke(cli, ["twin", "n1", *dd], env={"COLUMNS": "160"})
     assert r.exit_code == 0 and "Debian GNU/Linux 12" in r.output and "cron.service" in r.output, r.output
+    assert "Pending updates: 60 (20 security, 50 shown)" in r.output
 
     r = runner.invoke(cli, ["changes", "n1", *dd, "--since", "1h", "--json"])
     assert r.exit_code == 0, r.output
