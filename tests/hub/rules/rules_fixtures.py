@@ -59,6 +59,7 @@ async def rules_hub(tmp_path, monkeypatch):
 
     async def make(rules_dir=None, data_dir=None, **settings):
         data_dir = data_dir or tmp_path / f"hub{len(made)}"
+        settings.setdefault("model", "none")  # the brain is not under test here
         s = load_settings(data_dir=data_dir, listen="127.0.0.1:0", rules_dir=rules_dir, **settings)
         app = create_app(s)
         runner = web.AppRunner(app, access_log=None)
