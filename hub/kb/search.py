@@ -53,6 +53,28 @@ def fts_query(q: str) -> str | None:
     return " OR ".join(terms[:64]) if terms else None
 
 
+COMMON_MIN = 2000  # a knowledge base smaller than this is never narrowed
+COMMON_SHARE = 0.04  # a term in more than this share of passages is "common"
+
+
+def narrow(db: sqlite3.Connection, match: str) -> str:
+    """Keep big knowledge bases fast: bm25 costs per matching passage, and an OR of common
+    words matches most of them. When some terms are rare, only passages with a rare term
+    are candidates; common terms still count in their ranking, rare ones twice."""
+    terms = match.split(" OR ")
+    total = db.execute("SELECT max(rowid) FROM kb_passages").fetchone()[0] or 0
+    cap = max(COMMON_MIN, int(total * COMMON_SHARE))
+    if len(terms) < 2 or total <= cap:
+        return match
+    count = "SELECT count(*) FROM (SELECT 1 FROM kb_passages_fts WHERE kb_passages_fts MATCH ? LIMIT ?)"
+    rare = [t for t in terms if db.execute(count, (t, cap + 1)).fetchone()[0] <= cap]
+    if not rare:
+        return " AND ".join(terms)  # only common words: passages with all of them
+    if len(rare) == len(terms):
+        return match
+    return f"({' OR '.join(rare)}) AND ({match})"
+
+
 def parse_when(v: str | float | int | None, now: float | None = None) -> float | None:
     """'2024-05-01', '2024-05-01T10:00', an epoch, or an age such as '7d' -> epoch seconds."""
     if v is None or v == "":
@@ -88,7 +110,7 @@ def search(db: sqlite3.Connection, query: str, limit: int = 5, *, category: str 
     if match is None:
         return []
     where = ["kb_passages_fts MATCH ?"]
-    args: list = [match]
+    args: list = [narrow(db, match)]
     if category:
         where.append("d.category = ?")
         args.append(category.strip().lower())
@@ -105,15 +127,21 @@ def search(db: sqlite3.Connection, query: str, limit: int = 5, *, category: str 
         where.append("d.date < ?")
         args.append(u)
     fetch = int(limit) * (1 if per_document <= 0 else 4) + 16
-    sql = (
-        "SELECT p.id, p.document_id, d.title, p.heading_path,"
-        " snippet(kb_passages_fts, 1, ?, ?, '…', 24) AS snip, f.rank, d.source, d.category,"
-        " d.node, d.kind, d.date"
-        " FROM kb_passages_fts f JOIN kb_passages p ON p.id = f.rowid"
-        " JOIN kb_documents d ON d.id = p.document_id"
-        f" WHERE {' AND '.join(where)} ORDER BY f.rank LIMIT ?"
-    )
-    rows = db.execute(sql, [highlight[0], highlight[1], *args, fetch]).fetchall()
+    # Rank first, touching only the FTS index (and the filter tables when filtering); the
+    # snippets and document columns are computed for the few winners only -- computed in
+    # the ranking query, SQLite would build them for every matching passage before sorting.
+    joins = (" JOIN kb_passages p ON p.id = f.rowid JOIN kb_documents d ON d.id = p.document_id"
+             if len(where) > 1 else "")
+    hits = db.execute(
+        f"SELECT f.rowid, f.rank FROM kb_passages_fts f{joins} WHERE {' AND '.join(where)}"
+        " ORDER BY f.rank LIMIT ?", [*args, fetch]).fetchall()
+    rows = []
+    for pid, rank in hits:
+        r = db.execute(
+            "SELECT p.id, p.document_id, d.title, p.heading_path, d.source, d.category, d.node, d.kind, d.date"
+            " FROM kb_passages p JOIN kb_documents d ON d.id = p.document_id WHERE p.id = ?", (pid,)).fetchone()
+        if r is not None:
+            rows.append((*r[:4], None, rank, *r[4:]))
     results: list[dict] = []
     per: dict[int, int] = {}
     for r in rows:
@@ -122,14 +150,23 @@ def search(db: sqlite3.Connection, query: str, limit: int = 5, *, category: str 
         per[r[1]] = per.get(r[1], 0) + 1
         results.append({
             "passage_id": r[0], "document_id": r[1], "title": r[2], "heading_path": r[3],
-            "snippet": r[4], "score": float(f"{-r[5]:.6g}"), "source": r[6], "category": r[7],
+            "snippet": None, "score": float(f"{-r[5]:.6g}"), "source": r[6], "category": r[7],
             "node": r[8], "kind": r[9], "date": r[10],
         })
+        if len(results) >= int(limit) and not hybrid:
+            break
     if hybrid:
         from . import embed
 
         results = embed.fuse(db, query, results, limit, per_document)
-    return results[: int(limit)]
+    results = results[: int(limit)]
+    for res in results:
+        snip = db.execute(
+            "SELECT snippet(kb_passages_fts, 1, ?, ?, '…', 24) FROM kb_passages_fts"
+            " WHERE kb_passages_fts MATCH ? AND rowid = ?",
+            (highlight[0], highlight[1], match, res["passage_id"])).fetchone()
+        res["snippet"] = snip[0] if snip else ""
+    return results
 
 
 def passage(db: sqlite3.Connection, passage_id: int) -> dict | None:
