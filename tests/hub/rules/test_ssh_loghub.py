@@ -86,7 +86,7 @@ async def test_campaign_fires_per_address_and_a_normal_day_stays_silent(rules_hu
     rows = await async_wait_for(lambda: {json.loads(r[1])["address"] for r in ssh_alerts()} == expected and ssh_alerts(),
                                 20, what=f"alerts for {sorted(expected)}")
     assert {r[0] for r in rows} == {"labsz"}  # nothing from the normal day
-    for node, fields, propose, count, _state in rows:
+    for _node, fields, propose, count, _state in rows:
         addr = json.loads(fields)["address"]
         assert json.loads(propose) == [{"playbook": "block-address", "params": {"address": addr, "duration": "1h"},
                                         "auto": False}]
