@@ -51,6 +51,7 @@ def test_up_runs_hub_agent_and_datasette(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as refused:  # read-only: writes are refused
             urllib.request.urlopen(f"{base}/homelab.json?sql=delete+from+events", timeout=10)
         assert refused.value.code == 400
+        refused.value.close()
         assert query(data, "SELECT count(*) FROM events")[0][0] > 0
     finally:
         up.terminate(timeout=30)
