@@ -13,6 +13,7 @@ import time
 import uuid
 
 import aiohttp
+import pytest
 from click.testing import CliRunner
 from conftest import join_agent, wait_for
 
@@ -24,6 +25,15 @@ for _c in COMMANDS:
     cli.add_command(_c)
 
 T0 = time.time() - 3600
+
+
+@pytest.fixture(autouse=True)
+def no_model(tmp_path):
+    """These tests send failed units and pending security updates, which shipped rules turn
+    into alerts; the brain would then run the local model for a proposal and the in-process
+    hub's shutdown would wait for it. The twin does not need the brain."""
+    (tmp_path / "hub").mkdir(exist_ok=True)
+    (tmp_path / "hub" / "hub.toml").write_text('model = "none"\n')
 
 
 async def join(hub, name="n1"):
