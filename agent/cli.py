@@ -108,5 +108,18 @@ def status(state_dir, as_json) -> None:
             click.echo(f"{k:16} {v}")
 
 
+@cli.command("shell-hook")
+@click.argument("shell", type=click.Choice(["bash", "zsh"]))
+@state_dir_opt
+@click.option("--socket", type=click.Path(path_type=Path), help="The agent's command socket [$HOMELAB_AGENT_SOCKET].")
+def shell_hook(shell, state_dir, socket) -> None:
+    """Print the SHELL snippet that reports commands to this agent (for /etc/profile.d or an rc file)."""
+    from .collectors.commands import socket_path
+    from .shellhook import snippet
+
+    s = _settings(state_dir=state_dir, socket=socket)
+    click.echo(snippet(shell, str(socket_path(s).absolute())), nl=False)
+
+
 def main() -> None:
     cli()
