@@ -96,6 +96,7 @@ class Device(Event, frozen=True, tag="device"):
     driver: Str | None = None
     bus: Str | None = None
     source: Literal["udev", "kernel"] = "udev"
+    old_sys_path: Str | None = None  # for "move" (a renamed interface): where it was
 
 
 class Package(Event, frozen=True, tag="package"):

@@ -694,3 +694,43 @@ def m601_node_profiles(db: sqlite3.Connection) -> None:
         );
         """
     )
+
+
+@migration
+def m111_device_moves(db: sqlite3.Connection) -> None:
+    """Renamed devices (kernel "move" events) remember where they were; the timeline says so."""
+    script(db,
+        """
+        ALTER TABLE device_changes ADD COLUMN old_sys_path TEXT;
+        DROP VIEW changes;
+        CREATE VIEW changes AS
+            SELECT node, ts, datetime(ts, 'unixepoch') AS time, 'package' AS kind,
+                   name || CASE WHEN arch IS NOT NULL AND arch != '' THEN ':' || arch ELSE '' END AS subject,
+                   action,
+                   CASE WHEN old_version IS NOT NULL AND version IS NOT NULL THEN old_version || ' -> ' || version
+                        ELSE coalesce(version, old_version, '') END AS detail,
+                   seq
+            FROM package_changes
+            UNION ALL
+            SELECT node, ts, datetime(ts, 'unixepoch'), 'file', path, action,
+                   CASE WHEN src_path IS NOT NULL THEN 'from ' || src_path
+                        WHEN sha256 IS NOT NULL THEN 'sha256 ' || substr(sha256, 1, 12)
+                        ELSE '' END,
+                   seq
+            FROM file_changes
+            UNION ALL
+            SELECT node, ts, datetime(ts, 'unixepoch'), 'service', unit, active,
+                   coalesce(previous, '?') || ' -> ' || active
+                   || CASE WHEN result IS NOT NULL AND result != 'success' THEN ' (' || result || ')' ELSE '' END
+                   || CASE WHEN restarts THEN ' restarts=' || restarts ELSE '' END,
+                   seq
+            FROM service_changes
+            UNION ALL
+            SELECT node, ts, datetime(ts, 'unixepoch'), 'device', sys_path, action,
+                   trim(subsystem || coalesce(' ' || dev_node, '') || coalesce(' ' || vendor, '')
+                        || coalesce(' ' || model, '') || coalesce(' driver=' || driver, '')
+                        || coalesce(' from ' || old_sys_path, '')),
+                   seq
+            FROM device_changes;
+        """
+    )

@@ -92,6 +92,7 @@ def describe(dev: Any, action: str, source: str) -> wire.Device:
         ts=time.time(), action=action, subsystem=dev.subsystem or "?", sys_path=dev.device_path,
         devtype=dev.device_type, dev_node=dev.device_node, vendor=vendor, model=model,
         serial=serial, driver=driver, bus=bus, source=source,
+        old_sys_path=dev.properties.get("DEVPATH_OLD") if action == "move" else None,
     )
 
 
@@ -161,7 +162,10 @@ class DevicesCollector(Collector):
             self.emit(describe(dev, action, self.source))
             if action == "remove":
                 changed |= self.present.pop(dev.device_path, None) is not None
-            elif dev.device_path not in self.present:
+                continue
+            if action == "move":  # renamed: the old path is gone
+                changed |= self.present.pop(dev.properties.get("DEVPATH_OLD", ""), None) is not None
+            if dev.device_path not in self.present:
                 self.present[dev.device_path] = dev.subsystem or "?"
                 changed = True
         if changed and self._save is None:

@@ -237,8 +237,9 @@ DEVICE_SQL = (
 )
 DEVICE_CHANGE_SQL = (
     "INSERT INTO device_changes (node, seq, ts, action, subsystem, sys_path, devtype, dev_node,"
-    " vendor, model, serial, driver, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " vendor, model, serial, driver, source, old_sys_path) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+DEVICE_GONE_SQL = "UPDATE devices SET present = 0, changed = ?, seq = ? WHERE node = ? AND sys_path = ? AND seq < ?"
 # "present" is the collector's baseline at first start: state, not history.
 BASELINE_ACTIONS = frozenset({"present"})
 
@@ -248,9 +249,12 @@ def _device(p: Projector, node: str, seq: int, ts: float, ev: wire.Device) -> No
     present = 0 if ev.action == "remove" else 1
     p.emit(DEVICE_SQL, (node, ev.sys_path, ev.subsystem, ev.devtype, ev.dev_node, ev.vendor,
                         ev.model, ev.serial, ev.driver, ev.bus, present, ts, seq))
+    if ev.action == "move" and ev.old_sys_path:  # renamed: nothing is at the old path now
+        p.emit(DEVICE_GONE_SQL, (ts, seq, node, ev.old_sys_path, seq))
     if ev.action not in BASELINE_ACTIONS:
         p.emit(DEVICE_CHANGE_SQL, (node, seq, ts, ev.action, ev.subsystem, ev.sys_path, ev.devtype,
-                                   ev.dev_node, ev.vendor, ev.model, ev.serial, ev.driver, ev.source))
+                                   ev.dev_node, ev.vendor, ev.model, ev.serial, ev.driver, ev.source,
+                                   ev.old_sys_path))
 
 
 # --- processes ------------------------------------------------------------------------

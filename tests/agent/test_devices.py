@@ -140,3 +140,18 @@ def test_empty_subsystems_refused(tmp_path):
     with pytest.raises(ValueError, match="device_subsystems"):
         DevicesCollector(settings(device_subsystems=[]), lambda e: True, state)
     state.close()
+
+
+async def test_rename_is_a_move_from_the_old_path(tmp_path, veth_names):
+    async with Running(tmp_path) as r:
+        a, b = veth_names()
+        c = f"hlm{a[3:]}"
+        subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
+        try:
+            subprocess.run(["ip", "link", "set", a, "name", c], check=True)
+            await wait_until(lambda: r.find("move", f"/net/{c}"), what="move event")
+        finally:
+            subprocess.run(["ip", "link", "del", c], capture_output=True, check=False)
+        ev = r.find("move", f"/net/{c}")[0]
+        assert ev.old_sys_path == f"/devices/virtual/net/{a}"
+        assert f"/devices/virtual/net/{a}" not in r.c.present

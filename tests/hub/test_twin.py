@@ -147,6 +147,16 @@ async def test_pending_services_devices_processes(hub):
     assert hub.query("SELECT sys_path, present, driver FROM devices ORDER BY 1") == [
         ("/devices/virtual/block/loop0", 1, None), ("/devices/virtual/net/vx0", 0, "veth")]
     assert hub.query("SELECT action FROM device_changes ORDER BY ts") == [("add",), ("remove",)]
+    # a renamed interface: the old path is no longer present, the timeline says where it came from
+    await s.send(
+        wire.Device(ts=T0 + 8, action="add", subsystem="net", sys_path="/devices/virtual/net/vy0"),
+        wire.Device(ts=T0 + 9, action="move", subsystem="net", sys_path="/devices/virtual/net/lan0",
+                    old_sys_path="/devices/virtual/net/vy0"),
+    )
+    assert hub.query("SELECT sys_path, present FROM devices WHERE sys_path LIKE '%/v_0' OR sys_path LIKE '%/lan0' ORDER BY 1") == [
+        ("/devices/virtual/net/lan0", 1), ("/devices/virtual/net/vx0", 0), ("/devices/virtual/net/vy0", 0)]
+    assert hub.query("SELECT detail FROM changes WHERE kind = 'device' AND action = 'move'") == [
+        ("net from /devices/virtual/net/vy0",)]
     assert hub.query("SELECT rank, pid, name FROM processes ORDER BY rank") == [(1, 7, "python"), (2, 1, "init")]
 
 
