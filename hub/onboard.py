@@ -215,9 +215,28 @@ def agent_requirements(wheel: Path) -> list[str]:
 
 def one_liner(hub_url: str, token: str, settings=None) -> str:
     """The command `enroll` prints for a new machine. Without -f, curl hands a refusal's
-    body (itself a script that prints the reason and exits 1) to sh."""
+    body (itself a script that prints the reason and exits 1) to sh. With the hub's own
+    TLS certificate, curl pins its public key (-k only skips the CA check)."""
     url = f"{hub_url.rstrip('/')}/bootstrap.sh?token={token}"
-    return f"curl -sSL '{url}' | sh"
+    pin = ""
+    if settings is not None and getattr(settings, "tls", False):
+        pin = f" -k --pinnedpubkey 'sha256//{spki_pin(settings.data_dir)}'"
+    return f"curl -sSL{pin} '{url}' | sh"
+
+
+def spki_pin(data_dir: Path) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of the hub's certificate: curl's --pinnedpubkey."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from . import tls
+
+    cert = x509.load_pem_x509_certificate(tls.ensure_cert(data_dir).read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 # -- the script -----------------------------------------------------------------------------
@@ -258,9 +277,11 @@ def agent_unit() -> str:
     )
 
 
-def render_script(hub_url: str, token: str, node: str, index: dict) -> str:
+def render_script(hub_url: str, token: str, node: str, index: dict, fingerprint: str = "") -> str:
+    """The install script for one token. ``fingerprint`` (SHA256:hex of the hub's own TLS
+    certificate) makes every download and the join pin that certificate."""
     values = {
-        "@HUB@": hub_url.rstrip("/"), "@TOKEN@": token, "@NODE@": node,
+        "@HUB@": hub_url.rstrip("/"), "@TOKEN@": token, "@NODE@": node, "@FPR@": fingerprint,
         "@VERSION@": index["version"], "@PYVER@": index["python"],
         "@WHEEL@": index["agent_wheel"],
     }
@@ -289,6 +310,7 @@ set -eu
 HUB='@HUB@'
 TOKEN='@TOKEN@'
 WHEEL='@WHEEL@'
+FPR='@FPR@'
 PREFIX=${HOMELAB_PREFIX:-}
 SYSTEMD=${HOMELAB_SYSTEMD:-auto}
 PY=${HOMELAB_PYTHON:-python3}
@@ -316,18 +338,31 @@ umask 077
 mkdir -p "$HOUSE" "$STATE" "$(dirname "$UNIT")"
 
 say "downloading the agent @VERSION@ and its dependencies from $HUB"
-"$PY" - "$HUB" "$TOKEN" "$HOUSE" <<'PYEOF'
-import hashlib, json, os, sys, urllib.error, urllib.parse, urllib.request
-hub, token, house = sys.argv[1:4]
+"$PY" - "$HUB" "$TOKEN" "$HOUSE" "$FPR" <<'PYEOF'
+import hashlib, http.client, json, os, ssl, sys, urllib.parse
+hub, token, house, fpr = sys.argv[1:5]
+u = urllib.parse.urlsplit(hub)
 q = "?token=" + urllib.parse.quote(token)
 def get(path):
     try:
-        with urllib.request.urlopen(hub + path + q, timeout=1800) as r:
-            return r.read()
-    except urllib.error.HTTPError as e:
-        sys.exit(f"homelab bootstrap: {hub}{path}: {e.code} {e.read()[:300].decode(errors='replace')}")
+        if u.scheme == "https":
+            ctx = ssl.create_default_context()
+            if fpr:  # the hub's own certificate: pinned below instead of a CA
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            c = http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=1800, context=ctx)
+        else:
+            c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=1800)
+        c.connect()
+        if fpr and "SHA256:" + hashlib.sha256(c.sock.getpeercert(True)).hexdigest() != fpr:
+            sys.exit(f"homelab bootstrap: {hub}: certificate does not match the pinned {fpr}")
+        c.request("GET", u.path.rstrip("/") + path + q)
+        r = c.getresponse()
+        body = r.read()
     except OSError as e:
         sys.exit(f"homelab bootstrap: {hub}{path}: {e}")
+    if r.status != 200:
+        sys.exit(f"homelab bootstrap: {hub}{path}: {r.status} {body[:300].decode(errors='replace')}")
+    return body
 index = json.loads(get("/bootstrap/index.json"))
 for name, digest in sorted(index["files"].items()):
     dest = os.path.join(house, name)
@@ -359,7 +394,11 @@ AGENT="$APP/bin/homelab-agent"
 if [ -s "$STATE/credential" ] && grep -qF "hub_url = \"$HUB\"" "$STATE/agent.toml" 2>/dev/null; then
   say "already joined $HUB; keeping the existing credential"
 else
-  "$AGENT" join "$HUB" "$TOKEN" --state-dir "$STATE" </dev/null
+  if [ -n "$FPR" ]; then
+    "$AGENT" join "$HUB" "$TOKEN" --state-dir "$STATE" --fingerprint "$FPR" </dev/null
+  else
+    "$AGENT" join "$HUB" "$TOKEN" --state-dir "$STATE" </dev/null
+  fi
 fi
 
 "$PY" - "$UNIT" "$APP" "$STATE" <<'PYEOF'

@@ -46,12 +46,21 @@ def _hub_url(request: web.Request) -> str:
     return configured.rstrip("/") if configured else str(request.url.origin())
 
 
+def _fingerprint(app: web.Application) -> str:
+    s = app[SETTINGS]
+    if not s.tls:
+        return ""
+    from .. import tls
+
+    return tls.fingerprint(s.data_dir)
+
+
 async def bootstrap_sh(request: web.Request) -> web.Response:
     token = request.query.get("token", "")
     try:
         node = token_node(request.app[READ_DB], token)
         index = await _ensure(request.app)
-        body = render_script(_hub_url(request), token, node, index)
+        body = render_script(_hub_url(request), token, node, index, _fingerprint(request.app))
     except HubError as e:
         log.info("bootstrap refused for %s: %s", request.remote, e)
         return web.Response(text=error_script(str(e)), status=e.status, content_type=SCRIPT_TYPE)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import secrets
 import shutil
@@ -150,6 +152,7 @@ def test_fresh_node_in_a_namespace_installs_from_the_hub_and_reports(node_netns,
         assert (prefix / "etc/systemd/system/homelab-agent.service").read_text().count(
             f"ExecStart={prefix}/opt/homelab-agent/bin/homelab-agent run\n") == 1
         assert (prefix / "var/lib/homelab-agent/credential").stat().st_mode & 0o777 == 0o600
+        assert (prefix / "opt/homelab-agent/share/homelab/playbooks/restart-unit.sh").exists()  # from the wheel
 
         def seen():
             rows = query(data_dir, "SELECT last_seq, address FROM nodes WHERE name = 'newbox'")
@@ -177,4 +180,42 @@ def test_fresh_node_in_a_namespace_installs_from_the_hub_and_reports(node_netns,
                     time.sleep(0.2)
             except (ProcessLookupError, ValueError):
                 pass
+        hub.terminate()
+
+
+@pytest.mark.slow
+def test_tls_hub_one_liner_pins_the_certificate(tmp_path, bootstrap_cache):
+    """With the hub's own certificate, curl, the downloads and the join all pin it."""
+    if not shutil.which("curl"):
+        pytest.skip("needs curl")
+    port = free_port()
+    data_dir = tmp_path / "hub"
+    env = hub_env(HOMELAB_HUB_DATA_DIR=str(data_dir), HOMELAB_HUB_LISTEN=f"127.0.0.1:{port}",
+                  HOMELAB_HUB_BOOTSTRAP_DIR=str(bootstrap_cache), HOMELAB_HUB_TLS="1")
+    hub = Proc([sys.executable, "-m", "hub", "serve"], tmp_path / "hub.log", env)
+    prefix = tmp_path / "node-root"
+    pidfile = prefix / "var/lib/homelab-agent/agent.pid"
+    try:
+        wait_for(lambda: hub.alive() and "hub: https" in hub.output(), 30, what="TLS hub to listen")
+        r = subprocess.run([sys.executable, "-m", "hub", "enroll", "tlsbox"], capture_output=True,
+                           text=True, timeout=60, env=env)
+        assert r.returncode == 0, r.stderr
+        one_liner = r.stdout.splitlines()[0]
+        assert one_liner.startswith("curl -sSL -k --pinnedpubkey 'sha256//")
+        pin = one_liner.split("sha256//")[1].split("'")[0]
+        wrong = one_liner.replace(pin, base64.b64encode(bytes(32)).decode()).replace(" | sh", " -o /dev/null")
+        refused = subprocess.run(["sh", "-c", wrong], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 90, refused.stderr  # CURLE_SSL_PINNEDPUBKEYNOTMATCH
+        assert subprocess.run(["sh", "-c", one_liner.replace(" | sh", " -o /dev/null")],
+                              capture_output=True, timeout=60).returncode == 0
+        run = subprocess.run(["sh", "-c", f"{one_liner} -s -- --prefix {prefix}"], capture_output=True, text=True,
+                             timeout=900, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert (prefix / "var/lib/homelab-agent/hub.crt").exists()  # pinned for shipping too
+        wait_for(lambda: (query(data_dir, "SELECT last_seq FROM nodes WHERE name = 'tlsbox'") or [(0,)])[0][0] > 0,
+                 60, what="events from the TLS-bootstrapped node")
+    finally:
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
         hub.terminate()
