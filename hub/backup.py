@@ -46,8 +46,9 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 DB_NAME = "homelab.db"
 LOCK_NAME = "hub.lock"
-# What, besides the database, makes a hub itself: its settings and its identity.
-KEY_GLOBS = ("hub.toml", "*.key", "*.pem", "*.crt", "tls/*")
+# What, besides the database, makes a hub itself: its settings, its identity (signing key,
+# TLS certificate and key) and the node profiles a person wrote.
+KEY_GLOBS = ("hub.toml", "*.key", "*.pem", "*.crt", "tls/*", "profiles/**/*")
 
 
 class BackupError(BadRequest):

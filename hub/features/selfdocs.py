@@ -112,6 +112,8 @@ async def _ctx(app: web.Application) -> AsyncIterator[None]:
     app[ALERT_LISTENERS].append(rb.on_alert)
     task = asyncio.create_task(rb.run(), name="docs-rebuild")
     yield
+    app[WRITER].subscribers.remove(rb.on_commit)
+    app[ALERT_LISTENERS].remove(rb.on_alert)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -50,6 +50,10 @@ async def test_backup_while_ingesting_then_restore(hub, tmp_path):
     cred = await _join(hub)
     await _send(hub, cred, "n1", 1, 100)
     (hub.data_dir / "hub.toml").write_text('token_ttl = "2h"\n')
+    (hub.data_dir / "hub_tls.crt").write_text("CERT")
+    (hub.data_dir / "hub_tls.key").write_text("KEY")
+    (hub.data_dir / "profiles" / "dotfiles").mkdir(parents=True)
+    (hub.data_dir / "profiles" / "dotfiles" / "bashrc").write_text("alias ll='ls -l'\n")
     out = tmp_path / "b.tar.gz"
     # the hub keeps ingesting while the snapshot is taken
     loop = asyncio.get_running_loop()
@@ -59,7 +63,9 @@ async def test_backup_while_ingesting_then_restore(hub, tmp_path):
     assert os.stat(out).st_mode & 0o777 == 0o600
     assert info.nodes["n1"] in (100, 200)
     names = {f["name"] for f in info.files}
-    assert {"homelab.db", "hub.toml", "hub_signing.key"} <= names
+    assert {"homelab.db", "hub.toml", "hub_signing.key", "hub_tls.crt", "hub_tls.key",
+            "profiles/dotfiles/bashrc"} <= names
+    assert not any(n.startswith(("bootstrap/", "docs/")) or n == "hub.lock" for n in names)
     with tarfile.open(out) as tar:
         manifest = json.loads(tar.extractfile("manifest.json").read())
     assert manifest["nodes"] == info.nodes
@@ -72,6 +78,7 @@ async def test_backup_while_ingesting_then_restore(hub, tmp_path):
     assert (target / "hub_signing.key").read_bytes() == (hub.data_dir / "hub_signing.key").read_bytes()
     assert (target / "hub_signing.key").stat().st_mode & 0o777 == 0o600
     assert (target / "hub.toml").read_text() == 'token_ttl = "2h"\n'
+    assert (target / "profiles/dotfiles/bashrc").read_text() == "alias ll='ls -l'\n"
 
 
 async def test_restore_refuses_running_hub_and_keeps_what_it_replaces(hub, tmp_path):
