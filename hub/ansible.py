@@ -28,6 +28,10 @@ from .errors import NotFound
 
 MANIFEST = "export.json"
 HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+# Everything below comes from nodes, and Ansible templates any "{{ ... }}" in variables on
+# the controller: only names and paths made of plain characters go into the playbook.
+SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9_.,:@%+=/-]*$")
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+\\-]{0,254}$")
 APT_MANAGERS = {"dpkg", "apt"}
 DNF_MANAGERS = {"rpm", "dnf", "yum"}
 
@@ -147,6 +151,10 @@ def render(snap: dict, hub_url: str) -> dict[str, str]:
     manual_steps: list[str] = []
     files_var = []
     for path, f in snap["files"].items():
+        if not SAFE_PATH_RE.match(path) or ".." in path.split("/"):
+            manual_steps.append(f"- {json.dumps(path)}: left out — the path has characters an export "
+                                "does not pass to Ansible (or '..'); check it by hand.")
+            continue
         if f["content"] is None:
             why = ("secret: its content never leaves the node" if f["secret"]
                    else "the hub has not seen its full content (it predates the agent, or a diff was truncated)")
@@ -155,13 +163,22 @@ def render(snap: dict, hub_url: str) -> dict[str, str]:
         out[_file_rel(path)] = f["content"]
         files_var.append({"src": _file_rel(path), "dest": path, "mode": f["mode"],
                           "owner": str(f["uid"]), "group": str(f["gid"])})
+    pkgs = {m: [n for n in ps if SAFE_NAME_RE.match(n)] for m, ps in snap["packages"].items()}
+    for m, ps in snap["packages"].items():
+        for n in ps:
+            if not SAFE_NAME_RE.match(n):
+                manual_steps.append(f"- package {json.dumps(n)} ({m}): left out — not a plain package name.")
+    units = {u: v for u, v in snap["services"].items() if SAFE_NAME_RE.match(u)}
+    for u in snap["services"]:
+        if u not in units:
+            manual_steps.append(f"- unit {json.dumps(u)}: left out — not a plain unit name.")
     host_vars = {
         "homelab_hub_url": hub_url,
-        "homelab_packages_apt": sorted(n for m in APT_MANAGERS for n in snap["packages"].get(m, {})),
-        "homelab_packages_dnf": sorted(n for m in DNF_MANAGERS for n in snap["packages"].get(m, {})),
-        "homelab_packages_other": sorted(n for m, ps in snap["packages"].items()
+        "homelab_packages_apt": sorted(n for m in APT_MANAGERS for n in pkgs.get(m, [])),
+        "homelab_packages_dnf": sorted(n for m in DNF_MANAGERS for n in pkgs.get(m, [])),
+        "homelab_packages_other": sorted(n for m, ps in pkgs.items()
                                          if m not in APT_MANAGERS | DNF_MANAGERS for n in ps),
-        "homelab_services": [{"name": u, "started": s["active"]} for u, s in snap["services"].items()],
+        "homelab_services": [{"name": u, "started": s["active"]} for u, s in units.items()],
         "homelab_files": files_var,
     }
     out[f"host_vars/{node}.yml"] = (

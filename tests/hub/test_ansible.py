@@ -112,3 +112,24 @@ async def test_export_check_apply_and_drift(hub, tmp_path):
     never = hub_cli(hub.data_dir, "drift", "nobody", ok=False)
     assert never.returncode != 0 and "never been exported" in never.stderr
     shutil.rmtree(target)
+
+
+async def test_hostile_names_from_a_node_never_reach_ansible_or_escape_the_export(hub, tmp_path):
+    node = await FakeNode(hub, "evil").join()
+    jinja = "/etc/{{ lookup('pipe', 'touch " + str(tmp_path / "pwned") + "') }}"
+    await node.send(
+        packages(("bash", "5.2", True), ("{{ lookup('pipe','id') }}", "1", True)),
+        service("{{ lookup('pipe','id') }}.service"),
+        created(jinja, "x\n", ts=10),
+        created("/../../../escaped", "x\n", ts=11),
+    )
+    out = tmp_path / "deep" / "export"
+    hub_cli(hub.data_dir, "export", "ansible", "evil", "-o", str(out))
+    hv = (out / "host_vars/evil.yml").read_text()
+    assert "lookup" not in hv and "escaped" not in hv
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "deep" / "escaped").exists()
+    readme = (out / "README.md").read_text()
+    assert readme.count("left out") == 4
+    check = run_playbook(out, tmp_path, "--check")
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert not (tmp_path / "pwned").exists()
