@@ -147,7 +147,18 @@ def test_fleet_in_namespaces_partition_heal_and_clock_skew(tmp_path, fleet, hub_
             rows = h.query("SELECT path FROM file_changes WHERE node = ? ORDER BY seq", (victim,))
             return list(dict.fromkeys(Path(r[0]).name for r in rows))  # first appearance, by seq
 
-        time.sleep(1.0)  # let the last pre-partition change settle and ship
+        last_pre = f"f{start - 1:03d}.conf"
+        wait_for(lambda: last_pre in stored_paths(), 20, what="the victim's last change before the partition")
+
+        quiet = {"v": None, "t": 0.0}
+
+        def settled(state=quiet) -> bool:
+            v = h.query("SELECT last_seq FROM nodes WHERE name = ?", (victim,))[0][0]
+            if v != state["v"]:
+                state["v"], state["t"] = v, time.monotonic()
+            return time.monotonic() - state["t"] > 1.0
+
+        wait_for(settled, 20, interval=0.2, what="the victim to go quiet before the partition")
         before = h.query("SELECT last_seq FROM nodes WHERE name = ?", (victim,))[0][0]
         ip("link", "set", vlink, "down")
         during = 25
