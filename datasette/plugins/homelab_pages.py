@@ -1,0 +1,138 @@
+"""Datasette pages for the homelab: a fleet dashboard and one search box over everything.
+
+Charts are drawn here as inline SVG from SQL, so the pages work offline (no JavaScript
+or chart library fetched from a CDN) and render in any browser, including a headless one.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+from datasette import hookimpl
+from datasette.utils.asgi import Response
+
+DB = "homelab"
+HOURS = 24
+BUCKET = 600  # seconds per chart point
+PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f"]
+
+CHARTS = [
+    ("CPU %", "cpu_percent", "avg(avg)", 100.0),
+    ("Memory used %", "memory_used_ratio", "avg(avg) * 100", 100.0),
+    ("Fullest disk %", "disk_used_ratio", "max(avg) * 100", 100.0),
+    ("Load (1 min)", "load1", "avg(avg)", None),
+]
+
+# Full-text sources searched by /-/search, used only when their table exists.
+SEARCHES = [
+    ("knowledge base", "kb_passages_fts",
+     "SELECT 'knowledge base' AS source, d.title AS title, snippet(kb_passages_fts, -1, '[', ']', '…', 12) AS snippet,"
+     " '/homelab/kb_documents/' || d.id AS link, NULL AS node, d.updated AS ts"
+     " FROM kb_passages_fts JOIN kb_passages p ON p.id = kb_passages_fts.rowid JOIN kb_documents d ON d.id = p.document_id"
+     " WHERE kb_passages_fts MATCH :q ORDER BY rank LIMIT 20"),
+    ("commands", "commands_fts",
+     "SELECT 'commands' AS source, c.user || '@' || c.node AS title, snippet(commands_fts, -1, '[', ']', '…', 12) AS snippet,"
+     " '/homelab/commands/' || c.id AS link, c.node AS node, c.ts AS ts"
+     " FROM commands_fts JOIN commands c ON c.id = commands_fts.rowid WHERE commands_fts MATCH :q ORDER BY rank LIMIT 20"),
+    ("logs", "logs_fts",
+     "SELECT 'logs' AS source, coalesce(l.program, l.source) || '@' || l.node AS title,"
+     " snippet(logs_fts, -1, '[', ']', '…', 12) AS snippet, '/homelab/logs/' || l.id AS link, l.node AS node, l.ts AS ts"
+     " FROM logs_fts JOIN logs l ON l.id = logs_fts.rowid WHERE logs_fts MATCH :q ORDER BY rank LIMIT 20"),
+    ("files", "file_changes",
+     "SELECT 'files' AS source, path AS title, action || ' ' || coalesce(substr(diff, 1, 200), '') AS snippet,"
+     " '/homelab/file_changes/' || id AS link, node, ts"
+     " FROM file_changes WHERE path LIKE '%' || :q || '%' OR diff LIKE '%' || :q || '%' ORDER BY ts DESC LIMIT 20"),
+]
+
+
+def svg_chart(title: str, series: dict[str, list[tuple[float, float]]], t0: float, t1: float, ymax: float | None) -> str:
+    w, h, pad = 560, 180, 34
+    values = [v for pts in series.values() for _, v in pts]
+    top = ymax or (max(values) * 1.1 if values else 1.0) or 1.0
+    parts = [f'<svg class="chart" role="img" aria-label="{html.escape(title)}" viewBox="0 0 {w} {h}" width="{w}" height="{h}">',
+             f'<text x="{pad}" y="14" class="chart-title">{html.escape(title)}</text>',
+             f'<line x1="{pad}" y1="{h - pad}" x2="{w - 6}" y2="{h - pad}" stroke="#999"/>',
+             f'<line x1="{pad}" y1="22" x2="{pad}" y2="{h - pad}" stroke="#999"/>',
+             f'<text x="2" y="28" font-size="10">{top:.0f}</text><text x="2" y="{h - pad}" font-size="10">0</text>',
+             f'<text x="{pad}" y="{h - 18}" font-size="10">-{HOURS}h</text><text x="{w - 30}" y="{h - 18}" font-size="10">now</text>']
+    span = max(t1 - t0, 1)
+    for i, (node, pts) in enumerate(sorted(series.items())):
+        color = PALETTE[i % len(PALETTE)]
+        coords = " ".join(
+            f"{pad + (t - t0) / span * (w - pad - 6):.1f},{h - pad - min(v, top) / top * (h - pad - 22):.1f}" for t, v in pts)
+        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{coords}"><title>{html.escape(node)}</title></polyline>')
+        parts.append(f'<text x="{w - 150}" y="{30 + 12 * i}" font-size="11" fill="{color}" class="legend">{html.escape(node)}</text>')
+    if not values:
+        parts.append(f'<text x="{w / 2 - 40}" y="{h / 2}" font-size="12" fill="#666">no data yet</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+async def dashboard(datasette, request):
+    db = datasette.get_database(DB)
+    t1 = time.time()
+    t0 = t1 - HOURS * 3600
+    charts = []
+    for title, name, agg, ymax in CHARTS:
+        # raw samples for the last hours (fresh), 1-minute rollups before that
+        sql = (f"SELECT node, ts / {BUCKET} * {BUCKET} AS b, {agg} AS v FROM ("
+               " SELECT s.node, p.ts, p.avg AS avg FROM samples_1m p JOIN series s ON s.id = p.series"
+               "  WHERE s.name = :name AND p.ts >= :t0"
+               " UNION ALL SELECT s.node, p.ts, p.value FROM samples p JOIN series s ON s.id = p.series"
+               "  WHERE s.name = :name AND p.ts >= coalesce((SELECT done FROM rollup_state WHERE target = 'samples_1m'), 0)"
+               ") GROUP BY node, b ORDER BY node, b")
+        rows = await db.execute(sql, {"name": name, "t0": int(t0)})
+        series: dict[str, list[tuple[float, float]]] = {}
+        for r in rows:
+            series.setdefault(r["node"], []).append((r["b"], r["v"]))
+        charts.append(svg_chart(title, series, t0, t1, ymax))
+    nodes = (await db.execute(
+        "SELECT name, last_seen, clock_skew FROM nodes ORDER BY name")).rows
+    open_alerts = await _count(db, "alerts", "state = 'firing'")
+    open_proposals = await _count(db, "proposals", "state = 'proposed'")
+    return Response.html(await datasette.render_template("homelab_dashboard.html", {
+        "charts": charts, "nodes": [dict(n) for n in nodes], "now": t1, "hours": HOURS,
+        "open_alerts": open_alerts, "open_proposals": open_proposals,
+    }, request=request))
+
+
+async def _count(db, table: str, where: str):
+    if not await db.table_exists(table):
+        return None
+    return (await db.execute(f"SELECT count(*) FROM {table} WHERE {where}")).first()[0]
+
+
+async def search(datasette, request):
+    q = request.args.get("q", "").strip()[:200]
+    db = datasette.get_database(DB)
+    results, errors = [], []
+    if q:
+        fts_q = " ".join('"' + t.replace('"', "") + '"' for t in q.split())  # terms, not FTS syntax
+        for label, table, sql in SEARCHES:
+            if not await db.table_exists(table):
+                continue
+            try:
+                rows = await db.execute(sql, {"q": fts_q if table.endswith("_fts") else q})
+            except Exception as e:  # noqa: BLE001 - one broken source must not hide the others
+                errors.append(f"{label}: {e}")
+                continue
+            results += [dict(r) for r in rows]
+    return Response.html(await datasette.render_template("homelab_search.html", {
+        "q": q, "results": results, "errors": errors}, request=request))
+
+
+@hookimpl
+def register_routes():
+    return [(r"^/-/dashboard$", dashboard), (r"^/-/search$", search)]
+
+
+@hookimpl
+def menu_links(datasette, actor):
+    return [{"href": datasette.urls.path("/-/dashboard"), "label": "Fleet dashboard"},
+            {"href": datasette.urls.path("/-/search"), "label": "Search everything"}]
+
+
+@hookimpl
+def extra_template_vars():
+    return {"homelab_time": lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "never"}
