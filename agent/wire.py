@@ -106,6 +106,8 @@ class Package(Event, frozen=True, tag="package"):
     version: Str | None = None
     old_version: Str | None = None
     arch: Str | None = None
+    user: Str | None = None  # who asked for it (apt's Requested-By), when known
+    command: Str | None = None  # the package manager command line (apt's Commandline), when known
 
 
 class PackageInfo(msgspec.Struct, frozen=True, array_like=True):

@@ -734,3 +734,21 @@ def m111_device_moves(db: sqlite3.Connection) -> None:
             FROM device_changes;
         """
     )
+
+
+@migration
+def m112_package_requester(db: sqlite3.Connection) -> None:
+    """Who asked for a package change and with which command (apt's history), when known."""
+    script(db,
+        """
+        ALTER TABLE package_changes ADD COLUMN user TEXT;
+        ALTER TABLE package_changes ADD COLUMN command TEXT;
+        """
+    )
+
+
+@migration
+def m301_proposal_script(db: sqlite3.Connection) -> None:
+    # The exact script text proposed (its SHA-256 is proposals.sha256), so `proposals show`
+    # shows what was proposed even after the file on disk changed.
+    db.execute("ALTER TABLE proposals ADD COLUMN script TEXT")

@@ -26,13 +26,17 @@ import shutil
 import time
 from datetime import datetime
 
+import msgspec
+
 from agent import wire
 from agent.collectors import Collector
+from agent.redact import redact
 
 log = logging.getLogger(__name__)
 
 READ_MAX = 4 * 1024 * 1024  # per poll: a huge backlog is read over several polls
 CMD_TIMEOUT = 300.0
+HOLD_MAX = 1000  # changes held back for annotation at most
 
 
 # --- log parsing (one function per manager: line -> Package or None) ------------------
@@ -160,6 +164,57 @@ def parse_extended_states(text: str) -> set[tuple[str, str]]:
     return auto
 
 
+class AptHistory:
+    """Who asked for a change and with which command: apt's ``/var/log/apt/history.log``
+    blocks (``Start-Date``, ``Commandline``, ``Requested-By`` when run through sudo, ...,
+    ``End-Date``). A dpkg change made between a block's start and end belongs to it; a
+    block without ``Requested-By`` was run by root itself. dpkg run directly leaves no block,
+    and its changes have no user."""
+
+    path = "/var/log/apt/history.log"
+    KEEP = 50  # recent blocks remembered; older changes are long reported
+
+    def __init__(self, state):
+        self.tail = LogTail(self.path, state, "packages.apt.history")
+        self.blocks: list[dict] = []
+
+    @staticmethod
+    def _when(value: str) -> float | None:
+        try:
+            return time.mktime(time.strptime(" ".join(value.split()), "%Y-%m-%d %H:%M:%S"))
+        except ValueError:
+            return None
+
+    def feed(self, lines: list[str]) -> None:
+        for line in lines:
+            key, _, value = line.partition(": ")
+            if key == "Start-Date":
+                self.blocks.append({"start": self._when(value), "end": None, "command": None, "user": "root"})
+                del self.blocks[: -self.KEEP]
+            elif not self.blocks:
+                continue
+            elif key == "Commandline":
+                redacted, _ = redact(value.strip())
+                self.blocks[-1]["command"] = redacted[:4096]
+            elif key == "Requested-By":
+                self.blocks[-1]["user"] = value.split(" (")[0].strip()[:256] or None
+            elif key == "End-Date":
+                self.blocks[-1]["end"] = self._when(value)
+
+    def start(self) -> None:
+        if self.tail.start():
+            self.feed(self.tail.read())
+
+    def refresh(self) -> None:
+        self.feed(self.tail.read())
+
+    def who(self, ts: float) -> tuple[str | None, str | None]:
+        for b in reversed(self.blocks):
+            if b["start"] is not None and b["start"] <= ts and (b["end"] is None or ts <= b["end"]):
+                return b["user"], b["command"]
+        return None, None
+
+
 async def run_cmd(*argv: str, ok: tuple[int, ...] = (0,)) -> str:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -270,10 +325,13 @@ class LogTail:
     """New complete lines of a log, from a position saved in the agent's state.
 
     Rotation: the saved inode is looked for in ``PATH.1`` and the rest of that file read
-    before the new one. Truncation (size below the position): start again from 0."""
+    before the new one. Truncation (size below the position): start again from 0.
+    With ``autocommit=False`` the position is saved only by ``commit()``, once what was
+    read has been handed on: a crash in between re-reads rather than loses."""
 
-    def __init__(self, path: str, state, key: str):
-        self.path, self.state, self.key = path, state, key
+    def __init__(self, path: str, state, key: str, autocommit: bool = True):
+        self.path, self.state, self.key, self.autocommit = path, state, key, autocommit
+        self.cur: dict | None = state.get(key)
 
     def _stat(self, path: str):
         try:
@@ -283,11 +341,16 @@ class LogTail:
 
     def start(self) -> bool:
         """On the very first run, skip history. Returns True when a position existed."""
-        if self.state.get(self.key) is not None:
+        if self.cur is not None:
             return True
         st = self._stat(self.path)
-        self.state.set(self.key, {"ino": st.st_ino if st else None, "pos": st.st_size if st else 0})
+        self.cur = {"ino": st.st_ino if st else None, "pos": st.st_size if st else 0}
+        self.state.set(self.key, self.cur)
         return False
+
+    def commit(self) -> None:
+        if self.cur is not None and self.cur != self.state.get(self.key):
+            self.state.set(self.key, self.cur)
 
     def _read(self, path: str, pos: int) -> tuple[list[str], int]:
         try:
@@ -303,15 +366,15 @@ class LogTail:
         return chunk.decode(errors="replace").splitlines(), pos + len(chunk)
 
     def read(self) -> list[str]:
-        saved = self.state.get(self.key) or {"ino": None, "pos": 0}
+        cur = self.cur or {"ino": None, "pos": 0}
         st = self._stat(self.path)
         if st is None:
             return []
         lines: list[str] = []
-        pos = saved["pos"]
-        if saved["ino"] is not None and saved["ino"] != st.st_ino:
+        pos = cur["pos"]
+        if cur["ino"] is not None and cur["ino"] != st.st_ino:
             old = self._stat(self.path + ".1")
-            if old is not None and old.st_ino == saved["ino"]:
+            if old is not None and old.st_ino == cur["ino"]:
                 lines, _ = self._read(self.path + ".1", pos)
             pos = 0
         elif st.st_size < pos:
@@ -319,8 +382,10 @@ class LogTail:
         if st.st_size > pos:
             new, pos = self._read(self.path, pos)
             lines += new
-        if pos != saved["pos"] or st.st_ino != saved["ino"]:
-            self.state.set(self.key, {"ino": st.st_ino, "pos": pos})
+        if pos != cur["pos"] or st.st_ino != cur["ino"]:
+            self.cur = {"ino": st.st_ino, "pos": pos}
+            if self.autocommit:
+                self.commit()
         return lines
 
 
@@ -339,8 +404,11 @@ class PackagesCollector(Collector):
         if settings.pending_updates_interval and settings.pending_updates_interval < 60:
             raise ValueError(f"pending_updates_interval must be 0 (off) or at least 60s, got {settings.pending_updates_interval}")
         self.managers = [m() for m in MANAGERS if m.present()]
-        self.tails = {m.name: LogTail(m.log_path, state, f"packages.{m.name}.log") for m in self.managers}
+        self.tails = {m.name: LogTail(m.log_path, state, f"packages.{m.name}.log", autocommit=False)
+                      for m in self.managers}
         self.pending_wanted = asyncio.Event()
+        self.held: dict[str, list[wire.Package]] = {}
+        self.apt = AptHistory(state) if any(isinstance(m, Dpkg) for m in self.managers) else None
 
     @classmethod
     def unavailable(cls, settings) -> str | None:
@@ -349,19 +417,34 @@ class PackagesCollector(Collector):
         return None
 
     async def follow(self, m: Manager) -> int:
-        """Emit events for new log lines. Returns how many packages changed."""
+        """Read new log lines. Returns how many packages changed. Changes are held until the
+        burst settles (apt writes who asked for them when it finishes), or HOLD_MAX of them."""
         n = 0
+        held = self.held.setdefault(m.name, [])
         for line in self.tails[m.name].read():
             ev = m.parse(line)
             if ev is None:
                 continue
             if (isinstance(m, Dpkg) and ev.action == "upgrade" and ev.old_version and ev.version
                     and ev.old_version != ev.version and await m.downgraded(ev.old_version, ev.version)):
-                ev = wire.Package(ts=ev.ts, action="downgrade", manager=ev.manager, name=ev.name,
-                                  arch=ev.arch, version=ev.version, old_version=ev.old_version)
-            self.emit(ev)
+                ev = msgspec.structs.replace(ev, action="downgrade")
+            held.append(ev)
             n += 1
+            if len(held) >= HOLD_MAX:
+                self.release(m)
         return n
+
+    def release(self, m: Manager) -> None:
+        held, self.held[m.name] = self.held.get(m.name, []), []
+        if held and self.apt is not None and isinstance(m, Dpkg):
+            self.apt.refresh()
+        for ev in held:
+            if self.apt is not None and isinstance(m, Dpkg):
+                user, command = self.apt.who(ev.ts)
+                if user or command:
+                    ev = msgspec.structs.replace(ev, user=user, command=command)
+            self.emit(ev)
+        self.tails[m.name].commit()
 
     async def snapshot(self, m: Manager) -> None:
         try:
@@ -403,9 +486,12 @@ class PackagesCollector(Collector):
         if self.settings.pending_updates_interval:
             pending = asyncio.create_task(self.pending_loop(), name="packages:pending")
         try:
+            if self.apt is not None:
+                self.apt.start()
             for m in self.managers:
                 if self.tails[m.name].start():
                     await self.follow(m)  # what happened while the agent was stopped
+                    self.release(m)
                 await self.snapshot(m)
             dirty: dict[str, float] = {}  # manager -> time of the last change seen
             while True:
@@ -416,9 +502,12 @@ class PackagesCollector(Collector):
                         dirty[m.name] = now
                     elif m.name in dirty and now - dirty[m.name] >= self.settings.packages_settle:
                         del dirty[m.name]
+                        self.release(m)
                         await self.snapshot(m)
                         self.pending_wanted.set()  # an upgrade may have cleared some
         finally:
+            for m in self.managers:  # stopping: what was seen is not lost (positions moved on)
+                self.release(m)
             if pending is not None:
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)

@@ -86,7 +86,7 @@ def twin_state(db: sqlite3.Connection, node: str, limit: int | None = None) -> d
         "packages": {
             "installed": counts[0], "manual": counts[1], "removed": counts[2],
             # what actually changed (not every package's first sighting in an inventory)
-            "recent": _rows(db, "SELECT ts, manager, action, name, arch, version, old_version FROM package_changes"
+            "recent": _rows(db, "SELECT ts, manager, action, name, arch, version, old_version, user, command FROM package_changes"
                                 " WHERE node = ? ORDER BY ts DESC, seq DESC LIMIT ?", (node, 10 if limit else lim)),
             "list": [] if limit else _rows(db, "SELECT manager, name, arch, version, manual, state, changed"
                                                " FROM packages WHERE node = ? ORDER BY name, arch", (node,)),
@@ -166,10 +166,11 @@ def _render_twin(state: dict) -> None:
     pk = state["packages"]
     con.print(f"[bold]Packages:[/] {pk['installed']} installed ({pk['manual']} manual), {pk['removed']} removed")
     if pk["recent"]:
-        t = Table("time (UTC)", "action", "package", "version", title="Latest package changes")
+        t = Table("time (UTC)", "action", "package", "version", "by", title="Latest package changes")
         for p in pk["recent"]:
             versions = " -> ".join(v for v in (p["old_version"], p["version"]) if v)
-            t.add_row(_when(p["ts"]), p["action"], p["name"] + (f":{p['arch']}" if p["arch"] else ""), versions)
+            t.add_row(_when(p["ts"]), p["action"], p["name"] + (f":{p['arch']}" if p["arch"] else ""), versions,
+                      p["user"] or "")
         con.print(t)
     pend, counts = state["pending_updates"], state["pending_counts"]
     if pend:

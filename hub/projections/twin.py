@@ -148,8 +148,8 @@ PACKAGE_STATE_SQL = (
     " seq = excluded.seq WHERE excluded.seq >= packages.seq"
 )
 PACKAGE_CHANGE_SQL = (
-    "INSERT INTO package_changes (node, seq, ts, manager, action, name, arch, version, old_version)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO package_changes (node, seq, ts, manager, action, name, arch, version, old_version,"
+    " user, command) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # A snapshot lists everything installed: whatever an older seq left marked installed is gone.
 PACKAGE_PRUNE_SQL = (
@@ -161,7 +161,7 @@ PACKAGE_PRUNE_SQL = (
 @handles(wire.Package)
 def _package(p: Projector, node: str, seq: int, ts: float, ev: wire.Package) -> None:
     p.emit(PACKAGE_CHANGE_SQL, (node, seq, ts, ev.manager, ev.action, ev.name, ev.arch,
-                                ev.version, ev.old_version))
+                                ev.version, ev.old_version, ev.user, ev.command))
     if ev.action in ("remove", "purge"):
         state = "purged" if ev.action == "purge" else "removed"
         version = ev.old_version or ev.version

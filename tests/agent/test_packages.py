@@ -14,6 +14,7 @@ import pytest
 
 from agent import wire
 from agent.collectors.packages import (
+    AptHistory,
     Dpkg,
     LogTail,
     PackagesCollector,
@@ -115,6 +116,31 @@ def test_log_tail_rotation_and_truncation(tmp_path):
     log.write_text("five\n")
     assert t.read() == ["five"]
     assert LogTail(str(log), state, "k").start() is True
+    state.close()
+
+
+def test_apt_history_says_who_and_how(tmp_path, monkeypatch):
+    log = tmp_path / "history.log"
+    log.write_text("")
+    monkeypatch.setattr(AptHistory, "path", str(log))
+    state = State(tmp_path / "s.db")
+    h = AptHistory(state)
+    h.start()
+    log.write_text(
+        "\nStart-Date: 2026-11-25  10:00:00\n"
+        "Commandline: apt-get -o Acquire::http::Proxy=http://bob:hunter2@proxy:3128 install htop\n"
+        "Requested-By: alice (1000)\n"
+        "Install: htop:amd64 (3.2.2-2)\n"
+        "End-Date: 2026-11-25  10:00:05\n"
+        "\nStart-Date: 2026-11-25  11:00:00\n"
+        "Commandline: apt-get upgrade\n")  # still running: no End-Date yet
+    h.refresh()
+    at = lambda s: time.mktime(time.strptime(s, "%Y-%m-%d %H:%M:%S"))  # noqa: E731
+    user, command = h.who(at("2026-11-25 10:00:03"))
+    assert user == "alice" and "apt-get" in command and "install htop" in command
+    assert "hunter2" not in command  # a proxy password on the command line never leaves the node
+    assert h.who(at("2026-11-25 11:00:09")) == ("root", "apt-get upgrade")  # no sudo: root asked
+    assert h.who(at("2026-11-25 10:30:00")) == (None, None)  # plain dpkg between apt runs
     state.close()
 
 
@@ -255,3 +281,35 @@ def test_settings_validated(tmp_path, key, value):
     with pytest.raises(ValueError, match=key):
         PackagesCollector(settings(**{key: value}), lambda e: True, state)
     state.close()
+
+
+@needs_dpkg
+@pytest.mark.skipif(not shutil.which("apt-get"), reason="no apt")
+async def test_apt_install_records_who_asked(tmp_path, test_package):
+    deb = build_deb(tmp_path, test_package, "2.0")
+    events: list = []
+    state = State(tmp_path / "state.db")
+    c = PackagesCollector(settings(packages_poll=0.1, packages_settle=0.3, pending_updates_interval=0),
+                          lambda e: events.append(e) or True, state)
+    task = asyncio.create_task(c.run())
+    try:
+        deadline = time.monotonic() + 30
+        while not any(isinstance(e, wire.PackageInventory) for e in events):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        # apt installs a local .deb without the network; SUDO_UID is how apt learns who asked
+        r = subprocess.run(["apt-get", "install", "-y", "-q", str(deb)], capture_output=True, text=True,
+                           env={**os.environ, "SUDO_UID": "65534", "DEBIAN_FRONTEND": "noninteractive"}, timeout=120)
+        if r.returncode != 0 and "lock" in r.stderr:
+            pytest.skip(f"apt is busy: {r.stderr.strip()[-200:]}")
+        assert r.returncode == 0, r.stderr
+        while not [e for e in events if isinstance(e, wire.Package) and e.name == test_package]:
+            assert time.monotonic() < deadline + 30, "no install event"
+            await asyncio.sleep(0.05)
+        ev = next(e for e in events if isinstance(e, wire.Package) and e.name == test_package)
+        assert (ev.action, ev.version, ev.user) == ("install", "2.0", "nobody")
+        assert ev.command.startswith("apt-get install -y -q") and str(deb) in ev.command
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        state.close()

@@ -109,7 +109,8 @@ async def test_packages_history_and_state(hub):
     await s.send(pkginv(T0, ("bash", "5.2", "amd64", True), ("libc6", "2.36", "amd64", False), ("vim", "9.0", "amd64", True)))
     assert hub.query("SELECT count(*) FROM packages WHERE state='installed'") == [(3,)]
     await s.send(
-        wire.Package(ts=T0 + 10, action="install", manager="dpkg", name="htop", version="3.2", arch="amd64"),
+        wire.Package(ts=T0 + 10, action="install", manager="dpkg", name="htop", version="3.2", arch="amd64",
+                     user="alice", command="apt-get install htop"),
         wire.Package(ts=T0 + 20, action="upgrade", manager="dpkg", name="bash", version="5.3", old_version="5.2", arch="amd64"),
         wire.Package(ts=T0 + 30, action="remove", manager="dpkg", name="vim", old_version="9.0", arch="amd64"),
     )
@@ -122,8 +123,8 @@ async def test_packages_history_and_state(hub):
     state = dict((r[0], r[1:]) for r in hub.query("SELECT name, version, state, manual FROM packages"))
     assert state["libc6"][1] == "removed" and state["htop"] == ("3.2", "installed", 0)
     assert state["vim"][1] == "removed"
-    assert hub.query("SELECT action, name FROM package_changes ORDER BY ts") == [
-        ("install", "htop"), ("upgrade", "bash"), ("remove", "vim")]
+    assert hub.query("SELECT action, name, user, command FROM package_changes ORDER BY ts") == [
+        ("install", "htop", "alice", "apt-get install htop"), ("upgrade", "bash", None, None), ("remove", "vim", None, None)]
 
 
 async def test_pending_services_devices_processes(hub):
