@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = "/var/run/tailscale/tailscaled.sock"
 LOCALAPI_HOST = "local-tailscaled.sock"  # tailscaled checks the Host header
+DOWN_RETRY = 30.0  # seconds between attempts once tailscaled stopped answering
 
 
 def socket_path() -> str:
@@ -135,9 +136,14 @@ class Whois:
         self.ttl = ttl
         self.cache: dict[str, tuple[float, Identity | None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        self.down_until = 0.0
 
     def available(self) -> bool:
         return os.path.exists(self.path)
+
+    def down(self) -> bool:
+        """True for a while after tailscaled failed to answer: do not ask (or log) per request."""
+        return time.monotonic() < self.down_until
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -168,7 +174,8 @@ class Whois:
                     raise LocalAPIUnavailable(f"whois answered {r.status}: {(await r.text())[:200]}")
                 else:
                     ident = Identity.from_whois(await r.json(content_type=None))
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, LocalAPIUnavailable) as e:
+            self.down_until = time.monotonic() + DOWN_RETRY
             raise LocalAPIUnavailable(f"tailscaled LocalAPI ({self.path}): {e}") from None
         if len(self.cache) > 4096:
             self.cache.clear()

@@ -26,7 +26,7 @@ from aiohttp import web
 from hub import auth
 from hub.errors import Forbidden
 from hub.keys import CRED_CACHE, READ_DB, SETTINGS, STATS, WRITER
-from hub.tailnet import Identity, LocalAPIUnavailable, Whois
+from hub.tailnet import DOWN_RETRY, Identity, LocalAPIUnavailable, Whois
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,14 @@ async def _whois(request: web.Request) -> tuple[bool, Identity | None]:
     ip, port = _peer(request)
     if ip is None:
         return False, None
+    if whois.down():
+        request.app[STATS]["tailnet_unchecked"] += 1
+        return False, None
     try:
         return True, await whois.lookup(ip, port)
     except LocalAPIUnavailable as e:
         request.app[STATS]["tailnet_unchecked"] += 1
-        log.warning("cannot check the tailnet identity of %s: %s", ip, e)
+        log.warning("cannot check tailnet identities for %.0fs: %s", DOWN_RETRY, e)
         return False, None
 
 

@@ -23,6 +23,7 @@ class FakeTailscaled:
         self.peers: dict[str, dict] = {}  # ip -> whois body
         self.whois_calls = 0
         self.bad_host = 0
+        self.fail = False
 
     def set_peer(self, ip: str, stable_id: str, name: str, user: str = "alice@example.com") -> None:
         self.peers[ip] = {"Node": {"ID": 1234, "StableID": stable_id, "Name": f"{name}.tail1234.ts.net.",
@@ -31,6 +32,8 @@ class FakeTailscaled:
 
     async def whois(self, request: web.Request) -> web.Response:
         self.whois_calls += 1
+        if self.fail:
+            return web.Response(status=500, text="backend not running")
         if request.headers.get("Host") != tailnet.LOCALAPI_HOST:
             self.bad_host += 1
         addr = request.query.get("addr", "")
@@ -182,3 +185,21 @@ async def _in_thread(fn, *args):
     import asyncio
 
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def test_broken_tailscaled_fails_open_counted_and_is_not_asked_per_request(tailscaled, ts_hub):
+    from hub.features.tailnet import WHOIS
+    from hub.keys import STATS
+
+    hub = await ts_hub(tailscaled.path)
+    tailscaled.set_peer("127.0.0.1", "nD", "d")
+    status, body = await join(hub, "d")
+    assert status == 200
+
+    hub.app[WHOIS].cache.clear()
+    tailscaled.fail = True  # every whois now answers 500
+    before = tailscaled.whois_calls
+    for i in range(1, 4):
+        assert (await send(hub, body["credential"], "d", [(i, metric())]))[0] == 200
+    assert hub.app[STATS]["tailnet_unchecked"] == 3
+    assert tailscaled.whois_calls - before == 1  # asked once, then left alone for a while
