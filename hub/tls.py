@@ -88,6 +88,17 @@ def fingerprint(data_dir: Path) -> str:
     return fingerprint_of_pem(ensure_cert(data_dir).read_bytes())
 
 
+def curl_pin(data_dir: Path) -> str:
+    """The certificate's public key as curl's ``--pinnedpubkey`` wants it (``sha256//<base64>``),
+    for bootstrap one-liners that must fetch from a hub with this self-signed certificate."""
+    import base64
+
+    cert = x509.load_pem_x509_certificate(ensure_cert(data_dir).read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256//" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
 def server_context(data_dir: Path) -> ssl.SSLContext:
     crt = ensure_cert(data_dir)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

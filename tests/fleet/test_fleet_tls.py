@@ -46,6 +46,28 @@ def test_cert_is_created_once_and_fingerprint_is_stable(tmp_path):
     assert (tmp_path / tls.KEY_FILE).stat().st_mode & 0o777 == 0o600
     assert tls.fingerprint(tmp_path) == fp  # not re-created
     tls.server_context(tmp_path)  # loads
+    assert re.fullmatch(r"sha256//[A-Za-z0-9+/]{43}=", tls.curl_pin(tmp_path))
+
+
+def test_curl_accepts_the_pin_and_refuses_another(tmp_path, tls_env, hub_process):
+    import os
+    import shutil
+
+    if not shutil.which("curl"):
+        pytest.skip("no curl")
+    h = hub_process()
+    os.environ["HOMELAB_HUB_LISTEN"] = f"127.0.0.1:{h.port}"
+    try:
+        h.start()
+        url = f"https://127.0.0.1:{h.port}/healthz"
+        ok = subprocess.run(["curl", "-sk", "--pinnedpubkey", tls.curl_pin(h.data_dir), url],
+                            capture_output=True, text=True, timeout=20)
+        assert ok.returncode == 0 and '"ok": true' in ok.stdout
+        other = tls.curl_pin(tmp_path / "other")
+        bad = subprocess.run(["curl", "-sk", "--pinnedpubkey", other, url], capture_output=True, text=True, timeout=20)
+        assert bad.returncode == 90  # CURLE_SSL_PINNEDPUBKEYNOTMATCH
+    finally:
+        os.environ.pop("HOMELAB_HUB_LISTEN", None)
 
 
 def test_tls_enroll_join_pin_and_ship(tmp_path, tls_env, hub_process, agent_process):
