@@ -155,7 +155,8 @@ class JobRunner:
         max_risk = self.settings.max_risk
         if max_risk not in pbmod.RISKS:
             raise Refused(f"max_risk setting {max_risk!r} is not one of {', '.join(pbmod.RISKS)}", job_id, name)
-        if mode == "run" and pbmod.risk_rank(pb.risk) > pbmod.risk_rank(max_risk):
+        # check and verify are dry runs by contract; run and rollback change things
+        if mode in ("run", "rollback") and pbmod.risk_rank(pb.risk) > pbmod.risk_rank(max_risk):
             raise Refused(f"playbook {name!r} is {pb.risk}; this node runs at most {max_risk}", job_id, name)
         if mode != "run" and not getattr(pb, mode):
             raise Refused(f"playbook {name!r} has no {mode} step", job_id, name)

@@ -17,6 +17,7 @@ CLI's own BEGIN IMMEDIATE) and never commits.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -137,14 +138,15 @@ def create(db: sqlite3.Connection, *, node: str, pb: Playbook, params: dict[str,
     bypass the header). Past the run budget it is born escalated."""
     now = time.time() if now is None else now
     params = pbmod.validate_params(pb, params)
+    script = _script_of(pb)
     escalate = over_budget(db, rule, node, budget, now)
     cur = db.execute(
         "INSERT INTO proposals (created, updated, state, node, rule, alert_id, request_id, playbook,"
-        " sha256, risk, params, why, evidence, rationale, chosen_by, decision_id, auto, expires, reason)"
-        " VALUES (?, ?, 'proposed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        " sha256, risk, params, why, evidence, rationale, chosen_by, decision_id, auto, expires, reason, script)"
+        " VALUES (?, ?, 'proposed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
         (now, now, node, rule, alert_id, request_id, pb.name, pb.sha256, pb.risk,
          canonical_params(params), why, json.dumps(evidence or [], default=str), rationale,
-         chosen_by, decision_id, int(auto), now + ttl),
+         chosen_by, decision_id, int(auto), now + ttl, script),
     )
     pid = cur.lastrowid
     assert pid is not None
@@ -158,6 +160,18 @@ def create(db: sqlite3.Connection, *, node: str, pb: Playbook, params: dict[str,
     if escalate:
         transition(db, pid, "escalated", "hub", escalate, now, reason=escalate)
     return pid
+
+
+def _script_of(pb: Playbook) -> str:
+    """The script text whose hash is pb.sha256 (the file may have changed since it was loaded)."""
+    try:
+        with open(pb.path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise Conflict(f"playbook {pb.name!r} cannot be read: {e.strerror}") from None
+    if hashlib.sha256(data).hexdigest() != pb.sha256:
+        raise Conflict(f"playbook {pb.name!r} changed while the proposal was being made; try again")
+    return data.decode("utf-8", "replace")
 
 
 def approve(db: sqlite3.Connection, pid: int, actor: str, pb: Playbook | None, *, ttl: float = 3600.0,

@@ -107,7 +107,7 @@ def show(pid, data_dir, as_json) -> None:
             "SELECT id, mode, state, created, finished, exit_code, reason, output FROM jobs WHERE proposal_id = ? ORDER BY created",
             (pid,))]
     pb = Registry.from_settings(s).get(p["playbook"])
-    script = pb.text if pb else None
+    script = p.pop("script", None)
     p["params"] = json.loads(p["params"])
     p["evidence"] = json.loads(p["evidence"] or "[]")
     check = next((j for j in reversed(jobs) if j["mode"] == "check"), None)
@@ -150,7 +150,7 @@ def show(pid, data_dir, as_json) -> None:
             c.print(f"{j['mode']} output ({j['state']}):")
             c.print(j["output"].rstrip(), markup=False)
     if script is not None:
-        c.print("script:")
+        c.print(f"script (as proposed, sha256 {p['sha256'][:16]}...):")
         c.print(script.rstrip(), markup=False)
 
 

@@ -163,7 +163,13 @@ async def _step(app: web.Application, st: State) -> None:
         "SELECT id, alert_id, rule, node, alert, candidates FROM proposal_requests WHERE done IS NULL ORDER BY id LIMIT 20"
     ).fetchall()
     for r in reqs:
-        await _handle_request(app, st, books, tuple(r))
+        try:
+            await _handle_request(app, st, books, tuple(r))
+        except Exception as e:  # noqa: BLE001 - one bad request must not block the others
+            log.exception("proposal request %s failed", r[0])
+            err = f"error: {type(e).__name__}: {e}"[:1000]
+            await writer.run(lambda db, rid=r[0], err=err: db.execute(
+                "UPDATE proposal_requests SET done = ?, outcome = ? WHERE id = ?", (time.time(), err, rid)))
 
     def tick(db):
         now = time.time()
