@@ -1,12 +1,34 @@
-"""Feeding a real in-process hub the events a node would send (docs, export, drift tests)."""
+"""Feeding a real in-process hub the events a node would send (docs, export, drift tests),
+and the root conftest's helpers under a name no other conftest.py can shadow."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
 from agent import wire
+
+
+def _root_conftest():
+    # `from conftest import ...` is ambiguous once a sub-directory has its own conftest.py
+    # (pytest imports them all as "conftest"); load tests/conftest.py under its own name.
+    name = "homelab_tests_root_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "conftest.py")
+        assert spec and spec.loader
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+_root = _root_conftest()
+Proc, async_wait_for, free_port, join_agent, query, wait_for = (
+    _root.Proc, _root.async_wait_for, _root.free_port, _root.join_agent, _root.query, _root.wait_for)
 
 
 class FakeNode:

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 import pytest
-from conftest import free_port, join_agent, query, wait_for
+from selfdoc_helpers import free_port, join_agent, query, wait_for
 
 from agent import wire
 from hub import backup

@@ -7,8 +7,16 @@ import subprocess
 import sys
 
 import pytest
-from conftest import async_wait_for, query
-from selfdoc_helpers import FakeNode, created, inventory, modified, packages, service
+from selfdoc_helpers import (
+    FakeNode,
+    async_wait_for,
+    created,
+    inventory,
+    modified,
+    packages,
+    query,
+    service,
+)
 
 from hub import docsgen
 from hub.errors import NotFound

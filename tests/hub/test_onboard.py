@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import Proc, free_port, query, wait_for
+from selfdoc_helpers import Proc, free_port, query, wait_for
 
 from hub import onboard
 

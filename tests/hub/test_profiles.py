@@ -10,8 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import async_wait_for, query
-from selfdoc_helpers import FakeNode, service
+from selfdoc_helpers import FakeNode, async_wait_for, query, service
 
 from hub import paths, profiles
 
