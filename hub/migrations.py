@@ -752,3 +752,9 @@ def m301_proposal_script(db: sqlite3.Connection) -> None:
     # The exact script text proposed (its SHA-256 is proposals.sha256), so `proposals show`
     # shows what was proposed even after the file on disk changed.
     db.execute("ALTER TABLE proposals ADD COLUMN script TEXT")
+
+
+@migration
+def m113_file_changes_node_ts(db: sqlite3.Connection) -> None:
+    """The changes timeline filters file_changes by node and time, not by path."""
+    db.execute("CREATE INDEX IF NOT EXISTS file_changes_node_ts ON file_changes(node, ts)")
