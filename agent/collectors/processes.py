@@ -8,7 +8,8 @@ owner and command line are read only for the handful of processes that make the 
 
 CPU percent is over the interval between samples, per core as ``top`` shows it (a process
 using two cores fully is 200%). A process's start time is kept with its ticks so a reused
-PID is never credited with the previous owner's CPU time.
+PID is never credited with the previous owner's CPU time. Command lines are redacted on the
+node (``agent.redact``, the rules used for shell commands) before they are sent.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 
 from agent import wire
 from agent.collectors import Collector
+from agent.redact import redact
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -97,7 +99,9 @@ class ProcSampler:
                     cmd = f.read(CMDLINE_MAX * 4)
             except OSError:
                 continue  # exited since: not worth reporting
-            cmdline = cmd.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")[:CMDLINE_MAX]
+            # Command lines carry passwords and tokens as often as shell history does.
+            cmdline, _ = redact(cmd.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace"))
+            cmdline = cmdline[:CMDLINE_MAX]
             out.append(wire.Proc(pid=int(pid), name=name, user=self.user(uid),
                                  cpu_percent=round(cpu, 1), rss=rss, cmdline=cmdline))
         return out
@@ -121,7 +125,7 @@ class PsutilSampler:
         by_mem = sorted(rows, key=lambda r: -r[1])[: self.top]
         chosen = {r[2]["pid"]: r for r in (*by_cpu, *by_mem)}
         return [wire.Proc(pid=i["pid"], name=i["name"] or "", user=i["username"] or "",
-                          cpu_percent=round(cpu, 1), rss=rss, cmdline=" ".join(i["cmdline"] or [])[:CMDLINE_MAX])
+                          cpu_percent=round(cpu, 1), rss=rss, cmdline=redact(" ".join(i["cmdline"] or []))[0][:CMDLINE_MAX])
                 for cpu, rss, i in sorted(chosen.values(), key=lambda r: (-r[0], -r[1]))]
 
 

@@ -106,3 +106,13 @@ def test_settings_validated(tmp_path, key, value):
     with pytest.raises(ValueError, match=key):
         ProcessesCollector(settings, lambda e: True, state)
     state.close()
+
+
+def test_secrets_in_command_lines_are_redacted(children):
+    secret = "s3cr3t-" + "x" * 12
+    holder = children(HOLD, f"--password={secret}", "https://bob:hunter2@example.invalid/x")
+    assert holder.stdout.readline() == b"ready\n"
+    top = ProcSampler(top=5).sample()
+    mine = next(p for p in top if p.pid == holder.pid)  # top by memory
+    assert secret not in mine.cmdline and "hunter2" not in mine.cmdline
+    assert "--password=" in mine.cmdline and "example.invalid" in mine.cmdline
