@@ -57,7 +57,14 @@ def test_sent_at_start_then_only_on_change(collector):
     ev = events[0]
     assert isinstance(ev, wire.Inventory) and ev.hostname == socket.gethostname()
     wire.encode_event(ev)  # the facts must be encodable as they are
-    assert not c.check() and len(events) == 1  # nothing changed: nothing sent
+    # Nothing changed: nothing sent. (Another process may add an interface meanwhile on a
+    # shared machine; then the event must carry a real difference, and we look again.)
+    for _ in range(3):
+        if not c.check():
+            break
+        assert events[-1].facts != events[-2].facts or events[-1].hostname != events[-2].hostname
+    else:
+        raise AssertionError("the inventory changed on every check")
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"), reason="needs root and iproute2")
