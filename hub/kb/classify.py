@@ -25,7 +25,7 @@ from dataclasses import dataclass
 DEFAULT_CATEGORIES = ("hardware", "networking", "storage", "services", "security", "how-to",
                       "snippet", "note")
 MIN_EXAMPLES = 8  # fewer training documents than this: keyword rules decide
-RULE_WEIGHT = 0.6  # log-odds per keyword-rule point added to the learned posterior
+RULE_WEIGHT = 1.0  # weight of the keyword rules' share of points next to the learned score
 
 _STOP = frozenset("""a an and are as at be by for from has have how i if in into is it its
 of on or our so that the their then there these this to was we were what when where which
@@ -106,19 +106,18 @@ class Model:
     def usable(self) -> bool:
         return self.examples >= MIN_EXAMPLES and len(self.doc_counts) >= 2
 
-    def log_posteriors(self, text: str, categories: Sequence[str]) -> dict[str, float]:
-        # words never seen in training say nothing about any class; scoring them would only
-        # favour the classes with the least text
-        counts = Counter(t for t in tokens(text) if t in self.words)
-        n = self.examples + len(categories)
+    def scores(self, text: str, categories: Sequence[str]) -> dict[str, float]:
+        """Mean log-likelihood per distinct known word. Distinct words and the mean (rather
+        than the sum) keep long documents from drowning the keyword prior; words never seen
+        in training say nothing about any class and would only favour classes with little
+        text, so they are left out."""
+        words = {t for t in tokens(text) if t in self.words}
         out = {}
         for cat in categories:
             c = self.token_counts.get(cat, Counter())
             denom = math.log(self.totals.get(cat, 0) + self.vocab)
-            lp = math.log((self.doc_counts.get(cat, 0) + 1) / n)
-            for tok, k in counts.items():
-                lp += k * (math.log(c.get(tok, 0) + 1) - denom)
-            out[cat] = lp
+            ll = sum(math.log(c.get(t, 0) + 1) - denom for t in words)
+            out[cat] = ll / len(words) if words else 0.0
         return out
 
 
@@ -166,8 +165,9 @@ def choose(title: str, text: str, kind: str, categories: Sequence[str], model: M
     # every unseen word (its smoothed likelihood is flatter), not a real preference.
     trained = [c for c in categories if model is not None and model.doc_counts.get(c)]
     if model is not None and model.usable() and len(trained) >= 2:
-        post = model.log_posteriors(training_text(title, text), trained)
-        best = max(trained, key=lambda c: post[c] + RULE_WEIGHT * rules[c])
+        learned = model.scores(training_text(title, text), trained)
+        total = sum(rules.values()) or 1.0
+        best = max(trained, key=lambda c: learned[c] + RULE_WEIGHT * rules[c] / total)
         return best, "learned"
     if max(rules.values(), default=0) > 0:
         return max(categories, key=lambda c: rules[c]), "rules"
