@@ -312,11 +312,11 @@ def check_value(name: str, spec: ParamSpec, value: Any) -> str:
         raise ValueError(f"parameter {name!r}: {v!r} is not one of {', '.join(spec.enum)}")
     if spec.pattern is not None and not re.fullmatch(spec.pattern, v):
         raise ValueError(f"parameter {name!r}: {v!r} does not match the pattern {spec.pattern}")
-    if spec.pattern is None and spec.enum is None:
-        if spec.type == "string" and not re.fullmatch(SAFE_STRING, v):
-            raise ValueError(f"parameter {name!r}: only letters, digits, spaces and _ . , : @ % + = / - are allowed")
-        if spec.type == "path" and not re.fullmatch(SAFE_PATH, v):
-            raise ValueError(f"parameter {name!r}: only letters, digits and _ . , : @ % + = / - are allowed in paths")
+    if spec.type == "string" and spec.pattern is None and spec.enum is None and not re.fullmatch(SAFE_STRING, v):
+        raise ValueError(f"parameter {name!r}: only letters, digits, spaces and _ . , : @ % + = / - are allowed")
+    # paths always: a pattern such as ^/tmp(/.*)?$ narrows where, this narrows what
+    if spec.type == "path" and not re.fullmatch(SAFE_PATH, v):
+        raise ValueError(f"parameter {name!r}: only letters, digits and _ . , : @ % + = / - are allowed in paths")
     return v
 
 

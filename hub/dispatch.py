@@ -73,6 +73,8 @@ def dispatch_approved(db: sqlite3.Connection, books: dict[str, Playbook], key: E
             problem = "parameters differ from the approved ones"
         elif p["approval_node"] != p["node"]:
             problem = "node differs from the approved one"
+        else:
+            problem = _binding_problem(db, p, pb)
         if problem:
             transition(db, pid, "failed", "hub", f"not dispatched: {problem}", now, reason=problem)
             continue
@@ -90,6 +92,23 @@ def dispatch_approved(db: sqlite3.Connection, books: dict[str, Playbook], key: E
         transition(db, pid, "dispatched", "hub", f"job {job_id}", now, job_id=job_id)
         out.append((pid, job_id))
     return out
+
+
+def _binding_problem(db: sqlite3.Connection, p: dict, pb: Playbook) -> str | None:
+    """Cross-check the proposal row against the audit trail's record of the approval, and the
+    parameters against the header once more: an edit of the row after approval (both the
+    values and their approval copies) is caught here, not on the node."""
+    rec = proposals.approval_record(db, p["id"])
+    if rec is None:
+        return "no approval in the audit trail"
+    for key in ("approval_sha256", "approval_params", "approval_node", "approval_expires"):
+        if rec.get(key) != p[key]:
+            return f"{key} differs from the approval recorded in the audit trail"
+    try:
+        pbmod.validate_params(pb, json.loads(p["params"]))
+    except ValueError as e:
+        return f"parameters fail the header: {e}"
+    return None
 
 
 def queue_check(db: sqlite3.Connection, key: Ed25519PrivateKey, pid: int, pb: Playbook,

@@ -195,7 +195,10 @@ def approve(db: sqlite3.Connection, pid: int, actor: str, pb: Playbook | None, *
                        f"(was {p['sha256'][:12]}, now {pb.sha256[:12]}): it cannot be approved")
     if pb.risk == "destructive" and confirm_node != p["node"]:
         raise BadRequest(f"proposal {pid} runs a destructive playbook: confirm by typing the node name {p['node']!r}")
-    params = pbmod.validate_params(pb, json.loads(p["params"]))
+    try:
+        params = pbmod.validate_params(pb, json.loads(p["params"]))
+    except ValueError as e:
+        raise BadRequest(f"proposal {pid} cannot be approved: {e}") from None
     if canonical_params(params) != p["params"]:
         raise Conflict(f"proposal {pid}: parameters no longer pass the playbook header as stored")
     reason = over_budget(db, p["rule"], p["node"], budget, now)
@@ -250,3 +253,11 @@ def history(db: sqlite3.Connection, pid: int) -> list[dict]:
             (pid,),
         )
     ]
+
+
+def approval_record(db: sqlite3.Connection, pid: int) -> dict | None:
+    """What the audit trail says was approved (the newest approval of this proposal)."""
+    row = db.execute(
+        "SELECT data FROM audit WHERE proposal_id = ? AND action = 'approved' ORDER BY id DESC LIMIT 1", (pid,)
+    ).fetchone()
+    return json.loads(row[0]) if row else None

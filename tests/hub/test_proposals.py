@@ -178,6 +178,30 @@ def test_approval_bound_to_params_and_node(w, column, value, needle):
     assert p["state"] == "failed" and needle in p["reason"]
 
 
+@pytest.mark.parametrize("sql,needle", [
+    # both the value and its approval copy edited: the audit trail still says what was approved
+    ("UPDATE proposals SET params = ?, approval_params = ? WHERE id = ?", "approval_params differs"),
+    ("UPDATE proposals SET approval_expires = approval_expires + 86400 WHERE id = ?", "approval_expires differs"),
+])
+def test_row_edits_after_approval_are_caught_by_the_audit_record(w, sql, needle):
+    pid = w.propose()
+    w.approve(pid)
+    evil = '{"age":"60","path":"/tmp"}'
+    args = (evil, evil, pid) if sql.count("?") == 3 else (pid,)
+    w.tx(lambda db: db.execute(sql, args))
+    assert w.dispatch() == []
+    p = proposals.get(w.db, pid)
+    assert p["state"] == "failed" and needle in p["reason"]
+
+
+def test_hostile_params_planted_in_the_database_cannot_be_approved(w):
+    pid = w.propose()
+    w.tx(lambda db: db.execute("UPDATE proposals SET params = ? WHERE id = ?", ('{"path":"/tmp/$(reboot)"}', pid)))
+    with pytest.raises(BadRequest, match="only letters"):
+        w.approve(pid)
+    assert w.state(pid) == "proposed"
+
+
 def test_approval_and_proposal_expire(w):
     pid = w.propose()
     w.approve(pid, ttl=60)
