@@ -40,6 +40,10 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("allow_playbooks", [], "HOMELAB_AGENT_ALLOW_PLAYBOOKS", "If set, only these playbooks may run here.", parse_list),
     Opt("playbooks_dir", None, "HOMELAB_AGENT_PLAYBOOKS_DIR", "Playbooks installed on this node. Default: the shipped playbooks/.", Path),
     Opt("socket", None, "HOMELAB_AGENT_SOCKET", "Unix socket the shell hook reports commands to. Default: STATE_DIR/commands.sock.", Path),
+    # logs (docs/logs-and-commands.md)
+    Opt("log_journal", True, "HOMELAB_AGENT_LOG_JOURNAL", "Read journald (journalctl) where a journal exists, instead of /var/log/syslog, auth.log and messages.", parse_bool),
+    Opt("journal_dir", None, "HOMELAB_AGENT_JOURNAL_DIR", "Read the journal files in this directory (journalctl --directory) instead of the system journal.", Path),
+    Opt("log_max_rate", 2000, "HOMELAB_AGENT_LOG_MAX_RATE", "Most log lines per second the logs collector ships (bursts up to 10x); the excess is shed and counted. 0: no limit but the queue's.", int),
     # digital twin (docs/twin.md)
     Opt("device_subsystems", ["block", "net", "usb", "pci", "input", "sound", "scsi", "nvme", "hidraw", "video4linux", "drm", "bluetooth", "thunderbolt", "mmc", "usbmisc"], "HOMELAB_AGENT_DEVICE_SUBSYSTEMS", "Device subsystems reported by the devices collector; '*' reports every subsystem.", parse_list),
     Opt("packages_poll", 2.0, "HOMELAB_AGENT_PACKAGES_POLL", "How often the package manager's log is checked for new lines.", parse_duration),

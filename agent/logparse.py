@@ -249,8 +249,8 @@ def parse_journal(line: str) -> Parsed | None:
         e = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(e, dict):
-        return None
+    if not isinstance(e, dict) or not ("MESSAGE" in e or "__CURSOR" in e or "__REALTIME_TIMESTAMP" in e):
+        return None  # some other JSON log line: kept whole by the caller
     return journal_entry(e)
 
 

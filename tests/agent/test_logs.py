@@ -1,0 +1,329 @@
+"""The logs collector on real files (append, rotation, truncation, restarts, floods) and on a
+real journal written by systemd-journal-remote and read by journalctl."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent import wire
+from agent.collectors import logs as logsmod
+from agent.collectors.logs import LogsCollector
+from agent.config import AGENT_OPTS
+from agent.settings import load
+from agent.state import State
+from tests.conftest import async_wait_for, join_agent, wait_for
+
+JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, files: list[Path], capacity: int | None = None, **flags):
+        self.tmp_path = tmp_path
+        self.flags = {"state_dir": tmp_path, "log_files": [str(f) for f in files],
+                      "log_journal": False, **flags}
+        self.capacity = capacity
+        self.events: list = []
+        self.refused = 0
+        self.task: asyncio.Task | None = None
+
+    def _emit(self, e) -> bool:
+        if self.capacity is not None and len(self.events) >= self.capacity:
+            self.refused += 1
+            return False
+        self.events.append(e)
+        return True
+
+    @property
+    def logs(self) -> list[wire.Log]:
+        return [e for e in self.events if isinstance(e, wire.Log)]
+
+    def messages(self) -> list[str]:
+        return [e.message for e in self.logs]
+
+    async def start(self):
+        self.state = State(self.tmp_path / "state.db")
+        settings = load(AGENT_OPTS, self.flags, None, env={})
+        self.col = LogsCollector(settings, self._emit, self.state)
+        self.task = asyncio.create_task(self.col.run())
+        await asyncio.sleep(0.2)  # first pass: positions taken
+
+    async def stop(self):
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        self.state.close()
+
+    async def expect(self, messages: list[str], timeout: float = 10):
+        await async_wait_for(lambda: len(self.logs) >= len(messages), timeout,
+                             what=f"{len(messages)} lines (have {self.messages()[-5:]})")
+        await asyncio.sleep(0.2)  # and no more than that
+        assert self.messages() == messages
+
+
+def line(i: int, prog: str = "app") -> str:
+    return f"Nov 25 10:00:{i % 60:02d} host1 {prog}[{100 + i}]: message {i}\n"
+
+
+def append(path: Path, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text)
+
+
+async def test_follows_new_lines_parsed(tmp_path):
+    f = tmp_path / "app.log"
+    f.write_text(line(0) + line(1))  # history: not shipped on first sight
+    h = Harness(tmp_path, [f])
+    await h.start()
+    append(f, line(2) + "<11>1 2025-01-01T00:00:00Z web nginx 77 - - upstream down\n" + "a partial")
+    await h.expect(["message 2", "upstream down"])
+    a, b = h.logs
+    assert (a.source, a.program, a.pid, a.host) == (str(f), "app", 102, "host1")
+    assert (b.program, b.pid, b.severity, b.facility, b.ts) == ("nginx", 77, 3, "user", 1735689600.0)
+    append(f, " line\n")  # the partial line completes
+    await h.expect(["message 2", "upstream down", "a partial line"])
+    await h.stop()
+
+
+async def test_file_that_appears_later_is_read_from_its_start(tmp_path):
+    f = tmp_path / "later.log"
+    h = Harness(tmp_path, [f])
+    await h.start()
+    f.write_text(line(1) + line(2))
+    await h.expect(["message 1", "message 2"])
+    await h.stop()
+
+
+async def test_rotation_loses_and_repeats_nothing(tmp_path):
+    f = tmp_path / "syslog"
+    f.write_text("")
+    h = Harness(tmp_path, [f])
+    await h.start()
+    with open(f, "a") as w:  # a writer that keeps its handle across the rename, as daemons do
+        w.write(line(1))
+        w.flush()
+        await async_wait_for(lambda: h.logs, 5, what="first line")
+        os.rename(f, str(f) + ".1")
+        w.write(line(2))  # still into the rotated file
+        w.flush()
+    f.write_text(line(3))  # the new file
+    append(f, line(4))
+    await h.expect(["message 1", "message 2", "message 3", "message 4"])
+    await h.stop()
+
+
+async def test_truncation_starts_over(tmp_path):
+    f = tmp_path / "app.log"
+    f.write_text("")
+    h = Harness(tmp_path, [f])
+    await h.start()
+    append(f, line(1) * 50)
+    await async_wait_for(lambda: len(h.logs) == 50, 5, what="50 lines")
+    with open(f, "w") as w:  # copytruncate / > file
+        w.write(line(2))
+    await h.expect(["message 1"] * 50 + ["message 2"])
+    await h.stop()
+
+
+async def test_position_survives_restart_and_rotation_while_stopped(tmp_path):
+    f = tmp_path / "app.log"
+    f.write_text("")
+    h = Harness(tmp_path, [f])
+    await h.start()
+    append(f, line(1))
+    await h.expect(["message 1"])
+    await h.stop()
+    append(f, line(2))  # written while the agent is stopped
+    h2 = Harness(tmp_path, [f])
+    await h2.start()
+    await h2.expect(["message 2"])
+    await h2.stop()
+    append(f, line(3))
+    os.rename(f, str(f) + ".1")  # rotated while stopped, with an unread line in it
+    f.write_text(line(4))
+    h3 = Harness(tmp_path, [f])
+    await h3.start()
+    await h3.expect(["message 3", "message 4"])
+    await h3.stop()
+
+
+async def test_long_lines_are_cut_and_binary_is_kept_readable(tmp_path):
+    f = tmp_path / "app.log"
+    f.write_text("")
+    h = Harness(tmp_path, [f])
+    await h.start()
+    with open(f, "ab") as w:
+        w.write(b"x" * (logsmod.MAX_LINE * 3) + b"\n" + b"after \xff\xfe bytes\n")
+    await async_wait_for(lambda: len(h.logs) == 2, 5, what="two lines")
+    assert len(h.logs[0].message) == logsmod.MAX_LINE and set(h.logs[0].message) == {"x"}
+    assert h.logs[1].message == "after \ufffd\ufffd bytes"
+    await h.stop()
+
+
+async def test_over_rate_lines_are_shed_and_counted(tmp_path):
+    f = tmp_path / "app.log"
+    f.write_text("")
+    h = Harness(tmp_path, [f], log_max_rate=100)  # burst 1,000
+    await h.start()
+    append(f, line(1) * 5000)
+    await async_wait_for(lambda: h.col.stats["lines"] == 5000, 10, what="all lines read")
+    shipped = len(h.logs)
+    assert 1000 <= shipped < 1200 and h.col.stats["shed"] == 5000 - shipped
+    await h.stop()  # the count is reported on stop at the latest
+    notices = [e for e in h.events if isinstance(e, wire.Notice)]
+    assert notices and f"shed {5000 - shipped} log lines" in notices[-1].message
+
+
+async def test_full_queue_is_counted_and_reading_goes_on(tmp_path):
+    f = tmp_path / "app.log"
+    f.write_text("")
+    h = Harness(tmp_path, [f], capacity=100, log_max_rate=0)
+    await h.start()
+    append(f, line(1) * 3000)
+    await async_wait_for(lambda: h.col.stats["lines"] == 3000, 10, what="all lines read")
+    assert len(h.logs) == 100 and h.refused == 2900 and h.col.stats["queue_full"] == 2900
+    await h.stop()
+
+
+def test_unavailable_and_bad_settings(tmp_path):
+    s = load(AGENT_OPTS, {"state_dir": tmp_path, "log_journal": False}, None, env={})
+    reason = LogsCollector.unavailable(s)
+    if not any(os.path.exists(p) for p in logsmod.SYSLOG_FILES):
+        assert reason and "--log-file" in reason
+    s = load(AGENT_OPTS, {"state_dir": tmp_path, "log_files": ["/nonexistent-dir/x.log"]}, None, env={})
+    with pytest.raises(ValueError, match="nonexistent-dir"):
+        LogsCollector(s, lambda e: True, State(tmp_path / "s.db"))
+
+
+# --- a real journal ---------------------------------------------------------------------
+
+
+def journal_write(directory: Path, entries: list[dict]) -> None:
+    """Append entries to a real journal file, as systemd-journal-remote writes them."""
+    export = b""
+    for i, e in enumerate(entries):
+        fields = {"__REALTIME_TIMESTAMP": str(int(time.time() * 1e6) + i),
+                  "__MONOTONIC_TIMESTAMP": str(int(time.monotonic() * 1e6) + i),
+                  "_BOOT_ID": "0123456789abcdef0123456789abcdef", **e}
+        export += b"".join(f"{k}={v}\n".encode() for k, v in fields.items()) + b"\n"
+    r = subprocess.run([JOURNAL_REMOTE, f"--output={directory / 'remote.journal'}", "--split-mode=none", "-"],
+                       input=export, capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(not (os.path.exists(JOURNAL_REMOTE) and shutil.which("journalctl")),
+                    reason="needs systemd-journal-remote and journalctl")
+async def test_journal_with_persisted_cursor(tmp_path):
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    entry = {"SYSLOG_IDENTIFIER": "sshd", "_PID": "4242", "PRIORITY": "3", "SYSLOG_FACILITY": "10",
+             "_HOSTNAME": "nas", "_SYSTEMD_UNIT": "ssh.service"}
+    journal_write(jdir, [{**entry, "MESSAGE": "before the agent"}])
+    h = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir))
+    assert LogsCollector.unavailable(load(AGENT_OPTS, h.flags, None, env={})) is None
+    await h.start()
+    await asyncio.sleep(1.0)  # journalctl is following from the end
+    journal_write(jdir, [{**entry, "MESSAGE": "Failed password for root"}, {"MESSAGE": "plain", "_COMM": "cron"}])
+    await h.expect(["Failed password for root", "plain"], timeout=15)
+    a = h.logs[0]
+    assert (a.source, a.program, a.pid, a.severity, a.facility, a.host, a.unit) == (
+        "journald", "sshd", 4242, 3, "authpriv", "nas", "ssh.service")
+    await h.stop()
+    assert (tmp_path / "journal.cursor").read_text().startswith("s=")
+    journal_write(jdir, [{"MESSAGE": "while stopped", "_COMM": "x"}])
+    h2 = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir))
+    await h2.start()
+    journal_write(jdir, [{"MESSAGE": "after restart", "_COMM": "x"}])
+    await h2.expect(["while stopped", "after restart"], timeout=15)
+    await h2.stop()
+
+
+# --- the real agent ---------------------------------------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith("VmRSS:"):
+            return int(row.split()[1])
+    return 0
+
+
+def agent_pids(proc) -> int:
+    return proc.p.pid
+
+
+def shipped(h, source: str) -> list[str]:
+    return [r[0] for r in h.query(
+        "SELECT json_extract(data, '$.message') FROM events WHERE kind = 'log' AND json_extract(data, '$.source') = ?"
+        " ORDER BY seq", (source,))]
+
+
+def test_real_agent_restart_ships_each_line_once(tmp_path, hub_process, agent_process):
+    hub = hub_process().start()
+    state = tmp_path / "agent"
+    join_agent(hub.url, hub.enroll("n1"), state)
+    f = tmp_path / "app.log"
+    f.write_text("old history\n")
+    a = agent_process(state, "--collectors", "logs", "--log-file", str(f))
+    time.sleep(1.5)
+    append(f, line(1))
+    wait_for(lambda: shipped(hub, str(f)) == ["message 1"], 30, what="line 1 at the hub")
+    assert a.terminate() == 0
+    append(f, line(2))
+    os.rename(f, str(f) + ".1")
+    f.write_text(line(3))
+    agent_process(state, "--collectors", "logs", "--log-file", str(f))
+    wait_for(lambda: shipped(hub, str(f)) == ["message 1", "message 2", "message 3"], 30,
+             what="lines written while stopped, once each")
+
+
+@pytest.mark.slow
+def test_flood_keeps_agent_memory_bounded(tmp_path, hub_process, agent_process):
+    """>= 50,000 lines/s for several seconds: the agent's memory stays flat, shedding is counted."""
+    hub = hub_process().start()
+    state = tmp_path / "agent"
+    join_agent(hub.url, hub.enroll("n1"), state)
+    f = tmp_path / "flood.log"
+    f.write_text("")
+    agent = agent_process(state, "--collectors", "logs", "--log-file", str(f))
+    time.sleep(2.0)
+    base = rss_kib(agent_pids(agent))
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import time, sys
+line = (b"Nov 25 10:00:00 host1 flood[1]: " + b"x" * 150 + b"\\n")
+n, t0 = 0, time.monotonic()
+with open({str(f)!r}, "ab", buffering=1 << 20) as w:
+    while time.monotonic() - t0 < 6:
+        w.write(line * 5000)
+        w.flush()
+        n += 5000
+        time.sleep(0.045)
+print(n / (time.monotonic() - t0))
+"""], stdout=subprocess.PIPE, text=True)
+    peak = base
+    while writer.poll() is None:
+        peak = max(peak, rss_kib(agent_pids(agent)))
+        time.sleep(0.1)
+    out, _ = writer.communicate(timeout=30)
+    rate = float(out.strip())
+    assert rate >= 50_000, f"the writer only managed {rate:.0f} lines/s"
+    written = f.stat().st_size
+    for _ in range(30):
+        peak = max(peak, rss_kib(agent_pids(agent)))
+        time.sleep(0.1)
+    assert agent.alive()
+    # The file grew by twice the bound at least; the agent's memory did not follow it.
+    assert written > 64 * 1024 * 1024
+    assert peak - base < 32 * 1024, f"RSS grew from {base} KiB to {peak} KiB while {written} bytes were written"
+    print(f"flood: {rate:.0f} lines/s, {written >> 20} MiB written; agent RSS {base} -> peak {peak} KiB")
+    wait_for(lambda: hub.query("SELECT 1 FROM events WHERE kind = 'notice' AND data LIKE '%shed%log lines%'"),
+             60, what="a counted shed notice")
