@@ -69,3 +69,21 @@ def test_empty_and_limits(loaded):
         kb.search(db, "disk", limit=0)
     with pytest.raises(BadRequest, match="too long"):
         kb.search(db, "x" * 5000)
+
+
+def test_big_knowledge_bases_narrow_or_queries_to_rare_terms(kbdb, monkeypatch):
+    import importlib
+
+    s = importlib.import_module("hub.kb.search")  # the module; hub.kb.search is the function
+
+    monkeypatch.setattr(s, "COMMON_MIN", 20)
+    for i in range(60):
+        kb.add_text(kbdb, f"Backup log {i}", f"the backup ran on the server, night {i}", f"b:{i}")
+    target = kb.add_text(kbdb, "Tape drive", "LTO-6 tape backup on the server", "t:1")
+    m = s.fts_query("server backup tape")
+    narrowed = s.narrow(kbdb, m)
+    assert narrowed == f'("tape") AND ({m})'
+    assert kb.search(kbdb, "server backup tape")[0]["document_id"] == target
+    assert s.narrow(kbdb, s.fts_query("server backup")) == '"server" AND "backup"'
+    monkeypatch.setattr(s, "COMMON_MIN", 10_000)  # a small knowledge base is never narrowed
+    assert s.narrow(kbdb, m) == m
