@@ -9,14 +9,20 @@ the shipped `clean-tmp` playbook for that directory.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import pwd
+import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hub.paths import shipped
 from tests.conftest import join_agent, wait_for
 
 RULE = """
@@ -102,9 +108,59 @@ def test_alert_proposal_approval_run_verify(tmp_path, hub_process, agent_process
     steps = [s for (s,) in hub.query("SELECT to_state FROM proposal_transitions WHERE proposal_id = ? ORDER BY id", (pid,))]
     assert steps == ["proposed", "approved", "dispatched", "running", "succeeded", "verified"]
     approver = hub.query("SELECT approved_by FROM proposals WHERE id = ?", (pid,))[0][0]
-    import pwd
     assert approver.startswith(pwd.getpwuid(os.getuid()).pw_name)
     v = hub_cli(hub.data_dir, "audit", "verify")
     assert v.returncode == 0 and "intact" in v.stdout, v.stderr
     listed = hub_cli(hub.data_dir, "proposals", "--state", "verified", "--json")
     assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [pid]
+
+
+@pytest.mark.slow
+def test_no_exec_agent_runs_nothing_whatever_the_hub_sends(tmp_path, hub_process, agent_process, monkeypatch):
+    """`--no-exec` on a real agent: the approved fix, the dry run and a forged job planted in
+    the hub's jobs table are all refused, and say why; the files stay."""
+    if not str(tmp_path).startswith("/tmp/"):
+        pytest.skip("clean-tmp only works below /tmp; pytest's tmp_path is elsewhere")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "e2e.yaml").write_text(RULE)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for k in list(os.environ):
+        if k.startswith("HOMELAB_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("HOMELAB_HUB_RULES_DIR", str(rules))
+    monkeypatch.setenv("HOMELAB_MODEL", "none")
+    hub = hub_process().start()
+    state = tmp_path / "agent"
+    join_agent(hub.url, hub.enroll("n1"), state)
+    agent_process(state, "--no-exec", "--collectors", "files", "--watch", str(junk), env={"HOMELAB_AGENT_HEARTBEAT": "1"})
+    wait_for(lambda: hub.query("SELECT last_seen FROM nodes WHERE name = 'n1'")[0][0], 30, what="agent online")
+    time.sleep(1.0)
+    old = time.time() - 2 * 86400
+    for i in range(4):
+        f = junk / f"junk-{i}.bin"
+        f.write_bytes(b"x")
+        os.utime(f, (old, old))
+    pid = wait_for(lambda: hub.query("SELECT id FROM proposals WHERE playbook = 'clean-tmp'"), 60, what="a proposal")[0][0]
+    wait_for(lambda: hub.query("SELECT state, reason FROM jobs WHERE proposal_id = ? AND mode = 'check'", (pid,))
+             == [("refused", "remote execution is disabled on this node (exec = false)")], 30, what="check refused")
+    assert hub_cli(hub.data_dir, "approve", str(pid), "--yes").returncode == 0
+    wait_for(lambda: hub.query("SELECT state FROM proposals WHERE id = ?", (pid,))[0][0] == "failed", 60, what="refusal")
+    assert "exec = false" in hub.query("SELECT reason FROM proposals WHERE id = ?", (pid,))[0][0]
+
+    # a job planted straight into the hub's table, signed by someone else's key
+    sha = hashlib.sha256((shipped("playbooks") / "clean-tmp.sh").read_bytes()).hexdigest()
+    now = time.time()
+    job = {"v": 1, "id": "job_forged", "node": "n1", "proposal": None, "mode": "run", "playbook": "clean-tmp",
+           "sha256": sha, "risk": "change", "params": {"path": str(junk), "age": "3600"}, "issued": now, "expires": now + 600}
+    payload = json.dumps(job, sort_keys=True, separators=(",", ":"))
+    sig = base64.b64encode(Ed25519PrivateKey.generate().sign(payload.encode())).decode()
+    db = sqlite3.connect(hub.data_dir / "homelab.db", timeout=10)
+    with db:
+        db.execute("INSERT INTO jobs (id, node, mode, playbook, payload, signature, created, expires, state)"
+                   " VALUES ('job_forged', 'n1', 'run', 'clean-tmp', ?, ?, ?, ?, 'queued')", (payload, sig, now, now + 600))
+    db.close()
+    wait_for(lambda: hub.query("SELECT state FROM jobs WHERE id = 'job_forged'") == [("refused",)], 60, what="forged job refused")
+    assert "bad signature" in hub.query("SELECT reason FROM jobs WHERE id = 'job_forged'")[0][0]
+    assert len(list(junk.iterdir())) == 4
