@@ -758,3 +758,98 @@ def m301_proposal_script(db: sqlite3.Connection) -> None:
 def m113_file_changes_node_ts(db: sqlite3.Connection) -> None:
     """The changes timeline filters file_changes by node and time, not by path."""
     db.execute("CREATE INDEX IF NOT EXISTS file_changes_node_ts ON file_changes(node, ts)")
+
+
+@migration
+def m101_logs(db: sqlite3.Connection) -> None:
+    """Log lines (docs/logs-and-commands.md), full-text searchable; logs_fts follows logs by
+    triggers (external content, so each message is stored once)."""
+    script(db,
+        """
+        CREATE TABLE log_severities (severity INTEGER PRIMARY KEY, name TEXT NOT NULL);
+        INSERT INTO log_severities VALUES (0, 'emerg'), (1, 'alert'), (2, 'crit'), (3, 'err'),
+            (4, 'warning'), (5, 'notice'), (6, 'info'), (7, 'debug');
+        CREATE TABLE logs (
+            id INTEGER PRIMARY KEY,
+            node TEXT NOT NULL REFERENCES nodes(name),
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            source TEXT NOT NULL,
+            host TEXT,
+            program TEXT,
+            pid INTEGER,
+            unit TEXT,
+            facility TEXT,
+            severity INTEGER REFERENCES log_severities(severity),
+            message TEXT NOT NULL,
+            UNIQUE (node, seq)
+        );
+        -- "logs of program X on node Y", a node's recent lines, everything since T, errors
+        CREATE INDEX logs_node_program_ts ON logs(node, program, ts);
+        CREATE INDEX logs_node_ts ON logs(node, ts);
+        CREATE INDEX logs_ts ON logs(ts);
+        CREATE INDEX logs_errors_ts ON logs(severity, ts) WHERE severity <= 3;
+        CREATE VIRTUAL TABLE logs_fts USING fts5(message, content="logs", content_rowid="id");
+        CREATE TRIGGER logs_ai AFTER INSERT ON logs BEGIN
+            INSERT INTO logs_fts (rowid, message) VALUES (new.id, new.message);
+        END;
+        CREATE TRIGGER logs_ad AFTER DELETE ON logs BEGIN
+            INSERT INTO logs_fts (logs_fts, rowid, message) VALUES ('delete', old.id, old.message);
+        END;
+        CREATE TRIGGER logs_au AFTER UPDATE OF message ON logs BEGIN
+            INSERT INTO logs_fts (logs_fts, rowid, message) VALUES ('delete', old.id, old.message);
+            INSERT INTO logs_fts (rowid, message) VALUES (new.id, new.message);
+        END;
+        CREATE VIEW log_lines AS
+            SELECT l.id, l.node, datetime(l.ts, 'unixepoch') AS time, l.ts, l.host, l.program,
+                   l.pid, l.unit, l.facility, s.name AS severity, l.source, l.message
+            FROM logs l LEFT JOIN log_severities s ON s.severity = l.severity;
+        """
+    )
+
+
+@migration
+def m102_commands(db: sqlite3.Connection) -> None:
+    """Shell commands (already redacted on the node). commands_fts indexes command line and
+    working directory with the trigram tokenizer, so any substring of three or more
+    characters, a path above all, is an index lookup: "which commands touched /etc/nginx"."""
+    script(db,
+        """
+        CREATE TABLE commands (
+            id INTEGER PRIMARY KEY,
+            node TEXT NOT NULL REFERENCES nodes(name),
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            user TEXT,
+            cwd TEXT,
+            command TEXT NOT NULL,
+            exit_code INTEGER,
+            duration_ms INTEGER,
+            tty TEXT,
+            shell TEXT,
+            redacted INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (node, seq)
+        );
+        CREATE INDEX commands_node_ts ON commands(node, ts);
+        CREATE INDEX commands_user_ts ON commands(user, ts);
+        CREATE INDEX commands_ts ON commands(ts);
+        CREATE VIRTUAL TABLE commands_fts USING fts5(command, cwd, content="commands",
+            content_rowid="id", tokenize="trigram");
+        CREATE TRIGGER commands_ai AFTER INSERT ON commands BEGIN
+            INSERT INTO commands_fts (rowid, command, cwd) VALUES (new.id, new.command, new.cwd);
+        END;
+        CREATE TRIGGER commands_ad AFTER DELETE ON commands BEGIN
+            INSERT INTO commands_fts (commands_fts, rowid, command, cwd)
+                VALUES ('delete', old.id, old.command, old.cwd);
+        END;
+        CREATE TRIGGER commands_au AFTER UPDATE OF command, cwd ON commands BEGIN
+            INSERT INTO commands_fts (commands_fts, rowid, command, cwd)
+                VALUES ('delete', old.id, old.command, old.cwd);
+            INSERT INTO commands_fts (rowid, command, cwd) VALUES (new.id, new.command, new.cwd);
+        END;
+        CREATE VIEW command_history AS
+            SELECT id, node, datetime(ts, 'unixepoch') AS time, ts, user, cwd, command,
+                   exit_code, duration_ms, tty, shell, redacted
+            FROM commands;
+        """
+    )
