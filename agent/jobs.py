@@ -61,6 +61,17 @@ SEEN_MAX = 10_000
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def shipped_playbooks() -> Path:
+    """Like hub.paths.shipped('playbooks') (the agent must not import hub): $HOMELAB_SHARE,
+    then the source checkout, then <prefix>/share/homelab."""
+    env = os.environ.get("HOMELAB_SHARE")
+    bases = ([Path(env)] if env else []) + [Path(__file__).resolve().parent.parent, Path(sys.prefix) / "share" / "homelab"]
+    for base in bases:
+        if (base / "playbooks").is_dir():
+            return base / "playbooks"
+    return bases[0] / "playbooks"
+
+
 class Refused(Exception):
     def __init__(self, reason: str, job_id: str = "?", playbook: str = "?"):
         super().__init__(reason)
@@ -85,12 +96,7 @@ class JobRunner:
         self.credential = credential
         self.hub_key = hub_key if hub_key is not None else load_hub_key(settings.state_dir)
         pdir = getattr(settings, "playbooks_dir", None)
-        if pdir is None:
-            pdir = Path(__file__).resolve().parent.parent / "playbooks"
-            share = Path(sys.prefix) / "share" / "homelab" / "playbooks"
-            if not pdir.is_dir() and share.is_dir():
-                pdir = share
-        self.playbooks_dir = Path(pdir)
+        self.playbooks_dir = Path(pdir) if pdir is not None else shipped_playbooks()
         self.run_dir = Path(settings.state_dir) / "jobs"
         self.current: asyncio.subprocess.Process | None = None
 

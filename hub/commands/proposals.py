@@ -103,6 +103,14 @@ def show(pid, data_dir, as_json) -> None:
     with _db(data_dir) as (db, s):
         p = get(db, pid)
         hist = history(db, pid)
+        events = {}
+        for e in json.loads(p["evidence"] or "[]")[:50]:
+            eid = e if isinstance(e, int) else (int(e.split(":", 1)[1]) if isinstance(e, str) and e.startswith("event:")
+                                                and e.split(":", 1)[1].isdigit() else None)
+            if eid is not None:
+                row = db.execute("SELECT id, node, kind, ts, data FROM events WHERE id = ?", (eid,)).fetchone()
+                if row:
+                    events[e if isinstance(e, int) else str(e)] = dict(row)
         jobs = [dict(r) for r in db.execute(
             "SELECT id, mode, state, created, finished, exit_code, reason, output FROM jobs WHERE proposal_id = ? ORDER BY created",
             (pid,))]
@@ -113,6 +121,7 @@ def show(pid, data_dir, as_json) -> None:
     check = next((j for j in reversed(jobs) if j["mode"] == "check"), None)
     if as_json:
         click.echo(json.dumps({**p, "history": hist, "jobs": jobs, "script": script,
+                               "evidence_events": list(events.values()),
                                "script_sha256_now": pb.sha256 if pb else None}))
         return
     c = _console()
@@ -133,7 +142,11 @@ def show(pid, data_dir, as_json) -> None:
     if p["evidence"]:
         c.print("evidence:")
         for e in p["evidence"]:
-            c.print(f"  - {json.dumps(e) if not isinstance(e, str) else e}")
+            ev = events.get(e if isinstance(e, int) else str(e))
+            if ev:
+                c.print(f"  - event {ev['id']} {_when(ev['ts'])} {ev['node']} {ev['kind']}: {ev['data'][:300]}", markup=False)
+            else:
+                c.print(f"  - {json.dumps(e) if not isinstance(e, str) else e}", markup=False)
     if check:
         c.print(f"check (dry run) on the node: {check['state']}" + (f", exit {check['exit_code']}" if check["exit_code"] is not None else ""))
         if check["output"]:

@@ -50,6 +50,8 @@ def run(*args, input=None):
 
 def test_list_show_approve(env):
     data, books, propose, db = env
+    db.execute("INSERT INTO events (id, node, seq, ts, kind, data) VALUES (11, 'n1', 1, 0, 'file', ?)",
+               ('{"kind":"file","action":"create","path":"/tmp/x/junk-1"}',))
     pid = propose()
     r = run("proposals", "--data-dir", data, "--json")
     [row] = [json.loads(line) for line in r.output.splitlines()]
@@ -58,7 +60,7 @@ def test_list_show_approve(env):
     shown = run("proposals", "show", pid, "--data-dir", data)
     assert shown.exit_code == 0
     for needle in ("PARAM_PATH=\"/tmp/x\"", "PARAM_AGE=\"604800\"", "tmp-growing", "11", "not reported by the node yet",
-                   "name: clean-tmp", "realpath"):
+                   "name: clean-tmp", "realpath", "event 11", "/tmp/x/junk-1", "- 12"):
         assert needle in shown.output, needle
     # no --yes: asks, and a "no" changes nothing
     r = run("approve", pid, "--data-dir", data, input="n\n")
