@@ -111,6 +111,8 @@ def save(db: sqlite3.Connection, doc: Doc, cats: Sequence[str], model: classify.
                 "UPDATE kb_documents SET kind = ?, language = ?, title = ?, body = ?, sha256 = ?,"
                 " size = ?, category = ?, category_source = ?, node = ?, date = ?, updated = ?,"
                 " frontmatter = ? WHERE id = ?", (*values, doc_id))
+            db.execute("DELETE FROM kb_embeddings WHERE passage_id IN"
+                       " (SELECT id FROM kb_passages WHERE document_id = ?)", (doc_id,))
             for table in ("kb_passages", "kb_tags", "kb_links"):
                 db.execute(f"DELETE FROM {table} WHERE document_id = ?", (doc_id,))
             status = "updated"
@@ -153,16 +155,25 @@ def remove(db: sqlite3.Connection, doc_id: int) -> dict:
     row = db.execute("SELECT id, title, source FROM kb_documents WHERE id = ?", (doc_id,)).fetchone()
     if row is None:
         raise NotFound(f"no knowledge-base document with id {doc_id}")
-    db.execute("DELETE FROM kb_documents WHERE id = ?", (doc_id,))
+    _delete(db, "id = ?", (doc_id,))
     return {"id": row[0], "title": row[1], "source": row[2]}
+
+
+def _delete(db: sqlite3.Connection, where: str, args: tuple) -> int:
+    # explicit child deletes: a caller's connection may not have PRAGMA foreign_keys on
+    ids = f"SELECT id FROM kb_documents WHERE {where}"
+    for table in ("kb_embeddings", "kb_passages", "kb_tags", "kb_links"):
+        col = "passage_id IN (SELECT id FROM kb_passages WHERE document_id IN ({}))" if table == "kb_embeddings" \
+            else "document_id IN ({})"
+        db.execute(f"DELETE FROM {table} WHERE {col.format(ids)}", args)
+    db.execute(f"UPDATE kb_training SET document_id = NULL WHERE document_id IN ({ids})", args)
+    return db.execute(f"DELETE FROM kb_documents WHERE {where}", args).rowcount
 
 
 def remove_source(db: sqlite3.Connection, source: str) -> int:
     """Remove the document from ``source`` or, for a folder, every document under it."""
     prefix = source.rstrip("/") + "/"
-    cur = db.execute("DELETE FROM kb_documents WHERE source = ? OR substr(source, 1, ?) = ?",
-                     (source, len(prefix), prefix))
-    return cur.rowcount
+    return _delete(db, "source = ? OR substr(source, 1, ?) = ?", (source, len(prefix), prefix))
 
 
 def rename_source(db: sqlite3.Connection, old: str, new: str) -> int:

@@ -121,3 +121,19 @@ def test_add_text_inside_a_transaction_updates_by_source(kbdb):
     r = kb.search(kbdb, "raidz2 disks", node="nas1", tag="generated")
     assert r[0]["document_id"] == doc_id and r[0]["heading_path"] == "Node nas1 > Disks"
     assert "six" in kbdb.execute("SELECT body FROM kb_documents").fetchone()[0]
+
+
+def test_remove_leaves_nothing_behind_even_without_foreign_keys(tmp_path):
+    import sqlite3
+
+    from hub.store import open_db
+
+    open_db(tmp_path / "k.db").close()
+    db = sqlite3.connect(tmp_path / "k.db", isolation_level=None)  # foreign_keys off: SQLite's default
+    doc = kb.add_text(db, "Note", "# Note\n\n## A\nalpha #x [[Other]]\n", "n:1", category="note", tags=["t"])
+    kb.set_category(db, doc, "how-to")
+    kb.remove(db, doc)
+    for table in ("kb_documents", "kb_passages", "kb_tags", "kb_links", "kb_passages_fts"):
+        assert db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+    # the lesson stays, detached from the removed document
+    assert db.execute("SELECT document_id, category FROM kb_training").fetchall() == [(None, "how-to")]
