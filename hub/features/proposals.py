@@ -137,13 +137,13 @@ async def _recover(app: web.Application, st: State) -> None:
 
 async def _worker(app: web.Application, st: State) -> None:
     while True:
+        st.wake.clear()  # before the step: a poke during it means another step right away
         try:
             await _step(app, st)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("proposal worker step failed")
-        st.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(st.wake.wait(), TICK)
 
@@ -158,7 +158,12 @@ async def _step(app: web.Application, st: State) -> None:
             now = time.time()
             for node, ev in results:
                 dispatch.record_result(db, node, ev, books, key, settings.verify_window, now)
-        await writer.run(fold)
+        try:
+            await writer.run(fold)
+        except Exception:
+            with st.lock:  # keep them for the next step; record_result is idempotent
+                st.results[:0] = results
+            raise
     reqs = app[READ_DB].execute(
         "SELECT id, alert_id, rule, node, alert, candidates FROM proposal_requests WHERE done IS NULL ORDER BY id LIMIT 20"
     ).fetchall()
