@@ -35,7 +35,7 @@ _CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 @dataclass
 class Item:
     id: str
-    kind: str  # alert, event, fact, kb
+    kind: str  # alert, cause (an event the rule linked), event, fact, kb
     text: str
     ts: float | None = None
 
@@ -116,7 +116,7 @@ def alert_text(alert: dict) -> str:
     for k in ("rule", "name", "alertname", "node", "severity", "state", "transition", "value",
               "summary", "description", "labels", "annotations"):
         v = alert.get(k)
-        if v is None or v == "" or not isinstance(v, str | int | float | dict | list):
+        if v is None or v in ("", "{}", "[]") or not isinstance(v, str | int | float | dict | list):
             continue
         if isinstance(v, dict | list):
             v = json.dumps(v, sort_keys=True)
@@ -125,7 +125,7 @@ def alert_text(alert: dict) -> str:
 
 
 def alert_ts(alert: dict) -> float:
-    for k in ("fired_at", "firing_since", "started", "started_at", "since", "ts", "updated"):
+    for k in ("firing_at", "pending_at", "first_seen", "last_seen", "ts"):
         v = alert.get(k)
         if isinstance(v, int | float):
             return float(v)
@@ -139,6 +139,30 @@ def _rows(db: sqlite3.Connection, sql: str, args: tuple = ()) -> list[sqlite3.Ro
     except sqlite3.OperationalError as e:
         log.debug("context query skipped: %s", e)
         return []
+
+
+def _event_item(r: sqlite3.Row) -> Item | None:
+    try:
+        d = json.loads(r["data"])
+    except (json.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(d, dict):
+        return None
+    return Item(f"E{r['id']}", "event", clean(summarize_event(r["kind"], d)), r["ts"])
+
+
+def cause_events(db: sqlite3.Connection, alert_id: Any, limit: int = 6) -> list[Item]:
+    """The events the rules engine linked to the alert (alert_events), newest first."""
+    if alert_id is None:
+        return []
+    rows = _rows(db,
+        "SELECT e.id, e.ts, e.kind, e.data FROM alert_events a JOIN events e ON e.id = a.event_id"
+        " WHERE a.alert_id = ? AND e.kind NOT IN ('metrics', 'processes', 'inventory', 'package_inventory')"
+        " ORDER BY e.id DESC LIMIT ?", (alert_id, limit))
+    items = [it for it in map(_event_item, rows) if it is not None]
+    for it in items:
+        it.kind = "cause"  # kept ahead of other events when the context is cut
+    return items[::-1]
 
 
 def recent_events(db: sqlite3.Connection, node: str | None, until: float, window: float = WINDOW_S,
@@ -200,7 +224,7 @@ def twin_facts(db: sqlite3.Connection, node: str | None) -> list[str]:
 def kb_passages(db: sqlite3.Connection, query: str, limit: int = MAX_KB) -> list[Item]:
     """Top knowledge-base passages (issue 7's hub.kb.search), if that feature is installed.
 
-    Integration point: hub.kb.search(db, query, limit) -> [{id, title?, text|snippet|body}].
+    Integration point: hub.kb.search(db, query, limit) -> [{passage_id, title, snippet, ...}].
     """
     try:
         from hub import kb  # type: ignore[attr-defined]
@@ -211,15 +235,15 @@ def kb_passages(db: sqlite3.Connection, query: str, limit: int = MAX_KB) -> list
     if not q:
         return []
     try:
-        hits = search(db, q, limit)
-    except (sqlite3.Error, ValueError, TypeError) as e:
+        hits = search(db, q, limit, highlight=("", ""))
+    except (sqlite3.Error, ValueError, TypeError, LookupError) as e:
         log.info("knowledge base search failed, context built without it: %s", e)
         return []
     items = []
     for h in list(hits or [])[:limit]:
         h = h if isinstance(h, dict) else getattr(h, "__dict__", {})
-        pid = h.get("id")
-        text = h.get("text") or h.get("snippet") or h.get("body") or h.get("content") or ""
+        pid = h.get("passage_id", h.get("id"))
+        text = h.get("snippet") or h.get("text") or h.get("body") or ""
         title = h.get("title") or ""
         if pid is None:
             continue
@@ -238,5 +262,8 @@ def build(db: sqlite3.Connection | None, alert: dict, *, max_events: int = MAX_E
     node = alert.get("node")
     ctx.items += [Item(f"F{i + 1}", "fact", clean(f)) for i, f in enumerate(twin_facts(db, node))]
     ctx.items += kb_passages(db, alert_text(alert))
-    ctx.items += recent_events(db, node, alert_ts(alert), limit=max_events)
+    causes = cause_events(db, aid)
+    seen = {it.id for it in causes}
+    recent = [it for it in recent_events(db, node, alert_ts(alert), limit=max_events) if it.id not in seen]
+    ctx.items += causes + recent
     return ctx

@@ -87,20 +87,29 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
-def grammar_schema(schema: Any) -> Any:
-    """A copy of ``schema`` the llama.cpp grammar converter accepts: it asserts on regexes it
-    cannot translate, so patterns are dropped here (every answer is validated again anyway)."""
+def grammar_schema(schema: Any, patterns: bool = False) -> Any:
+    """A copy of ``schema`` for the llama.cpp grammar converter. Long ``maxLength`` bounds
+    become hundreds of nested grammar rules that make sampling crawl, so they are left to
+    max_tokens; regexes it cannot translate make it assert, so ``patterns=False`` drops
+    them. Every answer is validated again in full, so nothing is lost by loosening here."""
     if isinstance(schema, dict):
-        return {k: grammar_schema(v) for k, v in schema.items() if k not in ("pattern", "$schema", "format")}
+        out = {}
+        for k, v in schema.items():
+            if k in ("$schema", "format", "description", "default") or (k == "pattern" and not patterns):
+                continue
+            if k == "maxLength" and isinstance(v, int) and v > 32:
+                continue
+            out[k] = grammar_schema(v, patterns)
+        return out
     if isinstance(schema, list):
-        return [grammar_schema(v) for v in schema]
+        return [grammar_schema(v, patterns) for v in schema]
     return schema
 
 
 class LlamaModel:
     """llama-cpp-python behind a lock: one Llama per process is not safe to share across threads."""
 
-    def __init__(self, path: Path, n_ctx: int = 2048, n_threads: int = 2):
+    def __init__(self, path: Path, n_ctx: int = 2048, n_threads: int = 1):
         self.path = str(path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
@@ -121,7 +130,7 @@ class LlamaModel:
             t = time.monotonic()
             try:
                 self._llm = Llama(model_path=self.path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                  verbose=False)
+                                  n_threads_batch=self.n_threads, verbose=False)
             except (ValueError, RuntimeError, OSError) as e:
                 raise ModelError(f"cannot load model {self.path}: {e}") from None
             log.info("loaded model %s in %.2fs (sha256 %s)", self.path, time.monotonic() - t, self.sha256[:12])
@@ -140,7 +149,7 @@ class LlamaModel:
         g = self._grammars.get(key)
         if g is None:
             try:
-                g = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+                g = LlamaGrammar.from_json_schema(json.dumps(grammar_schema(schema, patterns=True)), verbose=False)
             except (AssertionError, ValueError, KeyError, NotImplementedError, RecursionError) as e:
                 log.info("schema regexes not expressible as a grammar (%s); constraining without them", e)
                 g = LlamaGrammar.from_json_schema(json.dumps(grammar_schema(schema)), verbose=False)
@@ -182,22 +191,26 @@ class LlamaModel:
         )
 
 
-_models: dict[tuple[str, int], LlamaModel] = {}
+_models: dict[tuple[str, int, int], LlamaModel] = {}
 _models_lock = threading.Lock()
 
 
-def get_model(setting: str | None = None, n_ctx: int = 2048) -> LlamaModel | None:
-    """The process-wide model for this setting (loaded lazily on first use), or None."""
+def get_model(setting: str | None = None, n_ctx: int = 2048, n_threads: int = 1) -> LlamaModel | None:
+    """The process-wide model for this setting (loaded lazily on first use), or None.
+
+    One thread by default: llama.cpp's worker threads spin while waiting for each other, and
+    on a 2-core hub that is also ingesting, 2 threads measured 10-20x slower than 1."""
     if setting is None:
         setting = os.environ.get("HOMELAB_MODEL")
     path = resolve_path(setting)
     if path is None:
         return None
-    key = (str(path), n_ctx)
+    n_threads = max(1, min(n_threads, os.cpu_count() or 1))
+    key = (str(path), n_ctx, n_threads)
     with _models_lock:
         m = _models.get(key)
         if m is None:
-            m = _models[key] = LlamaModel(path, n_ctx=n_ctx, n_threads=min(2, os.cpu_count() or 1))
+            m = _models[key] = LlamaModel(path, n_ctx=n_ctx, n_threads=n_threads)
         return m
 
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from . import context as ctxmod
 from . import runtime
@@ -21,10 +24,10 @@ from .rank import BM25
 
 log = logging.getLogger(__name__)
 
-RATIONALE_MAX = 300
-EVIDENCE_MAX = 4
+RATIONALE_MAX = 200
+EVIDENCE_MAX = 3
 ANSWER_KEYS = {"playbook", "params", "rationale", "evidence"}
-MAX_TOKENS = 160
+MAX_TOKENS = 100
 
 SYSTEM = (
     "You are the repair assistant of a homelab. Pick the one playbook from CHOICES that best "
@@ -67,19 +70,56 @@ def _valid_candidates(candidates: list[dict], playbooks: dict[str, Any]) -> list
     return out
 
 
-def rank_candidates(cands: list[dict], playbooks: dict[str, Any], evidence: str) -> list[dict]:
-    """Order candidates by how well their descriptions match the evidence (BM25); stable on ties."""
+_hints: dict[str, str] | None = None
+HINTS_FILE = Path(__file__).with_name("hints.yaml")
+
+
+def hints() -> dict[str, str]:
+    """Symptom words per playbook (hints.yaml, plus the brain_hints file if set)."""
+    global _hints
+    if _hints is None:
+        merged: dict[str, str] = {}
+        extra = runtime.setting("brain_hints", None)
+        for path in [HINTS_FILE] + ([Path(extra)] if extra else []):
+            try:
+                data = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as e:
+                log.warning("brain hints %s not used: %s", path, e)
+                continue
+            if not isinstance(data, dict):
+                log.warning("brain hints %s not used: not a mapping of playbook -> words", path)
+                continue
+            for k, v in data.items():
+                merged[str(k)] = (merged.get(str(k), "") + " " + str(v)).strip()
+        _hints = merged
+    return _hints
+
+
+def rank_candidates(cands: list[dict], playbooks: dict[str, Any], ctx: ctxmod.Context) -> list[tuple[dict, float]]:
+    """Candidates with a BM25 score for how well their name, description and symptom words
+    (hints.yaml) match the evidence: the events, facts and notes; the alert itself is left
+    out, since every candidate answers it. Best first, stable on ties (rule order)."""
     if len(cands) < 2:
-        return cands
+        return [(c, 0.0) for c in cands]
     docs = []
     for c in cands:
         pb = playbooks[c["playbook"]]
         words = [pb.name.replace("-", " "), pb.description]
         words += [f"{k} {v}" for k, v in c["params"].items()]
         words += [s.description for s in pb.params.values()]
+        words.append(hints().get(pb.name, ""))
         docs.append(" ".join(words))
-    order = BM25(docs).rank(evidence)
-    return [cands[i] for i, _ in order]
+    evidence = " ".join(it.text for it in ctx.items if it.kind != "alert")
+    return [(cands[i], s) for i, s in BM25(docs).rank(evidence)]
+
+
+def shortlist(ranked: list[tuple[dict, float]], ratio: float) -> list[dict]:
+    """What the model may choose from: candidates scoring at least ``ratio`` x the best.
+    With no telling evidence (best score 0) every candidate stays, in the rule's order."""
+    best = ranked[0][1] if ranked else 0.0
+    if best <= 0:
+        return [c for c, _ in ranked]
+    return [c for c, s in ranked if s >= ratio * best]
 
 
 def open_names(pb: Any, fixed: dict) -> list[str]:
@@ -110,11 +150,11 @@ def answer_schema(cands: list[dict], playbooks: dict[str, Any], ids: list[str]) 
     for c in cands:
         shapes.append({
             "type": "object",
-            "properties": {
+            "properties": {  # this order is the generation order: the choice first
                 "playbook": {"const": c["playbook"]},
                 "params": open_params(playbooks[c["playbook"]], c["params"]),
-                "rationale": rat,
                 "evidence": ev,
+                "rationale": rat,
             },
             "required": ["playbook", "params", "rationale", "evidence"],
             "additionalProperties": False,
@@ -122,7 +162,7 @@ def answer_schema(cands: list[dict], playbooks: dict[str, Any], ids: list[str]) 
     shapes.append({
         "type": "object",
         "properties": {"playbook": {"const": "none"}, "params": {"type": "object", "additionalProperties": False},
-                       "rationale": rat, "evidence": ev},
+                       "evidence": ev, "rationale": rat},
         "required": ["playbook", "params", "rationale", "evidence"],
         "additionalProperties": False,
     })
@@ -139,7 +179,7 @@ def check_answer(ans: Any, cands: list[dict], playbooks: dict[str, Any], ids: li
     name = ans.get("playbook")
     allowed = {c["playbook"]: c for c in cands}
     if name != "none" and name not in allowed:
-        raise Rejected(f"playbook {str(name)[:64]!r} is not one the rule allows ({', '.join(allowed)})")
+        raise Rejected(f"playbook {str(name)[:64]!r} is not one of the choices offered ({', '.join(allowed)})")
     rationale = ans.get("rationale", "")
     if not isinstance(rationale, str) or len(rationale) > RATIONALE_MAX:
         raise Rejected(f"rationale must be a string of at most {RATIONALE_MAX} characters")
@@ -181,7 +221,7 @@ def prompt(alert_line: str, cands: list[dict], playbooks: dict[str, Any], data: 
                      + (f" [set: {fixed}]" if fixed else "") + (f" [fill: {', '.join(open_)}]" if open_ else ""))
     lines.append("- none: no choice fits")
     lines += ["<data>", data, "</data>",
-              'Answer: {"playbook": ..., "params": {...}, "rationale": "...", "evidence": [ids]}']
+              'Answer: {"playbook": ..., "params": {...}, "evidence": [ids], "rationale": "one short sentence"}']
     return "\n".join(lines)
 
 
@@ -200,12 +240,15 @@ def _first(cands: list[dict], playbooks: dict[str, Any], why: str) -> dict:
 
 def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], *,
            model: Model | None | object = runtime.DEFAULT, db: sqlite3.Connection | None = None,
-           record: Any = runtime.DEFAULT, timeout: float | None = None) -> dict:
+           record: Any = runtime.DEFAULT, timeout: float | None = None,
+           shortlist_ratio: float | None = None) -> dict:
     """Choose among the rule's candidates. Safe to call from any thread except the writer's."""
     t0 = time.monotonic()
     cands = _valid_candidates(candidates, playbooks)
     mdl = runtime.model() if model is runtime.DEFAULT else model
     timeout = runtime.timeout() if timeout is None else timeout
+    if shortlist_ratio is None:
+        shortlist_ratio = float(runtime.setting("brain_shortlist", 0.6))
     own_db = db is None
     if own_db:
         db = runtime.read_db()
@@ -216,7 +259,7 @@ def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], *,
             db.close()
     data = ctx.render()
     ids = ctx.shown_ids()
-    ranked = rank_candidates(cands, playbooks, data)  # shown to the model best-first
+    ranked = shortlist(rank_candidates(cands, playbooks, ctx), shortlist_ratio)  # best first
     text = prompt(ctxmod.clean(ctxmod.alert_text(alert), 400), ranked, playbooks, data)
     row: dict[str, Any] = {
         "purpose": "propose", "alert_id": alert.get("id"), "node": alert.get("node"),
@@ -241,7 +284,8 @@ def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], *,
 
 def _ask_model(mdl: Any, text: str, ranked: list[dict], cands: list[dict], playbooks: dict[str, Any],
                ids: list[str], timeout: float, row: dict) -> tuple[dict, str]:
-    """The model's checked answer, or the rule's first candidate (``cands`` is in rule order)."""
+    """The model's checked answer (it may only pick what it was offered: ``ranked``), or the
+    rule's first candidate (``cands`` is in rule order)."""
     try:
         out = mdl.complete(SYSTEM, text, answer_schema(ranked, playbooks, ids), max_tokens=MAX_TOKENS,
                            timeout=timeout)
@@ -250,6 +294,6 @@ def _ask_model(mdl: Any, text: str, ranked: list[dict], cands: list[dict], playb
     row.update(raw_output=out.text[:20000], prompt_tokens=out.prompt_tokens,
                completion_tokens=out.completion_tokens)
     try:
-        return check_answer(parse_json(out.text), cands, playbooks, ids), "accepted"
+        return check_answer(parse_json(out.text), ranked, playbooks, ids), "accepted"
     except (ModelError, Rejected) as e:
         return _first(cands, playbooks, "rule's first choice (model answer rejected)"), f"fallback: {e}"[:500]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 _WORD = re.compile(r"[a-z0-9]+")
 STOP = frozenset(
     "a an and are as at be by do does for from has have how i in is it its me my of on or "
-    "so that the their this to was were what when where which who why will with you your "
+    "so that the their this to was were what where which why will with you your "
     "any all can there than then them these those into over per".split()
 )
 # A light stemmer is enough for short technical text: "disks" ~ "disk", "installed" ~ "install".

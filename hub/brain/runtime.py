@@ -38,7 +38,8 @@ def setting(key: str, default: Any) -> Any:
 
 
 def model() -> LlamaModel | None:
-    return get_model(setting("model", None), n_ctx=int(setting("brain_ctx", 2048)))
+    return get_model(setting("model", None), n_ctx=int(setting("brain_ctx", 2048)),
+                     n_threads=int(setting("brain_threads", 1)))
 
 
 def timeout() -> float:

@@ -1,0 +1,335 @@
+"""``homelab-hub ask``: answer a question from the database, showing the query and the rows.
+
+1. How-to questions go to the knowledge base (FTS search).
+2. Otherwise a BM25 retriever ranks the query templates (templates.py) and parameters are
+   read from the question deterministically: node, unit and package names the hub knows,
+   paths, quoted text, users, look-back periods ("this week", "last 3 days").
+3. If the retriever is not clearly sure, the model picks among its top few, under a schema
+   that is an enum of those ids; no model, a timeout or a bad answer -> the retriever's top.
+4. With ``brain_free_sql`` on and a model configured, a question no template fits may be
+   answered by a SELECT the model writes. Every query, template or not, runs through
+   sqlsafe: read-only, authorizer-checked, row- and time-limited.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from . import runtime
+from .model import ModelError, parse_json
+from .rank import BM25
+from .sqlsafe import QueryError, run_select
+from .templates import BY_ID, TEMPLATES, Template
+
+log = logging.getLogger(__name__)
+
+TOP_K = 4
+CONFIDENT = 1.5  # top score at least this many times the runner-up: no need to ask the model
+MIN_SCORE = 1.0  # below this no template really fits (free SQL may be tried)
+QUESTION_MAX = 500
+
+_HOWTO = re.compile(r"^\s*(how (do|can|should|would|to)\b|how-to\b|what('?s| is) the (procedure|process|command|way)\b"
+                    r"|where (do|can) i\b|is there a (runbook|note|doc)|(runbook|notes?|docs?) (on|about|for)\b"
+                    r"|explain how\b|steps to\b)", re.I)
+_PATH = re.compile(r"(?<![\w~])(/[A-Za-z0-9_.@%+=:,/-]*)")
+_QUOTED = re.compile(r"\"([^\"]{1,200})\"|'([^']{1,200})'|“([^”]{1,200})”")
+_WORDS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+@:-]*")
+_USER = re.compile(r"\b(?:by|user|as)\s+(?:user\s+)?([a-z_][a-z0-9_-]{0,31})\b", re.I)
+_UNITS = {"minute": 60, "min": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000, "year": 31536000}
+_NUM_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "ten": 10, "a": 1, "an": 1}
+_NOT_USERS = {"the", "a", "an", "node", "nodes", "host", "me", "who", "whom", "name", "default", "root's", "size", "cpu",
+              "memory", "disk", "time", "date"}
+
+_PERIOD_WORDS = re.compile(
+    r"\b(last|past|previous|since|ago|today|yesterday|tonight|this|within|recently|lately|\d+|"
+    r"(minute|min|hour|day|week|month|year)s?)\b", re.I)
+
+SYSTEM = ("You map a homelab question to the one query template that answers it. "
+          "Answer with JSON only.")
+
+
+def _known(path: Path) -> dict[str, set[str]]:
+    """Names the hub knows, so a question's words can be recognised as nodes, units, packages."""
+    out: dict[str, set[str]] = {"node": set(), "unit": set(), "package": set(), "user": set()}
+    if not Path(path).exists():
+        return out
+    from ..store import connect
+
+    db = connect(path, readonly=True)
+    queries = {
+        "node": "SELECT name FROM nodes",
+        "unit": "SELECT DISTINCT unit FROM services UNION SELECT DISTINCT unit FROM service_changes",
+        "package": "SELECT DISTINCT name FROM packages UNION SELECT DISTINCT name FROM package_changes",
+        "user": "SELECT DISTINCT json_extract(data, '$.user') FROM (SELECT data FROM events WHERE kind = 'command'"
+                " ORDER BY ts DESC LIMIT 5000)",
+    }
+    try:
+        for k, sql in queries.items():
+            try:
+                out[k] = {r[0] for r in db.execute(sql) if r[0]}
+            except sqlite3.OperationalError:
+                pass
+    finally:
+        db.close()
+    return out
+
+
+def parse_since(q: str, now: float) -> float | None:
+    """A look-back in the question, as seconds back from now; None if it names none."""
+    s = q.lower()
+    m = re.search(r"\b(?:last|past|previous|in the last|within)\s+(\d+|one|two|three|four|five|six|seven|ten|a|an)?\s*"
+                  r"(minute|min|hour|day|week|month|year)s?\b", s)
+    if m:
+        n = m.group(1)
+        k = int(n) if n and n.isdigit() else _NUM_WORDS.get(n or "", 1)
+        return k * _UNITS[m.group(2)]
+    m = re.search(r"\b(\d+|one|two|three|four|five|six|seven|ten|a|an)\s+(minute|min|hour|day|week|month|year)s?\s+ago\b", s)
+    if m:
+        n = m.group(1)
+        return (int(n) if n.isdigit() else _NUM_WORDS.get(n, 1)) * _UNITS[m.group(2)]
+    m = re.search(r"\bsince\s+(\d{4}-\d{2}-\d{2})\b", s)
+    if m:
+        try:
+            t = dt.datetime.strptime(m.group(1), "%Y-%m-%d").replace(tzinfo=dt.UTC).timestamp()
+            return max(60.0, now - t)
+        except ValueError:
+            pass
+    for words, secs in (("today", 86400), ("yesterday", 2 * 86400), ("this week", 604800),
+                        ("last week", 14 * 86400), ("this month", 2592000), ("last month", 2 * 2592000),
+                        ("recently", 86400), ("lately", 7 * 86400), ("tonight", 86400), ("this morning", 86400)):
+        if words in s:
+            return float(secs)
+    return None
+
+
+def _duration(v: str) -> float:
+    from agent.settings import parse_duration
+
+    return parse_duration(v)
+
+
+def extract(q: str, known: dict[str, set[str]], now: float) -> dict[str, Any]:
+    """Parameters found in the question. Only names the hub knows count as node/unit/package."""
+    found: dict[str, Any] = {}
+    words = _WORDS.findall(q)
+    lower = {w.lower().rstrip(".,?!:;'\""): w for w in words}
+    lower.update({k[:-2]: v for k, v in list(lower.items()) if k.endswith("'s")})
+    for w in lower:
+        for kind in ("node", "unit", "package"):
+            names = known.get(kind, set())
+            if kind not in found:
+                hit = next((n for n in (w, w + ".service") if n in names), None)
+                if hit is None:
+                    hit = next((n for n in names if n.lower() == w), None) if len(names) < 5000 else None
+                if hit is not None and not (kind == "package" and hit in found.values()):
+                    found[kind] = hit
+    if "unit" not in found:
+        m = re.search(r"\b([A-Za-z0-9_@.-]+\.(?:service|timer|socket|mount|path|target))\b", q)
+        if m:
+            found["unit"] = m.group(1)
+    m = _QUOTED.search(q)
+    if m:
+        found["text"] = next(g for g in m.groups() if g)
+    p = _PATH.search(_QUOTED.sub(" ", q))
+    if p and len(p.group(1)) > 1:
+        found["path"] = p.group(1).rstrip(".,?!:;") or "/"
+    users = known.get("user", set())
+    m = _USER.search(q)
+    if m and m.group(1).lower() not in _NOT_USERS and m.group(1) != found.get("node"):
+        found["user"] = m.group(1)
+    else:
+        hit = next((v for w, v in lower.items() if w in users), None)
+        if hit:
+            found["user"] = hit.rstrip("'s") if hit.endswith("'s") else hit
+    since = parse_since(q, now)
+    if since is not None:
+        found["since"] = since
+    m = re.search(r"\btop\s+(\d{1,3})\b", q, re.I)
+    if m:
+        found["limit"] = int(m.group(1))
+    return found
+
+
+def _doc(t: Template) -> str:
+    return f"{t.id.replace('_', ' ')} {t.title} {t.doc} {t.words}"
+
+
+_bm25: BM25 | None = None
+
+
+def retrieve(q: str, found: dict[str, Any]) -> list[tuple[Template, float]]:
+    """Templates ranked for the question; a template whose required parameter the question
+    does not supply is pushed down, one whose parameters are all there nudged up."""
+    global _bm25
+    if _bm25 is None:
+        _bm25 = BM25([_doc(t) for t in TEMPLATES])
+    # Periods and numbers are parameters, not topics: "last 3 days" must not pull "last seen".
+    topic = _PERIOD_WORDS.sub(" ", q)
+    scored = []
+    for i, s in enumerate(_bm25.scores(topic)):
+        t = TEMPLATES[i]
+        req = [k for k, v in t.params.items() if v == "!"]
+        if any(k not in found for k in req):
+            s *= 0.4
+        elif req:
+            s *= 1.3
+        scored.append((t, s))
+    return sorted(scored, key=lambda p: -p[1])
+
+
+def bind(t: Template, found: dict[str, Any], now: float) -> dict[str, Any]:
+    """The template's SQL arguments from what the question supplied, else the defaults."""
+    args: dict[str, Any] = {}
+    for k, default in t.params.items():
+        if k == "since":
+            secs = found.get("since") or _duration(t.since)
+            args["since"] = now - float(secs)
+        elif k == "limit":
+            args["limit"] = max(1, min(int(found.get("limit") or default), 200))
+        elif k in found:
+            args[k] = str(found[k])
+        elif default == "!":
+            raise QueryError(f"template {t.id} needs a {k}; name one in the question")
+        else:
+            args[k] = None
+    return args
+
+
+def is_howto(q: str) -> bool:
+    return bool(_HOWTO.match(q))
+
+
+def _kb(q: str, path: Path) -> dict:
+    from ..store import connect
+
+    out = {"kind": "kb", "template": None, "sql": None, "columns": ["id", "title", "snippet", "source"], "rows": []}
+    try:
+        from .. import kb
+    except ImportError:
+        out["answer"] = "the knowledge base is not installed on this hub"
+        return out
+    db = connect(path, readonly=True)
+    try:
+        hits = kb.search(db, q, 5, highlight=("", ""))
+    except (sqlite3.Error, ValueError) as e:
+        out["answer"] = f"knowledge base search failed: {e}"
+        return out
+    finally:
+        db.close()
+    out["sql"] = f"kb search: {q}"
+    out["rows"] = [[h["passage_id"], h["title"], h["snippet"], h["source"]] for h in hits]
+    out["answer"] = f"{len(hits)} passages from the knowledge base" if hits else "nothing in the knowledge base matches"
+    return out
+
+
+def _choose(mdl: Any, q: str, top: list[tuple[Template, float]], row: dict) -> tuple[Template, str]:
+    ids = [t.id for t, _ in top]
+    lines = [f"QUESTION: {q}", "TEMPLATES:"] + [f"- {t.id}: {t.title}. {t.doc}" for t, _ in top]
+    lines.append('Answer: {"template": "<id>"}')
+    user = "\n".join(lines)
+    row["prompt"] = SYSTEM + "\n\n" + user
+    schema = {"type": "object", "properties": {"template": {"enum": ids}}, "required": ["template"],
+              "additionalProperties": False}
+    try:
+        out = mdl.complete(SYSTEM, user, schema, max_tokens=24, timeout=runtime.timeout())
+    except ModelError as e:
+        return top[0][0], f"fallback: {e}"[:500]
+    row.update(raw_output=out.text[:5000], prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens)
+    try:
+        ans = parse_json(out.text)
+    except ModelError as e:
+        return top[0][0], f"fallback: {e}"[:500]
+    tid = ans.get("template") if isinstance(ans, dict) else None
+    if tid not in ids or set(ans) != {"template"}:
+        return top[0][0], f"fallback: template {str(tid)[:64]!r} was not offered"
+    return BY_ID[tid], "accepted"
+
+
+SCHEMA_HINT = (
+    "Tables: nodes(name,last_seen), events(id,node,ts,kind,data JSON), metrics_latest(node,name,labels,value),"
+    " services(node,unit,active), packages(node,name,version,state), package_changes(node,ts,action,name,version),"
+    " file_changes(node,ts,action,path), device_changes(node,ts,action,subsystem,vendor,model),"
+    " inventory(node,os,kernel,memory_bytes), mounts(node,mountpoint,total_bytes,used_bytes),"
+    " alerts(id,node,rule,severity,state,first_seen), changes(node,ts,kind,subject,action,detail)."
+    " Times are Unix seconds."
+)
+
+
+def _free_sql(mdl: Any, q: str, path: Path, row: dict) -> dict | None:
+    user = f"{SCHEMA_HINT}\nWrite one SQLite SELECT answering: {q}\nAnswer: {{\"sql\": \"SELECT ...\"}}"
+    schema = {"type": "object", "properties": {"sql": {"type": "string", "maxLength": 1000}},
+              "required": ["sql"], "additionalProperties": False}
+    row["prompt"] = SYSTEM + "\n\n" + user
+    try:
+        out = mdl.complete("You write read-only SQLite queries. Answer with JSON only.", user, schema,
+                           max_tokens=300, timeout=runtime.timeout())
+        row.update(raw_output=out.text[:5000], prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens)
+        sql = parse_json(out.text).get("sql", "")
+        cols, rows, trunc = run_select(path, str(sql), {})
+    except (ModelError, QueryError, AttributeError) as e:
+        row["outcome"] = f"fallback: free SQL refused: {e}"[:500]
+        return None
+    row["outcome"] = "accepted"
+    return {"kind": "sql", "template": None, "sql": sql, "args": {}, "columns": cols, "rows": rows,
+            "truncated": trunc, "chosen_by": "model"}
+
+
+def ask(question: str, db_path: Path | str, *, model: Any = runtime.DEFAULT, free_sql: bool | None = None,
+        record: Any = runtime.DEFAULT, now: float | None = None) -> dict:
+    """Answer one question. Returns a JSON-able dict: answer, kind, template, params, sql, args,
+    columns, rows, truncated, chosen_by, candidates, decision_id."""
+    t0 = time.monotonic()
+    q = " ".join(str(question).split())[:QUESTION_MAX]
+    if not q:
+        raise QueryError("ask what? the question is empty")
+    now = time.time() if now is None else now
+    path = Path(db_path)
+    mdl = runtime.model() if model is runtime.DEFAULT else model
+    free_sql = bool(runtime.setting("brain_free_sql", False)) if free_sql is None else free_sql
+    if is_howto(q):
+        out = _kb(q, path)
+        out.update(question=q, params={}, args={}, truncated=False, chosen_by="rule", candidates=[],
+                   decision_id=None)
+        return out
+    found = extract(q, _known(path), now)
+    ranked = retrieve(q, found)
+    top = ranked[:TOP_K]
+    row: dict[str, Any] = {"purpose": "ask", "prompt": q, "context_ids": [t.id for t, _ in top],
+                           "model": getattr(mdl, "path", None), "model_sha256": None, "outcome": "retriever"}
+    result: dict | None = None
+    if free_sql and mdl is not None and top[0][1] < MIN_SCORE:
+        result = _free_sql(mdl, q, path, row)
+    if result is None:
+        confident = top[0][1] > 0 and top[0][1] >= CONFIDENT * max(top[1][1], 1e-9)
+        if mdl is None or confident:
+            chosen, how = top[0][0], "retriever"
+            row["outcome"] = "no_model" if mdl is None else "retriever_confident"
+        else:
+            chosen, outcome = _choose(mdl, q, top, row)
+            how = "model" if outcome == "accepted" else "retriever"
+            row["outcome"] = outcome
+        args = bind(chosen, found, now)
+        cols, rows, trunc = run_select(path, chosen.sql, args)
+        result = {"kind": "template", "template": chosen.id, "title": chosen.title, "sql": chosen.sql,
+                  "args": args, "columns": cols, "rows": rows, "truncated": trunc, "chosen_by": how}
+    result["answer"] = summarize(result.get("title") or "Query", result["columns"], result["rows"], result["truncated"])
+    result.update(question=q, params={k: v for k, v in found.items()}, candidates=[t.id for t, _ in top])
+    row["model_sha256"] = getattr(mdl, "sha256", None) if mdl is not None else None
+    row["parsed"] = {"template": result.get("template"), "args": result.get("args"), "sql": result.get("sql")}
+    row["latency_ms"] = int((time.monotonic() - t0) * 1000)
+    result["decision_id"] = runtime.record(row) if record is runtime.DEFAULT else (record(row) if record else None)
+    return result
+
+
+def summarize(title: str, cols: list[str], rows: list[list], truncated: bool) -> str:
+    if not rows:
+        return f"{title}: nothing found."
+    first = ", ".join(f"{c} {v}" for c, v in zip(cols, rows[0], strict=False) if v is not None)
+    more = f" ({len(rows)}{'+' if truncated else ''} rows)" if len(rows) > 1 else ""
+    return f"{title}: {first}{more}."
