@@ -311,5 +311,7 @@ def expand(targets: Iterable[str], summary: Summary) -> Iterator[tuple[str, Path
                 summary.skipped.append((str(p), "no such file or directory"))
         except PermissionError:
             summary.skipped.append((str(p), "permission denied"))
+        except RuntimeError:  # Python 3.11's resolve() on a symlink loop
+            summary.skipped.append((str(p), "symbolic link loop"))
         except OSError as e:
             summary.skipped.append((str(p), f"cannot read: {e.strerror or e}"))
