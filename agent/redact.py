@@ -42,7 +42,10 @@ _VAL = r"""(?:'[^'\n]*'|"(?:[^"\\\n]|\\.)*"|[^\s;&|)<>'"]+)"""
 # word; unless the last word says the value is not the secret itself (a file, an id, a url).
 _LONG = ("password", "passwords", "passwd", "passphrase", "secret", "secrets", "token", "tokens",
          "apikey", "credential", "credentials")
-_SHORT = {"pass", "pwd", "pw", "auth", "cred", "creds", "sas", "dsn", "psk", "cookie", "pat"}
+_SHORT = {"pass", "pwd", "pw", "auth", "cred", "creds", "sas", "dsn", "psk", "cookie", "pat", "bearer"}
+# Values that are settings, not secrets (PasswordAuthentication=no, --auth=none).
+_NOT_SECRET_VALUES = {"yes", "no", "true", "false", "on", "off", "none", "null", "0", "1", "required",
+                      "optional", "disabled", "enabled", "prompt", "ask", "-"}
 _NOT_SECRET = {
     "file", "files", "path", "dir", "id", "name", "url", "uri", "host", "user", "username", "type",
     "length", "size", "ttl", "region", "enabled", "algorithm", "command", "cmd", "prompt", "stdin",
@@ -101,7 +104,8 @@ def _is_path(v: str) -> bool:
 
 def _is_reference(v: str) -> bool:
     v = v.strip("'\"")
-    return v.startswith("$") or v == "" or v == MASK or v.startswith("<(")
+    return (v.startswith("$") or v == "" or v == MASK or v.startswith("<(")
+            or v.lower() in _NOT_SECRET_VALUES)
 
 
 _ASSIGN = re.compile(rf"(?<![\w.-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)=(?P<value>{_VAL})")
@@ -161,6 +165,8 @@ _TOKENS = [
     r"\bAGE-SECRET-KEY-1[0-9A-Z]{58}\b",  # age
     r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWT
     r"\bhl[jn]_[A-Za-z0-9_-]{20,}",  # this project's join tokens and node credentials
+    r"(?<=\bbot)\d{6,12}:[A-Za-z0-9_-]{30,}",  # Telegram bot tokens (api.telegram.org/bot<token>/)
+    r"(?<=webhook\.office\.com/webhookb2/)[A-Za-z0-9@/-]{20,}",  # Teams webhooks
 ]
 
 RULES: list[Rule] = [
@@ -177,9 +183,9 @@ RULES: list[Rule] = [
                 r"X-Goog-Signature)=(?P<v>[^&\s'\"#]+)"),
      _keep_groups_mask(1)),
     # HTTP headers carrying a secret: keep the scheme word (Bearer/Basic), mask the credential
-    (re.compile(r"(?i)\b(?:proxy-)?authorization\s*:\s*(?:(?:bearer|basic|token|digest|negotiate|apikey|"
+    (re.compile(r"(?i)\b(?:proxy-)?authorization\s*:\s*['\"]?(?:(?:bearer|basic|token|digest|negotiate|apikey|"
                 r"key|sso-key|otp)\s+)?(?P<v>[^\s'\"]+(?:[ \t]+[^\s'\"]+)*)"),
-     _keep_groups_mask(1)),
+     lambda m: m.group(0) if m.group("v").split()[-1].startswith("$") else _keep_groups_mask(1)(m)),
     (re.compile(r"(?i)\b(?:cookie|set-cookie|x-api-key|api-key|apikey|x-auth-token|x-access-token|"
                 r"private-token|job-token|x-vault-token|x-github-token|x-gitlab-token|x-consul-token|"
                 r"x-nomad-token|x-goog-api-key|ocp-apim-subscription-key)\s*:\s*(?P<v>[^'\"\n]+)"),
@@ -205,6 +211,19 @@ RULES: list[Rule] = [
     (re.compile(rf"\b(?:aws\s+configure\s+set|gcloud\s+config\s+set|git\s+config(?:\s+--\S+)*|"
                 rf"npm\s+config\s+set|yarn\s+config\s+set|pip\s+config\s+set)\s+(?P<name>[\w.:/-]+)\s+(?P<value>{_VAL})"),
      lambda m: _assign(m)),
+    # openssl passwd X, mkpasswd [-m M] X, chpasswd/passwd --stdin <<< X
+    (re.compile(rf"\bopenssl\s+passwd\b(?:\s+-(?:salt\s+\S+|\S+))*\s+(?P<v>(?!-){_VAL})"), _keep_groups_mask(1)),
+    (re.compile(rf"\bmkpasswd\b(?:\s+-[mSRP]\s*\S+|\s+--\S+)*\s+(?P<v>(?!-){_VAL})"), _keep_groups_mask(1)),
+    (re.compile(rf"\b(?:chpasswd|passwd\b[^|;&\n]*--stdin)[^|;&\n]*<<<\s*(?P<v>{_VAL})"), _keep_groups_mask(1)),
+    # ipmitool/sqlcmd -P X, rdesktop -p X, xfreerdp /p:X, snmp* -c COMMUNITY -A/-X passphrases
+    (re.compile(rf"\b(?:ipmitool|sqlcmd|bcp)\b[^|;&\n]*?\s-P\s*(?P<v>{_VAL})"), _keep_groups_mask(1)),
+    (re.compile(rf"\brdesktop\b[^|;&\n]*?\s-p\s*(?P<v>{_VAL})"), _keep_groups_mask(1)),
+    (re.compile(r"\b(?:xfreerdp|wlfreerdp|sdl-freerdp)\b[^|;&\n]*?\s[/+]p:(?P<v>[^\s]+)"), _keep_groups_mask(1)),
+    (re.compile(rf"\bsnmp[a-z]*\b[^|;&\n]*?\s-[cAX]\s*(?P<v>{_VAL})"), _keep_groups_mask(1)),
+    # YAML-style "password: X" (only strong names: "token: fix" in a commit message stays)
+    (re.compile(rf"(?i)(?<![\w-])[\w.-]*(?:password|passwd|passphrase|secret|api_?key|access_?token|auth_?token|"
+                rf"private_?key|client_?secret)[\w.-]*\s*:\s+(?P<v>(?!\[REDACTED\]){_VAL})"),
+     _keep_groups_mask(1)),
     # .netrc lines: machine HOST login USER password X
     (re.compile(rf"\bmachine\s+\S+[^\n]*?\bpassword\s+(?P<v>{_VAL})"), _keep_groups_mask(1)),
     # mysql family: -pSECRET (attached only: a separate word after -p is the database name)

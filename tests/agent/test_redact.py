@@ -81,6 +81,18 @@ CASES = [
     ("7z a -pSevenPw -mhe=on a.7z docs/", ["SevenPw"], ["-mhe=on a.7z docs/"]),
     ("echo gho_16C7e42F292c6912E7710c838347Ae178B4a | gh auth login --with-token", ["gho_16C7e42F"], ["gh auth login --with-token"]),
     ("export TF_VAR_db_password=tfpw; terraform apply", ["tfpw"], ["terraform apply"]),
+    ('psql "host=db.lan user=app password=L1bpqPw dbname=shop"', ["L1bpqPw"], ["host=db.lan user=app", "dbname=shop"]),
+    ('http POST api.lan/items Authorization:"Bearer httpieTok123"', ["httpieTok123"], ["http POST api.lan/items"]),
+    ("curl -s https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage", ["AAHdqTcvCH1v"], ["api.telegram.org/bot", "/sendMessage"]),
+    ("openssl passwd -6 -salt xyz OsslPw", ["OsslPw"], ["openssl passwd -6 -salt xyz"]),
+    ("ipmitool -I lanplus -H bmc.lan -U admin -P IpmiPw chassis status", ["IpmiPw"], ["chassis status"]),
+    ("snmpwalk -v2c -c s3cretcomm 10.0.0.1 system", ["s3cretcomm"], ["10.0.0.1 system"]),
+    ("xfreerdp /u:admin /p:RdpPw! /v:win.lan", ["RdpPw!"], ["/u:admin", "/v:win.lan"]),
+    ("echo 'db_password: Yaml Pw' >> group_vars/all.yml", ["Yaml Pw"], [">> group_vars/all.yml"]),
+    ("helm upgrade --install db bitnami/postgresql --set auth.postgresPassword=HelmPw", ["HelmPw"], ["bitnami/postgresql"]),
+    ("ansible-playbook -e ansible_become_pass=AnsPw site.yml", ["AnsPw"], ["site.yml"]),
+    ("az storage blob list --connection-string 'DefaultEndpointsProtocol=https;AccountName=lab;AccountKey=c2VjcmV0a2V5PT0=;EndpointSuffix=core.windows.net'", ["c2VjcmV0a2V5PT0="], ["AccountName=lab"]),
+    ("redis-cli -u redis://:RedisPw@cache.lan:6379 ping", ["RedisPw"], ["@cache.lan:6379 ping"]),
     ("useradd -m -p '$6$saltsalt$hashhashhash' carol", [], []),  # checked below: a hash is not plain text
 ]
 
@@ -136,6 +148,10 @@ NEGATIVES = [
     "python3 -m http.server 8000",
     "echo $SECRET",
     "curl https://example.com/search?q=passwords&page=2",
+    "ssh -o PasswordAuthentication=no -o PubkeyAuthentication=yes admin@nas",
+    'curl -H "Authorization: Bearer $TOKEN" https://api.lan/v1',
+    "git commit -m 'token: refresh before expiry'",
+    "gcloud auth activate-service-account --key-file=/etc/gcp/sa.json",
 ]
 
 
