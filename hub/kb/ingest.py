@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -243,6 +244,8 @@ def from_path(path: Path, *, max_bytes: int = MAX_BYTES, **kw) -> Doc:
         raise Skip(f"unsupported file type {path.suffix or path.name!r}")
     try:
         st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+            raise Skip("not a regular file")
         if st.st_size > max_bytes:
             raise Skip(f"too large ({st.st_size / 1048576:.1f} MiB > {max_bytes / 1048576:.1f} MiB, setting kb_max_bytes)")
         raw = path.read_bytes()

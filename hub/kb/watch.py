@@ -174,7 +174,7 @@ class Watcher:
         for c in list(changed):
             files = ingest.walk(c) if c.is_dir() else [c]
             for f in files:
-                if self._known(f):
+                if self._known(f) or not f.is_file() or f.stat().st_size > self.max_bytes:
                     continue
                 try:
                     digest = ingest.content_digest(f.read_bytes())

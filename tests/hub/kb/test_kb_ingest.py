@@ -95,6 +95,7 @@ def test_bad_input_is_skipped_with_reasons_and_the_rest_goes_in(kbdb, tmp_path):
     (d / "loop2.md").symlink_to(d / "loop.md")
     (d / "bad-front.md").write_text("---\ntags: [unclosed\n---\n# Still here\n\nbody text\n")
     (d / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    os.mkfifo(d / "pipe.md")  # reading it would block forever
     s = kb.add(kbdb, [str(d), str(tmp_path / "missing.md"), str(d / "photo.jpg"), str(d / "loop2.md")],
                max_bytes=4096)
     reasons = {os.path.basename(src): r for src, r in s.skipped}
@@ -106,6 +107,7 @@ def test_bad_input_is_skipped_with_reasons_and_the_rest_goes_in(kbdb, tmp_path):
     assert reasons["loop2.md"] in ("symbolic link loop", "cannot read: Too many levels of symbolic links")
     assert reasons["missing.md"] == "no such file or directory"
     assert "unsupported file type '.jpg'" == reasons["photo.jpg"]
+    assert reasons["pipe.md"] == "not a regular file"
     assert sorted(os.path.basename(src) for _, src in s.added) == ["bad-front.md", "good.md"]
     assert any("front matter is not valid YAML at line" in w for _, w in s.warnings)
 
