@@ -43,7 +43,8 @@ def list_(data_dir, as_json) -> None:
         for pb in books.values():
             steps = ",".join(k for k in ("check", "verify", "rollback") if getattr(pb, k))
             t.add_row(pb.name, pb.risk, f"{pb.timeout}s", ", ".join(pb.params), steps, pb.description)
-        Console().print(t)
+        c = Console()
+        (c if c.is_terminal else Console(width=200)).print(t)
     for e in reg.errors:
         click.echo(f"left out: {e}", err=True)
 

@@ -50,7 +50,9 @@ def _when(ts: float | None) -> str:
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    c = Console(highlight=False, soft_wrap=True)
+    # piped: do not squeeze tables into 80 columns
+    return c if c.is_terminal else Console(highlight=False, soft_wrap=True, width=200)
 
 
 @click.group(invoke_without_command=True)
