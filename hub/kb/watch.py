@@ -174,11 +174,13 @@ class Watcher:
         for c in list(changed):
             files = ingest.walk(c) if c.is_dir() else [c]
             for f in files:
-                if self._known(f) or not f.is_file() or f.stat().st_size > self.max_bytes:
+                if self._known(f) or not f.is_file():
                     continue
                 try:
+                    if f.stat().st_size > self.max_bytes:
+                        continue
                     digest = ingest.content_digest(f.read_bytes())
-                except OSError:
+                except OSError:  # gone again already
                     continue
                 cookie = known.pop(digest, None)
                 if cookie is not None:
