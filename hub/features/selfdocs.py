@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,13 +31,15 @@ class Rebuilder:
         self.debounce = s.docs_debounce
         self.git = s.docs_git
         self.dirty: set[str] = set()
+        self.lock = threading.Lock()  # the writer thread marks, the loop takes
         self.last_change = 0.0
         self.wake = asyncio.Event()
         self.loop = asyncio.get_running_loop()
 
     def mark(self, node: str | None) -> None:  # any thread
         if node:
-            self.dirty.add(node)
+            with self.lock:
+                self.dirty.add(node)
             self.last_change = time.monotonic()
             self.loop.call_soon_threadsafe(self.wake.set)
 
@@ -55,7 +58,8 @@ class Rebuilder:
             # debounce: wait until changes have been quiet for a while
             while (quiet := time.monotonic() - self.last_change) < self.debounce:
                 await asyncio.sleep(self.debounce - quiet)
-            nodes, self.dirty = self.dirty, set()
+            with self.lock:
+                nodes, self.dirty = self.dirty, set()
             try:
                 await self.rebuild(sorted(nodes))
             except Exception:  # noqa: BLE001 - the next change retries; ingest never waits on this

@@ -38,7 +38,7 @@ async def _join(hub, name="n1") -> str:
 
 
 async def _send(hub, cred: str, node: str, first: int, n: int) -> dict:
-    events = [(first + i, wire.encode_event(wire.Log(ts=time.time(), source="t", message=f"m{first + i}")))
+    events = [(first + i, wire.encode_event(wire.Notice(ts=time.time(), source="t", level="info", message=f"m{first + i}")))
               for i in range(n)]
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {cred}"}) as s:
         async with s.post(f"{hub.url}/v1/ingest", data=wire.encode_batch(node, time.time(), events)) as r:
