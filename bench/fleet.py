@@ -6,6 +6,8 @@ format, and events at the agent's default rates (a metrics sample of ~30 series 
 plus a realistic trickle of logs, file changes and shell commands, each shipped as it
 happens (the agent wakes its shipper on every spooled event), and heartbeats when idle.
 
+Meanwhile /metrics is scraped every 15 s, as Prometheus would, and counted in the hub's CPU.
+
 Measured over the sustained window (after every node has joined and sent once):
 hub_cpu_percent (of one core, from the hub process's CPU time), hub_rss_mb (at the end),
 mb_per_node_day (database growth, extrapolated), p99_commit_ms (request sent -> ack
@@ -180,6 +182,24 @@ async def join_all(url: str, tokens: dict[str, str]) -> dict[str, str]:
     return creds
 
 
+def scrape_until(url: str, until: float, every: float = 15.0) -> list[tuple[float, int]]:
+    """GET /metrics every ``every`` seconds until ``until``: [(milliseconds, series served)]."""
+    import urllib.request
+
+    out = []
+    nxt = time.time() + 1.0
+    while nxt < until:
+        time.sleep(max(0.0, nxt - time.time()))
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:
+            body = r.read().decode()
+        ms = (time.perf_counter() - t0) * 1000
+        out.append((ms, sum(1 for ln in body.splitlines() if ln and not ln.startswith("#"))))
+        nxt += every
+    time.sleep(max(0.0, until - time.time()))
+    return out
+
+
 def db_bytes(path: Path) -> int:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -246,7 +266,7 @@ def main() -> None:
         time.sleep(max(0.0, measure_from - time.time()))
         size0 = db_bytes(dbp)
         t0, c0 = time.monotonic(), proc.cpu_times()
-        time.sleep(max(0.0, until - time.time()))
+        scrapes = scrape_until(url, until)  # Prometheus's share of the hub's work, every 15 s
         t1, c1 = time.monotonic(), proc.cpu_times()
         rss = proc.memory_info().rss
         results = [q.get(timeout=120) for _ in procs]
@@ -273,6 +293,9 @@ def main() -> None:
             "mb_per_node_day": round((size1 - size0) / 2**20 / args.nodes * 86400 / elapsed, 2),
             "p50_commit_ms": round(lat[len(lat) // 2], 2) if lat else None,
             "p99_commit_ms": round(p99, 2) if p99 is not None else None,
+            "metrics_scrapes": len(scrapes),
+            "metrics_series": max((n for _ms, n in scrapes), default=0),
+            "metrics_scrape_ms_max": round(max((ms for ms, _n in scrapes), default=0.0), 1),
         }
         print(json.dumps(report), flush=True)
     finally:
