@@ -49,6 +49,7 @@ _NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
 _LABEL_BAD = re.compile(r"[^a-zA-Z0-9_]")
 _PAIR = re.compile(r'\s*([^=\s,]+)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 RESERVED = {"node", "job", "instance", "__name__"}
+OWN_PREFIXES = ("homelab_node_", "homelab_hub_", "homelab_alerts", "homelab_proposals")
 
 
 def metric_name(name: str) -> str:
@@ -132,6 +133,8 @@ class FleetCollector:
                 continue
             name, labels = split_key(key)
             mname = metric_name(name)
+            if mname.startswith(OWN_PREFIXES):
+                continue  # a node cannot shadow the hub's own families (one name, one family)
             fam = families.get(mname)
             if fam is None:
                 fam = families[mname] = GaugeMetricFamily(mname, f"Host metric {name!r} as reported by the agent.")

@@ -90,3 +90,18 @@ async def test_metrics_token(hub, monkeypatch):
     assert (await scrape(hub.url, "wrong"))[0] == 401
     status, text = await scrape(hub.url, "s3cret")
     assert status == 200 and "homelab_hub_database_bytes" in text
+
+
+async def test_a_node_cannot_shadow_the_hubs_own_metrics(hub):
+    cred = await join(hub, "evil")
+    hostile = {"node_up": 5.0, "hub_database_bytes": 1.0, "alerts": 3.0, "cpu_percent": 1.0,
+               'weird{node="other",job="x",a-b="c\\"d"}': 2.0}
+    assert (await send(hub, cred, "evil", [(1, wire.Metrics(ts=time.time(), samples=hostile))]))[0] == 200
+    status, text = await scrape(hub.url)
+    assert status == 200
+    got = samples(text)  # parses: no family defined twice
+    assert got[("homelab_node_up", frozenset({("node", "evil")}))] == 1.0
+    assert got[("homelab_cpu_percent", frozenset({("node", "evil")}))] == 1.0
+    weird = [(k, v) for k, v in got.items() if k[0] == "homelab_weird"]
+    assert len(weird) == 1 and dict(weird[0][0][1])["node"] == "evil"
+    assert dict(weird[0][0][1])["exported_node"] == "other"
