@@ -300,6 +300,10 @@ def drift(db: sqlite3.Connection, node: str, baseline: dict) -> list[str]:
     """Readable lines describing how the node differs from ``baseline``; [] if it does not."""
     import difflib
 
+    if baseline.get("node") not in (None, node):
+        from .errors import BadRequest
+
+        raise BadRequest(f"the baseline is an export of {baseline['node']!r}, not of {node!r}")
     now = snapshot(db, node)
     out: list[str] = []
     for manager in sorted(set(baseline["packages"]) | set(now["packages"])):

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .. import docsgen
 from ..config import db_path
-from ..keys import ALERT_LISTENERS, SETTINGS, WRITER
+from ..keys import ALERT_LISTENERS, READ_DB, SETTINGS, WRITER
 from ..store import connect
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,9 @@ async def _ctx(app: web.Application) -> AsyncIterator[None]:
     app[REBUILDER] = rb
     app[WRITER].subscribers.append(rb.on_commit)
     app[ALERT_LISTENERS].append(rb.on_alert)
+    # pages of nodes that changed while the hub was down (or before this feature existed)
+    for (name,) in app[READ_DB].execute("SELECT name FROM nodes WHERE last_seq > 0"):
+        rb.mark(name)
     task = asyncio.create_task(rb.run(), name="docs-rebuild")
     yield
     app[WRITER].subscribers.remove(rb.on_commit)

@@ -109,6 +109,8 @@ async def test_export_check_apply_and_drift(hub, tmp_path):
     assert "  + tmux 3.3a" in by_dir
     bad = hub_cli(hub.data_dir, "drift", "web1", "--baseline", str(tmp_path), ok=False)
     assert bad.returncode != 0 and "no such export manifest" in bad.stderr
+    other = hub_cli(hub.data_dir, "drift", "nobody", "--baseline", str(out), ok=False)
+    assert other.returncode != 0 and "an export of 'web1', not of 'nobody'" in other.stderr
     never = hub_cli(hub.data_dir, "drift", "nobody", ok=False)
     assert never.returncode != 0 and "never been exported" in never.stderr
     shutil.rmtree(target)
