@@ -56,6 +56,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TIMEOUT = 6 * 3600
 DEFAULT_MAX_LENGTH = 256
 HARD_MAX_LENGTH = 4096
+MAX_FILE_BYTES = 1024 * 1024
 
 
 class PlaybookError(ValueError):
@@ -254,6 +255,8 @@ def _param(name: str, spec: Any, err) -> ParamSpec:
 def load(path: Path | str) -> Playbook:
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise PlaybookError(path, None, None, f"larger than {MAX_FILE_BYTES} bytes: not a playbook")
         data = path.read_bytes()
     except OSError as e:
         raise PlaybookError(path, None, None, f"cannot read: {e.strerror}") from None

@@ -186,3 +186,19 @@ def test_shipped_playbooks_all_load():
         pbm.validate_params(books["clean-tmp"], {"path": "/etc"})
     with pytest.raises(ValueError, match=r"'\.\.'"):
         pbm.validate_params(books["clean-tmp"], {"path": "/tmp/../etc"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.sampled_from(["name: demo", "description: d", "risk: change", "timeout: 5", "params:",
+                     "  a: {type: int}", "  b: {type: enum}", "  c: [1, 2]", "check: 1", "- x", "&a [*a]",
+                     "timeout: -1", "risk: [read-only]", "params: 7", ":", "'", "{", "  x: {pattern: '['}"]),
+    st.text(max_size=30)), max_size=12))
+def test_any_header_either_loads_or_raises_playbook_error(lines):
+    text = "#!/bin/bash\n# ---\n" + "".join(f"# {line}\n" for line in lines) + "# ---\necho\n"
+    try:
+        pb = pbm.parse(text, "demo.sh")
+    except pbm.PlaybookError as e:
+        assert str(e).startswith("demo.sh")
+    else:
+        assert pb.name == "demo" and pb.risk in pbm.RISKS
