@@ -109,9 +109,11 @@ __hl_prev_trap=${__hl_prev_trap#"trap -- "}
 __hl_prev_trap=${__hl_prev_trap%" DEBUG"}
 if [[ -n $__hl_prev_trap ]]; then
   eval "__hl_prev_trap=$__hl_prev_trap"
-  trap '__hl_preexec "$_"; '"$__hl_prev_trap" DEBUG
+  trap '[[ -z ${__hl_armed:-} ]] || __hl_preexec "$_"; '"$__hl_prev_trap" DEBUG
 else
-  trap '__hl_preexec "$_"' DEBUG
+  # the test inline, not in the function: a loop typed at the prompt pays for a test per
+  # command, not for a function call
+  trap '[[ -z ${__hl_armed:-} ]] || __hl_preexec "$_"' DEBUG
 fi
 
 if [[ "$(declare -p PROMPT_COMMAND 2>/dev/null)" == "declare -a"* ]]; then
