@@ -16,7 +16,7 @@ async def test_fragment_queries_and_markdown_rendering(tmp_path):
                       "<script>alert(1)</script> [bad](javascript:alert(1))", "t:1", category="services")
     db.close()
     d = paths.shipped("datasette")
-    meta = yaml.safe_load((d / "kb" / "metadata.yml").read_text())
+    meta = yaml.safe_load((d / "metadata.yml").read_text())
     ds = Datasette([str(tmp_path / "homelab.db")], metadata=meta, plugins_dir=str(d / "plugins"))
     r = await ds.client.get("/homelab/kb_search.json?_shape=array&q=renews certificates&category=")
     assert r.status_code == 200, r.text
