@@ -39,8 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import __version__, wire
 from . import playbook as pbmod
@@ -78,7 +76,11 @@ class Refused(Exception):
         self.reason, self.job_id, self.playbook = reason, job_id, playbook
 
 
-def load_hub_key(state_dir: Path) -> Ed25519PublicKey | None:
+def load_hub_key(state_dir: Path):
+    """The pinned Ed25519 key (cryptography is imported here, on the first job, not at start:
+    it costs the idle agent ~6 MB)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         raw = base64.b64decode((Path(state_dir) / "hub.pub").read_text().strip(), validate=True)
         return Ed25519PublicKey.from_public_bytes(raw)
@@ -89,12 +91,12 @@ def load_hub_key(state_dir: Path) -> Ed25519PublicKey | None:
 
 class JobRunner:
     def __init__(self, settings: Settings, state: Any, report: Callable[[wire.JobResult], None],
-                 credential: str | None = None, hub_key: Ed25519PublicKey | None = None):
+                 credential: str | None = None, hub_key: Any = None):
         self.settings = settings
         self.state = state  # agent.state.State
         self.report = report
         self.credential = credential
-        self.hub_key = hub_key if hub_key is not None else load_hub_key(settings.state_dir)
+        self._hub_key = hub_key
         pdir = getattr(settings, "playbooks_dir", None)
         self.playbooks_dir = Path(pdir) if pdir is not None else shipped_playbooks()
         self.run_dir = Path(settings.state_dir) / "jobs"
@@ -119,10 +121,14 @@ class JobRunner:
             raise Refused("job payload is not an object")
         job_id = str(job.get("id", "?"))[:100]
         name = str(job.get("playbook", "?"))[:100]
-        if self.hub_key is None:
+        from cryptography.exceptions import InvalidSignature
+
+        if self._hub_key is None:
+            self._hub_key = load_hub_key(self.settings.state_dir)
+        if self._hub_key is None:
             raise Refused("no pinned hub key on this node (STATE_DIR/hub.pub): cannot authenticate jobs", job_id, name)
         try:
-            self.hub_key.verify(base64.b64decode(envelope["signature"], validate=True), payload.encode())
+            self._hub_key.verify(base64.b64decode(envelope["signature"], validate=True), payload.encode())
         except (InvalidSignature, ValueError):
             raise Refused("bad signature: not signed by the hub this node joined", job_id, name) from None
         if job.get("v") != JOB_VERSION:
