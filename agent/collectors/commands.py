@@ -234,6 +234,6 @@ class CommandsCollector(Collector):
             total = sum(over.values())
             who = ", ".join(f"{self.user(u)}: {n}" for u, n in sorted(over.items()))
             self.emit(wire.Notice(ts=time.time(), source=self.name, level="warning",
-                                  message=f"shed {total} command reports over {RATE:g}/s per user ({who})"))
+                                  message=f"shed {total} command reports over {RATE:g}/s per user ({who})"[:4000]))
             for b in self.buckets.values():
                 b.shed = 0

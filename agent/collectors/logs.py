@@ -180,6 +180,7 @@ class Tail:
 
 class LogsCollector(Collector):
     name = "logs"
+    output_fields = True
 
     def __init__(self, settings, emit, state):
         super().__init__(settings, emit, state)
@@ -240,7 +241,7 @@ class LogsCollector(Collector):
         where = ", ".join(f"{s}: {n}" for s, n in sorted(self.shed.items()))
         self.emit(wire.Notice(
             ts=time.time(), source=self.name, level="warning",
-            message=f"shed {total} log lines over log_max_rate {self.settings.log_max_rate}/s ({where})"))
+            message=f"shed {total} log lines over log_max_rate {self.settings.log_max_rate}/s ({where})"[:4000]))
         self.shed.clear()
 
     def save(self, final: bool = False) -> None:
@@ -317,8 +318,9 @@ class LogsCollector(Collector):
     # -- journald ---------------------------------------------------------------------------
 
     def journal_argv(self) -> list[str]:
-        argv = ["journalctl", "-o", "json", "--follow", "--no-pager",
-                f"--output-fields={JOURNAL_FIELDS}", f"--cursor-file={self.cursor_file}"]
+        argv = ["journalctl", "-o", "json", "--follow", "--no-pager", f"--cursor-file={self.cursor_file}"]
+        if LogsCollector.output_fields:  # systemd >= 236; saves parsing fields we drop anyway
+            argv.append(f"--output-fields={JOURNAL_FIELDS}")
         if not self.cursor_file.exists():
             argv.append("--lines=0")  # first start: from now on
         if self.settings.journal_dir:
@@ -342,6 +344,8 @@ class LogsCollector(Collector):
                 if not line:
                     err = (await proc.stderr.read(4000)).decode(errors="replace").strip()
                     code = await proc.wait()
+                    if "output-fields" in err:  # an old journalctl: without it next time
+                        LogsCollector.output_fields = False
                     raise RuntimeError(f"journalctl exited with {code}: {err or 'no message'}")
                 self.stats["lines"] += 1
                 try:
