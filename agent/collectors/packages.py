@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import re
 import shutil
 import time
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 READ_MAX = 4 * 1024 * 1024  # per poll: a huge backlog is read over several polls
 CMD_TIMEOUT = 300.0
 HOLD_MAX = 1000  # changes held back for annotation at most
+PENDING_START_DELAY = (300.0, 900.0)  # seconds after start before the first pending check
 
 
 # --- log parsing (one function per manager: line -> Package or None) ------------------
@@ -277,7 +279,8 @@ class Dpkg(Manager):
     async def pending(self) -> list[wire.PendingUpdate] | None:
         if not shutil.which("apt-get"):
             return None
-        return parse_apt_simulation(await run_cmd("apt-get", "-s", "-q", "upgrade"))
+        nice = ("nice", "-n", "19") if shutil.which("nice") else ()
+        return parse_apt_simulation(await run_cmd(*nice, "apt-get", "-s", "-q", "upgrade"))
 
     @staticmethod
     async def downgraded(old: str, new: str) -> bool:
@@ -468,7 +471,10 @@ class PackagesCollector(Collector):
     async def pending_loop(self) -> None:
         interval = self.settings.pending_updates_interval
         last = self.state.get("packages.pending.checked") or 0
-        first_wait = max(0.0, last + interval - time.time())
+        # apt-get -s costs about a second and a half of CPU and 70 MB for a moment: never at
+        # agent start (boot is busy enough, and a fleet starting together should not
+        # simulate upgrades in step), at least a few minutes later, spread out.
+        first_wait = max(random.uniform(*PENDING_START_DELAY), last + interval - time.time())
         try:
             await asyncio.wait_for(self.pending_wanted.wait(), first_wait)
         except TimeoutError:

@@ -313,3 +313,34 @@ async def test_apt_install_records_who_asked(tmp_path, test_package):
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         state.close()
+
+
+@needs_dpkg
+@pytest.mark.skipif(not shutil.which("apt-get"), reason="no apt")
+async def test_pending_loop_waits_after_start_and_remembers(tmp_path, monkeypatch):
+    import agent.collectors.packages as packages
+
+    monkeypatch.setattr(packages, "PENDING_START_DELAY", (0.5, 0.5))
+    events: list = []
+    state = State(tmp_path / "s.db")
+
+    async def run_for(seconds):
+        c = PackagesCollector(settings(pending_updates_interval=60, packages_poll=0.2), lambda e: events.append(e) or True, state)
+        task = asyncio.create_task(c.run())
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < seconds:
+                if any(isinstance(e, wire.PendingUpdates) for e in events):
+                    return time.monotonic() - started
+                await asyncio.sleep(0.05)
+            return None
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    took = await run_for(60)
+    assert took is not None and took >= 0.5  # not at start: after the start delay
+    assert state.get("packages.pending.checked") > time.time() - 120
+    events.clear()
+    assert await run_for(2) is None  # restarted: checked a moment ago, not due for a minute
+    state.close()
