@@ -313,7 +313,7 @@ class JobRunner:
         return jobs if isinstance(jobs, list) else []
 
     async def run(self, stopping: asyncio.Event) -> None:
-        backoff = Backoff(base=1.0, cap=60.0)
+        backoff = Backoff(base=1.0, cap=30.0)
         headers = {"Authorization": f"Bearer {self.credential}", "User-Agent": f"homelab-agent/{__version__}"}
         timeout = aiohttp.ClientTimeout(total=POLL_WAIT + 20, connect=10)
         async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
