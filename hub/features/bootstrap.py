@@ -16,9 +16,10 @@ import logging
 
 from aiohttp import web
 
+from ..bootstrap_script import error_script, render_script
 from ..errors import HubError, NotFound
 from ..keys import READ_DB, SETTINGS
-from ..onboard import Artifacts, error_script, render_script, token_node
+from ..onboard import Artifacts, token_node
 
 log = logging.getLogger(__name__)
 

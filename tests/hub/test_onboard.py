@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from selfdoc_helpers import Proc, free_port, query, wait_for
 
-from hub import onboard
+from hub import bootstrap_script
 
 
 @pytest.fixture(scope="session")
@@ -64,13 +64,13 @@ async def test_refusals_are_scripts_that_fail_and_files_need_a_token(hub):
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
 def test_rendered_script_passes_shellcheck(tmp_path):
     index = {"version": "0.1.0", "python": "3.11", "agent_wheel": "sentient_homelab-0.1.0-py3-none-any.whl"}
-    script = onboard.render_script("http://10.0.0.1:8470", "hlj_abc-DEF_123", "n1", index)
+    script = bootstrap_script.render_script("http://10.0.0.1:8470", "hlj_abc-DEF_123", "n1", index)
     assert "'hlj_abc-DEF_123'" in script and "@" + "UNIT_JSON@" not in script
     (tmp_path / "b.sh").write_text(script)
     r = subprocess.run(["shellcheck", "-s", "sh", str(tmp_path / "b.sh")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
     with pytest.raises(ValueError, match="quote"):
-        onboard.render_script("http://x'; rm -rf /;'", "hlj_a", "n1", index)
+        bootstrap_script.render_script("http://x'; rm -rf /;'", "hlj_a", "n1", index)
 
 
 def test_unit_without_prefix_is_the_shipped_one():
@@ -79,7 +79,7 @@ def test_unit_without_prefix_is_the_shipped_one():
     shipped = paths.shipped("systemd") / "homelab-agent.service"
     if not shipped.exists():
         pytest.skip("systemd/homelab-agent.service not shipped")
-    unit = onboard.agent_unit().replace("@APP@", "/opt/homelab-agent").replace("@STATE@", "/var/lib/homelab-agent")
+    unit = bootstrap_script.agent_unit().replace("@APP@", "/opt/homelab-agent").replace("@STATE@", "/var/lib/homelab-agent")
     assert unit == shipped.read_text()
 
 
