@@ -236,10 +236,16 @@ def expire_jobs(db: sqlite3.Connection, now: float) -> None:
         if pid is not None and proposals.get(db, pid)["state"] == "dispatched":
             transition(db, pid, "failed", "hub", "the node did not run the job before it expired",
                        now, reason="job expired undelivered")
-    db.execute(
-        "UPDATE jobs SET state = 'failed', reason = 'expired' WHERE mode != 'run' AND state IN ('queued', 'delivered') AND expires < ?",
+    for job_id, pid, mode in db.execute(
+        "SELECT id, proposal_id, mode FROM jobs WHERE mode != 'run' AND state IN ('queued', 'delivered') AND expires < ?",
         (now,),
-    )
+    ).fetchall():
+        db.execute("UPDATE jobs SET state = 'failed', reason = 'expired before the node ran it' WHERE id = ?", (job_id,))
+        if mode == "verify" and pid is not None:
+            p = proposals.get(db, pid)
+            if p["state"] == "succeeded" and p["verify_job_id"] == job_id:
+                why = "the verify step did not run before it expired (node away?)"
+                transition(db, pid, "not verified", "hub", why, now, reason=why)
 
 
 def validate_candidate(books: dict[str, Playbook], cand: Any) -> tuple[Playbook, dict[str, str]]:

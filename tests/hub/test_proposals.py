@@ -313,6 +313,18 @@ def test_undelivered_run_job_fails_at_expiry(w):
     assert w.state(pid) == "failed"
 
 
+def test_verify_step_that_never_runs_is_not_verified(w):
+    pid = w.propose()
+    w.approve(pid)
+    [(_, job_id)] = w.dispatch()
+    w.result("n1", job_id, "succeeded", 0)
+    w.tx(dispatch.expire_jobs, w.now + dispatch.PROBE_TTL - 1)
+    assert w.state(pid) == "succeeded"
+    w.tx(dispatch.expire_jobs, w.now + dispatch.PROBE_TTL + 1)
+    p = proposals.get(w.db, pid)
+    assert p["state"] == "not verified" and "did not run" in p["reason"]
+
+
 def test_pending_jobs_are_per_node(w):
     pid = w.propose()
     w.approve(pid)
