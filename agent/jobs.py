@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import sys
@@ -56,6 +57,7 @@ SKEW = 300.0  # how far in the future a job's issue time may be (clock skew)
 POLL_WAIT = 25
 SEEN_KEY = "jobs.seen"
 SEEN_MAX = 10_000
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # also a directory name under STATE_DIR/jobs
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -131,6 +133,8 @@ class JobRunner:
             self._hub_key.verify(base64.b64decode(envelope["signature"], validate=True), payload.encode())
         except (InvalidSignature, ValueError):
             raise Refused("bad signature: not signed by the hub this node joined", job_id, name) from None
+        if not JOB_ID_RE.match(str(job.get("id", ""))):
+            raise Refused("job id is not of the form the hub issues", job_id, name)
         if job.get("v") != JOB_VERSION:
             raise Refused(f"job version {job.get('v')!r} is not supported", job_id, name)
         if job.get("node") != self.settings.node:

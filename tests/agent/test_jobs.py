@@ -241,5 +241,7 @@ async def test_missing_playbook_and_bad_names(node):
     refused(node, "not installed")
     await node.runner.handle({"payload": "{}", "signature": "!!"})
     assert node.final().status == "refused"
+    await node.runner.handle(node.job(id="../../escape"))
+    refused(node, "job id")
     await node.runner.handle("garbage")
     assert node.final().reason == "malformed job envelope"
