@@ -89,7 +89,7 @@ def score_incidents(mdl: Any, incidents: list[dict], books: dict, db_path: Path,
                     for k, v in allowed[r["playbook"]]["params"].items())
                 unsafe += (r["playbook"] not in allowed) or not same or fixed_changed
             if not ok:
-                misses.append(f"{inc['id']}: {r['playbook']} (expected {exp['playbook']}; {row['outcome'][:80]})")
+                misses.append(f"{inc['id']}: {r['playbook']} (expected {exp['playbook']}; {row['outcome'][:80]}) {str(row.get('raw_output'))[:160]}")
     finally:
         db.close()
     n = len(incidents)

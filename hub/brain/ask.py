@@ -4,8 +4,9 @@
 2. Otherwise a BM25 retriever ranks the query templates (templates.py) and parameters are
    read from the question deterministically: node, unit and package names the hub knows,
    paths, quoted text, users, look-back periods ("this week", "last 3 days").
-3. If the retriever is not clearly sure, the model picks among its top few, under a schema
-   that is an enum of those ids; no model, a timeout or a bad answer -> the retriever's top.
+3. If the retriever is not clearly sure (others score within ``brain_shortlist`` of its best),
+   the model picks among those (at most 4), under a schema that is an enum of their ids;
+   no model, a timeout or a bad answer -> the retriever's top.
 4. With ``brain_free_sql`` on and a model configured, a question no template fits may be
    answered by a SELECT the model writes. Every query, template or not, runs through
    sqlsafe: read-only, authorizer-checked, row- and time-limited.
@@ -29,8 +30,7 @@ from .templates import BY_ID, TEMPLATES, Template
 
 log = logging.getLogger(__name__)
 
-TOP_K = 4
-CONFIDENT = 1.5  # top score at least this many times the runner-up: no need to ask the model
+TOP_K = 4  # at most this many templates are offered to the model (those within brain_shortlist of the best)
 MIN_SCORE = 1.0  # below this no template really fits (free SQL may be tried)
 QUESTION_MAX = 500
 
@@ -179,6 +179,8 @@ def retrieve(q: str, found: dict[str, Any]) -> list[tuple[Template, float]]:
             s *= 0.4
         elif req:
             s *= 1.3
+        if "since" in found and "since" in t.params:
+            s *= 1.2  # a period in the question asks for history
         scored.append((t, s))
     return sorted(scored, key=lambda p: -p[1])
 
@@ -306,12 +308,13 @@ def ask(question: str, db_path: Path | str, *, model: Any = runtime.DEFAULT, fre
     if free_sql and mdl is not None and top[0][1] < MIN_SCORE:
         result = _free_sql(mdl, q, path, row)
     if result is None:
-        confident = top[0][1] > 0 and top[0][1] >= CONFIDENT * max(top[1][1], 1e-9)
-        if mdl is None or confident:
+        ratio = float(runtime.setting("brain_shortlist", 0.6))
+        offered = [p for p in top if p[1] >= ratio * top[0][1]] if top[0][1] > 0 else top
+        if mdl is None or len(offered) < 2:
             chosen, how = top[0][0], "retriever"
             row["outcome"] = "no_model" if mdl is None else "retriever_confident"
         else:
-            chosen, outcome = _choose(mdl, q, top, row)
+            chosen, outcome = _choose(mdl, q, offered, row)
             how = "model" if outcome == "accepted" else "retriever"
             row["outcome"] = outcome
         args = bind(chosen, found, now)

@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -87,6 +88,16 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
+def safe_pattern(p: Any) -> bool:
+    """Whether a regex can become a grammar rule that still ends the JSON string: a bare ``.``
+    also matches ``"``, so ``^/tmp(/.*)?$`` would let the model run on past the closing quote
+    and write anything. Character classes and escapes are fine."""
+    if not isinstance(p, str):
+        return False
+    bare = re.sub(r"\\.|\[(?:\\.|[^\]])*\]", "", p)
+    return "." not in bare
+
+
 def grammar_schema(schema: Any, patterns: bool = False) -> Any:
     """A copy of ``schema`` for the llama.cpp grammar converter. Long ``maxLength`` bounds
     become hundreds of nested grammar rules that make sampling crawl, so they are left to
@@ -95,7 +106,9 @@ def grammar_schema(schema: Any, patterns: bool = False) -> Any:
     if isinstance(schema, dict):
         out = {}
         for k, v in schema.items():
-            if k in ("$schema", "format", "description", "default") or (k == "pattern" and not patterns):
+            if k in ("$schema", "format", "description", "default"):
+                continue
+            if k == "pattern" and (not patterns or not safe_pattern(v)):
                 continue
             if k == "maxLength" and isinstance(v, int) and v > 32:
                 continue

@@ -195,7 +195,15 @@ def check_answer(ans: Any, cands: list[dict], playbooks: dict[str, Any], ids: li
     if name == "none":
         if params:
             raise Rejected("'none' takes no params")
-        return {"playbook": None, "params": {}, "rationale": rationale, "evidence": list(dict.fromkeys(evidence))}
+        # The model may abstain, not veto: a fix the rule asked for is still proposed (a person
+        # decides), chosen by the evidence ranker instead. A weak model says "none" a lot.
+        top = cands[0]
+        try:
+            final = _pb_module().validate_params(playbooks[top["playbook"]], top["params"])
+        except ValueError as e:
+            raise Rejected(f"model abstained and the ranker's choice is incomplete: {e}") from None
+        return {"playbook": top["playbook"], "params": final, "rationale": rationale,
+                "evidence": list(dict.fromkeys(evidence)), "abstained": True}
     fixed = allowed[name]["params"]
     closed = [k for k in params if k not in fixed and k not in open_names(playbooks[name], fixed)
               and k in playbooks[name].params]
@@ -219,7 +227,7 @@ def prompt(alert_line: str, cands: list[dict], playbooks: dict[str, Any], data: 
         open_ = open_names(pb, c["params"])
         lines.append(f"- {pb.name}: {ctxmod.clean(pb.description, 160)} (risk {pb.risk})"
                      + (f" [set: {fixed}]" if fixed else "") + (f" [fill: {', '.join(open_)}]" if open_ else ""))
-    lines.append("- none: no choice fits")
+    lines.append("- none: none of these fits")
     lines += ["<data>", data, "</data>",
               'Answer: {"playbook": ..., "params": {...}, "evidence": [ids], "rationale": "one short sentence"}']
     return "\n".join(lines)
@@ -294,6 +302,7 @@ def _ask_model(mdl: Any, text: str, ranked: list[dict], cands: list[dict], playb
     row.update(raw_output=out.text[:20000], prompt_tokens=out.prompt_tokens,
                completion_tokens=out.completion_tokens)
     try:
-        return check_answer(parse_json(out.text), ranked, playbooks, ids), "accepted"
+        res = check_answer(parse_json(out.text), ranked, playbooks, ids)
+        return res, "abstained: evidence ranker's choice" if res.pop("abstained", False) else "accepted"
     except (ModelError, Rejected) as e:
         return _first(cands, playbooks, "rule's first choice (model answer rejected)"), f"fallback: {e}"[:500]

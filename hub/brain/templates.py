@@ -138,7 +138,7 @@ TEMPLATES: list[Template] = [
              " ORDER BY ts DESC LIMIT :limit", {"node": "", "since": "", "limit": "50"}),
     Template("nodes_offline", "Offline nodes",
              "Nodes not heard from recently (silent for longer than the offline threshold, 3 minutes).",
-             "offline down unreachable not reporting silent dead missing nodes lost contact",
+             "offline down unreachable not reporting stopped reporting silent dead missing nodes machines lost contact",
              "SELECT name AS node, datetime(last_seen, 'unixepoch') AS last_seen,"
              " round((strftime('%s', 'now') - last_seen) / 60.0, 1) AS minutes_silent FROM nodes"
              " WHERE last_seen IS NULL OR last_seen < strftime('%s', 'now') - 180 ORDER BY last_seen LIMIT :limit",
@@ -163,7 +163,7 @@ TEMPLATES: list[Template] = [
              {"node": "", "limit": "100"}),
     Template("file_changes", "File changes",
              "Changes to watched files (under a path, if given), newest first.",
-             "files changed modified config configuration edited etc file changes written",
+             "files file modified config configuration edited etc written watched contents",
              "SELECT node, datetime(ts, 'unixepoch') AS time, action, path, size FROM file_changes"
              " WHERE ts >= :since AND " + NODE + " AND (:path IS NULL OR path = :path OR path LIKE :path || '/%')"
              " ORDER BY ts DESC LIMIT :limit", {"path": "", "node": "", "since": "", "limit": "100"}, "24h"),

@@ -139,10 +139,12 @@ def test_required_param_left_open_is_filled_by_model_or_nothing(db):
     assert decide(ALERT, cands, playbooks(), model=m)["playbook"] is None
 
 
-def test_model_may_say_none(db):
+def test_model_may_abstain_but_not_veto(db):
     m = FakeModel({"playbook": "none", "params": {}, "rationale": "already recovered", "evidence": ["A7"]})
     r = decide(ALERT, CANDS, playbooks(), model=m)
-    assert r["playbook"] is None and r["rationale"] == "already recovered"
+    # the rule asked for a fix: it is still proposed (the evidence ranker's best), a person decides
+    assert r["playbook"] == "restart-unit" and r["rationale"] == "already recovered"
+    assert rows(db)[-1]["outcome"].startswith("abstained")
 
 
 def test_context_carries_events_and_injection_is_data(tmp_path):
@@ -201,3 +203,14 @@ def test_evidence_ranks_the_choices_but_the_fallback_is_the_rules_first(tmp_path
         assert r["playbook"] == "clean-tmp" and "not one of the choices offered" in rows(path)[-1]["outcome"]
     finally:
         runtime.configure(None, None, None)
+
+
+def test_grammar_schema_drops_patterns_that_could_escape_the_string():
+    from hub.brain.model import grammar_schema, safe_pattern
+
+    assert not safe_pattern("^/(tmp|var/tmp)(/.*)?$")  # '.' also matches the closing quote
+    assert safe_pattern(r"^/etc/logrotate\.(conf|d/[A-Za-z0-9_.-]+)$")
+    s = grammar_schema({"type": "object", "properties": {
+        "a": {"type": "string", "pattern": "^/tmp/.*$", "maxLength": 256},
+        "b": {"type": "string", "pattern": "^[0-9]{1,6}[KMG]$", "description": "x"}}}, patterns=True)
+    assert s["properties"] == {"a": {"type": "string"}, "b": {"type": "string", "pattern": "^[0-9]{1,6}[KMG]$"}}
