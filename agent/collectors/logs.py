@@ -8,7 +8,8 @@ that file ourselves: journalctl only updates it when it exits cleanly, and a kil
 would lose it.) The first start begins at the end of the journal.
 
 Files: each is read from its saved (device, inode, offset), kept in the agent's state.db.
-Rotation (a new inode at the path) first finishes the old file, then starts the new one at
+Rotation (a new inode at the path) first finishes the old file (kept open until the new one
+has lines, so late writes before the writer reopens are not lost), then starts the new one at
 its beginning; truncation (the file shrank) starts over at 0. A file rotated while the agent
 was stopped is finished from ``PATH.1`` if the saved inode is there. A file seen for the
 first time is read from its end. inotify on the files' directories says when to look; a slow
@@ -49,6 +50,7 @@ CHUNK = 256 * 1024
 MAX_LINE = 16 * 1024
 POLL = 5.0  # seconds between looks when inotify is quiet
 SAVE_EVERY = 1.0
+ROTATE_GRACE = 30.0  # seconds a rotated file is kept open while its replacement stays empty
 NOTICE_EVERY = 10.0
 FUTURE_SLACK = 86400.0
 
@@ -86,6 +88,7 @@ class Tail:
         self.dev = self.ino = 0
         self.off = 0
         self.skipping = False  # inside an over-long line, dropping until its end
+        self.moved_at: float | None = None  # when the path was first seen to name another file
         self.pending_old: tuple[str, int] | None = None  # rotated-away file still to finish
         if saved is None and not os.path.exists(path):
             saved = {"dev": 0, "ino": 0, "off": 0}  # appears later: all of it is new
@@ -118,6 +121,7 @@ class Tail:
         return True
 
     def close(self) -> None:
+        self.moved_at = None
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -153,8 +157,18 @@ class Tail:
             self.off, self.skipping = 0, False
         data = os.pread(self.fd, min(budget, CHUNK), self.off)
         if not data:
-            if moved:  # the old file is done: on to the new one (if it exists yet)
-                if os.path.exists(self.path):
+            if moved:
+                # The writer may still append to the renamed file until it reopens (logrotate's
+                # postrotate HUP). Switch once the new file has lines, so none are lost, or
+                # after ROTATE_GRACE for a writer that is quiet.
+                now = time.monotonic()
+                if self.moved_at is None:
+                    self.moved_at = now
+                try:
+                    new_size = os.stat(self.path).st_size
+                except FileNotFoundError:
+                    new_size = None
+                if new_size is not None and (new_size > 0 or now - self.moved_at > ROTATE_GRACE):
                     self.close()
                     self.saved = {"dev": 0, "ino": 0, "off": 0}  # new file: from its start
                     return [], True

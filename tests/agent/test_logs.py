@@ -113,9 +113,12 @@ async def test_rotation_loses_and_repeats_nothing(tmp_path):
         w.flush()
         await async_wait_for(lambda: h.logs, 5, what="first line")
         os.rename(f, str(f) + ".1")
-        w.write(line(2))  # still into the rotated file
+        f.write_text("")  # logrotate's "create": the new file exists, still empty
+        await asyncio.sleep(0.5)  # the collector has looked at both by now
+        w.write(line(2))  # the writer has not reopened yet: still into the rotated file
         w.flush()
-    f.write_text(line(3))  # the new file
+        await asyncio.sleep(0.5)
+    append(f, line(3))  # reopened (postrotate HUP): into the new file
     append(f, line(4))
     await h.expect(["message 1", "message 2", "message 3", "message 4"])
     await h.stop()
