@@ -61,14 +61,15 @@ def cli() -> None:
 @cli.command()
 @data_dir_option
 @click.option("--listen", help="host:port [$HOMELAB_HUB_LISTEN; default tailnet address or 127.0.0.1:8470].")
+@click.option("--tls/--no-tls", default=None, help="HTTPS with the hub's own pinned certificate [$HOMELAB_HUB_TLS].")
 @click.option("-v", "--verbose", is_flag=True)
 @domain_errors
-def serve(data_dir, listen, verbose) -> None:
+def serve(data_dir, listen, tls, verbose) -> None:
     """Run the hub server (what homelab-hub.service runs)."""
     from .server import serve as run_serve
 
     setup_logging(verbose)
-    run_serve(settings_from(data_dir=data_dir, listen=listen))
+    run_serve(settings_from(data_dir=data_dir, listen=listen, tls=tls))
 
 
 @cli.command()
