@@ -11,6 +11,8 @@ import time
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent import wire
 from agent.collectors.packages import (
@@ -344,3 +346,30 @@ async def test_pending_loop_waits_after_start_and_remembers(tmp_path, monkeypatc
     events.clear()
     assert await run_for(2) is None  # restarted: checked a moment ago, not due for a minute
     state.close()
+
+
+# --- properties ---------------------------------------------------------------------------
+
+_token = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters=":<>"), min_size=1, max_size=30)
+
+
+@given(st.text(max_size=300))
+def test_parsers_never_raise_on_arbitrary_lines(line):
+    for parse in (parse_dpkg, parse_rpm, parse_pacman):
+        ev = parse(line)
+        assert ev is None or isinstance(ev, wire.Package)
+    assert isinstance(parse_apt_simulation(line), list)
+    parse_extended_states(line)
+
+
+@given(st.sampled_from(["install", "upgrade", "remove", "purge"]), _token, st.sampled_from(["amd64", "all", "arm64"]), _token, _token)
+def test_dpkg_lines_round_trip(action, name, arch, old, new):
+    old_v = "<none>" if action == "install" else old
+    new_v = "<none>" if action in ("remove", "purge") else new
+    ev = parse_dpkg(f"2026-01-02 03:04:05 {action} {name}:{arch} {old_v} {new_v}")
+    assert ev is not None and (ev.name, ev.arch, ev.action) == (name, arch, action)
+    if action in ("remove", "purge"):
+        assert ev.old_version == old and ev.version is None
+    else:
+        assert ev.version == new
+    wire.encode_event(ev)
