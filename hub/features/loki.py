@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 BATCH_LINES = 1000
 BATCH_WAIT = 1.0  # seconds to let lines accumulate into one request
+FLUSH_TIMEOUT = 3.0  # at shutdown
 LEVELS = ("emerg", "alert", "crit", "error", "warning", "notice", "info", "debug")
 
 Line = tuple[tuple[tuple[str, str], ...], str, str]  # (labels, ns timestamp, line)
@@ -106,6 +107,25 @@ class LokiForwarder:
             self.stats["loki_lines"] += len(batch)
 
 
+    async def flush(self, session: aiohttp.ClientSession, timeout: float) -> None:
+        """On shutdown: one quick try at what is still queued; Loki being down must not hold
+        the hub's exit (the lines are in the hub's database either way)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.queue and asyncio.get_running_loop().time() < deadline:
+            start, batch = self._take()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    async with session.post(self.url, json=payload(batch)) as r:
+                        if r.status >= 300:
+                            break
+            except (aiohttp.ClientError, TimeoutError, OSError):
+                break
+            self._drop_sent(start, len(batch))
+            self.stats["loki_lines"] += len(batch)
+        if self.queue:
+            log.warning("%d log lines not forwarded to Loki at shutdown", len(self.queue))
+
+
 def labels_of(node: str, ev: wire.Log) -> tuple[tuple[str, str], ...]:
     lab = [("job", "homelab"), ("node", node)]
     if ev.unit:
@@ -136,6 +156,7 @@ async def _context(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    await fwd.flush(session, FLUSH_TIMEOUT)
     await session.close()
 
 

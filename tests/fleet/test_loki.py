@@ -137,3 +137,23 @@ async def test_loki_down_sheds_oldest_and_counts(loki_hub):
         assert query(hub.data_dir, "SELECT count(*) FROM events WHERE kind = 'log'")[0][0] == 25
     finally:
         await runner.cleanup()
+
+
+async def test_lines_queued_at_shutdown_are_flushed(tmp_path):
+    from fleetlib import join
+
+    loki = FakeLoki()
+    lapp = web.Application()
+    lapp.router.add_post("/loki/api/v1/push", loki.push)
+    lrunner, lport = await start_app(lapp)
+    try:
+        s = load_settings(data_dir=tmp_path / "hub", loki_url=f"http://127.0.0.1:{lport}")
+        app = create_app(s)
+        runner, port = await start_app(app)
+        hub = Hub(tmp_path / "hub", port, app)
+        cred = await join(hub, "web3")
+        assert (await send(hub, cred, "web3", logs(7)))[0] == 200
+        await runner.cleanup()  # within the forwarder's one-second batching window
+        assert sorted(line for _l, _t, line in loki.lines) == sorted(f"line {i}" for i in range(1, 8))
+    finally:
+        await lrunner.cleanup()
