@@ -34,7 +34,7 @@ def parse_show(text: str) -> list[dict[str, str]]:
     """Parse ``systemctl show -p A,B unit1 unit2 ...``: KEY=VALUE lines, units separated by
     an empty line. Values may contain '='; only the first one splits."""
     units, cur = [], {}
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): values may hold \x85 or \u2028
         if not line.strip():
             if cur:
                 units.append(cur)

@@ -9,6 +9,8 @@ import stat
 import textwrap
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.collectors.services import (
     ServicesCollector,
@@ -144,3 +146,19 @@ def test_interval_validated(tmp_path):
     with pytest.raises(ValueError, match="services_interval"):
         ServicesCollector(settings(services_interval=0), lambda e: True, state)
     state.close()
+
+
+_val = st.text(alphabet=st.characters(blacklist_characters="\n\r", blacklist_categories=("Cs",)), max_size=40).map(str.strip)
+
+
+@given(st.lists(st.fixed_dictionaries({"Id": _val.filter(bool), "ActiveState": _val, "NRestarts": st.integers(0, 10**6).map(str)}), max_size=8))
+def test_show_round_trip(units):
+    text = "\n\n".join("\n".join(f"{k}={v}" for k, v in u.items()) for u in units)
+    assert parse_show(text) == units
+
+
+@given(st.text(max_size=500))
+def test_parsers_never_raise(text):
+    for u in parse_show(text):
+        unit_state(u)
+    parse_list_units(text)
