@@ -86,10 +86,14 @@ def _num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+_NUMS = (int, float)
+
+
 def _cmp(op: Callable[[Any, Any], bool], want: Any) -> Callable[[Any], bool]:
+    # type(v) in ... rather than isinstance: bool is not a number here, and it is faster
     if _num(want):
-        return lambda v: _num(v) and op(v, want)
-    return lambda v: isinstance(v, str) and op(v, want)
+        return lambda v: type(v) in _NUMS and op(v, want)
+    return lambda v: type(v) is str and op(v, want)
 
 
 def _operator(name: str, arg: Any, at: Path_) -> Callable[[Any], bool]:
@@ -100,6 +104,9 @@ def _operator(name: str, arg: Any, at: Path_) -> Callable[[Any], bool]:
             return lambda v: v == arg
         if name == "ne":
             return lambda v: v is not MISSING and v != arg
+        if _num(arg):  # the hot path of metric thresholds: no extra call per comparison
+            return {"gt": lambda v: type(v) in _NUMS and v > arg, "gte": lambda v: type(v) in _NUMS and v >= arg,
+                    "lt": lambda v: type(v) in _NUMS and v < arg, "lte": lambda v: type(v) in _NUMS and v <= arg}[name]
         import operator as o
 
         return _cmp({"gt": o.gt, "gte": o.ge, "lt": o.lt, "lte": o.le}[name], arg)
@@ -207,12 +214,36 @@ def compile_condition(spec: Any, scope: Scope, at: Path_) -> Pred:
         else:
             if not isinstance(key, str) or not key:
                 raise CompileError(f"a field name must be a string, got {key!r}", here)
-            get, test = compile_path(key, scope.extras), _test(val, scope, here)
-            preds.append(lambda ev, ex, g=get, t=test: t(g(ev, ex)))
+            preds.append(_field_pred(key, val, scope, here))
+    return _and(preds)
+
+
+def _field_pred(key: str, val: Any, scope: Scope, at: Path_) -> Pred:
+    test = _test(val, scope, at)
+    if "." not in key and key not in scope.extras:  # a plain event attribute: one call less
+        if not isinstance(val, dict | list):
+            return lambda ev, ex: getattr(ev, key, MISSING) == val
+        return lambda ev, ex: test(getattr(ev, key, MISSING))
+    if "." not in key:
+        if not isinstance(val, dict | list):
+            return lambda ev, ex: ex.get(key, MISSING) == val
+        return lambda ev, ex: test(ex.get(key, MISSING))
+    get = compile_path(key, scope.extras)
+    return lambda ev, ex: test(get(ev, ex))
+
+
+def _and(preds: list[Pred]) -> Pred:
+    # unrolled for the common sizes: all() over a generator costs more than the tests
     if not preds:
         return lambda ev, ex: True
     if len(preds) == 1:
         return preds[0]
+    if len(preds) == 2:
+        a, b = preds
+        return lambda ev, ex: a(ev, ex) and b(ev, ex)
+    if len(preds) == 3:
+        a, b, c = preds
+        return lambda ev, ex: a(ev, ex) and b(ev, ex) and c(ev, ex)
     return lambda ev, ex: all(p(ev, ex) for p in preds)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 from jinja2 import TemplateError
 
+from agent.wire import Unknown
 from hub.project import split_key
 
 from .conditions import MISSING
@@ -66,7 +67,7 @@ class Instance:
         self.new_events: list[int] = []
         self.linked = 0
         self.fired_at: float | None = None
-        self.window: deque | None = deque() if rule.agg_fn else None
+        self.window: Window | None = Window() if rule.agg_fn else None
         self.pending_at = self.firing_at = self.resolved_at = None
         self.rendered: dict = {}
 
@@ -82,34 +83,146 @@ class Instance:
         return _plain(v)
 
 
-def aggregate(fn: str, window: deque, now: float, span: float, horizon: float) -> float | None:
-    if fn == "count":
-        return float(len(window))
-    if fn == "rate":
-        return len(window) / span
-    vals = [v for _, v, _ in window if isinstance(v, int | float) and not isinstance(v, bool)]
-    if not vals:
-        return None
-    if fn == "sum":
-        return float(sum(vals))
-    if fn == "avg":
-        return sum(vals) / len(vals)
-    if fn == "min":
-        return float(min(vals))
-    if fn == "max":
-        return float(max(vals))
-    # predict: least-squares line through the window, read at now + horizon
-    pts = [(t, v) for t, v, _ in window if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(pts) < 2 or pts[-1][0] - pts[0][0] < span / 4:
-        return None  # too little history: a line through two close points predicts noise
-    n = len(pts)
-    mt = sum(t for t, _ in pts) / n
-    mv = sum(v for _, v in pts) / n
-    var = sum((t - mt) ** 2 for t, _ in pts)
-    if var == 0:
-        return None
-    slope = sum((t - mt) * (v - mv) for t, v in pts) / var
-    return mv + slope * (now + horizon - mt)
+MAX_WINDOW = 200_000  # entries per instance: a flood sheds its oldest evidence, not memory
+
+
+class Window:
+    """A sliding window of (ts, value, event id) with running sums, so count, rate, sum,
+    avg and predict cost O(1) per event and min/max are recomputed only when the extreme
+    leaves. Times are kept relative to ``t0`` so the sums of squares stay precise."""
+
+    __slots__ = ("items", "n", "st", "sv", "stt", "stv", "lo", "hi", "t0")
+
+    def __init__(self):
+        self.items: deque = deque()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.n = 0
+        self.st = self.sv = self.stt = self.stv = 0.0
+        self.lo = self.hi = None
+        self.t0: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def add(self, t: float, v: Any, eid: int | None) -> None:
+        self.items.append((t, v, eid))
+        if type(v) in (int, float):
+            if self.t0 is None:
+                self.t0 = t
+            x = t - self.t0
+            self.n += 1
+            self.st += x
+            self.sv += v
+            self.stt += x * x
+            self.stv += x * v
+            if self.lo is not None and v < self.lo:
+                self.lo = v
+            if self.hi is not None and v > self.hi:
+                self.hi = v
+            if self.n == 1:
+                self.lo = self.hi = v
+        if len(self.items) > MAX_WINDOW:
+            self._drop()
+
+    def _drop(self) -> None:
+        t, v, _ = self.items.popleft()
+        if type(v) in (int, float):
+            x = t - self.t0
+            self.n -= 1
+            self.st -= x
+            self.sv -= v
+            self.stt -= x * x
+            self.stv -= x * v
+            if v == self.lo or v == self.hi:
+                self.lo = self.hi = None  # recomputed on demand
+
+    def expire(self, before: float) -> bool:
+        items, changed = self.items, False
+        while items and items[0][0] <= before:
+            self._drop()
+            changed = True
+        if not items:
+            self._reset()
+        return changed
+
+    def _extremes(self) -> None:
+        vals = [v for _, v, _ in self.items if type(v) in (int, float)]
+        self.lo, self.hi = (min(vals), max(vals)) if vals else (None, None)
+
+    def value(self, fn: str, now: float, span: float, horizon: float) -> float | None:
+        if fn == "count":
+            return float(len(self.items))
+        if fn == "rate":
+            return len(self.items) / span
+        n = self.n
+        if n == 0:
+            return None
+        if fn == "sum":
+            return float(self.sv)
+        if fn == "avg":
+            return self.sv / n
+        if fn in ("min", "max"):
+            if self.lo is None:
+                self._extremes()
+            return float(self.lo if fn == "min" else self.hi)  # type: ignore[arg-type]
+        # predict: least-squares line through the window, read at now + horizon
+        if n < 2 or self.items[-1][0] - self.items[0][0] < span / 4:
+            return None  # too little history: a line through two close points predicts noise
+        var = self.stt - self.st * self.st / n
+        if var <= 1e-9:
+            return None
+        slope = (self.stv - self.st * self.sv / n) / var
+        mt, mv = self.st / n, self.sv / n
+        return mv + slope * (now + horizon - self.t0 - mt)
+
+
+_ORDER: dict[int, int] = {}
+_TAGS: dict[type, str | None] = {}
+
+
+def _order(r: Rule) -> int:
+    return _ORDER[id(r)]
+
+
+def _equalities(where: Any, macros: dict, depth: int = 0) -> list[tuple[str, list]]:
+    """Top-level ``field: value`` / ``field: [values]`` tests of a condition (through macros)."""
+    out: list[tuple[str, list]] = []
+    if not isinstance(where, dict) or depth > 5:
+        return out
+    for k, v in where.items():
+        if k == "macro" and isinstance(macros.get(v), dict):
+            out += _equalities(macros[v], macros, depth + 1)
+        elif k not in ("all", "any", "not", "macro") and "." not in str(k):
+            vals = v if isinstance(v, list) else [v]
+            if vals and all(isinstance(x, str | int | float) and not isinstance(x, bool) for x in vals):
+                out.append((str(k), vals))
+    return out
+
+
+def _plan(rules: list[Rule]) -> tuple[list[Rule], list[tuple[str, dict]]]:
+    """Split a kind's rules into those every event must try and an index of rules that can
+    only match when a field has one of a few values (``program: sshd``), so an event is
+    tested against the rules that can match it, not all of them. File order is kept."""
+    always: list[Rule] = []
+    index: dict[str, dict] = {}
+    for i, r in enumerate(rules):
+        _ORDER[id(r)] = i
+        ev = r.spec.get("event", {})
+        fields = [f for f, _ in r.group_by] + [g for p in ev.get("extract", {}).values()
+                                              for g in re.compile(p).groupindex]
+        eqs = [(f, v) for f, v in _equalities(ev.get("where"), r.macros) if f not in fields and f != "node"]
+        if not eqs:
+            always.append(r)
+            continue
+        fld, vals = eqs[0]
+        for v in vals:
+            index.setdefault(fld, {}).setdefault(v, []).append(r)
+    return always, list(index.items())
 
 
 class Engine:
@@ -122,6 +235,7 @@ class Engine:
                 self.by_metric.setdefault(r.metric, []).append(r)  # type: ignore[arg-type]
             elif r.source == "event":
                 self.by_kind.setdefault(r.kind, []).append(r)  # type: ignore[arg-type]
+        self.plans = {kind: _plan(rs) for kind, rs in self.by_kind.items()}
         self.periodic = [r for r in self.rules.values() if r.periodic]
         self.next_due: dict[str, float] = {}
         self.instances: dict[tuple[str, tuple], Instance] = {}
@@ -135,7 +249,12 @@ class Engine:
 
     def feed(self, node: str, event_id: int | None, event: Any, t: float | None = None) -> None:
         """Evaluate one committed event. ``t`` defaults to the event's own timestamp."""
-        kind = event.__struct_config__.tag if hasattr(event, "__struct_config__") else getattr(event, "kind", None)
+        kind = _TAGS.get(type(event))
+        if kind is None:  # wire.Unknown carries its kind per event; Structs per type
+            cfg = getattr(event, "__struct_config__", None)
+            kind = getattr(event, "kind", None) if isinstance(event, Unknown) or cfg is None else cfg.tag
+            if not isinstance(event, Unknown) and cfg is not None:
+                _TAGS[type(event)] = kind
         t = event.ts if t is None else t
         self.evaluated += 1
         if kind == "metrics":
@@ -143,7 +262,19 @@ class Engine:
                 self._metrics(node, event_id, event, t)
             if "metrics" not in self.by_kind:
                 return
-        for r in self.by_kind.get(kind, ()):
+        plan = self.plans.get(kind)
+        if plan is None:
+            return
+        rules, index = plan
+        if index:
+            hits = None
+            for fld, table in index:
+                hit = table.get(getattr(event, fld, None))
+                if hit:
+                    hits = hit if hits is None else hits + hit
+            if hits:
+                rules = sorted(rules + hits, key=_order) if rules else hits
+        for r in rules:
             extra = {"node": node}
             if r.where is not None and not r.where(event, extra):
                 continue
@@ -188,9 +319,9 @@ class Engine:
         inst.node = node
         if r.agg_fn:
             v = 1.0 if r.agg_field is None else _plain(r.agg_field(event, extra))
-            inst.window.append((t, v, event_id))
-            self._expire(inst, t)
-            value = extra["value"] = aggregate(r.agg_fn, inst.window, t, r.window, r.horizon)
+            inst.window.add(t, v, event_id)
+            inst.window.expire(t - r.window)
+            value = extra["value"] = inst.window.value(r.agg_fn, t, r.window, r.horizon)
             active = value is not None and (r.when is None or r.when(event, extra))
         else:
             value = extra.get("value")
@@ -200,11 +331,6 @@ class Engine:
         self._observe(inst, t, active, event_id)
         if r.pulse:
             inst.active = False  # an occurrence, not a state: keep_firing_for decides how long
-
-    def _expire(self, inst: Instance, now: float) -> None:
-        w, horizon = inst.window, now - inst.rule.window
-        while w and w[0][0] <= horizon:
-            w.popleft()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -283,10 +409,8 @@ class Engine:
         for k, inst in self.instances.items():
             r = inst.rule
             if inst.window is not None:
-                before = len(inst.window)
-                self._expire(inst, now)
-                if len(inst.window) != before:
-                    value = inst.extra["value"] = aggregate(r.agg_fn, inst.window, now, r.window, r.horizon)
+                if inst.window.expire(now - r.window) or r.agg_fn == "predict":
+                    value = inst.extra["value"] = inst.window.value(r.agg_fn, now, r.window, r.horizon)
                     active = value is not None and (r.when is None or r.when(inst.event, inst.extra))
                     if active:
                         inst.active, inst.value = True, value

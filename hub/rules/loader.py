@@ -143,6 +143,7 @@ class Rule:
     timeout: float = 2.0
     absent_for: float = 0.0
     spec: dict = field(default_factory=dict)
+    macros: dict = field(default_factory=dict)
 
     @property
     def pulse(self) -> bool:
@@ -192,7 +193,7 @@ def compile_rule(spec: dict, path: tuple, doc: Doc, macros: dict, macro_paths: d
     src = sources[0]
     r = Rule(name=spec["name"], file=doc.file, line=doc.line(path), source=src, spec=spec,
              severity=spec.get("severity", "warning"), description=spec.get("description", ""),
-             notify=spec.get("notify", True))
+             notify=spec.get("notify", True), macros=macros)
     captures: set[str] = set()
     known: set[str] | None = set(BASE_FIELDS)
     extras: frozenset[str]

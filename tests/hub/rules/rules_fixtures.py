@@ -25,7 +25,7 @@ class RulesHub:
         from conftest import enroll
 
         token = enroll(self.data_dir, node)
-        async with aiohttp.ClientSession() as s:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
             async with s.post(f"{self.url}/v1/join", json={"token": token}) as r:
                 assert r.status == 200, await r.text()
                 self.creds[node] = (await r.json())["credential"]
@@ -38,7 +38,8 @@ class RulesHub:
         pairs = [(first + i, wire.encode_event(e)) for i, e in enumerate(events)]
         self.seq[node] = first + len(events) - 1
         body = wire.encode_batch(node, time.time() if sent is None else sent, pairs)
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.creds[node]}"}) as s:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.creds[node]}"},
+                                         connector=aiohttp.TCPConnector(force_close=True)) as s:
             async with s.post(f"{self.url}/v1/ingest", data=io.BytesIO(body)) as r:
                 assert r.status == 200, await r.text()
                 return await r.json()
