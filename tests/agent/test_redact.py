@@ -192,3 +192,24 @@ def test_hostile_input_stays_fast():
 def test_never_raises(text):
     out, changed = redact(text)
     assert changed == (out != text)
+
+
+TEMPLATES = [
+    "export {name}_TOKEN={s}", "{name}_PASSWORD='{s}' ./run.sh", "./tool --password {s} --verbose",
+    "./tool --api-key={s}", "mysql -u root -p{s} db", "curl -u admin:{s} https://h.lan/",
+    "git clone https://me:{s}@git.lan/r.git", 'curl -d \'{{"password": "{s}"}}\' https://h.lan',
+    "docker run -e {name}_SECRET={s} img", "sshpass -p {s} ssh h", "redis-cli -a {s} ping",
+    "curl -H 'Authorization: Bearer {s}' https://h.lan", "echo {s} | sudo -S true",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(template=st.sampled_from(TEMPLATES),
+       secret=st.text(alphabet="abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789!@#%^*_+=.,:~",
+                      min_size=8, max_size=40).filter(lambda s: s.lower() not in ("password", "verbose")),
+       name=st.sampled_from(["DB", "APP", "GITHUB", "MY_SERVICE", "X"]))
+def test_generated_secrets_never_survive(template, secret, name):
+    """Secrets of any shape, in the common places, never come through."""
+    command = template.format(s=secret, name=name)
+    out, changed = redact(command)
+    assert secret not in out and changed, (command, out)
