@@ -19,7 +19,7 @@ import yaml
 
 from . import context as ctxmod
 from . import runtime
-from .model import Model, ModelError, parse_json
+from .model import Model, ModelError, parse_json, safe_pattern
 from .rank import BM25
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,15 @@ def open_names(pb: Any, fixed: dict) -> list[str]:
 
 def open_params(pb: Any, fixed: dict) -> dict:
     """JSON schema for the parameters the model may fill (see open_names)."""
-    sch = _pb_module().json_schema(pb)
+    pbm = _pb_module()
+    sch = pbm.json_schema(pb)
     names = open_names(pb, fixed)
-    props = {k: v for k, v in sch["properties"].items() if k in names}
+    props = {k: dict(v) for k, v in sch["properties"].items() if k in names}
+    for k, v in props.items():
+        # A path whose own regex cannot be a grammar still gets the shape of a path there
+        # (the header's regex is checked again by validate_params).
+        if pb.params[k].type == "path" and not safe_pattern(v.get("pattern")):
+            v["pattern"] = f"^{pbm.SAFE_PATH}$"
     return {
         "type": "object",
         "properties": props,
@@ -229,7 +235,7 @@ def prompt(alert_line: str, cands: list[dict], playbooks: dict[str, Any], data: 
                      + (f" [set: {fixed}]" if fixed else "") + (f" [fill: {', '.join(open_)}]" if open_ else ""))
     lines.append("- none: none of these fits")
     lines += ["<data>", data, "</data>",
-              'Answer: {"playbook": ..., "params": {...}, "evidence": [ids], "rationale": "one short sentence"}']
+              'Answer: {"playbook": ..., "params": {...}, "evidence": [ids], "rationale": "..."}']
     return "\n".join(lines)
 
 

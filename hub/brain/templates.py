@@ -43,7 +43,7 @@ TEMPLATES: list[Template] = [
              " GROUP BY s.id ORDER BY growth_points DESC LIMIT :limit", {"node": "", "since": "", "limit": "10"}),
     Template("memory_usage", "Memory use",
              "Memory (and swap) used per node, highest first.",
-             "memory ram used usage swap out of memory oom most memory",
+             "memory ram used usage using swap swapping out of memory oom most memory too much",
              "SELECT node, round(100 * value, 1) AS memory_used_percent, time FROM metrics_latest"
              " WHERE name = 'memory_used_ratio' AND " + NODE + " ORDER BY value DESC LIMIT :limit",
              {"node": "", "limit": "10"}),
@@ -103,7 +103,7 @@ TEMPLATES: list[Template] = [
              " ORDER BY ts DESC LIMIT :limit", {"node": "", "package": "", "since": "", "limit": "50"}, "30d"),
     Template("package_where", "Where a package is installed",
              "Which nodes have a package installed, and which version.",
-             "which nodes have package version of installed where is running what version",
+             "which nodes hosts have has package version of installed where is run running what version",
              "SELECT node, name, version, arch, manager, manual FROM packages WHERE state = 'installed'"
              " AND name = :package AND " + NODE + " ORDER BY node LIMIT :limit",
              {"package": "!", "node": "", "limit": "100"}),
@@ -138,7 +138,7 @@ TEMPLATES: list[Template] = [
              " ORDER BY ts DESC LIMIT :limit", {"node": "", "since": "", "limit": "50"}),
     Template("nodes_offline", "Offline nodes",
              "Nodes not heard from recently (silent for longer than the offline threshold, 3 minutes).",
-             "offline down unreachable not reporting stopped reporting silent dead missing nodes machines lost contact",
+             "offline down unreachable not reporting stopped reporting went silent dead missing nodes machines hosts lost contact gone quiet",
              "SELECT name AS node, datetime(last_seen, 'unixepoch') AS last_seen,"
              " round((strftime('%s', 'now') - last_seen) / 60.0, 1) AS minutes_silent FROM nodes"
              " WHERE last_seen IS NULL OR last_seen < strftime('%s', 'now') - 180 ORDER BY last_seen LIMIT :limit",
@@ -195,7 +195,7 @@ TEMPLATES: list[Template] = [
              " GROUP BY node ORDER BY security DESC, pending DESC LIMIT :limit", {"node": "", "limit": "100"}),
     Template("top_processes", "Top processes",
              "The heaviest processes (latest sample), by CPU then memory.",
-             "processes top memory hog using most cpu programs running process eating resources",
+             "processes top memory hog hogging using most cpu programs running process eating resources",
              "SELECT node, pid, name, user, round(cpu_percent, 1) AS cpu_percent, rss_bytes / 1048576 AS rss_mib"
              " FROM processes WHERE " + NODE + " ORDER BY cpu_percent DESC, rss_bytes DESC LIMIT :limit",
              {"node": "", "limit": "15"}),
