@@ -26,6 +26,7 @@ from .state import State
 log = logging.getLogger(__name__)
 
 SPOOL_CHUNK = 1000
+STOP_GRACE = 5.0
 
 
 class Agent:
@@ -140,12 +141,18 @@ class Agent:
         log.info("agent %s shipping to %s (%d events spooled)", self.settings.node, self.settings.hub_url, len(self.spool))
         await self.stopping.wait()
         log.info("stopping: flushing")
+        # Bounded: a collector stuck in a thread or a subprocess must not keep the agent
+        # (and systemd's stop job) waiting; what it had queued is flushed below anyway.
         jobs.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await jobs
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pending = [jobs, *self._tasks]
+        done, stuck = await asyncio.wait(pending, timeout=STOP_GRACE)
+        for t in done:
+            if not t.cancelled() and t.exception():
+                log.warning("%s ended with %r", t.get_name(), t.exception())
+        for t in stuck:
+            log.warning("%s did not stop within %.0fs; leaving it behind", t.get_name(), STOP_GRACE)
         for c in self.collectors.values():
             close = getattr(c, "close", None)
             if close:
