@@ -60,11 +60,25 @@ def _console():
 @click.option("--state", "states", multiple=True, help="Only proposals in this state (repeatable), e.g. proposed.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per proposal.")
 @click.option("--limit", default=50, show_default=True, help="Newest N proposals.")
+@click.option("--requests", is_flag=True, help="List the alerts' fix requests instead, with what became of each (and why candidates were refused).")
 @click.pass_context
 @domain_errors
-def proposals(ctx, data_dir, states, as_json, limit) -> None:
+def proposals(ctx, data_dir, states, as_json, limit, requests) -> None:
     """List proposed fixes (newest first); `proposals show ID` for one in full."""
     if ctx.invoked_subcommand is not None:
+        return
+    if requests:
+        with _db(data_dir) as (db, _s):
+            reqs = [dict(r) for r in db.execute(
+                "SELECT id, ts, alert_id, rule, node, candidates, done, outcome FROM proposal_requests ORDER BY id DESC LIMIT ?",
+                (limit,))]
+        for r in reqs:
+            if as_json:
+                r["candidates"] = json.loads(r["candidates"])
+                click.echo(json.dumps(r))
+            else:
+                click.echo(f"request {r['id']}  {_when(r['ts'])}  alert {r['alert_id']} ({r['rule']}) on {r['node']}: "
+                           f"{r['outcome'] or 'waiting for the hub'}")
         return
     from ..proposals import STATES
 

@@ -32,7 +32,7 @@ from aiohttp import web
 from agent import wire
 from agent.playbook import Playbook
 
-from .. import dispatch, proposals
+from .. import audit, dispatch, proposals
 from ..keys import ALERT_LISTENERS, READ_DB, SETTINGS, SIGNING_KEY, WRITER
 from ..playbooks import Registry
 from ..routes import authenticate
@@ -256,9 +256,12 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
                                   budget=settings.run_budget, now=now)
             else:
                 dispatch.queue_check(db, key, pid, pb, node, params, now)
-        if not outcomes:
-            outcomes.append("no valid candidate: " + "; ".join(problems)[:1000])
-        outcome = "; ".join(outcomes)
+        for problem in problems:  # on the record: what the rule asked for and why it was refused
+            audit.append(db, "hub", "candidate refused", None,
+                         {"request": req_id, "rule": rule, "node": node, "alert_id": alert_id, "reason": problem[:2000]}, now)
+        if problems:
+            outcomes.append("refused: " + "; ".join(problems))
+        outcome = "; ".join(outcomes)[:4000] or "nothing to propose"
         db.execute("UPDATE proposal_requests SET done = ?, outcome = ? WHERE id = ?", (now, outcome, req_id))
         return outcome
 

@@ -81,6 +81,12 @@ async def test_alert_to_proposals_diagnostics_and_signed_jobs(hub, no_brain):
     assert got["restart-unit"][:4] == ("proposed", '{"unit":"nginx.service"}', "rule", 0)
     assert "nginx.service failed on n1" in got["restart-unit"][4]
     assert "block-address" not in got
+    # the refused candidates are on the record, with the reason
+    reasons = [json.loads(d)["reason"] for (d,) in rows(hub, "SELECT data FROM audit WHERE action = 'candidate refused'")]
+    assert any("'nope' is not installed" in r for r in reasons)
+    assert any("'nginx.service; reboot' is not a systemd unit name" in r for r in reasons)
+    outcome = rows(hub, "SELECT outcome FROM proposal_requests")[0][0]
+    assert "refused:" in outcome and "not a systemd unit name" in outcome
     await async_wait_for(lambda: rows(hub, "SELECT state FROM proposals WHERE playbook = 'unit-logs'")[0][0] == "dispatched", 10)
     status, body = await poll(hub, cred1)
     assert status == 200

@@ -137,3 +137,16 @@ def test_playbooks_list_show_check(env, tmp_path):
     assert r.exit_code != 0 and "broken.sh:3: description: required key is missing" in r.output
     r = run("playbooks", "list", "--data-dir", data)
     assert r.exit_code == 0 and "left out" in r.output
+
+
+def test_requests_listing_shows_what_became_of_each(env):
+    data, _books, _propose, db = env
+    db.execute("BEGIN IMMEDIATE")
+    proposals.record_request(db, {"id": 9, "node": "n1", "rule_name": "ssh-brute-force", "transition": "firing",
+                                  "propose": [{"playbook": "block-address", "params": {"address": "1.2.3.4; id"}}]})
+    db.execute("COMMIT")
+    r = run("proposals", "--requests", "--data-dir", data)
+    assert r.exit_code == 0 and "alert 9 (ssh-brute-force) on n1: waiting for the hub" in r.output
+    db.execute("UPDATE proposal_requests SET done = 1, outcome = 'refused: block-address: bad address'")
+    [row] = [json.loads(line) for line in run("proposals", "--requests", "--json", "--data-dir", data).output.splitlines()]
+    assert row["outcome"].startswith("refused:") and row["candidates"][0]["playbook"] == "block-address"
