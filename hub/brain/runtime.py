@@ -56,7 +56,7 @@ def read_db() -> sqlite3.Connection | None:
 
 
 def insert(db: sqlite3.Connection, row: dict) -> int:
-    vals = {**row, "ts": row.get("ts") or time.time()}
+    vals = {"context_ids": [], **row, "ts": row.get("ts") or time.time()}
     for k in ("context_ids", "parsed"):
         if not isinstance(vals.get(k), str | None):
             vals[k] = json.dumps(vals[k], sort_keys=True, default=str)

@@ -22,3 +22,38 @@ async def test_decision_logged_through_the_writer(hub):
     [(outcome, parsed, sha)] = hub.query(
         "SELECT outcome, parsed, model_sha256 FROM brain_decisions WHERE id = ?", (out["decision_id"],))
     assert outcome == "accepted" and json.loads(parsed)["rationale"] == "it failed" and sha == "f" * 64
+
+
+async def test_scheduled_digest_queues_proposals_never_runs(tmp_path, monkeypatch):
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from aiohttp import web
+    from conftest import async_wait_for, query
+
+    from hub.app import create_app
+    from hub.config import load_settings
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from bench._brainfleet import build_fleet
+
+    for k in [k for k in __import__("os").environ if k.startswith("HOMELAB_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("HOMELAB_MODEL", "none")
+    data = tmp_path / "hub"
+    data.mkdir()
+    await asyncio.to_thread(build_fleet, tmp_path / "fleet.db")
+    shutil.copy(tmp_path / "fleet.db", data / "homelab.db")
+    app = create_app(load_settings(data_dir=data, listen="127.0.0.1:0", brain_digest_every="1s"))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await async_wait_for(lambda: query(data, "SELECT count(*) FROM proposal_requests WHERE rule = 'digest'")[0][0] >= 4,
+                             timeout=20, what="digest proposal requests")
+        nodes = {r[0] for r in query(data, "SELECT node FROM proposal_requests WHERE rule = 'digest'")}
+        assert {"pi", "nas"} <= nodes
+        assert query(data, "SELECT count(*) FROM jobs WHERE mode = 'run'")[0][0] == 0
+        assert query(data, "SELECT outcome FROM brain_decisions WHERE purpose = 'digest' ORDER BY id DESC LIMIT 1")[0][0].startswith("queued")
+    finally:
+        await runner.cleanup()
