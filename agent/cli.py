@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import load_settings, state_dir_of, write_identity
+from .config import load_settings, state_dir_of
 from .settings import SettingsError
 
 
@@ -46,19 +46,13 @@ def cli() -> None:
 @click.option("--fingerprint", help="SHA256:... of the hub's own TLS certificate (printed by enroll); it is pinned.")
 def join(hub_url: str, token: str, state_dir: Path | None, fingerprint: str | None) -> None:
     """Join the hub at HUB_URL with a one-time TOKEN from `homelab-hub enroll`."""
-    from .join import join as do_join
+    from .join import join_and_save
 
     sd = state_dir_of(state_dir)
     try:
-        node, key = asyncio.run(do_join(hub_url, token, fingerprint))
+        node = asyncio.run(join_and_save(hub_url, token, sd, fingerprint))
     except Exception as e:  # noqa: BLE001 - the CLI edge: say what went wrong
         raise click.ClickException(f"join failed: {e}") from None
-    write_identity(sd, hub_url, node, key["credential"], key["hub_public_key"])
-    pinned = sd / "hub.crt"  # the shipper's only trust anchor when present
-    if key.get("hub_cert"):
-        pinned.write_text(key["hub_cert"])
-    else:
-        pinned.unlink(missing_ok=True)
     click.echo(f"joined {hub_url} as node {node!r}; state in {sd}")
     click.echo("start shipping with: homelab-agent run" + (f" --state-dir {sd}" if state_dir else ""))
 

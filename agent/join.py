@@ -64,3 +64,17 @@ async def join(hub_url: str, token: str, fingerprint: str | None = None) -> tupl
     if pem:
         body["hub_cert"] = pem
     return body["node"], body
+
+
+async def join_and_save(hub_url: str, token: str, state_dir, fingerprint: str | None = None) -> str:
+    """Join and persist the identity (credential, hub key, pinned certificate). Returns the node."""
+    from .config import write_identity
+
+    node, body = await join(hub_url, token, fingerprint)
+    write_identity(state_dir, hub_url, node, body["credential"], body["hub_public_key"])
+    pinned = state_dir / "hub.crt"  # the shipper's only trust anchor when present
+    if body.get("hub_cert"):
+        pinned.write_text(body["hub_cert"])
+    else:
+        pinned.unlink(missing_ok=True)
+    return node

@@ -184,8 +184,7 @@ def up(settings: Settings, watch: list[str], datasette: bool = True, duration: f
 
 
 async def _join_local_agent(settings: Settings, url: str, agent_dir: Path) -> None:
-    from agent.config import write_identity
-    from agent.join import join
+    from agent.join import join_and_save
 
     name = local_node_name()
     db = open_db(db_path(settings.data_dir))
@@ -193,8 +192,12 @@ async def _join_local_agent(settings: Settings, url: str, agent_dir: Path) -> No
     token = auth.enroll(db, name, 300)
     db.execute("COMMIT")
     db.close()
-    node, body = await join(url, token)
-    write_identity(agent_dir, url, node, body["credential"], body["hub_public_key"])
+    fingerprint = None
+    if settings.tls:  # pin our own certificate, as a remote node would
+        from . import tls
+
+        fingerprint = tls.fingerprint(settings.data_dir)
+    await join_and_save(url, token, agent_dir, fingerprint)
 
 
 def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
