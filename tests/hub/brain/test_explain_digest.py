@@ -118,3 +118,27 @@ def test_commands_end_to_end(fleet, monkeypatch):
     assert r.exit_code == 0 and "apt-upgrade" in r.output and "Nothing was run" in r.output
     r = CliRunner().invoke(cli, ["ask", "--data-dir", str(path.parent / "nope"), "anything"])
     assert r.exit_code != 0 and "no hub database" in r.output
+
+
+def test_knowledge_base_feeds_context_and_howto_answers(fleet):
+    from hub import kb
+    from hub.brain import ask as askmod
+    from hub.brain import context
+
+    path, now = fleet
+    db = open_db(path)
+    db.execute("BEGIN IMMEDIATE")
+    kb.add_text(db, "nginx runbook", "# When nginx fails\nIf nginx fails to bind port 80, another server holds it;"
+                " stop apache2 before restarting nginx.", "notes/nginx.md")
+    db.execute("COMMIT")
+    db.close()
+    ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    ro.row_factory = sqlite3.Row
+    try:
+        ctx = context.build(ro, {**alert_row(path, 1), "summary": "nginx.service failed to bind port 80"})
+    finally:
+        ro.close()
+    notes = [it for it in ctx.items if it.kind == "kb"]
+    assert notes and notes[0].id.startswith("K") and "apache2" in notes[0].text
+    out = askmod.ask("how do I fix nginx failing to bind port 80?", path, model=None, record=None, now=now)
+    assert out["kind"] == "kb" and out["rows"] and out["rows"][0][1] == "nginx runbook"
