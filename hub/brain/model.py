@@ -8,6 +8,8 @@ runs (and falls back to deterministic choices) without the ``ai`` extra.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -206,6 +208,17 @@ class LlamaModel:
 
 _models: dict[tuple[str, int, int], LlamaModel] = {}
 _models_lock = threading.Lock()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free models before interpreter teardown: Llama.__del__ running after its module's
+    globals are gone prints a TypeError traceback at every exit."""
+    for m in list(_models.values()):
+        llm, m._llm = m._llm, None
+        if llm is not None:
+            with contextlib.suppress(Exception):
+                llm.close()
 
 
 def get_model(setting: str | None = None, n_ctx: int = 2048, n_threads: int = 1) -> LlamaModel | None:
