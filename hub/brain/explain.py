@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFound
-from .context import EVENT_KINDS, _event_item, alert_ts
+from .context import EVENT_KINDS, _event_item, alert_ts, clean
 
 TIMELINE_MAX = 40
 BEFORE_S = 3600.0
@@ -108,12 +108,12 @@ def explain(alert_id: int, db_path: Path | str) -> dict:
 def render(ex: dict) -> str:
     a = ex["alert"]
     out = [f"Alert {a['id']}: {a['rule']} on {a.get('node') or '-'} — {a.get('severity')}, now {a.get('state')}",
-           f"  {a.get('summary') or ''}".rstrip(),
+           f"  {clean(a.get('summary') or '', 500)}".rstrip(),
            f"  first seen {_when(a.get('first_seen'))}, last seen {_when(a.get('last_seen'))}, {a.get('count')} times",
            "", "What happened:"]
     for t in ex["timeline"]:
         mark = "*" if t.get("cause") else " "
-        out.append(f" {mark}{_when(t['ts'])}  [{t['id']}] {t['what']}")
+        out.append(f" {mark}{_when(t['ts'])}  [{t['id']}] {clean(t['what'], 300)}")
     if not ex["timeline"]:
         out.append("  (no events recorded around it)")
     out += ["", "What was proposed:"]
@@ -130,9 +130,9 @@ def render(ex: dict) -> str:
         out.append(f"  decision {d['id']} at {_when(d['ts'])} by {who}: {d['outcome']}, {d['latency_ms']} ms")
         out.append(f"    chose {parsed.get('playbook') or 'nothing'} {json.dumps(parsed.get('params') or {})}")
         if parsed.get("rationale"):
-            out.append(f"    because: {parsed['rationale']}")
+            out.append(f"    because: {clean(parsed['rationale'], 300)}")
         for cid, text in d["cited"].items():
-            out.append(f"    cited [{cid}] {text}")
+            out.append(f"    cited [{cid}] {clean(text, 300)}")
         out.append(f"    shown {len(d['context_ids'])} items: {' '.join(d['context_ids'][:20])}")
     if not ex["decisions"]:
         out.append("  the brain was not asked about this alert")

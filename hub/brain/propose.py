@@ -189,6 +189,8 @@ def check_answer(ans: Any, cands: list[dict], playbooks: dict[str, Any], ids: li
     rationale = ans.get("rationale", "")
     if not isinstance(rationale, str) or len(rationale) > RATIONALE_MAX:
         raise Rejected(f"rationale must be a string of at most {RATIONALE_MAX} characters")
+    # people read it in terminals: no escape sequences or control characters get through
+    rationale = ctxmod.clean(rationale, RATIONALE_MAX)
     evidence = ans.get("evidence", [])
     if not isinstance(evidence, list) or len(evidence) > EVIDENCE_MAX:
         raise Rejected(f"evidence must be a list of at most {EVIDENCE_MAX} ids")

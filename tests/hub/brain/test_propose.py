@@ -103,6 +103,13 @@ def test_hostile_answers_rejected_fallback_logged(db, answer, why, caplog):
     assert "fell back" in caplog.text
 
 
+def test_rationale_is_cleaned_of_terminal_escapes(db):
+    m = FakeModel({"playbook": "restart-unit", "params": {}, "evidence": [],
+                   "rationale": "ok\x1b[2J\x1b]0;pwned\x07 done\nnext"})
+    r = decide(ALERT, CANDS, playbooks(), model=m)
+    assert r["playbook"] == "restart-unit" and "\x1b" not in r["rationale"] and "\n" not in r["rationale"]
+
+
 def test_model_error_and_timeout_fall_back(db):
     from hub.brain.model import ModelError
 
