@@ -36,7 +36,7 @@ async def _digest_loop(app: web.Application, every: float) -> None:
     settings, writer = app[SETTINGS], app[WRITER]
     path = db_path(settings.data_dir)
     while True:
-        last = await asyncio.to_thread(_last_digest, app)
+        last = _last_digest(app)  # tiny; READ_DB belongs to the loop thread
         # a hub that never ran one waits a full period first: no surprise proposals at start
         due = (last or time.time()) + every
         if last is None:

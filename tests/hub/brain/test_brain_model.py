@@ -74,3 +74,34 @@ def test_real_model_timeout_falls_back(real):
     r = decide(alert, cands, playbooks(), model=real, record=lambda row: rows.append(row) or 1, timeout=0.0)
     assert r["playbook"] == "restart-unit" and "model unavailable" in r["rationale"]
     assert rows[0]["outcome"].startswith("fallback") and "timeout" in rows[0]["outcome"]
+
+
+def test_without_llama_cpp_the_hub_falls_back(monkeypatch, tmp_path):
+    import sys
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if the ai extra were not installed
+    mdl = m.LlamaModel(gguf)
+    with pytest.raises(m.ModelError, match="llama-cpp-python is not installed"):
+        mdl.complete("s", "u", {"type": "object"})
+    alert = {"id": 3, "rule": "unit_failed", "node": "nas"}
+    cands = [{"playbook": "restart-unit", "params": {"unit": "nginx.service"}}]
+    rows = []
+    r = decide(alert, cands, playbooks(), model=mdl, record=lambda row: rows.append(row) or 1)
+    assert r["playbook"] == "restart-unit" and "not installed" in rows[0]["outcome"]
+
+
+def test_real_model_picks_a_template_it_was_offered(real, tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from bench._brainfleet import build_fleet
+    from hub.brain.ask import ask
+
+    path = tmp_path / "homelab.db"
+    now = build_fleet(path)
+    out = ask("what changed on web1 today", path, model=real, record=None, now=now)
+    assert out["template"] in out["candidates"] and out["chosen_by"] in ("model", "retriever")
+    assert out["rows"] and all(r[0] == "web1" for r in out["rows"])
