@@ -42,12 +42,14 @@ _QUOTED = re.compile(r"\"([^\"]{1,200})\"|'([^']{1,200})'|“([^”]{1,200})”"
 _WORDS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+@:-]*")
 _USER = re.compile(r"\b(?:by|user|as)\s+(?:user\s+)?([a-z_][a-z0-9_-]{0,31})\b", re.I)
 _UNITS = {"minute": 60, "min": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000, "year": 31536000}
+_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _NUM_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "ten": 10, "a": 1, "an": 1}
 _NOT_USERS = {"the", "a", "an", "node", "nodes", "host", "me", "who", "whom", "name", "default", "root's", "size", "cpu",
               "memory", "disk", "time", "date"}
 
 _PERIOD_WORDS = re.compile(
     r"\b(last|past|previous|since|ago|today|yesterday|tonight|this|within|recently|lately|\d+|"
+    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
     r"(minute|min|hour|day|week|month|year)s?)\b", re.I)
 
 SYSTEM = ("You map a homelab question to the one query template that answers it. "
@@ -100,6 +102,12 @@ def parse_since(q: str, now: float) -> float | None:
             return max(60.0, now - t)
         except ValueError:
             pass
+    m = re.search(r"\b(?:since|on)\s+(?:last\s+)?(monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b", s)
+    if m:
+        today = dt.datetime.fromtimestamp(now, dt.UTC)
+        back = (today.weekday() - _WEEKDAYS.index(m.group(1))) % 7 or 7
+        start = (today - dt.timedelta(days=back)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return now - start.timestamp()
     for words, secs in (("today", 86400), ("yesterday", 2 * 86400), ("this week", 604800),
                         ("last week", 14 * 86400), ("this month", 2592000), ("last month", 2 * 2592000),
                         ("recently", 86400), ("lately", 7 * 86400), ("tonight", 86400), ("this morning", 86400)):

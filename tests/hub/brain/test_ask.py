@@ -146,3 +146,16 @@ def test_free_sql_only_when_enabled_and_still_sandboxed(fleet):
     evil = askmod.ask(q, path, model=FakeModel({"sql": "DELETE FROM nodes"}), free_sql=True, record=None, now=now)
     assert evil["kind"] == "template"  # refused, fell back to the retriever
     assert sqlite3.connect(path).execute("SELECT count(*) FROM nodes").fetchone()[0] == 5
+
+
+@pytest.mark.parametrize("text,hours", [
+    ("what changed today", 24), ("since yesterday", 48), ("this week", 168), ("in the last 3 days", 72),
+    ("past two hours", 2), ("5 minutes ago", 5 / 60), ("since monday", 66), ("since 2026-11-20", 138),
+    ("which nodes are offline", None),
+])
+def test_periods(text, hours):
+    import datetime as dt
+
+    now = dt.datetime(2026, 11, 25, 18, 0, tzinfo=dt.UTC).timestamp()  # a Wednesday
+    got = askmod.parse_since(text, now)
+    assert (got is None and hours is None) or got == pytest.approx(hours * 3600)
