@@ -123,4 +123,20 @@ def tick(db: sqlite3.Connection, now: float, settings) -> bool:
     db.execute("DELETE FROM ingest_errors WHERE ts < ?", (now - 7 * 86400,))
     if not more:
         db.execute("PRAGMA incremental_vacuum(2000)")
+        analyze(db, now)
     return more
+
+
+_last_analyze = 0.0
+
+
+def analyze(db: sqlite3.Connection, now: float, every: float = 3600) -> None:
+    """Planner statistics, sampled (analysis_limit keeps it to milliseconds on a large file).
+    With them SQLite skip-scans events(kind, ts) for a time range instead of reading every row,
+    and joins series before samples."""
+    global _last_analyze
+    if now - _last_analyze < every:
+        return
+    _last_analyze = now
+    db.execute("PRAGMA analysis_limit = 1000")
+    db.execute("ANALYZE")

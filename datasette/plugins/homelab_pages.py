@@ -24,7 +24,9 @@ CHARTS = [
     ("Load (1 min)", "load1", "avg(avg)", None),
 ]
 
-# Full-text sources searched by /-/search, used only when their table exists.
+# Sources searched by /-/search, used only when their table exists. Logs and commands come
+# newest first: FTS5 walks rowids in order, where ranking every match of a common word in
+# millions of log lines would not answer in time. Files: the last 30 days.
 SEARCHES = [
     ("knowledge base", "kb_passages_fts",
      "SELECT 'knowledge base' AS source, d.title AS title, snippet(kb_passages_fts, -1, '[', ']', '…', 12) AS snippet,"
@@ -34,15 +36,18 @@ SEARCHES = [
     ("commands", "commands_fts",
      "SELECT 'commands' AS source, c.user || '@' || c.node AS title, snippet(commands_fts, -1, '[', ']', '…', 12) AS snippet,"
      " '/homelab/commands/' || c.id AS link, c.node AS node, c.ts AS ts"
-     " FROM commands_fts JOIN commands c ON c.id = commands_fts.rowid WHERE commands_fts MATCH :q ORDER BY rank LIMIT 20"),
+     " FROM commands_fts JOIN commands c ON c.id = commands_fts.rowid WHERE commands_fts MATCH :q"
+     " ORDER BY commands_fts.rowid DESC LIMIT 20"),
     ("logs", "logs_fts",
      "SELECT 'logs' AS source, coalesce(l.program, l.source) || '@' || l.node AS title,"
      " snippet(logs_fts, -1, '[', ']', '…', 12) AS snippet, '/homelab/logs/' || l.id AS link, l.node AS node, l.ts AS ts"
-     " FROM logs_fts JOIN logs l ON l.id = logs_fts.rowid WHERE logs_fts MATCH :q ORDER BY rank LIMIT 20"),
+     " FROM logs_fts JOIN logs l ON l.id = logs_fts.rowid WHERE logs_fts MATCH :q"
+     " ORDER BY logs_fts.rowid DESC LIMIT 20"),
     ("files", "file_changes",
      "SELECT 'files' AS source, path AS title, action || ' ' || coalesce(substr(diff, 1, 200), '') AS snippet,"
      " '/homelab/file_changes/' || id AS link, node, ts"
-     " FROM file_changes WHERE path LIKE '%' || :q || '%' OR diff LIKE '%' || :q || '%' ORDER BY ts DESC LIMIT 20"),
+     " FROM file_changes WHERE ts > strftime('%s', 'now') - 30 * 86400"
+     " AND (path LIKE '%' || :q || '%' OR diff LIKE '%' || :q || '%') ORDER BY ts DESC LIMIT 20"),
 ]
 
 
@@ -75,11 +80,12 @@ async def dashboard(datasette, request):
     t0 = t1 - HOURS * 3600
     charts = []
     for title, name, agg, ymax in CHARTS:
+        # series first (CROSS JOIN fixes the order): a few series, then their time ranges;
         # raw samples for the last hours (fresh), 1-minute rollups before that
         sql = (f"SELECT node, ts / {BUCKET} * {BUCKET} AS b, {agg} AS v FROM ("
-               " SELECT s.node, p.ts, p.avg AS avg FROM samples_1m p JOIN series s ON s.id = p.series"
+               " SELECT s.node, p.ts, p.avg AS avg FROM series s CROSS JOIN samples_1m p ON p.series = s.id"
                "  WHERE s.name = :name AND p.ts >= :t0"
-               " UNION ALL SELECT s.node, p.ts, p.value FROM samples p JOIN series s ON s.id = p.series"
+               " UNION ALL SELECT s.node, p.ts, p.value FROM series s CROSS JOIN samples p ON p.series = s.id"
                "  WHERE s.name = :name AND p.ts >= coalesce((SELECT done FROM rollup_state WHERE target = 'samples_1m'), 0)"
                ") GROUP BY node, b ORDER BY node, b")
         rows = await db.execute(sql, {"name": name, "t0": int(t0)})
