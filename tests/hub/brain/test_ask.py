@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes import FakeModel
+from brain_fakes import FakeModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from bench._brainfleet import build_fleet  # noqa: E402

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from fakes import FakeModel, playbooks
+from brain_fakes import FakeModel, playbooks
 
 from hub.brain import decide, runtime
 
@@ -26,11 +26,12 @@ async def test_decision_logged_through_the_writer(hub):
 
 async def test_scheduled_digest_queues_proposals_never_runs(tmp_path, monkeypatch):
     import shutil
+    import sqlite3
     import sys
+    import time
     from pathlib import Path
 
     from aiohttp import web
-    from conftest import async_wait_for, query
 
     from hub.app import create_app
     from hub.config import load_settings
@@ -48,9 +49,18 @@ async def test_scheduled_digest_queues_proposals_never_runs(tmp_path, monkeypatc
     app = create_app(load_settings(data_dir=data, listen="127.0.0.1:0", brain_digest_every="1s"))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    def query(_d, sql):
+        c = sqlite3.connect(f"file:{data / 'homelab.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            return c.execute(sql).fetchall()
+        finally:
+            c.close()
+
     try:
-        await async_wait_for(lambda: query(data, "SELECT count(*) FROM proposal_requests WHERE rule = 'digest'")[0][0] >= 4,
-                             timeout=20, what="digest proposal requests")
+        deadline = time.monotonic() + 20
+        while query(data, "SELECT count(*) FROM proposal_requests WHERE rule = 'digest'")[0][0] < 4:
+            assert time.monotonic() < deadline, "timed out waiting for the digest's proposal requests"
+            await asyncio.sleep(0.1)
         nodes = {r[0] for r in query(data, "SELECT node FROM proposal_requests WHERE rule = 'digest'")}
         assert {"pi", "nas"} <= nodes
         assert query(data, "SELECT count(*) FROM jobs WHERE mode = 'run'")[0][0] == 0

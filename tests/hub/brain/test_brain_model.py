@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import playbooks
+from brain_fakes import playbooks
 
 from hub.brain import model as m
 from hub.brain.propose import decide

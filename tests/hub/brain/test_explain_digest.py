@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from brain_fakes import FakeModel, playbooks
 from click.testing import CliRunner
-from fakes import FakeModel, playbooks
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from bench._brainfleet import build_fleet  # noqa: E402

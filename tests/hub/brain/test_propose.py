@@ -7,7 +7,7 @@ import logging
 import sqlite3
 
 import pytest
-from fakes import FakeModel, playbooks
+from brain_fakes import FakeModel, playbooks
 
 from hub.brain import runtime
 from hub.brain.propose import answer_schema, decide
