@@ -14,7 +14,7 @@ from aiohttp import web
 
 from .. import profiles
 from ..errors import HubError
-from ..keys import SETTINGS, WRITER
+from ..keys import READ_DB, SETTINGS, WRITER
 
 log = logging.getLogger(__name__)
 POLL = 5.0
@@ -51,11 +51,17 @@ def apply_due(db, settings) -> list[tuple[str, str, list[int] | str]]:
     return done
 
 
+def _has_table(db) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'node_profiles'").fetchone() is not None
+
+
 async def _poll(app: web.Application) -> None:
     settings, writer = app[SETTINGS], app[WRITER]
     while True:
         try:
-            for node, name, out in await writer.run(lambda db: apply_due(db, settings)):
+            # a read first: the writer is only asked when something is due
+            due = profiles.due(app[READ_DB]) if _has_table(app[READ_DB]) else []
+            for node, name, out in (await writer.run(lambda db: apply_due(db, settings)) if due else []):
                 if isinstance(out, str):
                     log.warning("profile %s for node %s not applied: %s", name, node, out)
                 else:
