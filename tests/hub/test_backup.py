@@ -210,3 +210,32 @@ def test_restore_mid_stream_exactly_once_and_honest_gap(hub_process, agent_proce
     # after the marker the sequence is contiguous: everything the agent still held arrived
     assert seqs[:at_backup] == list(range(1, at_backup + 1))
     assert seqs[at_backup:] == list(range(acked_before_stop, seqs[-1] + 1))
+
+
+async def test_running_hub_backs_itself_up_and_keeps_the_newest(tmp_path, monkeypatch):
+    from aiohttp import web
+
+    from hub.app import create_app
+    from hub.config import load_settings
+    from hub.features.backup import archives
+
+    for k in list(os.environ):
+        if k.startswith("HOMELAB_"):
+            monkeypatch.delenv(k)
+    data_dir, bdir = tmp_path / "hub", tmp_path / "backups"
+    s = load_settings(data_dir=data_dir, listen="127.0.0.1:0", backup_dir=bdir, backup_every="0.3s", backup_keep=2)
+    runner = web.AppRunner(create_app(s), access_log=None)
+    await runner.setup()
+    try:
+        deadline = time.monotonic() + 20
+        seen = set()
+        while time.monotonic() < deadline and len(seen) < 4:
+            seen |= {p.name for p in archives(bdir)} if bdir.exists() else set()
+            await asyncio.sleep(0.1)
+        assert len(seen) >= 4, seen  # it kept going, every backup_every
+    finally:
+        await runner.cleanup()
+    kept = archives(bdir)
+    assert len(kept) == 2 and all(p.stat().st_mode & 0o777 == 0o600 for p in kept)
+    m = backup.restore(kept[-1], tmp_path / "restored")
+    assert "homelab.db" in {f["name"] for f in m["files"]}
