@@ -67,3 +67,59 @@ async def test_scheduled_digest_queues_proposals_never_runs(tmp_path, monkeypatc
         assert query(data, "SELECT outcome FROM brain_decisions WHERE purpose = 'digest' ORDER BY id DESC LIMIT 1")[0][0].startswith("queued")
     finally:
         await runner.cleanup()
+
+
+async def test_proposal_worker_asks_the_brain_and_explain_tells_it(tmp_path, monkeypatch):
+    """A fix request for alert 1 (nginx failed on web1) -> the proposal worker calls decide()
+    -> a proposal that names the decision -> explain shows both."""
+    import shutil
+    import sqlite3
+    import sys
+    import time
+    from pathlib import Path
+
+    from aiohttp import web
+
+    from hub.app import create_app
+    from hub.brain.explain import explain, render
+    from hub.config import load_settings
+    from hub.keys import WRITER
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from bench._brainfleet import build_fleet
+
+    for k in [k for k in __import__("os").environ if k.startswith("HOMELAB_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("HOMELAB_MODEL", "none")
+    data = tmp_path / "hub"
+    data.mkdir()
+    await asyncio.to_thread(build_fleet, tmp_path / "fleet.db")
+    shutil.copy(tmp_path / "fleet.db", data / "homelab.db")
+    app = create_app(load_settings(data_dir=data, listen="127.0.0.1:0"))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+
+    def query(sql):
+        c = sqlite3.connect(f"file:{data / 'homelab.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            return c.execute(sql).fetchall()
+        finally:
+            c.close()
+
+    try:
+        alert = {"id": 1, "rule": "unit_failed", "node": "web1", "summary": "nginx.service failed"}
+        cands = [{"playbook": "restart-unit", "params": {"unit": "nginx.service"}}]
+        await app[WRITER].run(lambda db: db.execute(
+            "INSERT INTO proposal_requests (ts, alert_id, rule, node, alert, candidates) VALUES (?, 1, 'unit_failed',"
+            " 'web1', ?, ?)", (time.time(), json.dumps(alert), json.dumps(cands))))
+        deadline = time.monotonic() + 20
+        while not query("SELECT 1 FROM proposals WHERE alert_id = 1 AND decision_id IS NOT NULL"):
+            assert time.monotonic() < deadline, f"no proposal with a decision: {query('SELECT * FROM proposal_requests')}"
+            await asyncio.sleep(0.1)
+        [(playbook, decision_id)] = query("SELECT playbook, decision_id FROM proposals WHERE alert_id = 1")
+        assert playbook == "restart-unit"
+        assert query(f"SELECT outcome FROM brain_decisions WHERE id = {decision_id}") == [("no_model",)]
+        text = render(explain(1, data / "homelab.db"))
+        assert "restart-unit" in text and f"decision {decision_id}" in text and "no model" in text
+    finally:
+        await runner.cleanup()
