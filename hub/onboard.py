@@ -126,7 +126,8 @@ class Artifacts:
             reqs = agent_requirements(wheel)
             house = work / "wheelhouse"
             house.mkdir()
-            links = ["--find-links", str(self.find_links)] if self.find_links else []
+            # a configured wheelhouse means "offline": never ask an index
+            links = ["--no-index", "--find-links", str(self.find_links)] if self.find_links else []
             self._pip("wheel", "-q", "-w", str(house), *links, "pip", *reqs)
             (house / "requirements.txt").write_text("\n".join(reqs) + "\n")
             wheels = sorted(p.name for p in house.glob("*.whl"))

@@ -19,6 +19,7 @@ import pytest
 from selfdoc_helpers import Proc, free_port, query, wait_for
 
 from hub import bootstrap_script
+from hub.errors import HubError
 
 
 @pytest.fixture(scope="session")
@@ -219,3 +220,24 @@ def test_tls_hub_one_liner_pins_the_certificate(tmp_path, bootstrap_cache):
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pidfile.read_text()), signal.SIGTERM)
         hub.terminate()
+
+
+def test_offline_hub_builds_from_its_wheelhouse_only(tmp_path, bootstrap_cache):
+    from hub.onboard import Artifacts
+
+    online = Artifacts(bootstrap_cache)
+    idx = online.ensure()  # built once per session (with the index and pip's cache)
+    offline_dir = tmp_path / "wheels"
+    offline_dir.mkdir()
+    for name in idx["files"]:
+        shutil.copy2(online.path_of(name), offline_dir / name)
+    off = Artifacts(tmp_path / "boot", find_links=offline_dir)
+    idx2 = off.ensure()  # pip runs with --no-index: only offline_dir can satisfy it
+    assert idx2["files"] == idx["files"]  # the same wheels, byte for byte
+    (offline_dir / idx["agent_wheel"]).unlink()
+    for p in offline_dir.glob("msgspec-*.whl"):
+        p.unlink()
+    broken = Artifacts(tmp_path / "boot2", find_links=offline_dir)
+    with pytest.raises(HubError, match="failed"):
+        broken.ensure()
+    assert not broken.ready()
