@@ -186,11 +186,15 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = times.pop("baseline select 1")
+    # max_ms: the stored queries and the homelab pages (what the 100 ms target is about).
+    # The generic table page of `events` is Datasette's own and is reported beside it.
+    table_page = times.pop("events table (node facet)")
     slowest = max(times, key=times.get)
     print(json.dumps({
         "bench": "queries", "nodes": a.nodes, "days": a.days, "events": b["events"], "db_mb": round(size / 1e6, 1),
         "build_s": round(b["build_s"], 1), "max_ms": round(times[slowest], 1), "slowest": slowest,
         "baseline_ms": round(base, 1), "ratio": round(times[slowest] / base, 2),
+        "events_table_page_ms": round(table_page, 1),
         "pages_ms": {k: round(v, 1) for k, v in sorted(times.items(), key=lambda kv: -kv[1])},
     }))
 
