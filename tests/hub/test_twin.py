@@ -28,10 +28,15 @@ T0 = time.time() - 3600
 
 
 @pytest.fixture(autouse=True)
-def no_model(tmp_path):
+def no_proposals(tmp_path, monkeypatch):
     """These tests send failed units and pending security updates, which shipped rules turn
-    into alerts; the brain would then run the local model for a proposal and the in-process
-    hub's shutdown would wait for it. The twin does not need the brain."""
+    into alerts and the proposals feature into model runs. The twin needs neither: no model,
+    and no proposal worker in the in-process hub (on Python 3.11 its
+    wait_for(wake.wait(), TICK) can swallow the shutdown's cancellation when a wake-up
+    lands at the same moment, and the hub's teardown then never ends)."""
+    from hub.features import proposals
+
+    monkeypatch.setattr(proposals, "setup", lambda app: None)
     (tmp_path / "hub").mkdir(exist_ok=True)
     (tmp_path / "hub" / "hub.toml").write_text('model = "none"\n')
 
