@@ -870,3 +870,23 @@ def m102_commands(db: sqlite3.Connection) -> None:
             FROM commands;
         """
     )
+
+
+@migration
+def m114_twin_summary(db: sqlite3.Connection) -> None:
+    """One row per node with the twin's headline numbers (a fleet overview for Datasette)."""
+    script(db,
+        """
+        CREATE VIEW twin_summary AS
+            SELECT n.name AS node,
+                   i.hostname, i.os, i.kernel, i.cpu_count, i.memory_bytes, i.primary_ip, i.tailscale_ip,
+                   datetime(i.updated, 'unixepoch') AS inventory_updated,
+                   (SELECT count(*) FROM packages p WHERE p.node = n.name AND p.state = 'installed') AS packages,
+                   (SELECT count(*) FROM pending_updates u WHERE u.node = n.name) AS pending_updates,
+                   (SELECT count(*) FROM pending_updates u WHERE u.node = n.name AND u.security) AS security_updates,
+                   (SELECT count(*) FROM services s WHERE s.node = n.name AND s.active = 'failed') AS failed_units,
+                   (SELECT count(*) FROM devices d WHERE d.node = n.name AND d.present) AS devices,
+                   (SELECT max(ts) FROM package_changes c WHERE c.node = n.name) AS last_package_change
+            FROM nodes n LEFT JOIN inventory i ON i.node = n.name;
+        """
+    )

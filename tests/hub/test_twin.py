@@ -164,6 +164,8 @@ async def test_pending_services_devices_processes(hub):
     assert hub.query("SELECT detail FROM changes WHERE kind = 'device' AND action = 'move'") == [
         ("net from /devices/virtual/net/vy0",)]
     assert hub.query("SELECT rank, pid, name FROM processes ORDER BY rank") == [(1, 7, "python"), (2, 1, "init")]
+    assert hub.query("SELECT node, hostname, pending_updates, security_updates, failed_units, devices FROM twin_summary") == [
+        ("n1", None, 1, 1, 1, 2)]
 
 
 async def test_cli_twin_and_changes(hub):
