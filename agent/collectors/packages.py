@@ -222,12 +222,17 @@ async def run_cmd(*argv: str, ok: tuple[int, ...] = (0,)) -> str:
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
     )
+    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that lands
+    # as the child finishes, and the agent's shutdown would then wait on this collector forever.
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), CMD_TIMEOUT)
+        async with asyncio.timeout(CMD_TIMEOUT):
+            out, err = await proc.communicate()
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise RuntimeError(f"{argv[0]} timed out after {CMD_TIMEOUT:.0f}s") from None
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: no orphans
+            proc.kill()
+            await proc.wait()
     if proc.returncode not in ok:
         raise RuntimeError(f"{' '.join(argv[:3])} exited {proc.returncode}: {err.decode(errors='replace').strip()[:300]}")
     return out.decode(errors="replace")
@@ -435,6 +440,7 @@ class PackagesCollector(Collector):
             n += 1
             if len(held) >= HOLD_MAX:
                 self.release(m)
+                held = self.held[m.name]
         return n
 
     def release(self, m: Manager) -> None:
@@ -475,17 +481,19 @@ class PackagesCollector(Collector):
         # agent start (boot is busy enough, and a fleet starting together should not
         # simulate upgrades in step), at least a few minutes later, spread out.
         first_wait = max(random.uniform(*PENDING_START_DELAY), last + interval - time.time())
-        try:
-            await asyncio.wait_for(self.pending_wanted.wait(), first_wait)
-        except TimeoutError:
-            pass
+        await self._wanted_or(first_wait)
         while True:
             self.pending_wanted.clear()
             await self.check_pending()
-            try:
-                await asyncio.wait_for(self.pending_wanted.wait(), interval)
-            except TimeoutError:
-                pass
+            await self._wanted_or(interval)
+
+    async def _wanted_or(self, seconds: float) -> None:
+        """Until a check is asked for, or ``seconds`` pass (see run_cmd on wait_for)."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.pending_wanted.wait()
+        except TimeoutError:
+            pass
 
     async def run(self) -> None:
         pending = None

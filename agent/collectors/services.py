@@ -99,12 +99,17 @@ async def _run(*argv: str) -> str:
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "LC_ALL": "C", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
     )
+    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that lands
+    # as the child finishes, and the agent's shutdown would then wait on this collector forever.
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        async with asyncio.timeout(TIMEOUT):
+            out, err = await proc.communicate()
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise RuntimeError(f"{argv[0]} {argv[1]} timed out after {TIMEOUT:.0f}s") from None
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: no orphans
+            proc.kill()
+            await proc.wait()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:2])} exited {proc.returncode}: {err.decode(errors='replace').strip()[:300]}")
     return out.decode(errors="replace")

@@ -373,3 +373,58 @@ def test_dpkg_lines_round_trip(action, name, arch, old, new):
     else:
         assert ev.version == new
     wire.encode_event(ev)
+
+
+async def test_held_changes_over_the_cap_are_all_sent(tmp_path, monkeypatch):
+    import agent.collectors.packages as packages
+
+    monkeypatch.setattr(packages, "HOLD_MAX", 2)
+    log = tmp_path / "dpkg.log"
+    log.write_text("")
+    events: list = []
+    state = State(tmp_path / "s.db")
+    c = PackagesCollector(settings(pending_updates_interval=0), lambda e: events.append(e) or True, state)
+    m = packages.Dpkg()
+    c.tails["dpkg"] = LogTail(str(log), state, "t", autocommit=False)
+    c.tails["dpkg"].start()
+    c.apt = None
+    log.write_text("".join(f"2026-01-01 00:00:0{i} install p{i}:all <none> 1.0\n" for i in range(5)))
+    assert await c.follow(m) == 5
+    c.release(m)
+    assert [e.name for e in events] == [f"p{i}" for i in range(5)]
+    assert state.get("t")["pos"] == log.stat().st_size  # saved once handed on
+    state.close()
+
+
+async def test_commands_time_out_and_are_killed_when_cancelled(monkeypatch):
+    import agent.collectors.packages as packages
+
+    marker = f"hl-{uuid.uuid4().hex}"
+
+    def running():
+        found = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if marker.encode() in f.read():
+                            found.append(pid)
+                except OSError:
+                    pass
+        return found
+
+    monkeypatch.setattr(packages, "CMD_TIMEOUT", 0.3)
+    with pytest.raises(RuntimeError, match="timed out"):
+        await packages.run_cmd("sh", "-c", f"sleep 30; : {marker}")
+    assert running() == []
+    monkeypatch.setattr(packages, "CMD_TIMEOUT", 60)
+    task = asyncio.create_task(packages.run_cmd("sh", "-c", f"sleep 30; : {marker}"))
+    for _ in range(100):
+        if running():
+            break
+        await asyncio.sleep(0.02)
+    assert running()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert running() == []
