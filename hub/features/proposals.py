@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib
 import json
@@ -54,6 +55,9 @@ class State:
         self.lock = threading.Lock()
         self.node_events: dict[str, asyncio.Event] = {}
         self.stopping = asyncio.Event()
+        # One decision at a time, on a thread of our own: at shutdown we wait for a decision in
+        # flight while the writer (which logs it) is still running.
+        self.brain_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="proposals-brain")
 
     def poke(self) -> None:  # any thread
         self.loop.call_soon_threadsafe(self.wake.set)
@@ -103,6 +107,10 @@ async def _ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    settings = app[SETTINGS]
+    with contextlib.suppress(TimeoutError):  # bounded: a stuck model must not hold the hub's exit
+        await asyncio.wait_for(asyncio.to_thread(st.brain_pool.shutdown, True, cancel_futures=True),
+                               float(getattr(settings, "brain_timeout", 20.0)) + 10.0)
     with contextlib.suppress(ValueError):
         writer.subscribers.remove(subscriber)
     with contextlib.suppress(ValueError):
@@ -226,7 +234,7 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
     choice = fixes[0] if fixes else None
     chosen_by, rationale, evidence, decision_id = "rule", None, list(alert.get("events") or []), None
     if fixes:
-        decided = await _ask_brain(alert, fixes, settings)
+        decided = await _ask_brain(st, alert, fixes, settings)
         if decided is not None:
             picked, rationale, evidence2, decision_id = decided
             evidence = evidence2 or evidence
@@ -279,7 +287,7 @@ def _why(alert: dict, rule, node: str) -> str:
     return f"alert {alert.get('id')} ({rule}) firing on {node}" + (f": {summary}" if summary else "")
 
 
-async def _ask_brain(alert: dict, valid, settings):
+async def _ask_brain(st: State, alert: dict, valid, settings):
     """Let the brain choose among the rule's valid candidates, if it is installed. Its answer
     passes the same validation; anything else and the rule's first valid candidate stands."""
     try:
@@ -292,7 +300,7 @@ async def _ask_brain(alert: dict, valid, settings):
     loop = asyncio.get_running_loop()
     timeout = float(getattr(settings, "brain_timeout", 20.0)) + 10.0
     try:
-        out = await asyncio.wait_for(loop.run_in_executor(None, decide, alert, candidates, books), timeout)
+        out = await asyncio.wait_for(loop.run_in_executor(st.brain_pool, decide, alert, candidates, books), timeout)
     except Exception as e:  # noqa: BLE001 - the rule's choice stands, whatever went wrong
         log.warning("brain unavailable for alert %s (%s: %s): the rule's choice stands", alert.get("id"), type(e).__name__, e)
         return None

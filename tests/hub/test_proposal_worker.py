@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 import time
 
 import aiohttp
@@ -180,3 +181,37 @@ async def test_approval_wakes_the_long_poll_and_results_arrive_through_ingest(hu
     await async_wait_for(lambda: rows(hub, "SELECT state FROM proposals")[0][0] == "succeeded", 10, what="succeeded")
     vid = rows(hub, "SELECT verify_job_id FROM proposals")[0][0]
     assert vid and rows(hub, "SELECT mode, state FROM jobs WHERE id = ?", (vid,))[0] == ("verify", "queued")
+
+
+async def test_shutdown_waits_for_a_decision_in_flight(tmp_path, monkeypatch):
+    """The brain logs its decision through the writer: stopping the hub mid-decision must let
+    it finish while the writer still runs (else the thread would wait forever)."""
+    import threading
+
+    from aiohttp import web
+
+    from hub.app import create_app
+    from hub.config import load_settings
+    from hub.keys import WRITER
+
+    for k in [k for k in os.environ if k.startswith("HOMELAB_")]:
+        monkeypatch.delenv(k)
+    app = create_app(load_settings(data_dir=tmp_path / "hub", listen="127.0.0.1:0"))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    started, logged = threading.Event(), threading.Event()
+
+    def slow_decide(alert, candidates, playbooks, **kw):
+        started.set()
+        time.sleep(1.0)
+        app[WRITER].run_sync(lambda db: db.execute("SELECT 1"))  # as runtime.record does
+        logged.set()
+        return {"playbook": None, "params": {}, "rationale": "", "evidence": [], "decision_id": None}
+
+    monkeypatch.setattr(brain_mod, "decide", slow_decide)
+    two = [{"playbook": "restart-unit", "params": {"unit": "a"}}, {"playbook": "restart-unit", "params": {"unit": "b"}}]
+    mine = [fn for fn in app[ALERT_LISTENERS] if fn.__module__ == "hub.features.proposals"]
+    await app[WRITER].run(lambda db: mine[0](db, {**ALERT, "propose": two}))
+    await async_wait_for(started.is_set, 10, what="the decision to start")
+    await asyncio.wait_for(runner.cleanup(), 30)
+    assert logged.is_set()
