@@ -19,11 +19,13 @@ An update is a security update when one of its origins is a security archive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import re
 import shutil
+import signal
 import time
 from datetime import datetime
 
@@ -221,6 +223,7 @@ async def run_cmd(*argv: str, ok: tuple[int, ...] = (0,)) -> str:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
+        start_new_session=True,  # its own process group: a kill reaches its children too
     )
     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that lands
     # as the child finishes, and the agent's shutdown would then wait on this collector forever.
@@ -231,7 +234,8 @@ async def run_cmd(*argv: str, ok: tuple[int, ...] = (0,)) -> str:
         raise RuntimeError(f"{argv[0]} timed out after {CMD_TIMEOUT:.0f}s") from None
     finally:
         if proc.returncode is None:  # timed out or cancelled: no orphans
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
     if proc.returncode not in ok:
         raise RuntimeError(f"{' '.join(argv[:3])} exited {proc.returncode}: {err.decode(errors='replace').strip()[:300]}")

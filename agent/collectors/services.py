@@ -14,9 +14,11 @@ unit again; the very first poll reports each unit once as a baseline (``previous
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import time
 
 from agent import wire
@@ -98,6 +100,7 @@ async def _run(*argv: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "LC_ALL": "C", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
+        start_new_session=True,  # its own process group: a kill reaches its children too
     )
     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that lands
     # as the child finishes, and the agent's shutdown would then wait on this collector forever.
@@ -108,7 +111,8 @@ async def _run(*argv: str) -> str:
         raise RuntimeError(f"{argv[0]} {argv[1]} timed out after {TIMEOUT:.0f}s") from None
     finally:
         if proc.returncode is None:  # timed out or cancelled: no orphans
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:2])} exited {proc.returncode}: {err.decode(errors='replace').strip()[:300]}")
