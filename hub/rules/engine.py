@@ -526,7 +526,9 @@ class Engine:
             key = tuple(row["key"])
             inst = self.instances[(r.name, key)] = Instance(r, key)
             inst.state, inst.alert_id, inst.node = row["state"], row["id"], row["node"]
-            inst.active = True
+            # a window or a pulse cannot be rebuilt: let it resolve unless new events renew it;
+            # states (thresholds, queries) stay active until the next sample or query says otherwise
+            inst.active = not (r.agg_fn or r.pulse)
             inst.first_seen = inst.since = row["first_seen"]
             inst.last_seen = inst.last_true = row["last_seen"]
             inst.count, inst.value = row["count"], row["value"]

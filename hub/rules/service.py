@@ -84,9 +84,12 @@ class RulesService:
             while item:
                 t0, batch = item
                 committed_at.append(t0)
+                # event time drives windows (a backlog replays at its own pace), but a node
+                # whose clock runs ahead must not push alerts into the future
+                now = self.clock()
                 for c in batch:
                     try:
-                        self.engine.feed(c.node, c.id, c.event)
+                        self.engine.feed(c.node, c.id, c.event, c.ts if c.ts <= now else now)
                     except Exception:  # noqa: BLE001 - a bad event must not stop evaluation
                         log.exception("rules: evaluating event %s failed", c.id)
                 n += len(batch)

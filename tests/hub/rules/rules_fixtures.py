@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import time
@@ -74,4 +75,6 @@ async def rules_hub(tmp_path, monkeypatch):
 
     yield make
     for h in made:
-        await h.runner.cleanup()
+        # as a task of its own: awaited inline from pytest-asyncio's finalizer, the shutdown
+        # of the other features' background work was seen to stall until the test timeout
+        await asyncio.ensure_future(h.runner.cleanup())
