@@ -50,11 +50,13 @@ class Projector:
         }
         self.next_series = (db.execute("SELECT max(id) FROM series").fetchone()[0] or 0) + 1
         self.rows: dict[str, list[tuple]] = {}
+        self.once: dict[str, tuple] = {}
         self._new_series: list[tuple] = []
         self.min_sample_ts: int | None = None
 
     def begin(self) -> None:
         self.rows = {}
+        self.once = {}
         self._new_series = []
         self.min_sample_ts = None
 
@@ -64,6 +66,11 @@ class Projector:
             self.rows[sql] = [row]
         else:
             rows.append(row)
+
+    def emit_once(self, sql: str, params: tuple = ()) -> None:
+        """A statement run once per commit, after the row statements (in first-use order):
+        e.g. indexing a whole batch of new rows for full-text search in one statement."""
+        self.once.setdefault(sql, params)
 
     def add(self, node: str, seq: int, ts: float, event: Any) -> None:
         fn = self._handlers.get(type(event))
@@ -88,6 +95,8 @@ class Projector:
             )
         for sql, rows in self.rows.items():
             self.db.executemany(sql, rows)
+        for sql, params in self.once.items():
+            self.db.execute(sql, params)
         if self.min_sample_ts is not None:
             rollup.lower_watermark(self.db, self.min_sample_ts)
 
@@ -98,6 +107,7 @@ class Projector:
             self.next_series = self._new_series[0][0]
         self._new_series = []
         self.rows = {}
+        self.once = {}
 
 
 SAMPLE_SQL = "INSERT OR REPLACE INTO samples (series, ts, value) VALUES (?, ?, ?)"

@@ -1,7 +1,8 @@
 """Log lines and shell commands into the ``logs`` and ``commands`` tables (m101, m102).
 
 Both are append-only histories keyed by the event's (node, seq); the full-text tables
-follow them by triggers. A value the schema cannot hold (a severity outside 0-7, which
+index each commit's new rows in one statement (m103: per-row triggers made FTS5 write a
+segment per row). A value the schema cannot hold (a severity outside 0-7, which
 would break the foreign key to ``log_severities``) becomes NULL rather than failing the
 batch: one odd agent must not wedge its own ingest. ``OR IGNORE`` makes a replayed
 (node, seq) harmless even if the events table was pruned underneath it.
@@ -21,15 +22,30 @@ COMMAND_SQL = (
     " tty, shell, redacted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
+def _fts_once(table: str, cols: str) -> tuple[str, str]:
+    return (
+        f"INSERT INTO {table}_fts (rowid, {cols}) SELECT id, {cols} FROM {table}"
+        f" WHERE id > (SELECT last_id FROM fts_sync WHERE name = '{table}')",
+        f"UPDATE fts_sync SET last_id = (SELECT coalesce(max(id), 0) FROM {table}) WHERE name = '{table}'",
+    )
+
+
+LOG_FTS = _fts_once("logs", "message")
+COMMAND_FTS = _fts_once("commands", "command, cwd")
+
 
 @handles(wire.Log)
 def _log(p: Projector, node: str, seq: int, ts: float, ev: wire.Log) -> None:
     sev = ev.severity if ev.severity is not None and 0 <= ev.severity <= 7 else None
     p.emit(LOG_SQL, (node, seq, ts, ev.source, ev.host, ev.program, ev.pid, ev.unit,
                      ev.facility, sev, ev.message))
+    for sql in LOG_FTS:
+        p.emit_once(sql)
 
 
 @handles(wire.Command)
 def _command(p: Projector, node: str, seq: int, ts: float, ev: wire.Command) -> None:
     p.emit(COMMAND_SQL, (node, seq, ts, ev.user, ev.cwd, ev.command, ev.exit_code,
                          ev.duration_ms, ev.tty, ev.shell, int(ev.redacted)))
+    for sql in COMMAND_FTS:
+        p.emit_once(sql)
