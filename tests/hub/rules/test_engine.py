@@ -93,3 +93,58 @@ async def test_open_alerts_survive_a_restart(rules_hub, tmp_path):  # noqa: F811
     await async_wait_for(lambda: [r for r in alerts(h2) if r[1] == "hot" and r[3] == "resolved"], 10,
                          what="the pre-restart alert resolved")
     assert len([r for r in alerts(h2) if r[1] == "hot"]) == 1  # the same alert, not a second one
+
+
+async def test_ingest_never_waits_for_rules_and_a_bad_file_does_not_stop_good_ones(rules_hub, tmp_path):  # noqa: F811
+    import threading
+
+    from hub.features.rules import SERVICE
+
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "good.yaml").write_text(RULES)
+    (d / "bad.yaml").write_text("rules:\n  - name: broken\n    event: {kind: log, where: {message: {regex: '('}}}\n")
+    h = await rules_hub(rules_dir=d)
+    service = h.app[SERVICE]
+    assert "hot" in service.rules and "broken" not in service.rules
+    gate, entered = threading.Event(), threading.Event()
+    feed = service.engine.feed
+
+    def blocked_feed(*a, **kw):
+        entered.set()
+        assert gate.wait(30), "test never released the rules thread"
+        return feed(*a, **kw)
+
+    service.engine.feed = blocked_feed
+    try:
+        await h.send("n1", [metric(99)])
+        await async_wait_for(entered.is_set, 10, what="rules thread to take the first event")
+        # the rules thread is stuck; ingest still commits and acks
+        for _ in range(5):
+            reply = await h.send("n1", [metric(99)])
+            assert reply["stored"] == 1
+        assert h.query("SELECT count(*) FROM events WHERE node = 'n1'")[0][0] == 6
+        assert not [r for r in alerts(h) if r[1] == "hot"]
+    finally:
+        gate.set()
+    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "firing"], 10,
+                         what="alert once the rules thread catches up")
+
+
+async def test_throttle_folds_a_second_burst_into_the_first_alert(rules_hub, tmp_path):  # noqa: F811
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "t.yaml").write_text(
+        "rules:\n  - name: burst\n    event: {kind: log, where: {message: boom}}\n"
+        "    group_by: [node]\n    throttle: 1h\n")
+    h = await rules_hub(rules_dir=d)
+    boom = wire.Log(ts=time.time(), source="s", message="boom")
+    await h.send("n1", [boom])
+    # a pulse with keep_firing_for 0 resolves on the next tick
+    await async_wait_for(lambda: h.query("SELECT state FROM alerts WHERE rule = 'burst'") == [("resolved",)], 10,
+                         what="first alert resolved")
+    await h.send("n1", [boom, boom])
+    await async_wait_for(lambda: h.query("SELECT count FROM alerts WHERE rule = 'burst'") == [(3,)], 10,
+                         what="the burst counted on the first alert")
+    assert len(h.query("SELECT id FROM alerts WHERE rule = 'burst'")) == 1
+    assert h.query("SELECT count(*) FROM alert_events a JOIN alerts b ON b.id = a.alert_id WHERE b.rule = 'burst'") == [(3,)]
