@@ -175,8 +175,10 @@ def _test(spec: Any, scope: Scope, at: Path_) -> Callable[[Any], bool]:
 class Scope:
     """What a condition may refer to: macros (compiled lazily, cycles refused) and extras."""
 
-    def __init__(self, macros: dict[str, Any], macro_paths: dict[str, Path_], extras: frozenset[str]):
+    def __init__(self, macros: dict[str, Any], macro_paths: dict[str, Path_], extras: frozenset[str],
+                 fields: frozenset[str] | None = None):
         self.macros, self.macro_paths, self.extras = macros, macro_paths, extras
+        self.fields = fields  # the event kind's fields, when known: a typo is an error, not a silent miss
         self._stack: list[str] = []
 
     def macro(self, name: Any, at: Path_) -> Pred:
@@ -219,6 +221,10 @@ def compile_condition(spec: Any, scope: Scope, at: Path_) -> Pred:
 
 
 def _field_pred(key: str, val: Any, scope: Scope, at: Path_) -> Pred:
+    head = key.split(".", 1)[0]
+    if scope.fields is not None and head not in scope.fields and head not in scope.extras:
+        known = ", ".join(sorted(scope.fields | scope.extras))
+        raise CompileError(f"unknown field {head!r} (this event has: {known})", at)
     test = _test(val, scope, at)
     if "." not in key and key not in scope.extras:  # a plain event attribute: one call less
         if not isinstance(val, dict | list):

@@ -206,7 +206,7 @@ def compile_rule(spec: dict, path: tuple, doc: Doc, macros: dict, macro_paths: d
             except CompileError:
                 pass  # reported below with its path
         extras = frozenset({"node", "value", *captures})
-        known |= struct_fields(r.kind) | captures
+        known = (known | struct_fields(r.kind) | captures) if struct_fields(r.kind) else None
     elif src == "metric":
         m = spec["metric"]
         r.kind, r.metric = "metrics", m if isinstance(m, str) else m["name"]
@@ -215,7 +215,8 @@ def compile_rule(spec: dict, path: tuple, doc: Doc, macros: dict, macro_paths: d
         known = None  # label names are only known when samples arrive
     else:
         extras = frozenset({"node", "value"})
-    scope = Scope(macros, macro_paths, extras)
+    fields = struct_fields(r.kind) if src == "event" else None
+    scope = Scope(macros, macro_paths, extras, fields or None)  # unknown (future) kinds: unchecked
     r.for_ = _dur(spec, "for", path, doc)
     r.keep_firing_for = _dur(spec, "keep_firing_for", path, doc)
     r.throttle = _dur(spec, "throttle", path, doc)
@@ -258,6 +259,17 @@ def compile_rule(spec: dict, path: tuple, doc: Doc, macros: dict, macro_paths: d
         if "when" in spec:
             r.when = compile_condition(spec["when"], scope, (*path, "when"))
         group = spec.get("group_by", ["node"])
+        allowed = None
+        if src == "event" and fields:
+            allowed = fields | extras
+        elif src == "absent":
+            allowed = frozenset({"node"})
+        elif src == "query" and known is not None:
+            allowed = frozenset(known)
+        for i, g in enumerate(group):
+            if allowed is not None and g.split(".", 1)[0] not in allowed:
+                raise CompileError(f"cannot group by {g!r}: no such field (available: {', '.join(sorted(allowed))})",
+                                   (*path, "group_by", i))
         r.group_by = [(g, compile_path(g, extras)) for g in group]
         if known is not None:
             known |= set(group)

@@ -59,6 +59,13 @@ def load(text: str):
     ("rules:\n  - name: x\n    name: y\n    event: {kind: log}\n", 3, "rules[0].name", "duplicate key"),
     ("rules:\n  - name: x\n    event: {kind: log}\n    aggregate: {fn: avg, window: 5m}\n", 4,
      "rules[0].aggregate", "needs a field"),
+    # a misspelt field would silently never match: refused for kinds this hub knows
+    ("rules:\n  - name: x\n    event:\n      kind: log\n      where: {programm: sshd}\n", 5,
+     "rules[0].event.where.programm", "unknown field 'programm'"),
+    ("rules:\n  - name: x\n    event: {kind: log}\n    group_by: [node, adress]\n", 4,
+     "rules[0].group_by[1]", "cannot group by 'adress'"),
+    ("rules:\n  - name: x\n    query: {sql: 'SELECT name AS node FROM nodes'}\n    group_by: [host]\n", 4,
+     "rules[0].group_by[0]", "cannot group by 'host'"),
 ])
 def test_errors_name_file_line_and_key(text, line, key, needle):
     with pytest.raises(RuleError) as e:
@@ -67,6 +74,12 @@ def test_errors_name_file_line_and_key(text, line, key, needle):
     assert (err.file, err.line, err.key) == ("bad.yaml", line, key), str(err)
     assert needle in str(err)
     assert str(err).startswith(f"bad.yaml:{line}: ")
+
+
+def test_future_kinds_are_not_checked():
+    (r,) = load("rules:\n  - name: x\n    event: {kind: gpu_metrics, where: {util: {gt: 0.9}}}\n"
+                "    annotations: {summary: '{{ util }}'}\n")
+    assert r.kind == "gpu_metrics"
 
 
 def test_good_rule_compiles():
