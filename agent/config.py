@@ -86,7 +86,7 @@ def write_identity(state_dir: Path, hub_url: str, node: str, credential: str, hu
     if cfg.exists():
         kept = [
             line for line in cfg.read_text().splitlines()
-            if not line.split("=")[0].strip() in ("hub_url", "node")
+            if line.split("=")[0].strip() not in ("hub_url", "node")
         ]
     lines = [f"hub_url = {json.dumps(hub_url)}", f"node = {json.dumps(node)}", *kept]
     cfg.write_text("\n".join(lines) + "\n")

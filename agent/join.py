@@ -10,19 +10,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import socket
 import ssl
 from urllib.parse import urlsplit
 
-import aiohttp
-
-
-def pinned_context(pem: str) -> ssl.SSLContext:
-    """Trust exactly this certificate. The hostname is not checked: the pin already names the
-    one certificate accepted, whatever address the node uses to reach the hub."""
-    ctx = ssl.create_default_context(cadata=pem)
-    ctx.check_hostname = False
-    return ctx
+from .http import HubClient
+from .tls import pinned_context
 
 
 async def fetch_pinned_cert(hub_url: str, fingerprint: str, timeout: float = 15) -> str:
@@ -50,17 +44,17 @@ async def fetch_pinned_cert(hub_url: str, fingerprint: str, timeout: float = 15)
 
 
 async def join(hub_url: str, token: str, fingerprint: str | None = None) -> tuple[str, dict]:
-    url = hub_url.rstrip("/") + "/v1/join"
     pem = await fetch_pinned_cert(hub_url, fingerprint) if fingerprint else None
-    connector = aiohttp.TCPConnector(ssl=pinned_context(pem)) if pem else None
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), connector=connector) as s:
-        async with s.post(url, json={"token": token, "hostname": socket.gethostname()}) as r:
-            try:
-                body = await r.json(content_type=None)
-            except ValueError:
-                body = {"error": (await r.text())[:200]}
-            if r.status != 200:
-                raise RuntimeError(f"hub answered {r.status}: {body.get('error', r.reason)}")
+    client = HubClient(hub_url, ssl=pinned_context(pem) if pem else None, timeout=30)
+    try:
+        r = await client.request("POST", "/v1/join", json.dumps(
+            {"token": token, "hostname": socket.gethostname()}).encode(),
+            {"Content-Type": "application/json"})
+    finally:
+        await client.close()
+    body = r.json()
+    if r.status != 200:
+        raise RuntimeError(f"hub answered {r.status}: {body.get('error', r.reason)}")
     if pem:
         body["hub_cert"] = pem
     return body["node"], body

@@ -8,16 +8,14 @@ drops the duplicates. Failures back off exponentially with full jitter.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import random
 import time
 from collections.abc import Awaitable, Callable
 
-import aiohttp
-
 from . import __version__, wire
+from .http import HTTPClientError, HubClient, Response
 from .spool import Spool
 
 log = logging.getLogger(__name__)
@@ -56,49 +54,38 @@ class Shipper:
         self.connected = False
         self.on_response = on_response
         self.sent_events = 0
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HubClient | None = None
         self._said_hello = False
 
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+    def client(self) -> HubClient:
+        if self._client is None:
             # `join --fingerprint` left the hub's own certificate beside the spool: trust only it
             pinned = self.spool.path.parent / "hub.crt"
-            connector = None
+            ctx = None
             if pinned.exists():
-                from .join import pinned_context
+                from .tls import pinned_context
 
-                connector = aiohttp.TCPConnector(ssl=pinned_context(pinned.read_text()))
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers={
-                    "Authorization": f"Bearer {self.credential}",
-                    "User-Agent": f"homelab-agent/{__version__}",
-                },
-                timeout=aiohttp.ClientTimeout(total=60, connect=10),
-            )
-        return self._session
+                ctx = pinned_context(pinned.read_text())
+            self._client = HubClient(self.url, {
+                "Authorization": f"Bearer {self.credential}",
+                "User-Agent": f"homelab-agent/{__version__}",
+            }, ssl=ctx, timeout=60, connect_timeout=10)
+        return self._client
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
     async def hello(self) -> None:
-        async with self.session().get(f"{self.url}/v1/hello") as r:
-            body = await self._json(r)
-            if r.status != 200:
-                raise HubRefused(r.status, body.get("error", r.reason))
+        r = await self.client().request("GET", "/v1/hello")
+        body = r.json()
+        if r.status != 200:
+            raise HubRefused(r.status, body.get("error", r.reason))
         shift = self.spool.skip_to(int(body["last_seq"]))
         if shift:
             log.warning("hub has seen seq %d already (state dir reset?): renumbered pending events by %d",
                         body["last_seq"], shift)
         self._said_hello = True
-
-    @staticmethod
-    async def _json(r: aiohttp.ClientResponse) -> dict:
-        try:
-            return await r.json(content_type=None)
-        except ValueError:
-            return {"error": (await r.text())[:200]}
 
     async def send_once(self) -> int:
         """Send one batch (or a heartbeat). Returns events acked; raises on failure."""
@@ -108,14 +95,11 @@ class Shipper:
         body = wire.encode_batch(self.node, time.time() + CLOCK_OFFSET, rows)
         self.spool.inflight_hi = rows[-1][0] if rows else 0
         try:
-            async with self.session().post(
-                f"{self.url}/v1/ingest", data=io.BytesIO(body),  # bytes > 1 MiB warn in aiohttp
-                headers={"Content-Type": "application/vnd.msgpack",
-                         # what waits here behind this batch, for the hub's /metrics
-                         "Homelab-Spool-Backlog": str(self.spool.next_seq - 1 - rows[-1][0] if rows else 0)},
-            ) as r:
-                reply = await self._json(r)
-                status = r.status
+            r: Response = await self.client().request("POST", "/v1/ingest", body, {
+                "Content-Type": "application/vnd.msgpack",
+                # what waits here behind this batch, for the hub's /metrics
+                "Homelab-Spool-Backlog": str(self.spool.next_seq - 1 - rows[-1][0] if rows else 0)})
+            reply, status = r.json(), r.status
         finally:
             self.spool.inflight_hi = 0
         if status == 200:
@@ -177,7 +161,7 @@ class Shipper:
                 delay = self.backoff.next()
                 if isinstance(e, HubRefused) and e.status in (401, 403):
                     delay = max(delay, 30.0)
-                expected = isinstance(e, aiohttp.ClientError | TimeoutError | OSError | HubRefused)
+                expected = isinstance(e, HTTPClientError | TimeoutError | OSError | HubRefused)
                 log.warning("hub %s: %s; retrying in %.1fs (%d events spooled)", self.url,
                             e if expected else repr(e), delay, len(self.spool), exc_info=not expected)
                 try:
@@ -190,7 +174,7 @@ class Shipper:
         while self.spool.oldest() is not None and time.monotonic() < deadline:
             try:
                 await asyncio.wait_for(self.send_once(), max(0.1, deadline - time.monotonic()))
-            except (aiohttp.ClientError, TimeoutError, OSError, HubRefused):
+            except (TimeoutError, OSError, HubRefused):
                 return
 
 

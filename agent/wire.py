@@ -202,7 +202,7 @@ class JobResult(Event, frozen=True, tag="job_result"):
     duration_ms: int | None = None
 
 
-AnyEvent = Union[
+AnyEvent = Union[  # noqa: UP007 - a runtime Union object for msgspec and __args__
     Dropped,
     Notice,
     Metrics,
