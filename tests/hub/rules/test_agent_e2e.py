@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from conftest import join_agent, wait_for
 
 
@@ -14,7 +13,6 @@ def syslog(msg: str, pid: int = 2200) -> str:
     return f"{time.strftime('%b %e %H:%M:%S')} gw sshd[{pid}]: {msg}\n"
 
 
-@pytest.mark.slow
 def test_agent_tailing_auth_log_to_ssh_alert(tmp_path, hub_process, agent_process, monkeypatch):
     for k in ("HOMELAB_HUB_RULES_DIR", "HOMELAB_HUB_WEBHOOKS", "HOMELAB_HUB_ALERTMANAGER_URL"):
         monkeypatch.delenv(k, raising=False)
