@@ -52,7 +52,6 @@ class RulesService:
         self.engine = Engine(rules, next_id=alerts.next_id(self.read_db))
         self.engine.restore(alerts.open_alerts(self.read_db))
         self.stats = {"events": 0, "records": 0, "store_failures": 0, "lag_max": 0}
-        self.latencies: list[float] = []  # commit -> stored, seconds (bench reads and clears it)
         self._thread = threading.Thread(target=self._run, name="hub-rules", daemon=True)
         self._stop = threading.Event()
 
@@ -121,11 +120,8 @@ class RulesService:
             self.stats["store_failures"] += 1
             log.exception("rules: storing %d alert records failed", len(records))
             return
-        done = time.monotonic()
-        if any(r["transition"] for r in records):
-            self.latencies.extend(done - t for t in committed_at)
-            if len(self.latencies) > 100_000:
-                del self.latencies[:50_000]
+        if committed_at:
+            self.stats["lag_max"] = max(self.stats["lag_max"], time.monotonic() - min(committed_at))
         self.stats["records"] += len(records)
         if self.on_records is not None:
             try:
