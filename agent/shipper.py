@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from . import __version__, wire
+from . import __version__, aio, wire
 from .http import HTTPClientError, HubClient, Response
 from .spool import Spool
 
@@ -146,11 +146,8 @@ class Shipper:
                 if self.spool.oldest() is None:
                     # idle: wait for new events or the heartbeat interval
                     self.wakeup.clear()
-                    try:
-                        await asyncio.wait_for(self.wakeup.wait(), self.heartbeat)
+                    if await aio.wait(self.wakeup, self.heartbeat):
                         continue
-                    except TimeoutError:
-                        pass
                 await self.send_once()
                 self.backoff.reset()
             except asyncio.CancelledError:
@@ -164,16 +161,14 @@ class Shipper:
                 expected = isinstance(e, HTTPClientError | TimeoutError | OSError | HubRefused)
                 log.warning("hub %s: %s; retrying in %.1fs (%d events spooled)", self.url,
                             e if expected else repr(e), delay, len(self.spool), exc_info=not expected)
-                try:
-                    await asyncio.wait_for(stopping.wait(), delay)
-                except TimeoutError:
-                    pass
+                await aio.wait(stopping, delay)
 
     async def flush(self, deadline: float) -> None:
         """On shutdown: send what we can before the deadline; the rest stays spooled."""
         while self.spool.oldest() is not None and time.monotonic() < deadline:
             try:
-                await asyncio.wait_for(self.send_once(), max(0.1, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                    await self.send_once()
             except (TimeoutError, OSError, HubRefused):
                 return
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from agent import aio
 from agent.settings import Settings
 
 from . import auth, paths
@@ -170,8 +171,7 @@ def up(settings: Settings, watch: list[str], datasette: bool = True, duration: f
                     stop.set()
             if deadline and time.monotonic() > deadline:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+            await aio.wait(stop, 1.0)
         for _name, p in children:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
