@@ -15,7 +15,7 @@ import uuid
 import aiohttp
 import pytest
 from click.testing import CliRunner
-from conftest import join_agent, wait_for
+from tests.conftest import join_agent, wait_for
 
 from agent import wire
 from hub.cli import cli
