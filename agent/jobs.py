@@ -39,10 +39,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from . import __version__, wire
 from . import playbook as pbmod
+from .http import HTTPClientError, HubClient
 from .playbook import Playbook, PlaybookError
 from .settings import Settings
 from .shipper import Backoff
@@ -305,36 +304,51 @@ class JobRunner:
 
     # --- polling ------------------------------------------------------------------------
 
-    async def fetch(self, session: aiohttp.ClientSession) -> list:
-        url = f"{self.settings.hub_url.rstrip('/')}/v1/jobs"
-        async with session.get(url, params={"wait": str(POLL_WAIT)}) as r:
-            if r.status == 404:
-                raise _NoJobs("the hub has no job endpoint")
-            if r.status != 200:
-                raise _NoJobs(f"hub answered {r.status}")
-            body = await r.json(content_type=None)
+    def client(self) -> HubClient:
+        """Its own connection (the long poll must not hold up the shipper's), with the same
+        pinned certificate the shipper trusts when the hub serves its own TLS."""
+        pinned = Path(self.settings.state_dir) / "hub.crt"
+        ctx = None
+        if pinned.exists():
+            from .tls import pinned_context
+
+            ctx = pinned_context(pinned.read_text())
+        return HubClient(self.settings.hub_url, {
+            "Authorization": f"Bearer {self.credential}",
+            "User-Agent": f"homelab-agent/{__version__}",
+        }, ssl=ctx, timeout=POLL_WAIT + 20, connect_timeout=10)
+
+    async def fetch(self, client: HubClient) -> list:
+        r = await client.request("GET", f"/v1/jobs?wait={POLL_WAIT}")
+        if r.status == 404:
+            raise _NoJobs("the hub has no job endpoint")
+        body = r.json()
+        if r.status != 200:
+            raise _NoJobs(f"hub answered {r.status}: {body.get('error', r.reason) if isinstance(body, dict) else r.reason}")
         jobs = body.get("jobs") if isinstance(body, dict) else None
         return jobs if isinstance(jobs, list) else []
 
     async def run(self, stopping: asyncio.Event) -> None:
         backoff = Backoff(base=1.0, cap=30.0)
-        headers = {"Authorization": f"Bearer {self.credential}", "User-Agent": f"homelab-agent/{__version__}"}
-        timeout = aiohttp.ClientTimeout(total=POLL_WAIT + 20, connect=10)
-        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+        client = self.client()
+        try:
             while not stopping.is_set():
                 try:
-                    jobs = await self.fetch(session)
+                    jobs = await self.fetch(client)
                     backoff.reset()
-                except asyncio.CancelledError:
-                    raise
-                except (aiohttp.ClientError, TimeoutError, OSError, ValueError, _NoJobs) as e:
+                except (HTTPClientError, OSError, ValueError, _NoJobs) as e:
                     delay = backoff.next() + 1
                     log.debug("job poll: %s; next in %.1fs", e, delay)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stopping.wait(), delay)
+                    try:
+                        async with asyncio.timeout(delay):
+                            await stopping.wait()
+                    except TimeoutError:
+                        pass
                     continue
                 for envelope in jobs[:20]:
                     await self.handle(envelope)
+        finally:
+            await client.close()
 
 
 class _NoJobs(Exception):

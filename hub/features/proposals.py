@@ -55,6 +55,7 @@ class State:
         self.lock = threading.Lock()
         self.node_events: dict[str, asyncio.Event] = {}
         self.stopping = asyncio.Event()
+        self.closing = False
         # One decision at a time, on a thread of our own: at shutdown we wait for a decision in
         # flight while the writer (which logs it) is still running.
         self.brain_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="proposals-brain")
@@ -104,13 +105,18 @@ async def _ctx(app: web.Application) -> AsyncIterator[None]:
     await _recover(app, st)
     task = asyncio.create_task(_worker(app, st), name="proposals")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # Stop by flag first, cancel only as a fallback, and never wait unbounded: on Python 3.11 a
+    # cancellation can be swallowed by a timeout that completes at the same moment.
+    st.closing = True
+    st.wake.set()
+    await asyncio.wait({task}, timeout=5)
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
     settings = app[SETTINGS]
-    with contextlib.suppress(TimeoutError):  # bounded: a stuck model must not hold the hub's exit
-        await asyncio.wait_for(asyncio.to_thread(st.brain_pool.shutdown, True, cancel_futures=True),
-                               float(getattr(settings, "brain_timeout", 20.0)) + 10.0)
+    # bounded: a stuck model must not hold the hub's exit
+    pool_done = asyncio.ensure_future(asyncio.to_thread(st.brain_pool.shutdown, True, cancel_futures=True))
+    await asyncio.wait({pool_done}, timeout=float(getattr(settings, "brain_timeout", 20.0)) + 10.0)
     with contextlib.suppress(ValueError):
         writer.subscribers.remove(subscriber)
     with contextlib.suppress(ValueError):
@@ -144,7 +150,7 @@ async def _recover(app: web.Application, st: State) -> None:
 
 
 async def _worker(app: web.Application, st: State) -> None:
-    while True:
+    while not st.closing:
         st.wake.clear()  # before the step: a poke during it means another step right away
         try:
             await _step(app, st)
@@ -152,8 +158,13 @@ async def _worker(app: web.Application, st: State) -> None:
             raise
         except Exception:
             log.exception("proposal worker step failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(st.wake.wait(), TICK)
+        if st.closing:
+            return
+        try:
+            async with asyncio.timeout(TICK):
+                await st.wake.wait()
+        except TimeoutError:
+            pass
 
 
 async def _step(app: web.Application, st: State) -> None:
@@ -300,7 +311,8 @@ async def _ask_brain(st: State, alert: dict, valid, settings):
     loop = asyncio.get_running_loop()
     timeout = float(getattr(settings, "brain_timeout", 20.0)) + 10.0
     try:
-        out = await asyncio.wait_for(loop.run_in_executor(st.brain_pool, decide, alert, candidates, books), timeout)
+        async with asyncio.timeout(timeout):
+            out = await loop.run_in_executor(st.brain_pool, decide, alert, candidates, books)
     except Exception as e:  # noqa: BLE001 - the rule's choice stands, whatever went wrong
         log.warning("brain unavailable for alert %s (%s: %s): the rule's choice stands", alert.get("id"), type(e).__name__, e)
         return None
@@ -345,5 +357,8 @@ async def jobs_handler(request: web.Request) -> web.Response:
             return web.json_response({"jobs": []})
         ev = st.node_event(node)
         ev.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ev.wait(), min(left, TICK))
+        try:
+            async with asyncio.timeout(min(left, TICK)):
+                await ev.wait()
+        except TimeoutError:
+            pass
