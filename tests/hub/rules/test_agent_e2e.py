@@ -45,7 +45,7 @@ def test_agent_tailing_auth_log_to_ssh_alert(tmp_path, hub_process, agent_proces
             f.write(syslog(f"Failed password for invalid user admin{i} from 203.0.113.77 port {50000 + i} ssh2", 3100 + i))
 
     rows = wait_for(lambda: hub.query("SELECT node, state, fields, propose, count FROM alerts WHERE rule = 'ssh-brute-force'"),
-                    30, what="ssh-brute-force alert")
+                    60, what="ssh-brute-force alert")
     (node, state, fields, propose, count), = rows
     assert node == "gw" and state == "firing" and json.loads(fields)["address"] == "203.0.113.77"
     assert json.loads(propose)[0] == {"playbook": "block-address", "params": {"address": "203.0.113.77", "duration": "1h"},

@@ -44,12 +44,12 @@ async def test_lifecycle_pending_firing_resolved_with_evidence_and_listeners(rul
     h.app[ALERT_LISTENERS].append(lambda db, a: seen.append((a["transition"], a["rule"].name, a["propose"])))
     await h.send("n1", [metric(70), metric(95, "gpu")])  # below, and not the cpu sensor
     await h.send("n1", [metric(95)])
-    rows = await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot"], 10, what="pending alert")
+    rows = await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot"], 30, what="pending alert")
     assert rows[0][3] in ("pending", "firing") and rows[0][2] == "n1"
     await h.send("n1", [metric(96)])
-    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "firing"], 10, what="firing")
+    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "firing"], 30, what="firing")
     await h.send("n1", [metric(50)])
-    (row,) = await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "resolved"], 10,
+    (row,) = await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "resolved"], 30,
                                   what="resolved")
     _id, _rule, node, state, count, pending_at, firing_at, resolved_at, propose, summary = row
     assert count == 2 and pending_at <= firing_at <= resolved_at
@@ -69,14 +69,14 @@ async def test_absent_node_goes_offline_and_comes_back(rules_hub, tmp_path):  # 
     h = await rules_hub(rules_dir=tmp_path / "r")
     await h.send("quiet", [])  # a heartbeat
     await h.send("chatty", [])
-    deadline = time.monotonic() + 6
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not [r for r in alerts(h) if r[1] == "offline" and r[3] == "firing"]:
         await h.send("chatty", [])
         time.sleep(0.2)
     firing = [r for r in alerts(h) if r[1] == "offline" and r[3] == "firing"]
     assert [r[2] for r in firing] == ["quiet"]
     await h.send("quiet", [])
-    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "offline" and r[3] == "resolved"], 10,
+    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "offline" and r[3] == "resolved"], 30,
                          what="offline alert resolved")
 
 
@@ -85,12 +85,12 @@ async def test_open_alerts_survive_a_restart(rules_hub, tmp_path):  # noqa: F811
     (tmp_path / "r" / "t.yaml").write_text(RULES.replace("for: 1s", "for: 0s"))
     h = await rules_hub(rules_dir=tmp_path / "r")
     await h.send("n1", [metric(99)])
-    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "firing"], 10, what="firing")
+    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "firing"], 30, what="firing")
     await h.runner.cleanup()
     h2 = await rules_hub(rules_dir=tmp_path / "r", data_dir=h.data_dir)
     h2.creds, h2.seq = h.creds, h.seq
     await h2.send("n1", [metric(10)])
-    await async_wait_for(lambda: [r for r in alerts(h2) if r[1] == "hot" and r[3] == "resolved"], 10,
+    await async_wait_for(lambda: [r for r in alerts(h2) if r[1] == "hot" and r[3] == "resolved"], 30,
                          what="the pre-restart alert resolved")
     assert len([r for r in alerts(h2) if r[1] == "hot"]) == 1  # the same alert, not a second one
 
@@ -118,7 +118,7 @@ async def test_ingest_never_waits_for_rules_and_a_bad_file_does_not_stop_good_on
     service.engine.feed = blocked_feed
     try:
         await h.send("n1", [metric(99)])
-        await async_wait_for(entered.is_set, 10, what="rules thread to take the first event")
+        await async_wait_for(entered.is_set, 30, what="rules thread to take the first event")
         # the rules thread is stuck; ingest still commits and acks
         for _ in range(5):
             reply = await h.send("n1", [metric(99)])
@@ -127,7 +127,7 @@ async def test_ingest_never_waits_for_rules_and_a_bad_file_does_not_stop_good_on
         assert not [r for r in alerts(h) if r[1] == "hot"]
     finally:
         gate.set()
-    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "firing"], 10,
+    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[3] == "firing"], 30,
                          what="alert once the rules thread catches up")
 
 
@@ -141,10 +141,10 @@ async def test_throttle_folds_a_second_burst_into_the_first_alert(rules_hub, tmp
     boom = wire.Log(ts=time.time(), source="s", message="boom")
     await h.send("n1", [boom])
     # a pulse with keep_firing_for 0 resolves on the next tick
-    await async_wait_for(lambda: h.query("SELECT state FROM alerts WHERE rule = 'burst'") == [("resolved",)], 10,
+    await async_wait_for(lambda: h.query("SELECT state FROM alerts WHERE rule = 'burst'") == [("resolved",)], 30,
                          what="first alert resolved")
     await h.send("n1", [boom, boom])
-    await async_wait_for(lambda: h.query("SELECT count FROM alerts WHERE rule = 'burst'") == [(3,)], 10,
+    await async_wait_for(lambda: h.query("SELECT count FROM alerts WHERE rule = 'burst'") == [(3,)], 30,
                          what="the burst counted on the first alert")
     assert len(h.query("SELECT id FROM alerts WHERE rule = 'burst'")) == 1
     assert h.query("SELECT count(*) FROM alert_events a JOIN alerts b ON b.id = a.alert_id WHERE b.rule = 'burst'") == [(3,)]

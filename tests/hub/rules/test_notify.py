@@ -61,8 +61,8 @@ async def test_webhook_retries_until_delivered(rules_hub, tmp_path):  # noqa: F8
     try:
         h = await rules_hub(rules_dir=rules_dir(tmp_path), webhooks=[f"http://127.0.0.1:{port}/hook"])
         await h.send("n1", [touched()])
-        await async_wait_for(lambda: any(a["transition"] == "firing" for a in got), 20, what="firing webhook")
-        await async_wait_for(lambda: any(a["transition"] == "resolved" for a in got), 20, what="resolved webhook")
+        await async_wait_for(lambda: any(a["transition"] == "firing" for a in got), 40, what="firing webhook")
+        await async_wait_for(lambda: any(a["transition"] == "resolved" for a in got), 40, what="resolved webhook")
     finally:
         await runner.cleanup()
     assert len(attempts) >= 3
@@ -114,7 +114,7 @@ async def test_alertmanager_receives_firing_then_resolved(rules_hub, tmp_path, a
         found[:] = await am_alerts()
         return found
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 40
     while not await poll():
         assert time.monotonic() < deadline, "alert never reached Alertmanager"
         await asyncio.sleep(0.2)
@@ -126,7 +126,7 @@ async def test_alertmanager_receives_firing_then_resolved(rules_hub, tmp_path, a
     assert a["generatorURL"].endswith(f"/alerts/{alert_id}")
     assert a["status"]["state"] == "active"
     # keep_firing_for is 2s: the hub resolves it and tells Alertmanager, which drops it
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 40
     while await poll():
         assert time.monotonic() < deadline, f"alert not resolved in Alertmanager: {found}"
         await asyncio.sleep(0.3)

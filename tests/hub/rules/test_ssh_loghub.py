@@ -78,13 +78,13 @@ async def test_campaign_fires_per_address_and_a_normal_day_stays_silent(rules_hu
     for i in range(0, len(campaign), 500):
         await h.send("labsz", campaign[i:i + 500])
     await h.send("gw", quiet)
-    await async_wait_for(lambda: h.app[SERVICE].queue.empty(), 20, what="rules thread to drain")
+    await async_wait_for(lambda: h.app[SERVICE].queue.empty(), 40, what="rules thread to drain")
 
     def ssh_alerts():
         return h.query("SELECT node, fields, propose, count, state FROM alerts WHERE rule = 'ssh-brute-force'")
 
     rows = await async_wait_for(lambda: {json.loads(r[1])["address"] for r in ssh_alerts()} == expected and ssh_alerts(),
-                                20, what=f"alerts for {sorted(expected)}")
+                                40, what=f"alerts for {sorted(expected)}")
     assert {r[0] for r in rows} == {"labsz"}  # nothing from the normal day
     for _node, fields, propose, count, _state in rows:
         addr = json.loads(fields)["address"]
