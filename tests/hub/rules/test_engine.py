@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -72,7 +73,7 @@ async def test_absent_node_goes_offline_and_comes_back(rules_hub, tmp_path):  # 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not [r for r in alerts(h) if r[1] == "offline" and r[3] == "firing"]:
         await h.send("chatty", [])
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
     firing = [r for r in alerts(h) if r[1] == "offline" and r[3] == "firing"]
     assert [r[2] for r in firing] == ["quiet"]
     await h.send("quiet", [])
