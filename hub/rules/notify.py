@@ -10,13 +10,14 @@ firing alerts are pushed again every ``resend`` seconds until they resolve.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections import deque
 from typing import Any
 
 import aiohttp
+
+from agent import aio
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,7 @@ class Notifier:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as s:
             last_resend = self._loop.time()
             while True:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(self.resend, 5.0))
+                await aio.wait(self._wake, min(self.resend, 5.0))
                 self._wake.clear()
                 batch = list(self.queue)
                 self.queue.clear()

@@ -23,7 +23,7 @@ class RulesHub:
         self.creds: dict[str, str] = {}
 
     async def join(self, node: str) -> str:
-        from conftest import enroll
+        from tests.conftest import enroll
 
         token = enroll(self.data_dir, node)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
@@ -46,7 +46,7 @@ class RulesHub:
                 return await r.json()
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        from conftest import query
+        from tests.conftest import query
 
         return query(self.data_dir, sql, args)
 

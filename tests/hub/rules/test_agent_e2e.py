@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from conftest import join_agent, wait_for
+from tests.conftest import join_agent, wait_for
 
 
 def syslog(msg: str, pid: int = 2200) -> str:

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 from hub.rules import alerts as alert_store
 from hub.store import open_db

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 from hub.rules import testing
 from hub.rules.conditions import COMBINATORS, OPERATORS

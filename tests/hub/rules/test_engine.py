@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 
-from conftest import async_wait_for
+from tests.conftest import async_wait_for
 from rules_fixtures import rules_hub  # noqa: F401 - fixture
 
 from agent import wire

@@ -11,7 +11,7 @@ import urllib.request
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Proc, async_wait_for, free_port, wait_for
+from tests.conftest import Proc, async_wait_for, free_port, wait_for
 from rules_fixtures import rules_hub  # noqa: F401 - fixture
 
 from agent import wire

@@ -3,7 +3,7 @@ rule's own unit tests render pass that playbook's declared schema."""
 
 from __future__ import annotations
 
-from conftest import ROOT
+from tests.conftest import ROOT
 
 from agent.playbook import validate_params
 from hub.playbooks import Registry

@@ -7,7 +7,7 @@ import json
 import re
 from collections import defaultdict, deque
 
-from conftest import LOGHUB, async_wait_for
+from tests.conftest import LOGHUB, async_wait_for
 from rules_fixtures import rules_hub  # noqa: F401 - fixture
 
 from agent import wire
