@@ -105,7 +105,7 @@ async def build(nodes: int, days: float, work: Path) -> dict:
     seqs = [0] * nodes
     n_events = 0
     started = time.perf_counter()
-    for hours in zip(*gens):
+    for hours in zip(*gens, strict=True):
         for i, (t, hour) in enumerate(hours):
             evs = []
             for _, e in hour:

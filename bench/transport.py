@@ -25,8 +25,8 @@ from bench.ingest import make_events
 
 
 def serve(data_dir: str, port: int, ready) -> None:
-    from hub.config import load_settings
     from hub.app import create_app
+    from hub.config import load_settings
     from hub.keys import WRITER
     from hub.routes import _json_of, authenticate
 

@@ -101,7 +101,7 @@ class Projector:
             rollup.lower_watermark(self.db, self.min_sample_ts)
 
     def rollback(self) -> None:
-        for sid, node, key, _n, _l in self._new_series:
+        for _sid, node, key, _n, _l in self._new_series:
             self.series.pop((node, key), None)
         if self._new_series:
             self.next_series = self._new_series[0][0]

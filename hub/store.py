@@ -15,9 +15,9 @@ import queue
 import sqlite3
 import threading
 import time
-from itertools import repeat
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +247,7 @@ class Writer:
                 tss = [e.ts for e in evs]
                 ids = range(next_id, next_id + n_new)
                 event_rows.extend(zip(ids, repeat(node), seqs, tss, kinds, datas))
-                for seq, ts, ev in zip(seqs, tss, evs):
+                for seq, ts, ev in zip(seqs, tss, evs, strict=True):
                     add(node, seq, ts, ev)
                 if want_committed:
                     committed.extend(map(Committed, ids, repeat(node), seqs, tss, kinds, evs))

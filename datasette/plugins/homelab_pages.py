@@ -9,8 +9,9 @@ from __future__ import annotations
 import html
 import time
 
-from datasette import hookimpl
 from datasette.utils.asgi import Response
+
+from datasette import hookimpl
 
 DB = "homelab"
 HOURS = 24

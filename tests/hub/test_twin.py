@@ -15,11 +15,11 @@ import uuid
 import aiohttp
 import pytest
 from click.testing import CliRunner
-from tests.conftest import join_agent, wait_for
 
 from agent import wire
 from hub.cli import cli
 from hub.commands.twin import COMMANDS, parse_since
+from tests.conftest import join_agent, wait_for
 
 for _c in COMMANDS:
     cli.add_command(_c)

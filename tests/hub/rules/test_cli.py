@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import ROOT
-
 from hub.rules import alerts as alert_store
 from hub.store import open_db
+from tests.conftest import ROOT
 
 
 def hub(*args, env=None, cwd=ROOT):

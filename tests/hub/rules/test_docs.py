@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from tests.conftest import ROOT
-
 from hub.rules import testing
 from hub.rules.conditions import COMBINATORS, OPERATORS
 from hub.rules.loader import schema
+from tests.conftest import ROOT
 
 DOC = (ROOT / "docs" / "rules.md").read_text()
 

@@ -6,11 +6,11 @@ import asyncio
 import json
 import time
 
-from tests.conftest import async_wait_for
 from rules_fixtures import rules_hub  # noqa: F401 - fixture
 
 from agent import wire
 from hub.keys import ALERT_LISTENERS
+from tests.conftest import async_wait_for
 
 RULES = """\
 rules:

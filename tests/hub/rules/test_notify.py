@@ -11,10 +11,10 @@ import urllib.request
 import aiohttp
 import pytest
 from aiohttp import web
-from tests.conftest import Proc, async_wait_for, free_port, wait_for
 from rules_fixtures import rules_hub  # noqa: F401 - fixture
 
 from agent import wire
+from tests.conftest import Proc, async_wait_for, free_port, wait_for
 
 AM = "/usr/bin/prometheus-alertmanager"
 RULES = """\

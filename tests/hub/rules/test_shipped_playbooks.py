@@ -3,11 +3,10 @@ rule's own unit tests render pass that playbook's declared schema."""
 
 from __future__ import annotations
 
-from tests.conftest import ROOT
-
 from agent.playbook import validate_params
 from hub.playbooks import Registry
 from hub.rules.loader import load_paths
+from tests.conftest import ROOT
 
 
 def test_proposed_playbooks_exist_and_take_these_parameters():
