@@ -108,6 +108,24 @@ def _expire_events(db, cutoff: float) -> bool:
     return cur.rowcount > 0
 
 
+# Histories derived from events expire with them (event_retention). Current-state tables
+# (packages, services, devices, files, ...) never expire: they are what the nodes are now.
+HISTORY_TABLES = ("logs", "commands", "file_changes", "package_changes", "service_changes", "device_changes")
+
+
+def expire_history(db: sqlite3.Connection, cutoff: float, chunk: int = DELETE_CHUNK) -> bool:
+    """Delete up to `chunk` rows older than cutoff from each history table (full-text indexes
+    follow by trigger). True when more are waiting."""
+    more = False
+    for table in HISTORY_TABLES:
+        cur = db.execute(
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE ts < ? ORDER BY ts LIMIT ?)",
+            (cutoff, chunk),
+        )
+        more |= cur.rowcount == chunk
+    return more
+
+
 def tick(db: sqlite3.Connection, now: float, settings) -> bool:
     """One bounded step of rollup and retention. Returns True when more work is waiting."""
     more = _roll(db, "samples", "samples_1m", 60, STEP_1M, int(now) - SETTLE, weighted=False)
@@ -120,6 +138,7 @@ def tick(db: sqlite3.Connection, now: float, settings) -> bool:
     more |= _delete_events(db, "kind = 'metrics' AND ts < ?", (now - settings.raw_retention,))
     more |= _delete_events(db, "kind IN ('processes') AND ts < ?", (now - settings.raw_retention,))
     more |= _expire_events(db, now - settings.event_retention)
+    more |= expire_history(db, now - settings.event_retention)
     db.execute("DELETE FROM ingest_errors WHERE ts < ?", (now - 7 * 86400,))
     if not more:
         db.execute("PRAGMA incremental_vacuum(2000)")
