@@ -32,6 +32,7 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("metrics_interval", 10.0, "HOMELAB_AGENT_METRICS_INTERVAL", "Seconds between host metric samples.", parse_duration, "--metrics-interval"),
     Opt("log_files", [], "HOMELAB_AGENT_LOG_FILES", "Extra log files to tail (repeat the flag).", parse_list, "--log-file"),
     Opt("spool_max_bytes", 64 * 1024 * 1024, "HOMELAB_AGENT_SPOOL_MAX_BYTES", "Disk bound of the spool; past it the oldest events are shed and counted.", parse_size),
+    Opt("keep_acked", 86400.0, "HOMELAB_AGENT_KEEP_ACKED", "How long events the hub acked stay in the spool (within its byte bound), so a hub restored from a backup gets them back.", parse_duration),
     Opt("queue_size", 10_000, "HOMELAB_AGENT_QUEUE_SIZE", "In-memory events between collectors and spool; past it events are shed and counted.", int),
     Opt("batch_max_events", 2000, "HOMELAB_AGENT_BATCH_MAX_EVENTS", "Most events per request to the hub.", int),
     Opt("heartbeat", 30.0, "HOMELAB_AGENT_HEARTBEAT", "Idle interval after which an empty batch tells the hub the node is alive.", parse_duration),

@@ -40,7 +40,7 @@ class Agent:
                 f"this agent has not joined a hub yet ({state_dir}): run `homelab-agent join HUB_URL TOKEN`"
             )
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=settings.queue_size)
-        self.spool = Spool(state_dir / "spool.db", settings.spool_max_bytes)
+        self.spool = Spool(state_dir / "spool.db", settings.spool_max_bytes, settings.keep_acked)
         self.state = State(state_dir / "state.db")
         self.shed: Counter[str] = Counter()
         self.stopping = asyncio.Event()

@@ -81,7 +81,11 @@ class Shipper:
         body = r.json()
         if r.status != 200:
             raise HubRefused(r.status, body.get("error", r.reason))
-        shift = self.spool.skip_to(int(body["last_seq"]))
+        hub_last = int(body["last_seq"])
+        if hub_last < self.spool.acked_hi:  # the hub lost what it had acked (restored backup)
+            first = self.spool.unack_after(hub_last)
+            log.warning("hub has seq %d but had acked %d: resending from %d", hub_last, self.spool.acked_hi, first)
+        shift = self.spool.skip_to(hub_last)
         if shift:
             log.warning("hub has seen seq %d already (state dir reset?): renumbered pending events by %d",
                         body["last_seq"], shift)
@@ -119,15 +123,15 @@ class Shipper:
         raise HubRefused(status, reason)
 
     def _mark_gap(self, expected: int, first: int | None, reason: str) -> None:
-        """The hub lacks numbers we no longer hold (acked, then the hub was restored from an
-        older backup): say so with a Dropped marker just below our oldest event."""
-        if first is None or first <= expected:
-            self._said_hello = False  # out of step: ask the hub again
+        """The hub lacks numbers from `expected` on (acked, then the hub was restored from an
+        older backup). Resend what we kept; mark what we no longer hold with a Dropped marker."""
+        first = self.spool.unack_after(expected - 1)
+        if first <= expected:
+            log.warning("hub is missing seq %d onwards: resending them from the spool", expected)
             return
         log.error("hub is missing seq %d..%d that it had acked before: %s", expected, first - 1, reason)
         marker = wire.Dropped(ts=time.time(), first_seq=expected, count=first - expected,
                               reason="hub lost events it had acknowledged (restored from backup?)")
-        self.spool.ack(first - 1)
         self.spool.put_at(first - 1, wire.encode_event(marker))
 
     def _quarantine(self, rows, status: int, reason: str) -> None:

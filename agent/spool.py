@@ -2,10 +2,14 @@
 
 One SQLite file in the state directory. Sequence numbers are assigned here, once, in
 the same transaction that stores the event, so a number always means the same event,
-across restarts and ``kill -9``. The spool is bounded in bytes: past the bound the
-oldest events that are not in flight are shed and replaced by one ``Dropped`` event
-(stored at the last shed number, naming the first), which tells the hub exactly which
-numbers will never come.
+across restarts and ``kill -9``.
+
+Acked events are not deleted at once: they stay for ``keep_acked`` (a day by default) as
+the prefix ``seq <= acked_hi``, so a hub restored from an older backup can be given back
+what it had acknowledged (``unack_after``). The spool is bounded in bytes: past the bound,
+acked events go first (the hub has them); then the oldest pending events that are not in
+flight are shed and replaced by one ``Dropped`` event (stored at the last shed number,
+naming the first), which tells the hub exactly which numbers will never come.
 """
 
 from __future__ import annotations
@@ -19,20 +23,27 @@ from . import wire
 
 log = logging.getLogger(__name__)
 
+DAY = 86400.0
+
 
 class Spool:
-    def __init__(self, path: Path | str, max_bytes: int):
+    def __init__(self, path: Path | str, max_bytes: int, keep_acked: float = DAY):
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.keep_acked = keep_acked
         self.db = sqlite3.connect(self.path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = FULL")  # an event in the spool survives power loss
         self.db.execute("CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        if "acked" not in {r[1] for r in self.db.execute("PRAGMA table_info(spool)")}:
+            self.db.execute("ALTER TABLE spool ADD COLUMN acked REAL")  # when the hub acked it
         self.bytes = self.db.execute("SELECT coalesce(sum(length(data)), 0) FROM spool").fetchone()[0]
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
-        top = self.db.execute("SELECT max(seq) FROM spool").fetchone()[0] or 0
-        self.next_seq = max(row[0] if row else 1, top + 1)
+        meta = dict(self.db.execute("SELECT key, value FROM meta"))
+        bottom, top = self.db.execute("SELECT min(seq), max(seq) FROM spool").fetchone()
+        self.next_seq = max(meta.get("next_seq", 1), (top or 0) + 1)
+        # A spool written before acked events were kept holds only pending rows.
+        self.acked_hi = meta.get("acked_hi", (bottom or self.next_seq) - 1)
         self.inflight_hi = 0  # rows up to here are in a request; never shed them
         self.shed_total = 0
 
@@ -40,7 +51,14 @@ class Spool:
         self.db.close()
 
     def __len__(self) -> int:
-        return self.db.execute("SELECT count(*) FROM spool").fetchone()[0]
+        """Events waiting for the hub (acked ones kept for a restore are not counted)."""
+        return self.db.execute("SELECT count(*) FROM spool WHERE seq > ?", (self.acked_hi,)).fetchone()[0]
+
+    def _meta(self, key: str, value: int) -> None:
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def append(self, blobs: list[bytes]) -> int:
         """Store encoded events in one transaction; returns the last seq assigned."""
@@ -52,7 +70,7 @@ class Spool:
         try:
             self.db.executemany("INSERT INTO spool (seq, data) VALUES (?, ?)", rows)
             self.next_seq = seq + len(rows)
-            self._save_next()
+            self._meta("next_seq", self.next_seq)
             self.bytes += sum(len(b) for b in blobs)
             if self.bytes > self.max_bytes:
                 self._shed()
@@ -64,18 +82,23 @@ class Spool:
             raise
         return self.next_seq - 1
 
-    def _save_next(self) -> None:
-        self.db.execute(
-            "INSERT INTO meta (key, value) VALUES ('next_seq', ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (self.next_seq,),
-        )
-
     def _shed(self) -> None:
         target = int(self.max_bytes * 0.9)
-        cur = self.db.execute(
-            "SELECT seq, data FROM spool WHERE seq > ? ORDER BY seq", (self.inflight_hi,)
-        )
+        # Acked events first: the hub has them; they were only kept for a restore.
+        cur = self.db.execute("SELECT seq, length(data) FROM spool WHERE seq <= ? ORDER BY seq", (self.acked_hi,))
+        upto, freed = None, 0
+        for seq, size in cur:
+            if self.bytes - freed <= target:
+                break
+            upto, freed = seq, freed + size
+        cur.close()
+        if upto is not None:
+            self.db.execute("DELETE FROM spool WHERE seq <= ?", (upto,))
+            self.bytes -= freed
+        if self.bytes <= target:
+            return
+        floor = max(self.inflight_hi, self.acked_hi)
+        cur = self.db.execute("SELECT seq, data FROM spool WHERE seq > ? ORDER BY seq", (floor,))
         first_seq = last_seq = None
         count = freed = 0
         for seq, data in cur:
@@ -98,16 +121,18 @@ class Spool:
         marker = wire.encode_event(
             wire.Dropped(ts=time.time(), first_seq=first_seq, count=count, reason="spool full")
         )
-        self.db.execute("DELETE FROM spool WHERE seq > ? AND seq <= ?", (self.inflight_hi, last_seq))
+        self.db.execute("DELETE FROM spool WHERE seq > ? AND seq <= ?", (floor, last_seq))
         self.db.execute("INSERT INTO spool (seq, data) VALUES (?, ?)", (last_seq, marker))
         self.bytes += len(marker) - freed
         self.shed_total += count
         log.warning("spool over %d bytes: shed %d oldest events (seq %d..%d)", self.max_bytes, count, first_seq, last_seq)
 
     def read(self, max_events: int, max_bytes: int) -> list[tuple[int, bytes]]:
-        """The oldest events, at most max_events and (roughly) max_bytes."""
+        """The oldest pending events, at most max_events and (roughly) max_bytes."""
         out, size = [], 0
-        for seq, data in self.db.execute("SELECT seq, data FROM spool ORDER BY seq LIMIT ?", (max_events,)):
+        for seq, data in self.db.execute(
+            "SELECT seq, data FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (self.acked_hi, max_events)
+        ):
             if out and size + len(data) > max_bytes:
                 break
             out.append((seq, data))
@@ -115,20 +140,47 @@ class Spool:
         return out
 
     def ack(self, seq: int) -> None:
-        """The hub has committed everything up to seq."""
+        """The hub has committed everything up to seq: keep it a while, then let it go."""
+        if seq <= self.acked_hi:
+            return
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("UPDATE spool SET acked = ? WHERE seq > ? AND seq <= ?", (now, self.acked_hi, seq))
+        self.acked_hi = seq
+        self._meta("acked_hi", seq)
+        cutoff = now - self.keep_acked
         freed = self.db.execute(
-            "SELECT coalesce(sum(length(data)), 0) FROM spool WHERE seq <= ?", (seq,)
+            "SELECT coalesce(sum(length(data)), 0) FROM spool WHERE seq <= ? AND acked <= ?", (seq, cutoff)
         ).fetchone()[0]
-        self.db.execute("DELETE FROM spool WHERE seq <= ?", (seq,))
-        self.bytes -= freed
+        if freed:
+            self.db.execute("DELETE FROM spool WHERE seq <= ? AND acked <= ?", (seq, cutoff))
+            self.bytes -= freed
+        self.db.execute("COMMIT")
+
+    def unack_after(self, hub_last: int) -> int:
+        """The hub has only up to hub_last (restored from a backup): make what we still hold
+        above it pending again. Returns the first pending seq (or next_seq)."""
+        if hub_last < self.acked_hi:
+            kept = self.db.execute("SELECT min(seq) FROM spool").fetchone()[0] or self.next_seq
+            self.acked_hi = max(hub_last, kept - 1)
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("UPDATE spool SET acked = NULL WHERE seq > ?", (self.acked_hi,))
+            self._meta("acked_hi", self.acked_hi)
+            self.db.execute("COMMIT")
+        return self.oldest() or self.next_seq
 
     def put_at(self, seq: int, blob: bytes) -> None:
-        """Store an event at a free number below the oldest row (a marker for a hub-side gap)."""
+        """Store an event at a free number below the oldest pending one (a marker for a
+        hub-side gap we cannot fill)."""
+        self.db.execute("DELETE FROM spool WHERE seq <= ?", (seq,))  # acked rows the marker replaces
         self.db.execute("INSERT INTO spool (seq, data) VALUES (?, ?)", (seq, blob))
-        self.bytes += len(blob)
+        self.acked_hi = min(self.acked_hi, seq - 1)
+        self._meta("acked_hi", self.acked_hi)
+        self.bytes = self.db.execute("SELECT coalesce(sum(length(data)), 0) FROM spool").fetchone()[0]
 
     def oldest(self) -> int | None:
-        return self.db.execute("SELECT min(seq) FROM spool").fetchone()[0]
+        """The oldest pending seq, or None when the hub has everything."""
+        return self.db.execute("SELECT min(seq) FROM spool WHERE seq > ?", (self.acked_hi,)).fetchone()[0]
 
     def skip_to(self, hub_last: int) -> int:
         """The hub has seen numbers this spool never issued (a reset state dir): renumber the
@@ -138,9 +190,13 @@ class Spool:
         first = self.oldest() or self.next_seq
         delta = hub_last + 1 - first
         self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("DELETE FROM spool WHERE seq <= ?", (self.acked_hi,))  # another life's
         self.db.execute("UPDATE spool SET seq = -(seq + ?)", (delta,))
         self.db.execute("UPDATE spool SET seq = -seq")
         self.next_seq += delta
-        self._save_next()
+        self.acked_hi = hub_last
+        self._meta("next_seq", self.next_seq)
+        self._meta("acked_hi", self.acked_hi)
         self.db.execute("COMMIT")
+        self.bytes = self.db.execute("SELECT coalesce(sum(length(data)), 0) FROM spool").fetchone()[0]
         return delta

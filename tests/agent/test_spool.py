@@ -88,3 +88,45 @@ def test_skip_to_renumbers_a_reset_spool(tmp_path):
     assert [s for s, _ in sp.read(10, 10**9)] == [501, 502]
     assert sp.append([log(3)]) == 503
     assert os.path.exists(tmp_path / "s.db")
+
+
+def test_acked_events_are_kept_and_given_back_to_a_restored_hub(tmp_path):
+    sp = Spool(tmp_path / "s.db", 10**9, keep_acked=3600)
+    sp.append([log(i) for i in range(1, 11)])
+    sp.ack(10)
+    assert sp.read(100, 10**9) == [] and len(sp) == 0 and sp.oldest() is None
+    sp.close()
+    sp = Spool(tmp_path / "s.db", 10**9, keep_acked=3600)  # survives a restart
+    assert sp.acked_hi == 10 and sp.read(100, 10**9) == []
+    assert sp.unack_after(6) == 7  # the hub came back from a backup holding 1..6
+    assert [s for s, _ in sp.read(100, 10**9)] == [7, 8, 9, 10]
+    sp.ack(10)
+    assert sp.read(100, 10**9) == []
+
+
+def test_acked_events_expire_and_go_first_when_space_is_short(tmp_path):
+    sp = Spool(tmp_path / "s.db", 10**9, keep_acked=0)
+    sp.append([log(i) for i in range(1, 6)])
+    sp.ack(5)
+    assert sp.db.execute("SELECT count(*) FROM spool").fetchone()[0] == 0  # nothing kept
+    size = len(log(10, 50))
+    bound = 45 * size  # room for 40 events (shedding aims at 90%): not for 30 acked + 30 new
+    sp = Spool(tmp_path / "t.db", max_bytes=bound, keep_acked=3600)
+    sp.append([log(i, 50) for i in range(10, 40)])
+    sp.ack(30)
+    sp.append([log(i, 50) for i in range(40, 70)])
+    pending = [s for s, _ in sp.read(1000, 10**9)]
+    assert pending == list(range(31, 61))  # room was made from acked events, none pending shed
+    assert sp.bytes <= bound and sp.shed_total == 0
+    assert sp.unack_after(0) > 1  # what was shed cannot be given back; the rest can
+
+
+def test_a_gap_the_spool_cannot_fill_gets_a_marker(tmp_path):
+    sp = Spool(tmp_path / "s.db", 10**9, keep_acked=0)
+    sp.append([log(i) for i in range(1, 11)])
+    sp.ack(8)  # 1..8 gone for good (keep_acked=0)
+    assert sp.unack_after(3) == 9  # cannot give back 4..8
+    sp.put_at(8, wire.encode_event(wire.Dropped(ts=1.0, first_seq=4, count=5, reason="t")))
+    rows = sp.read(100, 10**9)
+    assert [s for s, _ in rows] == [8, 9, 10]
+    assert isinstance(wire.decode_event(rows[0][1]), wire.Dropped)
