@@ -7,8 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -78,13 +80,20 @@ def test_clean_tmp_check_run_verify(tmpdir_tree):
 
 
 def test_clean_tmp_refuses_to_follow_a_symlink_out_of_tmp(tmpdir_tree, tmp_path):
-    outside = ROOT / "playbooks"  # not below /tmp
-    link = tmpdir_tree / "escape"
-    link.symlink_to(outside)
-    before = sorted(p.name for p in outside.iterdir())
-    r = run("clean-tmp", "run", {"path": str(link), "age": "60"})
-    assert r.returncode == 4 and "outside /tmp and /var/tmp" in r.stderr
-    assert sorted(p.name for p in outside.iterdir()) == before
+    # A sacrificial directory outside /tmp and /var/tmp (never the checkout: it may itself
+    # live under /tmp, where cleaning it would be allowed and destructive).
+    outside = Path(tempfile.mkdtemp(prefix="homelab-outside-", dir="/dev/shm"))
+    try:
+        for name in ("a", "b"):
+            (outside / name).write_text("keep me")
+            os.utime(outside / name, (1, 1))  # old enough to be cleaned if it were allowed
+        link = tmpdir_tree / "escape"
+        link.symlink_to(outside)
+        r = run("clean-tmp", "run", {"path": str(link), "age": "60"})
+        assert r.returncode == 4 and "outside /tmp and /var/tmp" in r.stderr
+        assert sorted(p.name for p in outside.iterdir()) == ["a", "b"]
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
 
 
 def test_clean_tmp_header_refuses_other_paths():
