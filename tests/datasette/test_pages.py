@@ -91,7 +91,7 @@ def rows(base: str, query: str, **params) -> list[dict]:
 
 
 def test_every_stored_query_runs(datasette):
-    assert len(QUERIES) >= 14
+    assert len(QUERIES) >= 18
     for name, q in sorted(QUERIES.items()):
         params = {p: "" for p in re.findall(r":(\w+)", q["sql"])}
         if "name" in params:
@@ -114,6 +114,9 @@ def test_stored_queries_return_what_went_in(datasette):
     assert [r["name"] for r in rows(datasette, "security_updates")] == ["openssl"]
     assert [r["model"] for r in rows(datasette, "devices_plugged_in", subsystem="block", days="")] == ["Cruzer"]
     assert [r["name"] for r in rows(datasette, "top_processes")] == ["postgres"]
+    touched = rows(datasette, "commands_touching_path", path="/etc/ssh")
+    assert [r["command"] for r in touched] == ["grep -r PermitRootLogin /etc/ssh"]
+    assert rows(datasette, "commands_touching_path", path="/srv") == []
     hist = rows(datasette, "metric_history", name="cpu_percent", node="nas", hours="")
     assert hist == [] or all(h["node"] == "nas" for h in hist)  # 1-minute rollups lag by two minutes
 
