@@ -115,14 +115,14 @@ class Shipper:
             return len(rows)
         reason = reply.get("error", "")
         if status == 409 and "expected" in reply:
-            self._mark_gap(int(reply["expected"]), rows[0][0] if rows else None, reason)
+            self._mark_gap(int(reply["expected"]), reason)
             return 0
         if status in (400, 413, 422) and rows:
             self._quarantine(rows, status, reason)
             return 0
         raise HubRefused(status, reason)
 
-    def _mark_gap(self, expected: int, first: int | None, reason: str) -> None:
+    def _mark_gap(self, expected: int, reason: str) -> None:
         """The hub lacks numbers from `expected` on (acked, then the hub was restored from an
         older backup). Resend what we kept; mark what we no longer hold with a Dropped marker."""
         first = self.spool.unack_after(expected - 1)
