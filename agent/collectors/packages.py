@@ -19,19 +19,17 @@ An update is a security update when one of its origins is a security archive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
 import re
 import shutil
-import signal
 import time
 from datetime import datetime
 
 import msgspec
 
-from agent import wire
+from agent import proc, wire
 from agent.collectors import Collector
 from agent.redact import redact
 
@@ -220,26 +218,7 @@ class AptHistory:
 
 
 async def run_cmd(*argv: str, ok: tuple[int, ...] = (0,)) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        stdin=asyncio.subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"},
-        start_new_session=True,  # its own process group: a kill reaches its children too
-    )
-    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that lands
-    # as the child finishes, and the agent's shutdown would then wait on this collector forever.
-    try:
-        async with asyncio.timeout(CMD_TIMEOUT):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        raise RuntimeError(f"{argv[0]} timed out after {CMD_TIMEOUT:.0f}s") from None
-    finally:
-        if proc.returncode is None:  # timed out or cancelled: no orphans
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-    if proc.returncode not in ok:
-        raise RuntimeError(f"{' '.join(argv[:3])} exited {proc.returncode}: {err.decode(errors='replace').strip()[:300]}")
-    return out.decode(errors="replace")
+    return await proc.run(*argv, timeout=CMD_TIMEOUT, ok=ok, env={"DEBIAN_FRONTEND": "noninteractive"})
 
 
 # --- managers ----------------------------------------------------------------------------

@@ -14,14 +14,12 @@ unit again; the very first poll reports each unit once as a baseline (``previous
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
-import signal
 import time
 
-from agent import wire
+from agent import proc, wire
 from agent.collectors import Collector
 
 log = logging.getLogger(__name__)
@@ -97,26 +95,7 @@ def changes(last: dict[str, list], now: dict[str, tuple], ts: float, baseline: b
 
 
 async def _run(*argv: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "LC_ALL": "C", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"},
-        start_new_session=True,  # its own process group: a kill reaches its children too
-    )
-    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that lands
-    # as the child finishes, and the agent's shutdown would then wait on this collector forever.
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        raise RuntimeError(f"{argv[0]} {argv[1]} timed out after {TIMEOUT:.0f}s") from None
-    finally:
-        if proc.returncode is None:  # timed out or cancelled: no orphans
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:2])} exited {proc.returncode}: {err.decode(errors='replace').strip()[:300]}")
-    return out.decode(errors="replace")
+    return await proc.run(*argv, timeout=TIMEOUT, env={"SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0"})
 
 
 class ServicesCollector(Collector):
