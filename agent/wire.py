@@ -26,12 +26,17 @@ KIND_RE = re.compile(r"^[a-z][a-z0-9_.]{0,31}$")
 Str = Annotated[str, msgspec.Meta(max_length=4096)]
 Text = Annotated[str, msgspec.Meta(max_length=256 * 1024)]
 NodeName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+# Numbers SQLite can hold and arithmetic can trust: no inf/NaN, times before year 2242,
+# sequence numbers far below SQLite's 2**63 ceiling.
+Timestamp = Annotated[float, msgspec.Meta(ge=0, le=2**33)]
+Finite = Annotated[float, msgspec.Meta(ge=-1e300, le=1e300)]
+Seq = Annotated[int, msgspec.Meta(ge=1, le=2**62)]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True):
     """Base of every event. ``ts`` is the node's wall clock, in Unix seconds."""
 
-    ts: float
+    ts: Timestamp
 
 
 # --- pipeline -------------------------------------------------------------------------
@@ -40,8 +45,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", omit_de
 class Dropped(Event, frozen=True, tag="dropped"):
     """Events ``first_seq`` .. (this event's seq - 1) were shed; ``count`` real events lost."""
 
-    first_seq: int
-    count: int
+    first_seq: Seq
+    count: Annotated[int, msgspec.Meta(ge=0, le=2**62)]
     reason: Str
 
 
@@ -60,7 +65,7 @@ class Metrics(Event, frozen=True, tag="metrics"):
     """One sample of many series. Keys are Prometheus-style ids: ``name`` or
     ``name{label="value",...}`` with labels sorted, e.g. ``disk_used_ratio{mount="/"}``."""
 
-    samples: dict[Str, float]
+    samples: dict[Str, Finite]
 
 
 # --- files ----------------------------------------------------------------------------
@@ -175,7 +180,7 @@ class Proc(msgspec.Struct, frozen=True, array_like=True):
     pid: int
     name: Str
     user: Str
-    cpu_percent: float
+    cpu_percent: Finite
     rss: int
     cmdline: Str = ""
 
@@ -228,8 +233,8 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
 
     v: int = WIRE_VERSION
     node: NodeName
-    sent: float
-    events: list[tuple[int, msgspec.Raw]] = []
+    sent: Timestamp
+    events: list[tuple[Seq, msgspec.Raw]] = []
 
 
 class TypedBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -237,15 +242,15 @@ class TypedBatch(msgspec.Struct, frozen=True, kw_only=True):
 
     v: int = WIRE_VERSION
     node: NodeName
-    sent: float
-    events: list[tuple[int, AnyEvent]] = []
+    sent: Timestamp
+    events: list[tuple[Seq, AnyEvent]] = []
 
 
 class Unknown(msgspec.Struct):
     """The minimum the hub needs to keep an event of a kind it does not know (plus its bytes)."""
 
     kind: str
-    ts: float
+    ts: Timestamp
     raw: msgspec.Raw | None = None
 
 

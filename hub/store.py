@@ -24,7 +24,7 @@ from typing import Any
 from agent import wire
 
 from . import project
-from .errors import Conflict, Unavailable
+from .errors import BadRequest, Conflict, Unavailable
 from .migrations import migrate
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,9 @@ class Writer:
         def wrapped(db):
             try:
                 box["r"] = fn(db)
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            except BaseException as e:
                 box["e"] = e
+                raise  # so _run_job rolls back: a failed job must leave nothing behind
 
         job = _Job(wrapped)
         self.queue.put(job)
@@ -178,30 +179,38 @@ class Writer:
 
     def _run(self) -> None:
         while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            if isinstance(item, _Job):
-                self._run_job(item)
-                continue
-            group = [item]
-            n = len(item.datas)
-            while n < GROUP_MAX_EVENTS:
-                try:
-                    nxt = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None or isinstance(nxt, _Job):
-                    self._commit_group(group)
-                    group, n = [], 0
-                    if nxt is None:
-                        return
-                    self._run_job(nxt)
-                    break
-                group.append(nxt)
-                n += len(nxt.datas)
-            if group:
+            try:
+                if self._step() is False:
+                    return
+            except Exception:  # the one writer must outlive anything; callers get their errors
+                log.exception("writer loop")
+
+    def _step(self) -> bool:
+        """One round of the writer loop: a job, or a group of waiting batches committed
+        together. False when asked to stop."""
+        item = self.queue.get()
+        if item is None:
+            return False
+        if isinstance(item, _Job):
+            self._run_job(item)
+            return True
+        group = [item]
+        n = len(item.datas)
+        while n < GROUP_MAX_EVENTS:
+            try:
+                nxt = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None or isinstance(nxt, _Job):
                 self._commit_group(group)
+                if nxt is None:
+                    return False
+                self._run_job(nxt)
+                return True
+            group.append(nxt)
+            n += len(nxt.datas)
+        self._commit_group(group)
+        return True
 
     def _run_job(self, job: _Job) -> None:
         try:
@@ -220,42 +229,66 @@ class Writer:
         job.done.set()
 
     def _commit_group(self, group: list[IngestItem]) -> None:
+        """Commit a group; on failure make sure only the batch at fault pays for it. A store
+        that cannot write (locked, full) fails the group with 503, to be retried; a batch the
+        store cannot hold (a value SQLite refuses) is found by committing the group's batches
+        one by one and is refused alone with 400, so the agent sets it aside."""
+        try:
+            self._try_commit(group)
+            return
+        except Exception as e:  # noqa: BLE001 - classified below, never kills the writer
+            err = _store_error(e)
+            if len(group) > 1 and not isinstance(err, Unavailable):
+                for item in group:
+                    self._commit_group([item])
+                return
+            if not isinstance(err, Unavailable):
+                log.error("batch from %s refused by the store: %r", group[0].node, e)
+                err = BadRequest(f"the store cannot hold this batch: {type(e).__name__}: {e}")
+            else:
+                log.warning("commit of %d batches failed: %s", len(group), e)
+            self.stats["failed_commits"] += 1
+            for item in group:
+                _resolve(item.loop, item.future, exc=err)
+
+    def _try_commit(self, group: list[IngestItem]) -> None:
+        """Commit a group in one transaction, or roll everything back and raise."""
         last = dict(self.last_seq)  # working copy; published only after COMMIT
         next_id = self.next_id
         event_rows: list[tuple] = []
         committed: list[Committed] = []
         node_rows: dict[str, tuple] = {}
         outcomes: list[tuple[IngestItem, Any]] = []
-        self.projector.begin()
         want_committed = bool(self.subscribers)
         add = self.projector.add
-        for item in group:
-            node, f = item.node, item.frame
-            prev = last.get(node, 0)
-            start = bisect.bisect_right(f.seqs, prev)  # everything before is a duplicate
-            n_new = len(f.seqs) - start
-            if n_new:
-                first = f.events[start]
-                covered = isinstance(first, wire.Dropped) and first.first_seq <= prev + 1
-                if f.seqs[start] != prev + 1 and not covered:
-                    outcomes.append((item, Conflict(
-                        f"sequence gap: expected seq {prev + 1}, got {f.seqs[start]}",
-                        expected=prev + 1, got=f.seqs[start])))
-                    continue
-                seqs, evs, datas = f.seqs[start:], f.events[start:], item.datas[start:]
-                kinds = [KIND_OF.get(type(e)) or e.kind for e in evs]
-                tss = [e.ts for e in evs]
-                ids = range(next_id, next_id + n_new)
-                event_rows.extend(zip(ids, repeat(node), seqs, tss, kinds, datas))
-                for seq, ts, ev in zip(seqs, tss, evs, strict=True):
-                    add(node, seq, ts, ev)
-                if want_committed:
-                    committed.extend(map(Committed, ids, repeat(node), seqs, tss, kinds, evs))
-                next_id += n_new
-                last[node] = f.seqs[-1]
-            node_rows[node] = (last.get(node, 0), item.received, f.sent - item.received, item.address, node)
-            outcomes.append((item, IngestResult(last.get(node, 0), n_new, start)))
+        self.projector.begin()
         try:
+            for item in group:
+                node, f = item.node, item.frame
+                prev = last.get(node, 0)
+                start = bisect.bisect_right(f.seqs, prev)  # everything before is a duplicate
+                n_new = len(f.seqs) - start
+                if n_new:
+                    first = f.events[start]
+                    covered = isinstance(first, wire.Dropped) and first.first_seq <= prev + 1
+                    if f.seqs[start] != prev + 1 and not covered:
+                        outcomes.append((item, Conflict(
+                            f"sequence gap: expected seq {prev + 1}, got {f.seqs[start]}",
+                            expected=prev + 1, got=f.seqs[start])))
+                        continue
+                    seqs, evs, datas = f.seqs[start:], f.events[start:], item.datas[start:]
+                    kinds = [KIND_OF.get(type(e)) or e.kind for e in evs]
+                    tss = [e.ts for e in evs]
+                    ids = range(next_id, next_id + n_new)
+                    event_rows.extend(zip(ids, repeat(node), seqs, tss, kinds, datas))
+                    for seq, ts, ev in zip(seqs, tss, evs, strict=True):
+                        add(node, seq, ts, ev)
+                    if want_committed:
+                        committed.extend(map(Committed, ids, repeat(node), seqs, tss, kinds, evs))
+                    next_id += n_new
+                    last[node] = f.seqs[-1]
+                node_rows[node] = (last.get(node, 0), item.received, f.sent - item.received, item.address, node)
+                outcomes.append((item, IngestResult(last.get(node, 0), n_new, start)))
             self.db.execute("BEGIN IMMEDIATE")
             if event_rows:
                 self.db.executemany(
@@ -268,16 +301,15 @@ class Writer:
                 list(node_rows.values()),
             )
             self.db.execute("COMMIT")
-        except Exception as e:  # noqa: BLE001 - every batch in the group gets the error
+        except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             self.projector.rollback()
-            self.stats["failed_commits"] += 1
-            log.warning("commit of %d batches failed: %s", len(group), e)
-            err = _store_error(e)
-            for item in group:
-                _resolve(item.loop, item.future, exc=err)
-            return
+            raise
+        self._publish(last, next_id, group, event_rows, outcomes, committed)
+
+    def _publish(self, last, next_id, group, event_rows, outcomes, committed) -> None:
+        """After COMMIT: the new state, the acks, the subscribers."""
         self.last_seq.update(last)
         self.next_id = next_id
         self.stats["commits"] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 
@@ -111,3 +112,43 @@ async def test_expired_join_token(hub):
     async with aiohttp.ClientSession() as s:
         async with s.post(f"{hub.url}/v1/join", json={"token": token}) as r:
             assert r.status == 401 and "expired" in (await r.json())["error"]
+
+
+async def test_non_finite_or_absurd_numbers_are_refused_at_the_door(hub):
+    cred, _ = await join(hub)
+    for bad in ({"kind": "metrics", "ts": float("inf"), "samples": {"x": 1.0}},
+                {"kind": "metrics", "ts": 1.0, "samples": {"x": float("nan")}},
+                {"kind": "log", "ts": 1e19, "source": "s", "message": "m"}):
+        status, reply = await post(hub, cred, wire.encode_batch("n1", 1.0, [(1, msgspec.msgpack.encode(bad))]))
+        assert status == 400 and "events[0]" in reply["error"], reply
+    assert (await post(hub, cred, wire.encode_batch("n1", 1.0, [(1, metric(1))])))[0] == 200
+
+
+async def test_a_batch_the_store_cannot_hold_is_refused_alone_and_the_writer_lives(hub):
+    cred, _ = await join(hub)
+    cred2, _ = await join(hub, "n2")
+    huge = wire.encode_event(wire.FileChange(ts=1.0, action="modify", path="/etc/x", size=2**64 - 1))
+    bad = post(hub, cred, wire.encode_batch("n1", 1.0, [(1, huge)]))
+    good = post(hub, cred2, wire.encode_batch("n2", 1.0, [(1, metric(1))]))
+    (s1, r1), (s2, r2) = await asyncio.gather(bad, good)  # likely one commit group
+    assert s1 == 400 and "cannot hold" in r1["error"]
+    assert (s2, r2["ack"]) == (200, 1)
+    assert (await post(hub, cred, wire.encode_batch("n1", 1.0, [(1, metric(1))])))[0] == 200
+    assert hub.query("SELECT node, seq FROM events ORDER BY node") == [("n1", 1), ("n2", 1)]
+
+
+def test_run_sync_rolls_back_a_failing_job(tmp_path):
+    from hub.store import Writer
+
+    w = Writer(tmp_path / "h.db")
+    w.start()
+    try:
+        def half(db):
+            db.execute("INSERT INTO nodes (name, created) VALUES ('ghost', 0)")
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            w.run_sync(half)
+        assert w.run_sync(lambda db: db.execute("SELECT count(*) FROM nodes").fetchone()[0]) == 0
+    finally:
+        w.stop()
