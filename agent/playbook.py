@@ -51,6 +51,7 @@ UNIT_RE = re.compile(
     r"\.(service|socket|timer|mount|automount|target|path|slice|scope|swap|device)$"
 )
 _DURATION_RE = re.compile(r"^(\d{1,9})(s|m|h|d|w)?$")
+IP_CHARS = re.compile(r"^[0-9A-Fa-f.:/]{2,49}$")  # no IPv6 scope ids (see _convert)
 _DURATION_UNIT = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TIMEOUT = 6 * 3600
@@ -346,6 +347,9 @@ def _typed(name: str, spec: ParamSpec, v: str) -> str:
         if norm.startswith("//"):
             norm = "/" + norm.lstrip("/")
         return norm
+    if t in ("ipaddr", "cidr") and not IP_CHARS.match(v):
+        # ipaddress accepts IPv6 scope ids ("fe80::1%anything"): shell and nft syntax could ride in one
+        raise ValueError(f"parameter {name!r}: {v!r} may only hold hex digits, '.', ':' and '/'")
     if t == "ipaddr":
         try:
             return str(ipaddress.ip_address(v))

@@ -293,6 +293,10 @@ _OP_NAMES = {v: k for k, v in vars(sqlite3).items() if k.startswith("SQLITE_") a
              and k not in ("SQLITE_OK", "SQLITE_DENY", "SQLITE_IGNORE")}
 
 
+SECRET_TABLES = {"join_tokens"}
+SECRET_COLUMNS = {("nodes", "credential_hash")}
+
+
 class ReadOnlyGuard:
     """sqlite3 authorizer that allows reading only; remembers what it refused."""
 
@@ -300,6 +304,8 @@ class ReadOnlyGuard:
         self.refused: str | None = None
 
     def __call__(self, op, a, b, db, trigger):
+        if op == sqlite3.SQLITE_READ and (a in SECRET_TABLES or (a, b) in SECRET_COLUMNS):
+            return sqlite3.SQLITE_IGNORE  # reads as NULL: secrets never reach an alert or a webhook
         if op in _READ_OPS:
             return sqlite3.SQLITE_OK
         self.refused = _OP_NAMES.get(op, str(op)).removeprefix("SQLITE_")

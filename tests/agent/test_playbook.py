@@ -88,7 +88,7 @@ HOSTILE = [
     ({"count": True}, "count", "string or an integer"),
     ({"age": "30"}, "age", "below the minimum"),
     ({"age": "1h; id"}, "age", "not a duration"),
-    ({"addr": "10.0.0.1 -j ACCEPT"}, "addr", "not an IP address"),
+    ({"addr": "10.0.0.1 -j ACCEPT"}, "addr", "may only hold"),
     ({"ip": "10.0.0.0/8"}, "ip", "not an IP address"),
     ({"color": "green"}, "color", "not one of red, blue"),
     ({"word": ["a"]}, "word", "string or an integer"),
@@ -202,3 +202,13 @@ def test_any_header_either_loads_or_raises_playbook_error(lines):
         assert str(e).startswith("demo.sh")
     else:
         assert pb.name == "demo" and pb.risk in pbm.RISKS
+
+
+def test_ipv6_scope_ids_cannot_smuggle_syntax():
+    from pathlib import Path
+
+    pb = pbm.load(Path(ROOT / "playbooks" / "block-address.sh"))
+    for bad in ("fe80::%x } ; flush ruleset ; add table inet t {/64", "fe80::1%eth0", "1.2.3.4 }"):
+        with pytest.raises(ValueError, match="may only hold"):
+            pbm.validate_params(pb, {"address": bad, "duration": "1h"})
+    assert pbm.validate_params(pb, {"address": "fe80::1", "duration": "1h"})["address"] == "fe80::1/128"

@@ -125,3 +125,20 @@ def test_query_guard_refuses_writes_at_run_time_too(tmp_path):
     with pytest.raises(TimeoutError):
         run_query(db, "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) SELECT count(*) FROM c",
                   {}, 0.2)
+
+
+def test_rule_sql_reads_no_secrets(tmp_path):
+    import sqlite3
+
+    from hub.rules.conditions import run_query
+    from hub.store import open_db
+
+    db = open_db(tmp_path / "h.db")
+    db.execute("INSERT INTO nodes (name, created, credential_hash) VALUES ('n1', 0, 'secret-hash')")
+    db.execute("INSERT INTO join_tokens VALUES ('tok-hash', 'n1', 0, 9e9, NULL, NULL)")
+    db.close()
+    ro = sqlite3.connect(f"file:{tmp_path / 'h.db'}?mode=ro", uri=True)
+    _, rows = run_query(ro, "SELECT name, credential_hash FROM nodes", {}, 2.0)
+    assert rows == [("n1", None)]
+    _, rows = run_query(ro, "SELECT token_hash FROM join_tokens", {}, 2.0)
+    assert rows == [(None,)]
