@@ -66,6 +66,15 @@ async def join_and_save(hub_url: str, token: str, state_dir, fingerprint: str | 
 
     node, body = await join(hub_url, token, fingerprint)
     write_identity(state_dir, hub_url, node, body["credential"], body["hub_public_key"])
+    hub_last = int(body.get("last_seq") or 0)
+    if hub_last:  # this node has a past on the hub: never reuse its numbers
+        from .spool import Spool
+
+        spool = Spool(state_dir / "spool.db", 2**40)
+        try:
+            spool.skip_to(hub_last)
+        finally:
+            spool.close()
     pinned = state_dir / "hub.crt"  # the shipper's only trust anchor when present
     if body.get("hub_cert"):
         pinned.write_text(body["hub_cert"])

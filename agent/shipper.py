@@ -117,7 +117,13 @@ class Shipper:
         if status == 409 and "expected" in reply:
             self._mark_gap(int(reply["expected"]), reason)
             return 0
-        if status in (400, 413, 422) and rows:
+        if status == 413 and len(rows) > 1:  # a proxy with a smaller body limit: send less
+            self.batch_max_events = max(1, len(rows) // 2)
+            self.batch_max_bytes = max(16 * 1024, self.batch_max_bytes // 2)
+            log.warning("hub answered 413 for %d events: batches now at most %d events", len(rows), self.batch_max_events)
+            return 0
+        from_hub = r.headers.get("content-type", "").startswith("application/json")
+        if status in (400, 413, 422) and rows and from_hub:
             self._quarantine(rows, status, reason)
             return 0
         raise HubRefused(status, reason)

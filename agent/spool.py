@@ -172,8 +172,8 @@ class Spool:
     def put_at(self, seq: int, blob: bytes) -> None:
         """Store an event at a free number below the oldest pending one (a marker for a
         hub-side gap we cannot fill)."""
-        self.db.execute("DELETE FROM spool WHERE seq <= ?", (seq,))  # acked rows the marker replaces
-        self.db.execute("INSERT INTO spool (seq, data) VALUES (?, ?)", (seq, blob))
+        # only the one slot: acked events kept below it stay available to a restored hub
+        self.db.execute("INSERT OR REPLACE INTO spool (seq, data, acked) VALUES (?, ?, NULL)", (seq, blob))
         self.acked_hi = min(self.acked_hi, seq - 1)
         self._meta("acked_hi", self.acked_hi)
         self.bytes = self.db.execute("SELECT coalesce(sum(length(data)), 0) FROM spool").fetchone()[0]

@@ -51,6 +51,8 @@ async def join(request: web.Request) -> web.Response:
         "node": node,
         "credential": credential,
         "hub_public_key": auth.public_key_b64(request.app[SIGNING_KEY]),
+        # a re-enrolled node with a fresh spool must number after what the hub already has
+        "last_seq": request.app[WRITER].last_seq.get(node, 0),
         "wire_version": wire.WIRE_VERSION,
     })
 
@@ -70,10 +72,16 @@ def _json_of(frame: wire.Frame) -> list[str]:
     if frame.typed:  # one C call for the whole batch; JSON escapes newlines inside strings
         return _json.encode_lines(frame.events).decode().split("\n")[:-1]
     enc = _json.encode
-    return [
-        enc(msgspec.msgpack.decode(e.raw)).decode() if isinstance(e, wire.Unknown) else enc(e).decode()
-        for e in frame.events
-    ]
+    out = []
+    for i, e in enumerate(frame.events):
+        if not isinstance(e, wire.Unknown):
+            out.append(enc(e).decode())
+            continue
+        try:  # a kind this hub does not know is kept as JSON; some msgpack has no JSON form
+            out.append(enc(msgspec.msgpack.decode(e.raw)).decode())
+        except (TypeError, ValueError, msgspec.MsgspecError) as err:
+            raise BadRequest(f"events[{i}] (kind {e.kind!r}) cannot be stored as JSON: {err}") from None
+    return out
 
 
 @routes.post("/v1/ingest")

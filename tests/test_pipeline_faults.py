@@ -8,6 +8,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 
 import aiohttp
@@ -157,3 +158,25 @@ def test_disk_full_is_503_and_agent_keeps_its_spool(tmp_path, hub_process, agent
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
 
+
+
+def test_reenrolled_node_with_a_fresh_state_dir_loses_nothing(tmp_path, hub_process):
+    hub = hub_process().start()
+    first = tmp_path / "first"
+    join_agent(hub.url, hub.enroll("n1"), first)
+    sp = Spool(first / "spool.db", 10**9)
+    sp.append([wire.encode_event(wire.Log(ts=time.time(), source="t", message=f"old {i}")) for i in range(50)])
+    sp.close()
+    # ship the first life's 50 events with a real agent, then reinstall from scratch
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--state-dir", str(first), "--collectors", "inventory"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: hub.query("SELECT count(*) FROM events WHERE kind = 'log'")[0][0] == 50, 30, what="first life")
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    second = tmp_path / "second"
+    join_agent(hub.url, hub.enroll("n1"), second)
+    sp = Spool(second / "spool.db", 10**9)  # numbering continues after the hub's last seq
+    assert sp.next_seq > hub.query("SELECT last_seq FROM nodes WHERE name = 'n1'")[0][0]
+    sp.close()
