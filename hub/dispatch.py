@@ -120,12 +120,16 @@ def queue_check(db: sqlite3.Connection, key: Ed25519PrivateKey, pid: int, pb: Pl
                    expires=now + PROBE_TTL, now=now)
 
 
+JOBS_PER_POLL = 20  # what the agent takes per poll; the rest stay queued for the next one
+
+
 def pending(db: sqlite3.Connection, node: str, now: float) -> list[dict]:
     return [
         {"id": r[0], "payload": r[1], "signature": r[2]}
         for r in db.execute(
-            "SELECT id, payload, signature FROM jobs WHERE node = ? AND state = 'queued' AND expires > ? ORDER BY created",
-            (node, now),
+            "SELECT id, payload, signature FROM jobs WHERE node = ? AND state = 'queued' AND expires > ?"
+            " ORDER BY created LIMIT ?",
+            (node, now, JOBS_PER_POLL),
         )
     ]
 
@@ -236,6 +240,16 @@ def expire_jobs(db: sqlite3.Connection, now: float) -> None:
         if pid is not None and proposals.get(db, pid)["state"] == "dispatched":
             transition(db, pid, "failed", "hub", "the node did not run the job before it expired",
                        now, reason="job expired undelivered")
+    # A node that died mid-run (kill -9, power loss) never reports: after the longest a
+    # playbook may run, the run is failed so the alert can be proposed for again.
+    for job_id, pid in db.execute(
+        "SELECT id, proposal_id FROM jobs WHERE mode = 'run' AND state = 'running' AND expires + ? < ?",
+        (pbmod.MAX_TIMEOUT, now),
+    ).fetchall():
+        db.execute("UPDATE jobs SET state = 'failed', reason = 'the node never reported a result' WHERE id = ?", (job_id,))
+        if pid is not None and proposals.get(db, pid)["state"] == "running":
+            transition(db, pid, "failed", "hub", "the node never reported a result (it died mid-run?)",
+                       now, reason="no result from the node")
     for job_id, pid, mode in db.execute(
         "SELECT id, proposal_id, mode FROM jobs WHERE mode != 'run' AND state IN ('queued', 'delivered') AND expires < ?",
         (now,),

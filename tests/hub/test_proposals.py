@@ -313,6 +313,18 @@ def test_undelivered_run_job_fails_at_expiry(w):
     assert w.state(pid) == "failed"
 
 
+def test_run_whose_node_died_mid_run_fails_after_the_longest_timeout(w):
+    pid = w.propose()
+    w.approve(pid)
+    [(_, job_id)] = w.dispatch()
+    w.result("n1", job_id, "running")  # then the node is killed and never reports
+    job, _, _ = job_of(w, job_id)
+    w.tx(dispatch.expire_jobs, job["expires"] + 60)
+    assert w.state(pid) == "running"  # a long playbook may still be running
+    w.tx(dispatch.expire_jobs, job["expires"] + pbm.MAX_TIMEOUT + 1)
+    assert w.state(pid) == "failed"
+
+
 def test_verify_step_that_never_runs_is_not_verified(w):
     pid = w.propose()
     w.approve(pid)
