@@ -96,6 +96,22 @@ def parse_when(v: str | float | int | None, now: float | None = None) -> float |
         raise BadRequest(f"bad date {v!r}: use YYYY-MM-DD, an ISO time, or an age such as 7d") from None
 
 
+def document_filters(category: str | None, tag: str | None, node: str | None) -> tuple[list[str], list]:
+    """WHERE clauses and arguments on documents `d`, shared by search and listing."""
+    where: list[str] = []
+    args: list = []
+    if category:
+        where.append("d.category = ?")
+        args.append(category.strip().lower())
+    if tag:
+        where.append("EXISTS (SELECT 1 FROM kb_tags t WHERE t.document_id = d.id AND t.tag = ?)")
+        args.append(tag.strip().lstrip("#").lower())
+    if node:
+        where.append("d.node = ?")
+        args.append(node)
+    return where, args
+
+
 def search(db: sqlite3.Connection, query: str, limit: int = 5, *, category: str | None = None,
            tag: str | None = None, node: str | None = None, since: str | float | None = None,
            until: str | float | None = None, per_document: int = 1, hybrid: bool = False,
@@ -109,17 +125,9 @@ def search(db: sqlite3.Connection, query: str, limit: int = 5, *, category: str 
     match = fts_query(query)
     if match is None:
         return []
-    where = ["kb_passages_fts MATCH ?"]
-    args: list = [narrow(db, match)]
-    if category:
-        where.append("d.category = ?")
-        args.append(category.strip().lower())
-    if tag:
-        where.append("EXISTS (SELECT 1 FROM kb_tags t WHERE t.document_id = d.id AND t.tag = ?)")
-        args.append(tag.strip().lstrip("#").lower())
-    if node:
-        where.append("d.node = ?")
-        args.append(node)
+    where, args = document_filters(category, tag, node)
+    where.insert(0, "kb_passages_fts MATCH ?")
+    args.insert(0, narrow(db, match))
     if (s := parse_when(since)) is not None:
         where.append("d.date >= ?")
         args.append(s)

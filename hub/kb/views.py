@@ -6,6 +6,7 @@ import json
 import sqlite3
 
 from ..errors import NotFound
+from .search import document_filters
 
 _COLS = ("id", "title", "kind", "language", "category", "category_source", "node", "source",
          "date", "added", "updated", "sha256", "size")
@@ -13,16 +14,7 @@ _COLS = ("id", "title", "kind", "language", "category", "category_source", "node
 
 def list_documents(db: sqlite3.Connection, *, category: str | None = None, tag: str | None = None,
                    node: str | None = None, limit: int = 100) -> list[dict]:
-    where, args = [], []
-    if category:
-        where.append("d.category = ?")
-        args.append(category.strip().lower())
-    if tag:
-        where.append("EXISTS (SELECT 1 FROM kb_tags t WHERE t.document_id = d.id AND t.tag = ?)")
-        args.append(tag.strip().lstrip("#").lower())
-    if node:
-        where.append("d.node = ?")
-        args.append(node)
+    where, args = document_filters(category, tag, node)
     sql = (f"SELECT {', '.join('d.' + c for c in _COLS)},"
            " (SELECT group_concat(tag, ' ') FROM kb_tags t WHERE t.document_id = d.id) AS tags"
            f" FROM kb_documents d {'WHERE ' + ' AND '.join(where) if where else ''}"
