@@ -36,20 +36,19 @@ class Rebuilder:
         self.wake = asyncio.Event()
         self.loop = asyncio.get_running_loop()
 
-    def mark(self, node: str | None) -> None:  # any thread
-        if node:
+    def mark(self, nodes) -> None:  # any thread; once per commit, not per event
+        nodes = {n for n in nodes if n}
+        if nodes:
             with self.lock:
-                self.dirty.add(node)
+                self.dirty |= nodes
             self.last_change = time.monotonic()
             self.loop.call_soon_threadsafe(self.wake.set)
 
-    def on_commit(self, committed) -> None:  # writer thread: keep it O(batch)
-        for c in committed:
-            if c.kind in docsgen.RELEVANT_KINDS:
-                self.mark(c.node)
+    def on_commit(self, committed) -> None:  # writer thread
+        self.mark({c.node for c in committed if c.kind in docsgen.RELEVANT_KINDS})
 
     def on_alert(self, db, alert: dict) -> None:  # writer thread
-        self.mark(alert.get("node"))
+        self.mark([alert.get("node")])
 
     async def run(self) -> None:
         while True:
@@ -115,8 +114,7 @@ async def _ctx(app: web.Application) -> AsyncIterator[None]:
     app[WRITER].subscribers.append(rb.on_commit)
     app[ALERT_LISTENERS].append(rb.on_alert)
     # pages of nodes that changed while the hub was down (or before this feature existed)
-    for (name,) in app[READ_DB].execute("SELECT name FROM nodes WHERE last_seq > 0"):
-        rb.mark(name)
+    rb.mark(name for (name,) in app[READ_DB].execute("SELECT name FROM nodes WHERE last_seq > 0"))
     task = asyncio.create_task(rb.run(), name="docs-rebuild")
     yield
     app[WRITER].subscribers.remove(rb.on_commit)
