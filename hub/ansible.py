@@ -23,8 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from .auth import check_node_name
-from .errors import NotFound
+from hub.auth import check_node_name
+from hub.errors import NotFound
 
 MANIFEST = "export.json"
 HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
@@ -285,11 +285,11 @@ def load_baseline(path: Path) -> dict:
     except FileNotFoundError:
         raise NotFound(f"{p}: no such export manifest") from None
     except ValueError as e:
-        from .errors import BadRequest
+        from hub.errors import BadRequest
 
         raise BadRequest(f"{p}: not an export manifest: {e}") from None
     if not isinstance(m, dict) or m.get("format") != 1 or "packages" not in m:
-        from .errors import BadRequest
+        from hub.errors import BadRequest
 
         raise BadRequest(f"{p}: not an export manifest (no format 1 / packages)")
     m.setdefault("dir", str(p.parent.resolve()))
@@ -301,7 +301,7 @@ def drift(db: sqlite3.Connection, node: str, baseline: dict) -> list[str]:
     import difflib
 
     if baseline.get("node") not in (None, node):
-        from .errors import BadRequest
+        from hub.errors import BadRequest
 
         raise BadRequest(f"the baseline is an export of {baseline['node']!r}, not of {node!r}")
     now = snapshot(db, node)

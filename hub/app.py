@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from agent.settings import Settings
-
-from . import auth, rollup
-from .config import db_path
-from .errors import HubError
-from .keys import ALERT_LISTENERS, CRED_CACHE, READ_DB, SETTINGS, SIGNING_KEY, STATS, WRITER
-from .plugins import modules
-from .routes import routes
-from .store import Writer, connect
+from hub import auth, rollup
+from hub.config import db_path
+from hub.errors import HubError
+from hub.keys import ALERT_LISTENERS, CRED_CACHE, READ_DB, SETTINGS, SIGNING_KEY, STATS, WRITER
+from hub.plugins import modules
+from hub.routes import routes
+from hub.store import Writer, connect
 
 log = logging.getLogger(__name__)
 

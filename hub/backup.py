@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import __version__
-
-from .config import db_path
-from .errors import BadRequest, Conflict
+from hub.config import db_path
+from hub.errors import BadRequest, Conflict
 
 log = logging.getLogger(__name__)
 

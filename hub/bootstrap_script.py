@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from . import paths
+from hub import paths
 
 
 def one_liner(hub_url: str, token: str, settings=None) -> str:
@@ -28,7 +28,7 @@ def spki_pin(data_dir: Path) -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from . import tls
+    from hub import tls
 
     cert = x509.load_pem_x509_certificate(tls.ensure_cert(data_dir).read_bytes())
     spki = cert.public_key().public_bytes(serialization.Encoding.DER,

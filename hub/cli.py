@@ -12,9 +12,8 @@ import click
 
 from agent import __version__
 from agent.settings import SettingsError
-
-from .config import db_path, load_settings
-from .errors import HubError
+from hub.config import db_path, load_settings
+from hub.errors import HubError
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -66,7 +65,7 @@ def cli() -> None:
 @domain_errors
 def serve(data_dir, listen, tls, verbose) -> None:
     """Run the hub server (what homelab-hub.service runs)."""
-    from .server import serve as run_serve
+    from hub.server import serve as run_serve
 
     setup_logging(verbose)
     run_serve(settings_from(data_dir=data_dir, listen=listen, tls=tls))
@@ -83,7 +82,7 @@ def serve(data_dir, listen, tls, verbose) -> None:
 @domain_errors
 def up(data_dir, listen, datasette_port, watch, no_datasette, duration, verbose) -> None:
     """Start the single-machine homelab: hub, a local agent and Datasette, on loopback."""
-    from .server import up as run_up
+    from hub.server import up as run_up
 
     setup_logging(verbose)
     s = settings_from(data_dir=data_dir, listen=listen or "127.0.0.1:8470", datasette_port=datasette_port)
@@ -97,8 +96,8 @@ def up(data_dir, listen, datasette_port, watch, no_datasette, duration, verbose)
 @domain_errors
 def enroll(name, data_dir, ttl) -> None:
     """Enrol node NAME: print a one-time join token and the command to run on the node."""
-    from . import auth
-    from .store import open_db
+    from hub import auth
+    from hub.store import open_db
 
     s = settings_from(data_dir=data_dir, token_ttl=ttl)
     db = open_db(db_path(s.data_dir))
@@ -106,17 +105,17 @@ def enroll(name, data_dir, ttl) -> None:
     token = auth.enroll(db, name, s.token_ttl)
     db.execute("COMMIT")
     db.close()
-    from .server import public_url
+    from hub.server import public_url
 
     click.echo(f"Node {name!r} enrolled; the token is valid for {int(s.token_ttl)}s and works once.", err=True)
     click.echo("On a new machine (needs only python3 and curl; everything else comes from this hub), run:", err=True)
-    from .bootstrap_script import one_liner
+    from hub.bootstrap_script import one_liner
 
     click.echo(one_liner(public_url(s), token, s))
     click.echo("Or, where homelab-agent is already installed:", err=True)
     pin = ""
     if s.tls:  # the hub's own certificate: the node pins it at join time
-        from . import tls
+        from hub import tls
 
         pin = f" --fingerprint {tls.fingerprint(s.data_dir)}"
     click.echo(f"homelab-agent join {public_url(s)} {token}{pin}")
@@ -128,7 +127,7 @@ def enroll(name, data_dir, ttl) -> None:
 @domain_errors
 def nodes(data_dir, as_json) -> None:
     """List nodes: online/offline, last seen, events stored."""
-    from .queries import node_list
+    from hub.queries import node_list
 
     s = settings_from(data_dir=data_dir)
     rows = node_list(db_path(s.data_dir), s.offline_after)
@@ -168,7 +167,7 @@ def datasette(data_dir, port) -> None:
     """Serve the hub database read-only with Datasette and the shipped metadata."""
     import os
 
-    from .server import datasette_argv, ensure_db
+    from hub.server import datasette_argv, ensure_db
 
     s = settings_from(data_dir=data_dir, datasette_port=port)
     ensure_db(s)
@@ -177,7 +176,7 @@ def datasette(data_dir, port) -> None:
 
 
 def main() -> None:
-    from .plugins import modules
+    from hub.plugins import modules
 
     for m in modules("hub.commands"):
         for cmd in m.COMMANDS:

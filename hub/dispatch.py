@@ -22,9 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import playbook as pbmod
 from agent.playbook import Playbook
-
-from . import audit, proposals
-from .proposals import over_budget, transition
+from hub import audit, proposals
+from hub.proposals import over_budget, transition
 
 log = logging.getLogger(__name__)
 

@@ -232,14 +232,14 @@ def _write_if_changed(path: Path, text: str) -> str | None:
 def build(db: sqlite3.Connection, out: Path, node: str | None = None) -> BuildResult:
     """Write ``out/index.md`` and ``out/nodes/<node>.md`` (one node, or all). Files whose
     content would not change are not touched."""
-    from .auth import check_node_name
+    from hub.auth import check_node_name
 
     out = Path(out)
     names = node_names(db)
     if node is not None:
         check_node_name(node)
         if node not in names:
-            from .errors import NotFound
+            from hub.errors import NotFound
 
             raise NotFound(f"no node {node!r} (known: {', '.join(names) or 'none'})")
         names = [node]

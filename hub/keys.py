@@ -7,8 +7,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.settings import Settings
-
-from .store import Writer
+from hub.store import Writer
 
 SETTINGS = web.AppKey("settings", Settings)
 WRITER = web.AppKey("writer", Writer)

@@ -28,10 +28,9 @@ import zipfile
 from pathlib import Path
 
 from agent import __version__
-
-from . import paths
-from .auth import hash_secret
-from .errors import HubError, Unauthorized
+from hub import paths
+from hub.auth import hash_secret
+from hub.errors import HubError, Unauthorized
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ from pathlib import Path
 from agent import playbook as pbmod
 from agent.playbook import Playbook, PlaybookError
 from agent.settings import Settings
-
-from . import paths
+from hub import paths
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import BadRequest, NotFound
+from hub.errors import BadRequest, NotFound
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 PKG_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]{0,99}$")
@@ -182,7 +182,7 @@ def propose(db: sqlite3.Connection, registry, node: str, profile: Profile, actor
             ttl: float = 86400.0) -> list[int]:
     """Create the proposals that would apply ``profile`` to ``node`` (inside the caller's
     write transaction). Returns their ids; nothing runs before a person approves."""
-    from . import proposals
+    from hub import proposals
 
     if db.execute("SELECT 1 FROM nodes WHERE name = ?", (node,)).fetchone() is None:
         raise NotFound(f"no node {node!r}: enrol it first")

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import wire
-
-from . import rollup
+from hub import rollup
 
 Handler = Callable[["Projector", str, int, float, Any], None]
 HANDLERS: dict[type, Handler] = {}
@@ -40,7 +39,7 @@ def split_key(key: str) -> tuple[str, str]:
 
 class Projector:
     def __init__(self, db: sqlite3.Connection):
-        from .plugins import modules
+        from hub.plugins import modules
 
         modules("hub.projections")  # importing registers their handlers
         self._handlers = dict(HANDLERS)

@@ -27,9 +27,8 @@ from typing import Any
 
 from agent import playbook as pbmod
 from agent.playbook import Playbook
-
-from . import audit
-from .errors import BadRequest, Conflict, NotFound
+from hub import audit
+from hub.errors import BadRequest, Conflict, NotFound
 
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     "proposed": ("approved", "rejected", "expired", "escalated"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .store import connect
+from hub.store import connect
 
 
 def ago(seconds: float | None) -> str:

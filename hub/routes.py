@@ -9,10 +9,9 @@ import msgspec
 from aiohttp import web
 
 from agent import wire
-
-from . import auth
-from .errors import BadRequest, Forbidden, Unauthorized
-from .keys import CRED_CACHE, READ_DB, SIGNING_KEY, STATS, WRITER
+from hub import auth
+from hub.errors import BadRequest, Forbidden, Unauthorized
+from hub.keys import CRED_CACHE, READ_DB, SIGNING_KEY, STATS, WRITER
 
 routes = web.RouteTableDef()
 _json = msgspec.json.Encoder()

@@ -17,12 +17,11 @@ from aiohttp import web
 
 from agent import aio
 from agent.settings import Settings
-
-from . import auth, paths
-from .app import create_app
-from .config import db_path
-from .errors import BadRequest
-from .store import open_db
+from hub import auth, paths
+from hub.app import create_app
+from hub.config import db_path
+from hub.errors import BadRequest
+from hub.store import open_db
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def default_listen() -> str:
-    from . import tailnet
+    from hub import tailnet
 
     addr = tailnet.local_address()
     return f"{addr}:8470" if addr else "127.0.0.1:8470"
@@ -91,12 +90,12 @@ async def _start_site(app: web.Application, listen: str) -> web.AppRunner:
 
 
 def _ssl(app: web.Application):
-    from .keys import SETTINGS
+    from hub.keys import SETTINGS
 
     s = app[SETTINGS]
     if not s.tls:
         return None
-    from . import tls
+    from hub import tls
 
     return tls.server_context(s.data_dir)
 
@@ -196,7 +195,7 @@ async def _join_local_agent(settings: Settings, url: str, agent_dir: Path) -> No
     db.close()
     fingerprint = None
     if settings.tls:  # pin our own certificate, as a remote node would
-        from . import tls
+        from hub import tls
 
         fingerprint = tls.fingerprint(settings.data_dir)
     await join_and_save(url, token, agent_dir, fingerprint)

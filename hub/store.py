@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from agent import wire
-
-from . import project
-from .errors import BadRequest, Conflict, Unavailable
-from .migrations import migrate
+from hub import project
+from hub.errors import BadRequest, Conflict, Unavailable
+from hub.migrations import migrate
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 
 def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], **kw: Any) -> dict:
-    from .propose import decide as _decide
+    from hub.brain.propose import decide as _decide
 
     return _decide(alert, candidates, playbooks, **kw)
 

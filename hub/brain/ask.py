@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import runtime
-from .model import ModelError, parse_json
-from .rank import BM25
-from .sqlsafe import QueryError, run_select
-from .templates import BY_ID, TEMPLATES, Template
+from hub.brain import runtime
+from hub.brain.model import ModelError, parse_json
+from hub.brain.rank import BM25
+from hub.brain.sqlsafe import QueryError, run_select
+from hub.brain.templates import BY_ID, TEMPLATES, Template
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _known(path: Path) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {"node": set(), "unit": set(), "package": set(), "user": set()}
     if not Path(path).exists():
         return out
-    from ..store import connect
+    from hub.store import connect
 
     db = connect(path, readonly=True)
     queries = {
@@ -216,11 +216,11 @@ def is_howto(q: str) -> bool:
 
 
 def _kb(q: str, path: Path) -> dict:
-    from ..store import connect
+    from hub.store import connect
 
     out = {"kind": "kb", "template": None, "sql": None, "columns": ["id", "title", "snippet", "source"], "rows": []}
     try:
-        from .. import kb
+        from hub import kb
     except ImportError:
         out["answer"] = "the knowledge base is not installed on this hub"
         return out

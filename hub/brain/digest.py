@@ -134,8 +134,7 @@ CHECKS = (pending_updates, journal_growth, temp_growth, old_kernels)
 def digest(db_path: Path | str, playbooks: dict[str, Any], now: float | None = None) -> list[dict]:
     """Findings, each with a validated playbook proposal (or the reason it cannot be proposed)."""
     from agent import playbook as pbm
-
-    from ..store import connect
+    from hub.store import connect
 
     now = time.time() if now is None else now
     if not Path(db_path).exists():
@@ -160,7 +159,7 @@ def digest(db_path: Path | str, playbooks: dict[str, Any], now: float | None = N
 
 def propose(db: sqlite3.Connection, findings: list[dict]) -> list[int]:
     """Queue valid findings as proposal requests (inside the caller's write transaction)."""
-    from ..proposals import record_request
+    from hub.proposals import record_request
 
     ids = []
     for f in findings:

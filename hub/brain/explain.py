@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotFound
-from .context import EVENT_KINDS, _event_item, alert_ts, clean
+from hub.brain.context import EVENT_KINDS, _event_item, alert_ts, clean
+from hub.errors import NotFound
 
 TIMELINE_MAX = 40
 BEFORE_S = 3600.0
@@ -43,7 +43,7 @@ def cited(prompt: str, ids: list[str]) -> dict[str, str]:
 
 
 def explain(alert_id: int, db_path: Path | str) -> dict:
-    from ..store import connect
+    from hub.store import connect
 
     if not Path(db_path).exists():
         raise NotFound(f"no hub database at {db_path}")

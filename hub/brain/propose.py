@@ -17,10 +17,10 @@ from typing import Any
 
 import yaml
 
-from . import context as ctxmod
-from . import runtime
-from .model import Model, ModelError, parse_json, safe_pattern
-from .rank import BM25
+from hub.brain import context as ctxmod
+from hub.brain import runtime
+from hub.brain.model import Model, ModelError, parse_json, safe_pattern
+from hub.brain.rank import BM25
 
 log = logging.getLogger(__name__)
 

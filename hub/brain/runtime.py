@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .model import LlamaModel, get_model
+from hub.brain.model import LlamaModel, get_model
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def read_db() -> sqlite3.Connection | None:
     path = _state["db_path"]
     if path is None or not Path(path).exists():
         return None
-    from ..store import connect
+    from hub.store import connect
 
     return connect(path, readonly=True)
 
@@ -79,7 +79,7 @@ def record(row: dict) -> int | None:
         path = _state["db_path"]
         if path is None:
             return None
-        from ..store import connect
+        from hub.store import connect
 
         db = connect(path)
         try:

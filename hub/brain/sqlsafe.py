@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadRequest
+from hub.errors import BadRequest
 
 ROW_LIMIT = 200
 TIME_LIMIT = 3.0
@@ -64,7 +64,7 @@ def run_select(path: Path | str, sql: str, args: dict | tuple = (), *, row_limit
     sql = check_select(sql)
     if not Path(path).exists():
         raise QueryError(f"no hub database at {path}")
-    from ..store import connect
+    from hub.store import connect
 
     db = connect(path, readonly=True)
     deadline = time.monotonic() + time_limit

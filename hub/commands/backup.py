@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..cli import data_dir_option, domain_errors, settings_from
+from hub.cli import data_dir_option, domain_errors, settings_from
 
 
 @click.command()
@@ -20,7 +20,7 @@ def backup(data_dir, out) -> None:
 
     Safe while the hub runs: the database copy is a consistent snapshot and ingest goes on.
     The archive holds private keys and is created mode 0600."""
-    from .. import backup as b
+    from hub import backup as b
 
     s = settings_from(data_dir=data_dir)
     if out is None:
@@ -39,7 +39,7 @@ def restore(archive, data_dir, force) -> None:
     """Restore the hub from ARCHIVE (made by `homelab-hub backup`) after verifying its checksums.
 
     The files it replaces are moved to DATA_DIR/pre-restore-<time>/, never deleted."""
-    from .. import backup as b
+    from hub import backup as b
 
     s = settings_from(data_dir=data_dir)
     m = b.restore(archive, s.data_dir, force=force)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from ..cli import data_dir_option, domain_errors, settings_from
-from ..config import db_path
+from hub.cli import data_dir_option, domain_errors, settings_from
+from hub.config import db_path
 
 
 def _setup(data_dir, model=None, **flags):
-    from ..brain import runtime
-    from ..store import open_db
+    from hub.brain import runtime
+    from hub.store import open_db
 
     s = settings_from(data_dir=data_dir, model=model, **flags)
     path = db_path(s.data_dir)
@@ -45,7 +45,7 @@ def _table(columns: list[str], rows: list[list]) -> None:
 @domain_errors
 def ask(question, data_dir, model, free_sql, as_json) -> None:
     """Answer a question about the fleet from the database; shows the query and the rows."""
-    from ..brain.ask import ask as run_ask
+    from hub.brain.ask import ask as run_ask
 
     logging.getLogger("hub.brain").setLevel(logging.WARNING)
     s, path = _setup(data_dir, model, brain_free_sql=free_sql)
@@ -76,8 +76,8 @@ def ask(question, data_dir, model, free_sql, as_json) -> None:
 @domain_errors
 def explain(alert_id, data_dir, as_json) -> None:
     """Tell the story of an alert: what happened, what was proposed, what the model concluded and cited."""
-    from ..brain.explain import explain as run_explain
-    from ..brain.explain import render
+    from hub.brain.explain import explain as run_explain
+    from hub.brain.explain import render
 
     _s, path = _setup(data_dir)
     ex = run_explain(alert_id, path)
@@ -91,10 +91,10 @@ def explain(alert_id, data_dir, as_json) -> None:
 @domain_errors
 def digest(data_dir, propose, as_json) -> None:
     """Daily maintenance pass: pending updates, journal/temp growth, old kernels, disks trending full."""
-    from ..brain.digest import digest as run_digest
-    from ..brain.digest import propose as queue
-    from ..playbooks import Registry
-    from ..store import open_db
+    from hub.brain.digest import digest as run_digest
+    from hub.brain.digest import propose as queue
+    from hub.playbooks import Registry
+    from hub.store import open_db
 
     s, path = _setup(data_dir)
     findings = run_digest(path, Registry.from_settings(s).all())

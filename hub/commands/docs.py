@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..cli import data_dir_option, domain_errors, settings_from
-from ..config import db_path
+from hub.cli import data_dir_option, domain_errors, settings_from
+from hub.config import db_path
 
 
 @click.group()
@@ -25,8 +25,8 @@ def docs() -> None:
 @domain_errors
 def build(node, data_dir, out, git_dir) -> None:
     """Write the pages for every node (or just NODE). Unchanged pages are not rewritten."""
-    from .. import docsgen
-    from ..store import connect
+    from hub import docsgen
+    from hub.store import connect
 
     s = settings_from(data_dir=data_dir)
     if out is None:

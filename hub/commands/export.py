@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from ..cli import data_dir_option, domain_errors, settings_from
-from ..config import db_path
+from hub.cli import data_dir_option, domain_errors, settings_from
+from hub.config import db_path
 
 
 def _read_db(s):
-    from ..store import connect
+    from hub.store import connect
 
     path = db_path(s.data_dir)
     if not path.exists():
@@ -34,9 +34,9 @@ def export_ansible(node, out, data_dir) -> None:
     """Write an inventory and playbook that recreate NODE from a fresh OS install.
 
     The export is also recorded as the baseline `homelab-hub drift NODE` compares against."""
-    from .. import ansible
-    from ..server import public_url
-    from ..store import open_db
+    from hub import ansible
+    from hub.server import public_url
+    from hub.store import open_db
 
     s = settings_from(data_dir=data_dir)
     db = _read_db(s)
@@ -68,7 +68,7 @@ def export_ansible(node, out, data_dir) -> None:
 @domain_errors
 def drift(node, baseline, exit_code, data_dir) -> None:
     """Show what differs on NODE now from its last export (or a chosen baseline)."""
-    from .. import ansible
+    from hub import ansible
 
     s = settings_from(data_dir=data_dir)
     db = _read_db(s)

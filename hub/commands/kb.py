@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 
-from ..cli import data_dir_option, domain_errors, settings_from
-from ..config import db_path
+from hub.cli import data_dir_option, domain_errors, settings_from
+from hub.config import db_path
 
 
 def _open(settings):
-    from .. import kb
-    from ..store import open_db
+    from hub import kb
+    from hub.store import open_db
 
     db = open_db(db_path(settings.data_dir))
     db.execute("BEGIN IMMEDIATE")
@@ -73,7 +73,7 @@ def add(targets, category, tags, node, as_json, data_dir) -> None:
         TimeRemainingColumn,
     )
 
-    from .. import kb as kbm
+    from hub import kb as kbm
 
     err = Console(stderr=True)
     with _db(data_dir) as (s, db):
@@ -114,7 +114,7 @@ def add(targets, category, tags, node, as_json, data_dir) -> None:
 @domain_errors
 def search(query, category, tag, node, since, until, limit, per_doc, hybrid, as_json, data_dir) -> None:
     """Search the knowledge base; best passages first."""
-    from .. import kb as kbm
+    from hub import kb as kbm
 
     with _db(data_dir) as (s, db):
         results = kbm.search(db, query, limit, category=category, tag=tag, node=node, since=since,
@@ -159,7 +159,7 @@ def _highlighted(snippet: str):
 @domain_errors
 def list_(category, tag, node, limit, as_json, data_dir) -> None:
     """List documents, newest first."""
-    from ..kb.views import list_documents
+    from hub.kb.views import list_documents
 
     with _db(data_dir) as (_s, db):
         rows = list_documents(db, category=category, tag=tag, node=node, limit=limit)
@@ -184,7 +184,7 @@ def list_(category, tag, node, limit, as_json, data_dir) -> None:
 @domain_errors
 def show(doc_id, as_json, data_dir) -> None:
     """Show document DOC_ID: its metadata and text."""
-    from ..kb.views import document
+    from hub.kb.views import document
 
     with _db(data_dir) as (_s, db):
         d = document(db, doc_id)
@@ -210,7 +210,7 @@ def show(doc_id, as_json, data_dir) -> None:
 @domain_errors
 def set_category(doc_id, category, data_dir) -> None:
     """Set DOC_ID's category by hand; kept across edits and taught to the classifier."""
-    from .. import kb as kbm
+    from hub import kb as kbm
 
     with _db(data_dir) as (_s, db):
         r = _write(db, lambda db: kbm.set_category(db, doc_id, category))
@@ -223,7 +223,7 @@ def set_category(doc_id, category, data_dir) -> None:
 @domain_errors
 def remove(doc_ids, data_dir) -> None:
     """Remove documents by id (their passages and tags go with them)."""
-    from .. import kb as kbm
+    from hub import kb as kbm
 
     with _db(data_dir) as (_s, db):
         for i in doc_ids:
@@ -253,7 +253,7 @@ def categories(data_dir) -> None:
 @domain_errors
 def watch(directory, duration, debounce, data_dir) -> None:
     """Keep DIRECTORY in sync: additions, changes, deletions and renames."""
-    from ..kb.watch import Watcher
+    from hub.kb.watch import Watcher
 
     s = settings_from(data_dir=data_dir)
     _open(s).close()
@@ -267,7 +267,7 @@ def watch(directory, duration, debounce, data_dir) -> None:
 @domain_errors
 def token(data_dir) -> None:
     """Print the hub's admin API token (created on first use, mode 0600) for GET /v1/kb/search."""
-    from ..kb.token import admin_token
+    from hub.kb.token import admin_token
 
     click.echo(admin_token(settings_from(data_dir=data_dir).data_dir))
     if sys.stdout.isatty():

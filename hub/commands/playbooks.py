@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from ..cli import data_dir_option, domain_errors, settings_from
+from hub.cli import data_dir_option, domain_errors, settings_from
 
 
 def _registry(data_dir):
-    from ..playbooks import Registry
+    from hub.playbooks import Registry
 
     return Registry.from_settings(settings_from(data_dir=data_dir))
 
@@ -81,8 +81,7 @@ def check(path, data_dir) -> None:
     import shutil
 
     from agent.playbook import PlaybookError, load
-
-    from ..playbooks import lint, playbooks_dir
+    from hub.playbooks import lint, playbooks_dir
 
     target = path or playbooks_dir(settings_from(data_dir=data_dir))
     files = sorted(target.glob("*.sh")) if target.is_dir() else [target]

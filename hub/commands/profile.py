@@ -6,13 +6,13 @@ import contextlib
 
 import click
 
-from ..cli import data_dir_option, domain_errors, settings_from
-from ..config import db_path
+from hub.cli import data_dir_option, domain_errors, settings_from
+from hub.config import db_path
 
 
 @contextlib.contextmanager
 def _write_db(s):
-    from ..store import open_db
+    from hub.store import open_db
 
     path = db_path(s.data_dir)
     if not path.exists():
@@ -32,7 +32,7 @@ def _write_db(s):
 
 
 def _dir(s):
-    from ..features.profiles import profiles_dir
+    from hub.features.profiles import profiles_dir
 
     return profiles_dir(s)
 
@@ -47,7 +47,7 @@ def profile() -> None:
 @domain_errors
 def list_(data_dir) -> None:
     """List the profiles in profiles_dir (each is validated)."""
-    from .. import profiles
+    from hub import profiles
 
     s = settings_from(data_dir=data_dir)
     found = profiles.all_profiles(_dir(s))
@@ -63,7 +63,7 @@ def list_(data_dir) -> None:
 @domain_errors
 def show(name, data_dir) -> None:
     """Show what profile NAME would install and write."""
-    from .. import profiles
+    from hub import profiles
 
     p = profiles.find(_dir(settings_from(data_dir=data_dir)), name)
     click.echo(f"{p.name}: {p.description}")
@@ -80,7 +80,7 @@ def show(name, data_dir) -> None:
 @domain_errors
 def assign(node, name, data_dir) -> None:
     """Apply profile NAME to NODE as proposals as soon as NODE first reports (use right after enroll)."""
-    from .. import profiles
+    from hub import profiles
 
     s = settings_from(data_dir=data_dir)
     profiles.find(_dir(s), name)  # refuse a missing or invalid profile now, not later
@@ -96,9 +96,9 @@ def assign(node, name, data_dir) -> None:
 @domain_errors
 def apply(node, name, data_dir) -> None:
     """Propose applying profile NAME to NODE now (approve with `homelab-hub approve ID`)."""
-    from .. import profiles
-    from ..playbooks import Registry
-    from ..proposals import os_user
+    from hub import profiles
+    from hub.playbooks import Registry
+    from hub.proposals import os_user
 
     s = settings_from(data_dir=data_dir)
     p = profiles.find(_dir(s), name)

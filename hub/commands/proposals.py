@@ -14,13 +14,13 @@ from collections.abc import Iterator
 
 import click
 
-from ..cli import data_dir_option, domain_errors, settings_from
-from ..config import db_path
+from hub.cli import data_dir_option, domain_errors, settings_from
+from hub.config import db_path
 
 
 @contextlib.contextmanager
 def _db(data_dir, write: bool = False) -> Iterator[tuple[sqlite3.Connection, object]]:
-    from ..store import connect, open_db
+    from hub.store import connect, open_db
 
     s = settings_from(data_dir=data_dir)
     path = db_path(s.data_dir)
@@ -80,7 +80,7 @@ def proposals(ctx, data_dir, states, as_json, limit, requests) -> None:
                 click.echo(f"request {r['id']}  {_when(r['ts'])}  alert {r['alert_id']} ({r['rule']}) on {r['node']}: "
                            f"{r['outcome'] or 'waiting for the hub'}")
         return
-    from ..proposals import STATES
+    from hub.proposals import STATES
 
     bad = [s for s in states if s not in STATES]
     if bad:
@@ -113,8 +113,8 @@ def proposals(ctx, data_dir, states, as_json, limit, requests) -> None:
 @domain_errors
 def show(pid, data_dir, as_json) -> None:
     """Everything about proposal PID: the exact script, parameters, check output, evidence."""
-    from ..playbooks import Registry
-    from ..proposals import get, history
+    from hub.playbooks import Registry
+    from hub.proposals import get, history
 
     with _db(data_dir) as (db, s):
         p = get(db, pid)
@@ -191,9 +191,9 @@ def show(pid, data_dir, as_json) -> None:
 @domain_errors
 def approve(pid, data_dir, yes, confirm_node) -> None:
     """Approve proposal PID: bound to the script's hash, the parameters, the node and an expiry."""
-    from ..playbooks import Registry
-    from ..proposals import approve as do_approve
-    from ..proposals import get, os_user
+    from hub.playbooks import Registry
+    from hub.proposals import approve as do_approve
+    from hub.proposals import get, os_user
 
     with _db(data_dir) as (db, s):
         p = get(db, pid)
@@ -221,8 +221,8 @@ def approve(pid, data_dir, yes, confirm_node) -> None:
 @domain_errors
 def reject(pid, reason, data_dir) -> None:
     """Reject proposal PID, with a reason."""
-    from ..proposals import os_user
-    from ..proposals import reject as do_reject
+    from hub.proposals import os_user
+    from hub.proposals import reject as do_reject
 
     actor = os_user()
     with _db(data_dir, write=True) as (db, _s):
@@ -240,7 +240,7 @@ def audit() -> None:
 @domain_errors
 def audit_verify(data_dir) -> None:
     """Check the audit chain; exits non-zero naming the first row that was altered or removed."""
-    from .. import audit as audit_mod
+    from hub import audit as audit_mod
 
     with _db(data_dir) as (db, _s):
         v = audit_mod.verify(db)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .. import backup
-from ..backup import LOCK_NAME
-from ..keys import SETTINGS
+from hub import backup
+from hub.backup import LOCK_NAME
+from hub.keys import SETTINGS
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import logging
 
 from aiohttp import web
 
-from ..bootstrap_script import error_script, render_script
-from ..errors import HubError, NotFound
-from ..keys import READ_DB, SETTINGS
-from ..onboard import Artifacts, token_node
+from hub.bootstrap_script import error_script, render_script
+from hub.errors import HubError, NotFound
+from hub.keys import READ_DB, SETTINGS
+from hub.onboard import Artifacts, token_node
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _fingerprint(app: web.Application) -> str:
     s = app[SETTINGS]
     if not s.tls:
         return ""
-    from .. import tls
+    from hub import tls
 
     return tls.fingerprint(s.data_dir)
 

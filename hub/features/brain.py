@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..brain import runtime
-from ..config import db_path
-from ..keys import READ_DB, SETTINGS, WRITER
+from hub.brain import runtime
+from hub.config import db_path
+from hub.keys import READ_DB, SETTINGS, WRITER
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ def _last_digest(app: web.Application) -> float | None:
 
 async def _digest_loop(app: web.Application, every: float) -> None:
     """Run the digest when one is due (counted from the last run, across restarts)."""
-    from ..brain.digest import digest, propose
-    from ..playbooks import Registry
+    from hub.brain.digest import digest, propose
+    from hub.playbooks import Registry
 
     settings, writer = app[SETTINGS], app[WRITER]
     path = db_path(settings.data_dir)

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from .. import auth, kb
-from ..config import db_path
-from ..errors import BadRequest
-from ..kb.token import is_admin
-from ..keys import SETTINGS, WRITER
-from ..routes import authenticate
-from ..store import connect
+from hub import auth, kb
+from hub.config import db_path
+from hub.errors import BadRequest
+from hub.kb.token import is_admin
+from hub.keys import SETTINGS, WRITER
+from hub.routes import authenticate
+from hub.store import connect
 
 log = logging.getLogger(__name__)
 

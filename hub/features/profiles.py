@@ -12,9 +12,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .. import profiles
-from ..errors import HubError
-from ..keys import READ_DB, SETTINGS, WRITER
+from hub import profiles
+from hub.errors import HubError
+from hub.keys import READ_DB, SETTINGS, WRITER
 
 log = logging.getLogger(__name__)
 POLL = 5.0
@@ -27,7 +27,7 @@ def profiles_dir(settings) -> Path:
 def apply_due(db, settings) -> list[tuple[str, str, list[int] | str]]:
     """In the writer: create proposals for every due assignment. An assignment that cannot be
     applied (profile missing or invalid) is marked with the error, not retried forever."""
-    from ..playbooks import Registry
+    from hub.playbooks import Registry
 
     done = []
     due = profiles.due(db)

@@ -32,11 +32,10 @@ from aiohttp import web
 
 from agent import wire
 from agent.playbook import Playbook
-
-from .. import audit, dispatch, proposals
-from ..keys import ALERT_LISTENERS, READ_DB, SETTINGS, SIGNING_KEY, WRITER
-from ..playbooks import Registry
-from ..routes import authenticate
+from hub import audit, dispatch, proposals
+from hub.keys import ALERT_LISTENERS, READ_DB, SETTINGS, SIGNING_KEY, WRITER
+from hub.playbooks import Registry
+from hub.routes import authenticate
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .. import docsgen
-from ..config import db_path
-from ..keys import ALERT_LISTENERS, READ_DB, SETTINGS, WRITER
-from ..store import connect
+from hub import docsgen
+from hub.config import db_path
+from hub.keys import ALERT_LISTENERS, READ_DB, SETTINGS, WRITER
+from hub.store import connect
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Rebuilder:
 
 def _index(db, pages: dict[str, str]) -> None:
     try:
-        from ..kb import add_text
+        from hub.kb import add_text
     except ImportError:  # a hub built without the knowledge base
         return
     for node, text in pages.items():

@@ -14,10 +14,10 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 
-from . import classify, ingest
-from .ingest import Skip, Summary
-from .search import search
-from .store import add_text, categories, remove, set_category, sync_categories
+from hub.kb import classify, ingest
+from hub.kb.ingest import Skip, Summary
+from hub.kb.search import search
+from hub.kb.store import add_text, categories, remove, set_category, sync_categories
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def add(db: sqlite3.Connection, targets: Iterable[str], *, category: str | None 
 
     Unchanged sources are left alone, changed ones updated in place, and anything that
     cannot go in is listed in ``summary.skipped`` with its reason."""
-    from .store import check_category, save
+    from hub.kb.store import check_category, save
 
     summary = Summary()
     if category is not None:

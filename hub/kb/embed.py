@@ -91,7 +91,7 @@ def fuse(db: sqlite3.Connection, query: str, fts: list[dict], limit: int, per_do
     mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
     sims = mat @ vector(query, path)
     order = np.argsort(-sims)[:CANDIDATES]
-    from .search import passage
+    from hub.kb.search import passage
 
     dense: list[dict] = []
     seen: dict[int, int] = {}

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import yaml
 
-from . import html as htmlx
-from .store import Doc
+from hub.kb import html as htmlx
+from hub.kb.store import Doc
 
 log = logging.getLogger(__name__)
 

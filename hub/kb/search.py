@@ -15,9 +15,8 @@ import time
 from datetime import datetime
 
 from agent.settings import parse_duration
-
-from ..errors import BadRequest
-from .classify import _STOP
+from hub.errors import BadRequest
+from hub.kb.classify import _STOP
 
 HIGHLIGHT = ("**", "**")
 _TERM = re.compile(r'"([^"]*)"|(\S+)')
@@ -164,7 +163,7 @@ def search(db: sqlite3.Connection, query: str, limit: int = 5, *, category: str 
         if len(results) >= int(limit) and not hybrid:
             break
     if hybrid:
-        from . import embed
+        from hub.kb import embed
 
         results = embed.fuse(db, query, results, limit, per_document)
     results = results[: int(limit)]

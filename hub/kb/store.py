@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import BadRequest, NotFound
-from . import classify, split
+from hub.errors import BadRequest, NotFound
+from hub.kb import classify, split
 
 log = logging.getLogger(__name__)
 

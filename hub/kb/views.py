@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from ..errors import NotFound
-from .search import document_filters
+from hub.errors import NotFound
+from hub.kb.search import document_filters
 
 _COLS = ("id", "title", "kind", "language", "category", "category_source", "node", "source",
          "date", "added", "updated", "sha256", "size")

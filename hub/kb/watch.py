@@ -19,10 +19,10 @@ from pathlib import Path
 from inotify_simple import INotify
 from inotify_simple import flags as F
 
-from ..errors import BadRequest
-from ..store import connect
-from . import add, ingest
-from .store import remove_source, rename_source
+from hub.errors import BadRequest
+from hub.kb import add, ingest
+from hub.kb.store import remove_source, rename_source
+from hub.store import connect
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,8 @@ from jinja2 import TemplateError
 
 from agent.wire import Unknown
 from hub.project import split_key
-
-from .conditions import MISSING
-from .loader import Rule
+from hub.rules.conditions import MISSING
+from hub.rules.loader import Rule
 
 log = logging.getLogger(__name__)
 MAX_LINKED_EVENTS = 1000  # per alert: enough evidence, bounded storage

@@ -19,8 +19,7 @@ import yaml
 
 from agent import wire
 from agent.settings import parse_duration
-
-from .conditions import (
+from hub.rules.conditions import (
     CompileError,
     Pred,
     Scope,

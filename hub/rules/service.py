@@ -15,12 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 
+from hub.rules import alerts
+from hub.rules.conditions import run_query
+from hub.rules.engine import Engine
+from hub.rules.loader import Rule
 from hub.store import Committed, Writer, connect
-
-from . import alerts
-from .conditions import run_query
-from .engine import Engine
-from .loader import Rule
 
 log = logging.getLogger(__name__)
 

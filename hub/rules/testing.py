@@ -23,10 +23,9 @@ import msgspec
 from agent import wire
 from agent.settings import parse_duration
 from hub.migrations import migrate
-
-from .engine import Engine
-from .loader import Doc, RuleError, load_paths
-from .service import periodic_rows
+from hub.rules.engine import Engine
+from hub.rules.loader import Doc, RuleError, load_paths
+from hub.rules.service import periodic_rows
 
 log = logging.getLogger(__name__)
 DEFAULT_START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
