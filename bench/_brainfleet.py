@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import wire
-from hub.routes import _json_of
+from hub.ingest import _json_of
 from hub.store import Writer
 
 H, D = 3600, 86400

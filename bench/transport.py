@@ -27,8 +27,8 @@ from bench.ingest import make_events
 def serve(data_dir: str, port: int, ready) -> None:
     from hub.app import create_app
     from hub.config import load_settings
+    from hub.ingest import _json_of, authenticate
     from hub.keys import WRITER
-    from hub.routes import _json_of, authenticate
 
     async def stream(request: web.Request) -> web.WebSocketResponse:
         node = await authenticate(request)

@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from agent.settings import Settings
-from hub import auth, rollup
+from hub import auth
 from hub.config import db_path
 from hub.errors import HubError
+from hub.ingest import routes
 from hub.keys import ALERT_LISTENERS, CRED_CACHE, READ_DB, SETTINGS, SIGNING_KEY, STATS, WRITER
-from hub.plugins import modules
-from hub.routes import routes
+from hub.metrics import rollup
+from hub.plugins import FEATURES, modules
 from hub.store import Writer, connect
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,6 @@ def create_app(settings: Settings) -> web.Application:
     app[ALERT_LISTENERS] = []
     app.add_routes(routes)
     app.cleanup_ctx.append(_storage)
-    for m in modules("hub.features"):
+    for m in modules(FEATURES):
         m.setup(app)
     return app

@@ -1,23 +1,33 @@
-"""The hub's three extension points, one package each, discovered by name:
+"""The hub's extension points, as explicit ordered lists (no discovery by scanning folders):
 
-- ``hub/commands/*.py`` expose ``COMMANDS``: click commands/groups added to ``homelab-hub``.
-- ``hub/features/*.py`` expose ``setup(app)``: add routes, ``cleanup_ctx`` tasks, commit subscribers.
-- ``hub/projections/*.py`` register event handlers with ``hub.project.handles``.
+- ``COMMANDS``: modules exposing ``COMMANDS``, click commands/groups added to ``homelab-hub``.
+- ``FEATURES``: modules exposing ``setup(app)``: routes, ``cleanup_ctx`` tasks, commit subscribers.
+- ``PROJECTIONS``: modules registering event handlers with ``hub.project.handles``.
 
-A feature is one module in each package it needs; nothing else has to be edited to add it.
+The order is the order they run in.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from types import ModuleType
 
+COMMANDS = [
+    "hub.backup.cli", "hub.brain.cli", "hub.selfdocs.cli", "hub.ansible.cli", "hub.kb.cli",
+    "hub.playbooks.cli", "hub.profiles.cli", "hub.proposals.cli", "hub.rules.cli",
+    "hub.tailnet.cli", "hub.twin.cli",
+]
+FEATURES = [
+    "hub.backup.web", "hub.onboarding.web", "hub.brain.web", "hub.kb.web", "hub.loki.web",
+    "hub.metrics.web", "hub.profiles.web", "hub.proposals.web", "hub.rules.web",
+    "hub.selfdocs.web", "hub.tailnet.web",
+]
+PROJECTIONS = ["hub.twin.activity", "hub.twin.project"]
 
-def modules(package: str) -> list[ModuleType]:
-    pkg = importlib.import_module(package)
-    return [
-        importlib.import_module(f"{package}.{m.name}")
-        for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name)
-        if not m.name.startswith("_")
-    ]
+
+def modules(names: list[str]) -> list[ModuleType]:
+    return [importlib.import_module(n) for n in names]
+SCHEMAS = [
+    "hub.twin.schema", "hub.rules.schema", "hub.proposals.schema", "hub.brain.schema",
+    "hub.kb.schema", "hub.ansible.schema", "hub.profiles.schema",
+]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import wire
-from hub import rollup
+from hub.metrics import rollup
 
 Handler = Callable[["Projector", str, int, float, Any], None]
 HANDLERS: dict[type, Handler] = {}
@@ -39,9 +39,9 @@ def split_key(key: str) -> tuple[str, str]:
 
 class Projector:
     def __init__(self, db: sqlite3.Connection):
-        from hub.plugins import modules
+        from hub.plugins import PROJECTIONS, modules
 
-        modules("hub.projections")  # importing registers their handlers
+        modules(PROJECTIONS)  # importing registers their handlers
         self._handlers = dict(HANDLERS)
         self.db = db
         self.series: dict[tuple[str, str], int] = {

@@ -24,7 +24,7 @@ from typing import Any
 from agent import wire
 from hub import project
 from hub.errors import BadRequest, Conflict, Unavailable
-from hub.migrations import migrate
+from hub.schema import migrate
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Process-wide wiring of the brain: which settings, which database, how decisions get logged.
 
-The hub feature (hub/features/brain.py) calls ``configure`` with the running writer, so
+The hub feature (hub/brain/web.py) calls ``configure`` with the running writer, so
 ``decide()`` can be called with just (alert, candidates, playbooks) from an executor thread
 and its log row goes through the one writer. The CLI and the benchmark configure a database
 path instead and write with their own short transaction.

@@ -341,7 +341,7 @@ def schema_db() -> sqlite3.Connection | None:
     """An empty in-memory copy of the hub schema, to check rule SQL at load time."""
     global _schema_db
     if _schema_db is None:
-        from hub.migrations import migrate
+        from hub.schema import migrate
 
         db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         try:

@@ -22,10 +22,10 @@ import msgspec
 
 from agent import wire
 from agent.settings import parse_duration
-from hub.migrations import migrate
 from hub.rules.engine import Engine
 from hub.rules.loader import Doc, RuleError, load_paths
 from hub.rules.service import periodic_rows
+from hub.schema import migrate
 
 log = logging.getLogger(__name__)
 DEFAULT_START = 1_767_225_600.0  # 2026-01-01T00:00:00Z

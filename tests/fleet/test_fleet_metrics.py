@@ -9,7 +9,7 @@ from fleetlib import join, send
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import wire
-from hub.features.metrics import parse_labels
+from hub.metrics.web import parse_labels
 
 
 async def scrape(url: str, token: str | None = None) -> tuple[int, str]:

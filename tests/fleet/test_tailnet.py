@@ -11,9 +11,9 @@ from aiohttp import web
 from fleetlib import free_port, send
 
 from agent import wire
-from hub import tailnet
 from hub.app import create_app
 from hub.config import load_settings
+from hub.tailnet import local as tailnet
 
 
 class FakeTailscaled:
@@ -135,7 +135,7 @@ async def test_identity_recorded_at_join_and_mismatch_refused(tailscaled, ts_hub
 
 
 async def _expire_whois_cache(hub) -> None:
-    from hub.features.tailnet import WHOIS
+    from hub.tailnet.web import WHOIS
 
     hub.app[WHOIS].cache.clear()
 
@@ -188,8 +188,8 @@ async def _in_thread(fn, *args):
 
 
 async def test_broken_tailscaled_fails_open_counted_and_is_not_asked_per_request(tailscaled, ts_hub):
-    from hub.features.tailnet import WHOIS
     from hub.keys import STATS
+    from hub.tailnet.web import WHOIS
 
     hub = await ts_hub(tailscaled.path)
     tailscaled.set_peer("127.0.0.1", "nD", "d")

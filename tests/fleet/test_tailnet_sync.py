@@ -16,7 +16,7 @@ from aiohttp import web
 from fleetlib import enroll, free_port
 
 from hub.store import open_db
-from hub.tailnet import Identity
+from hub.tailnet.local import Identity
 
 DEVICES = {"devices": [
     {"id": "1001", "nodeId": "nLAPTOPCNTRL", "hostname": "Alices-MacBook", "name": "laptop.tail1234.ts.net",

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from selfdoc_helpers import FakeNode, created, modified, packages, service
 
-from hub import ansible
+from hub.ansible import export as ansible
 
 ANSIBLE = Path(sys.executable).with_name("ansible-playbook")
 pytestmark = pytest.mark.skipif(not ANSIBLE.exists(), reason="ansible-core is not installed (test extra)")

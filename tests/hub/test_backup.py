@@ -18,7 +18,7 @@ import pytest
 from selfdoc_helpers import free_port, join_agent, query, wait_for
 
 from agent import wire
-from hub import backup
+from hub.backup import archive as backup
 from hub.errors import Conflict
 
 
@@ -208,8 +208,8 @@ async def test_running_hub_backs_itself_up_and_keeps_the_newest(tmp_path, monkey
     from aiohttp import web
 
     from hub.app import create_app
+    from hub.backup.web import archives
     from hub.config import load_settings
-    from hub.features.backup import archives
 
     for k in list(os.environ):
         if k.startswith("HOMELAB_"):

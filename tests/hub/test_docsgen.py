@@ -18,9 +18,9 @@ from selfdoc_helpers import (
     service,
 )
 
-from hub import docsgen
 from hub.errors import NotFound
-from hub.features.selfdocs import REBUILDER
+from hub.selfdocs import pages as docsgen
+from hub.selfdocs.web import REBUILDER
 from hub.store import connect
 
 

@@ -18,8 +18,8 @@ import aiohttp
 import pytest
 from selfdoc_helpers import Proc, free_port, query, wait_for
 
-from hub import bootstrap_script
 from hub.errors import HubError
+from hub.onboarding import script as bootstrap_script
 
 
 @pytest.fixture(scope="session")
@@ -223,7 +223,7 @@ def test_tls_hub_one_liner_pins_the_certificate(tmp_path, bootstrap_cache):
 
 
 def test_offline_hub_builds_from_its_wheelhouse_only(tmp_path, bootstrap_cache):
-    from hub.onboard import Artifacts
+    from hub.onboarding.bundle import Artifacts
 
     online = Artifacts(bootstrap_cache)
     idx = online.ensure()  # built once per session (with the index and pip's cache)

@@ -12,7 +12,8 @@ import sys
 import pytest
 from selfdoc_helpers import FakeNode, async_wait_for, query, service
 
-from hub import paths, profiles
+from hub import paths
+from hub.profiles import spec as profiles
 
 PROFILE = """\
 name: workstation

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 import hub.brain as brain_mod
 from agent import wire
 from agent.playbook import load
-from hub import proposals
 from hub.keys import ALERT_LISTENERS
 from hub.paths import shipped
+from hub.proposals import state as proposals
 from hub.store import open_db
 from tests.conftest import async_wait_for
 
@@ -41,7 +41,7 @@ async def poll(h, cred, wait=0):
 
 def fire(h, alert):
     """Call our listener the way the rules engine does: in the writer, inside a transaction."""
-    mine = [fn for fn in h.app[ALERT_LISTENERS] if fn.__module__ == "hub.features.proposals"]
+    mine = [fn for fn in h.app[ALERT_LISTENERS] if fn.__module__ == "hub.proposals.web"]
     assert len(mine) == 1
     return h.writer.run(lambda db: mine[0](db, alert))
 
@@ -210,7 +210,7 @@ async def test_shutdown_waits_for_a_decision_in_flight(tmp_path, monkeypatch):
 
     monkeypatch.setattr(brain_mod, "decide", slow_decide)
     two = [{"playbook": "restart-unit", "params": {"unit": "a"}}, {"playbook": "restart-unit", "params": {"unit": "b"}}]
-    mine = [fn for fn in app[ALERT_LISTENERS] if fn.__module__ == "hub.features.proposals"]
+    mine = [fn for fn in app[ALERT_LISTENERS] if fn.__module__ == "hub.proposals.web"]
     await app[WRITER].run(lambda db: mine[0](db, {**ALERT, "propose": two}))
     await async_wait_for(started.is_set, 10, what="the decision to start")
     await asyncio.wait_for(runner.cleanup(), 30)

@@ -13,8 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import playbook as pbm
 from agent import wire
-from hub import audit, dispatch, proposals
+from hub import audit
 from hub.errors import BadRequest, Conflict
+from hub.proposals import jobs as dispatch
+from hub.proposals import state as proposals
 from hub.store import open_db
 from tests.conftest import ROOT
 

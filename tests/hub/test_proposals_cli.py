@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from agent import playbook as pbm
-from hub import proposals
 from hub.cli import cli
-from hub.commands import playbooks as pb_cmds
-from hub.commands import proposals as prop_cmds
+from hub.playbooks import cli as pb_cmds
+from hub.proposals import cli as prop_cmds
+from hub.proposals import state as proposals
 from hub.store import open_db
 from tests.conftest import ROOT
 

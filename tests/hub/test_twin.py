@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from agent import wire
 from hub.cli import cli
-from hub.commands.twin import COMMANDS, parse_since
+from hub.twin.cli import COMMANDS, parse_since
 from tests.conftest import join_agent, wait_for
 
 for _c in COMMANDS:
@@ -34,8 +34,7 @@ def no_proposals(tmp_path, monkeypatch):
     and no proposal worker in the in-process hub (on Python 3.11 its
     wait_for(wake.wait(), TICK) can swallow the shutdown's cancellation when a wake-up
     lands at the same moment, and the hub's teardown then never ends)."""
-    from hub.features import proposals
-
+    from hub.proposals import web as proposals
     monkeypatch.setattr(proposals, "setup", lambda app: None)
     (tmp_path / "hub").mkdir(exist_ok=True)
     (tmp_path / "hub" / "hub.toml").write_text('model = "none"\n')
@@ -260,7 +259,7 @@ def test_end_to_end_real_agent_to_twin_cli(tmp_path, hub_process, agent_process)
 
 
 async def test_history_retention(hub):
-    from hub.rollup import expire_history as expire
+    from hub.metrics.rollup import expire_history as expire
 
     s = Sender(hub, await join(hub))
     old, new = time.time() - 200 * 86400, time.time() - 60

@@ -34,7 +34,7 @@ def run(name: str, mode: str = "run", params: dict | None = None, prefix: list[s
 
 @pytest.mark.parametrize("name", sorted(BOOKS))
 def test_bash_n_and_shellcheck(name):
-    from hub.playbooks import lint
+    from hub.playbooks.registry import lint
 
     assert lint(DIR / f"{name}.sh") == []
     if shutil.which("shellcheck") is None:

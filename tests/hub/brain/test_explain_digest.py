@@ -16,11 +16,11 @@ from click.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from bench._brainfleet import build_fleet  # noqa: E402
 from hub.brain import runtime  # noqa: E402
+from hub.brain.cli import COMMANDS  # noqa: E402
 from hub.brain.digest import digest, propose  # noqa: E402
 from hub.brain.explain import explain, render  # noqa: E402
 from hub.brain.propose import decide  # noqa: E402
 from hub.cli import cli  # noqa: E402
-from hub.commands.brain import COMMANDS  # noqa: E402
 from hub.errors import NotFound  # noqa: E402
 from hub.store import open_db  # noqa: E402
 

@@ -99,7 +99,7 @@ async def test_open_alerts_survive_a_restart(rules_hub, tmp_path):  # noqa: F811
 async def test_ingest_never_waits_for_rules_and_a_bad_file_does_not_stop_good_ones(rules_hub, tmp_path):  # noqa: F811
     import threading
 
-    from hub.features.rules import SERVICE
+    from hub.rules.web import SERVICE
 
     d = tmp_path / "r"
     d.mkdir()

@@ -4,7 +4,7 @@ rule's own unit tests render pass that playbook's declared schema."""
 from __future__ import annotations
 
 from agent.playbook import validate_params
-from hub.playbooks import Registry
+from hub.playbooks.registry import Registry
 from hub.rules.loader import load_paths
 from tests.conftest import ROOT
 

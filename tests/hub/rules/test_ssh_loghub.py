@@ -11,8 +11,8 @@ from rules_fixtures import rules_hub  # noqa: F401 - fixture
 
 from agent import wire
 from agent.logparse import parse_line
-from hub.features.rules import SERVICE
 from hub.keys import ALERT_LISTENERS
+from hub.rules.web import SERVICE
 from tests.conftest import LOGHUB, async_wait_for
 
 FAILED = re.compile(r"^Failed password for (?:invalid user )?\S* from ([0-9.]+) port")

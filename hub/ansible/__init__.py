@@ -1,0 +1,1 @@
+"""ansible: see docs/architecture.md."""

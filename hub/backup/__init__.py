@@ -1,0 +1,1 @@
+"""backup: see docs/architecture.md."""

@@ -1,0 +1,77 @@
+"""Wire the brain into the running hub: decisions are logged through the one writer, and the
+maintenance digest runs every ``brain_digest_every`` (its findings become proposal requests
+that a person approves; nothing runs by itself).
+
+The model itself loads lazily on the first decision (in the executor thread that asks),
+so a hub without the ``ai`` extra or without a model starts exactly as fast as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from hub.brain import runtime
+from hub.config import db_path
+from hub.keys import READ_DB, SETTINGS, WRITER
+
+log = logging.getLogger(__name__)
+
+
+def _last_digest(app: web.Application) -> float | None:
+    row = app[READ_DB].execute("SELECT max(ts) FROM brain_decisions WHERE purpose = 'digest'").fetchone()
+    return row[0] if row else None
+
+
+async def _digest_loop(app: web.Application, every: float) -> None:
+    """Run the digest when one is due (counted from the last run, across restarts)."""
+    from hub.brain.digest import digest, propose
+    from hub.playbooks.registry import Registry
+
+    settings, writer = app[SETTINGS], app[WRITER]
+    path = db_path(settings.data_dir)
+    while True:
+        last = _last_digest(app)  # tiny; READ_DB belongs to the loop thread
+        # a hub that never ran one waits a full period first: no surprise proposals at start
+        due = (last or time.time()) + every
+        if last is None:
+            await writer.run(lambda db: runtime.insert(db, {"purpose": "digest", "prompt": "scheduled",
+                                                             "outcome": "started", "parsed": []}))
+        await asyncio.sleep(max(1.0, due - time.time()))
+        try:
+            books = await asyncio.to_thread(lambda: Registry.from_settings(settings).all())
+            findings = await asyncio.to_thread(digest, path, books)
+
+            def queue(db, findings=findings):
+                ids = propose(db, findings)
+                runtime.insert(db, {"purpose": "digest", "prompt": "scheduled", "outcome": f"queued {len(ids)}",
+                                    "parsed": findings})
+                return ids
+
+            ids = await writer.run(queue)
+            log.info("maintenance digest: %d findings, %d proposal requests queued", len(findings), len(ids))
+        except Exception:  # noqa: BLE001 - a failed pass must not stop the next one
+            log.exception("maintenance digest failed")
+            await asyncio.sleep(60)
+
+
+async def _configure(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    runtime.configure(settings, db_path(settings.data_dir), app[WRITER])
+    every = float(getattr(settings, "brain_digest_every", 0) or 0)
+    task = asyncio.create_task(_digest_loop(app, every)) if every > 0 else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    runtime.configure(settings, db_path(settings.data_dir), None)
+
+
+def setup(app: web.Application) -> None:
+    app.cleanup_ctx.append(_configure)  # after the storage ctx: WRITER exists by then

@@ -1,1 +1,0 @@
-"""Hub feature modules; each exposes setup(app) (see hub/plugins.py)."""

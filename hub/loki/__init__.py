@@ -1,0 +1,1 @@
+"""loki: see docs/architecture.md."""

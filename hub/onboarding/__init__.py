@@ -1,0 +1,1 @@
+"""onboarding: see docs/architecture.md."""

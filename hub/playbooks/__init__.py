@@ -1,0 +1,1 @@
+"""playbooks: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""profiles: see docs/architecture.md."""

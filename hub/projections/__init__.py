@@ -1,1 +1,0 @@
-"""Projection modules; each registers handlers with hub.project.handles (see hub/plugins.py)."""

@@ -1,0 +1,123 @@
+"""``homelab-hub rules check|test|list`` and ``homelab-hub alerts``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from hub.cli import data_dir_option, domain_errors, settings_from
+from hub.config import db_path
+
+
+def _default_paths(data_dir) -> list[Path]:
+    from hub.rules.web import rule_paths
+
+    return rule_paths(settings_from(data_dir=data_dir))
+
+
+@click.group()
+def rules() -> None:
+    """Alerting rules: validate them, run their unit tests, list them."""
+
+
+@rules.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@data_dir_option
+@domain_errors
+def check(paths, data_dir) -> None:
+    """Validate rule files (default: the shipped rules/ and rules_dir). Every error names
+    file, line and key; exits 1 if any file is bad."""
+    from hub.rules.loader import load_paths
+
+    loaded, errors = load_paths(list(paths) or _default_paths(data_dir))
+    for e in errors:
+        click.echo(f"error: {e}", err=True)
+    files = len({r.file for r in loaded})
+    click.echo(f"{len(loaded)} rule(s) in {files} file(s) OK" + (f", {len(errors)} error(s)" if errors else ""))
+    if errors:
+        raise SystemExit(1)
+
+
+@rules.command("test")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("-v", "--verbose", is_flag=True, help="Name every case, not only failures.")
+@domain_errors
+def test(paths, verbose) -> None:
+    """Run rule unit tests (default: the shipped rules/tests/). Exits 1 on any failure."""
+    from hub.paths import shipped
+    from hub.rules.testing import run_paths
+
+    results, errors = run_paths(list(paths) or [shipped("rules")])
+    for e in errors:
+        click.echo(f"error: {e}", err=True)
+    for r in results:
+        if not r.ok or verbose:
+            click.echo(f"{'PASS' if r.ok else 'FAIL'} {r.file}: {r.name}")
+        for f in r.failures:
+            click.echo(f"  {f}")
+    failed = sum(1 for r in results if not r.ok)
+    click.echo(f"{len(results) - failed} passed, {failed} failed, {len(errors)} error(s)")
+    if failed or errors or not results:
+        raise SystemExit(1)
+
+
+@rules.command("list")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per rule.")
+@domain_errors
+def list_(paths, data_dir, as_json) -> None:
+    """List the rules the hub loads (or the rules in PATHS)."""
+    from hub.rules.loader import load_paths
+
+    loaded, errors = load_paths(list(paths) or _default_paths(data_dir))
+    for e in errors:
+        click.echo(f"error (file skipped): {e}", err=True)
+    if as_json:
+        for r in loaded:
+            click.echo(json.dumps(r.to_json()))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("rule", "watches", "severity", "for", "playbooks", "file")
+    for r in loaded:
+        watches = r.kind if r.source == "event" else (f"metric {r.metric}" if r.source == "metric" else r.source)
+        t.add_row(r.name, watches, r.severity, f"{r.for_:g}s", ", ".join(p for p, _, _ in r.propose),
+                  f"{Path(r.file).name}:{r.line}")
+    Console().print(t)
+
+
+@click.command()
+@data_dir_option
+@click.option("--state", type=click.Choice(["pending", "firing", "resolved"]), help="Only alerts in this state.")
+@click.option("--limit", type=int, default=200, show_default=True, help="Newest N alerts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per alert.")
+@domain_errors
+def alerts(data_dir, state, limit, as_json) -> None:
+    """List alerts, newest first: state, rule, node, count, first/last seen."""
+    from hub.queries import ago
+    from hub.rules.alerts import list_alerts
+
+    s = settings_from(data_dir=data_dir)
+    rows = list_alerts(db_path(s.data_dir), state, limit)
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    now = time.time()
+    t = Table("id", "state", "severity", "rule", "node", "count", "first seen", "last seen", "summary")
+    for r in rows:
+        color = {"firing": "red", "pending": "yellow"}.get(r["state"], "green")
+        t.add_row(str(r["id"]), f"[{color}]{r['state']}[/]", r["severity"], r["rule"], r["node"] or "",
+                  str(r["count"]), ago(now - r["first_seen"]), ago(now - r["last_seen"]), r["summary"] or "")
+    Console().print(t)
+
+
+COMMANDS = [rules, alerts]

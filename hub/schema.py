@@ -1,0 +1,239 @@
+"""The hub's schema: named migrations, recorded in the ``_migrations`` table and run on open.
+
+Each capability keeps its own migrations in ``hub/<capability>/schema.py`` (the core's own,
+nodes/events/metrics/files, are below). A migration is keyed by its function name alone, so
+moving one between modules changes nothing for an existing database. All of them run in name
+order, whichever module holds them: the number ranges keep a capability's own together
+(m0xx core, m1xx twin, m2xx rules, m3xx proposals, m4xx brain, m5xx knowledge base, m6xx
+self-documentation and profiles). One that has run is never edited, only followed by a new one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sqlite3
+import time
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def migration_set() -> tuple[list[Migration], Callable[[Migration], Migration]]:
+    """A module's list of migrations and the decorator that appends to it."""
+    found: list[Migration] = []
+
+    def migration(fn: Migration) -> Migration:
+        found.append(fn)
+        return fn
+
+    return found, migration
+
+
+MIGRATIONS, migration = migration_set()
+
+
+def script(db: sqlite3.Connection, sql: str) -> None:
+    """Run statements one by one: executescript() would COMMIT the migration's transaction."""
+    stmt = ""
+    for line in sql.splitlines(keepends=True):
+        stmt += line
+        if sqlite3.complete_statement(stmt):
+            db.execute(stmt)
+            stmt = ""
+    if stmt.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {stmt.strip()[:80]}")
+
+
+def all_migrations() -> list[Migration]:
+    """The core's and every capability's migrations, in the order they run (by name)."""
+    from hub.plugins import SCHEMAS
+
+    found = list(MIGRATIONS)
+    for name in SCHEMAS:
+        found.extend(importlib.import_module(name).MIGRATIONS)
+    names = [fn.__name__ for fn in found]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise RuntimeError(f"two migrations share a name: {sorted(dupes)}")
+    return sorted(found, key=lambda f: f.__name__)
+
+
+@migration
+def m001_initial(db: sqlite3.Connection) -> None:
+    script(db,
+        """
+        CREATE TABLE nodes (
+            name TEXT PRIMARY KEY,
+            created REAL NOT NULL,
+            credential_hash TEXT,
+            last_seq INTEGER NOT NULL DEFAULT 0,
+            last_seen REAL,
+            clock_skew REAL,
+            address TEXT,
+            agent_version TEXT,
+            tailnet_identity TEXT
+        );
+        CREATE UNIQUE INDEX nodes_credential ON nodes(credential_hash);
+        CREATE TABLE join_tokens (
+            token_hash TEXT PRIMARY KEY,
+            node TEXT NOT NULL,
+            created REAL NOT NULL,
+            expires REAL NOT NULL,
+            used REAL,
+            used_from TEXT
+        );
+        -- Every event from every node, exactly once. data is the event as JSON.
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            node TEXT NOT NULL REFERENCES nodes(name),
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL,
+            UNIQUE (node, seq)
+        );
+        CREATE INDEX events_kind_ts ON events(kind, ts);
+        -- Frames the hub refused, newest kept (bounded by retention).
+        CREATE TABLE ingest_errors (
+            id INTEGER PRIMARY KEY,
+            ts REAL NOT NULL,
+            node TEXT,
+            address TEXT,
+            status INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        );
+        """
+    )
+
+
+@migration
+def m002_metrics(db: sqlite3.Connection) -> None:
+    script(db,
+        """
+        CREATE TABLE series (
+            id INTEGER PRIMARY KEY,
+            node TEXT NOT NULL REFERENCES nodes(name),
+            key TEXT NOT NULL,
+            name TEXT NOT NULL,
+            labels TEXT NOT NULL DEFAULT '',
+            UNIQUE (node, key)
+        );
+        CREATE TABLE samples (
+            series INTEGER NOT NULL REFERENCES series(id),
+            ts INTEGER NOT NULL,
+            value REAL NOT NULL,
+            PRIMARY KEY (series, ts)
+        ) WITHOUT ROWID;
+        CREATE INDEX samples_ts ON samples(ts);
+        CREATE TABLE samples_1m (
+            series INTEGER NOT NULL REFERENCES series(id),
+            ts INTEGER NOT NULL,
+            avg REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (series, ts)
+        ) WITHOUT ROWID;
+        CREATE INDEX samples_1m_ts ON samples_1m(ts);
+        CREATE TABLE samples_1h (
+            series INTEGER NOT NULL REFERENCES series(id),
+            ts INTEGER NOT NULL,
+            avg REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (series, ts)
+        ) WITHOUT ROWID;
+        CREATE INDEX samples_1h_ts ON samples_1h(ts);
+        -- Rollup watermarks: everything before `done` has been aggregated into `target`.
+        CREATE TABLE rollup_state (target TEXT PRIMARY KEY, done INTEGER NOT NULL);
+
+        CREATE VIEW metrics AS
+            SELECT s.node, s.name, s.labels, datetime(p.ts, 'unixepoch') AS time, p.ts, p.value
+            FROM samples p JOIN series s ON s.id = p.series;
+        CREATE VIEW metrics_1m AS
+            SELECT s.node, s.name, s.labels, datetime(p.ts, 'unixepoch') AS time, p.ts,
+                   p.avg, p.min, p.max, p.n
+            FROM samples_1m p JOIN series s ON s.id = p.series;
+        CREATE VIEW metrics_1h AS
+            SELECT s.node, s.name, s.labels, datetime(p.ts, 'unixepoch') AS time, p.ts,
+                   p.avg, p.min, p.max, p.n
+            FROM samples_1h p JOIN series s ON s.id = p.series;
+        -- Latest value of every series (raw window).
+        CREATE VIEW metrics_latest AS
+            SELECT s.node, s.name, s.labels, s.key, p.ts, datetime(p.ts, 'unixepoch') AS time, p.value
+            FROM series s JOIN samples p ON p.series = s.id
+            WHERE p.ts = (SELECT max(ts) FROM samples WHERE series = s.id);
+        """
+    )
+
+
+@migration
+def m003_files(db: sqlite3.Connection) -> None:
+    script(db,
+        """
+        -- History of watched files: one row per change event.
+        CREATE TABLE file_changes (
+            id INTEGER PRIMARY KEY,
+            node TEXT NOT NULL REFERENCES nodes(name),
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            action TEXT NOT NULL,
+            path TEXT NOT NULL,
+            src_path TEXT,
+            size INTEGER, mode INTEGER, uid INTEGER, gid INTEGER,
+            sha256 TEXT, old_sha256 TEXT,
+            content_changed INTEGER NOT NULL,
+            secret INTEGER NOT NULL,
+            diff TEXT
+        );
+        CREATE INDEX file_changes_node_path ON file_changes(node, path);
+        CREATE INDEX file_changes_ts ON file_changes(ts);
+        -- Current state of watched files (the twin); deleted files keep a row with deleted=1.
+        CREATE TABLE files (
+            node TEXT NOT NULL REFERENCES nodes(name),
+            path TEXT NOT NULL,
+            size INTEGER, mode INTEGER, uid INTEGER, gid INTEGER, sha256 TEXT,
+            secret INTEGER NOT NULL DEFAULT 0,
+            deleted INTEGER NOT NULL DEFAULT 0,
+            changed REAL NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (node, path)
+        );
+        """
+    )
+
+
+@migration
+def m004_events_kind_ts_node(db: sqlite3.Connection) -> None:
+    # Covers "what happened, per node and kind, in this time range" (Datasette, rules, the
+    # brain) without a table lookup per row; it replaces the (kind, ts) index it extends.
+    db.execute("CREATE INDEX events_kind_ts_node ON events(kind, ts, node)")
+    db.execute("DROP INDEX events_kind_ts")
+    # The distinct kinds by one index seek each (a loose index scan), so a time-range query
+    # can say `kind IN (SELECT kind FROM event_kinds) AND ts > ...` and use the index above
+    # however many millions of events there are.
+    db.execute(
+        "CREATE VIEW event_kinds AS WITH RECURSIVE k(kind) AS ("
+        " SELECT min(kind) FROM events"
+        " UNION ALL SELECT (SELECT min(kind) FROM events WHERE kind > k.kind) FROM k WHERE k.kind IS NOT NULL)"
+        " SELECT kind FROM k WHERE kind IS NOT NULL"
+    )
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Run every migration not yet recorded; return the names run."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)"
+    )
+    done = {r[0] for r in db.execute("SELECT name FROM _migrations")}
+    ran = []
+    for fn in all_migrations():
+        if fn.__name__ in done:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            fn(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied) VALUES (?, ?)", (fn.__name__, time.time())
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        ran.append(fn.__name__)
+    return ran

@@ -1,0 +1,1 @@
+"""selfdocs: see docs/architecture.md."""

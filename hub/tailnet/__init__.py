@@ -1,0 +1,1 @@
+"""tailnet: see docs/architecture.md."""

@@ -1,0 +1,1 @@
+"""twin: see docs/architecture.md."""
