@@ -44,3 +44,34 @@ def test_readme_first_screen_has_the_two_commands_and_ci_runs_the_test_one():
     assert test.strip() in ci
     for doc in re.findall(r"\]\((docs/[^)]+)\)", readme):
         assert (ROOT / doc).exists(), f"README links to missing {doc}"
+
+
+def test_both_readme_commands_install_the_pinned_versions():
+    readme = "\n".join((ROOT / "README.md").read_text().splitlines()[:40])
+    run = re.findall(r"```sh\n(.+?)\n```", readme, re.S)[0]
+    installs = [c for c in run.split("&&") if "pip install" in c]
+    assert installs and all("-c .ci/constraints.txt" in c for c in installs), installs
+    setup = (ROOT / "tests" / "run").read_text()
+    assert all("-c .ci/constraints.txt" in line for line in setup.splitlines() if "pip install" in line
+               and "--upgrade pip" not in line)
+
+
+def test_constraints_pin_every_declared_dependency():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared += extra
+    pinned = {}
+    for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[name.lower().replace("_", "-")] = version
+    for spec in declared:
+        req = Requirement(spec)
+        name = req.name.lower().replace("_", "-")
+        assert name in pinned, f"{name} is declared in pyproject.toml but not pinned: run .ci/freeze"
+        assert req.specifier.contains(pinned[name]), f"{name}=={pinned[name]} breaks {spec}"
