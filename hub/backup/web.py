@@ -9,7 +9,6 @@ shorter the interval, the fewer acknowledged events a restore has to report as l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import fcntl
 import logging
@@ -23,6 +22,7 @@ from aiohttp import web
 from hub.backup import archive as backup
 from hub.backup.archive import LOCK_NAME
 from hub.keys import SETTINGS
+from hub.tasks import running
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,8 @@ async def _auto_backup(app: web.Application) -> AsyncIterator[None]:
     if not app[SETTINGS].backup_dir:
         yield
         return
-    task = asyncio.create_task(_schedule(app), name="auto-backup")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with running(_schedule(app), "auto-backup"):
+        yield
 
 
 def setup(app: web.Application) -> None:

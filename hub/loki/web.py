@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ from aiohttp import web
 from agent import wire
 from agent.shipper import Backoff
 from hub.keys import SETTINGS, STATS, WRITER
+from hub.tasks import running
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,9 @@ async def _context(app: web.Application) -> AsyncIterator[None]:
     fwd = LokiForwarder(settings.loki_url, settings.loki_queue, app[STATS])
     app[WRITER].subscribers.append(fwd.on_commit)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=10))
-    task = asyncio.create_task(fwd.run(session), name="loki-forwarder")
     log.info("forwarding logs to %s", fwd.url)
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with running(fwd.run(session), "loki-forwarder"):
+        yield
     await fwd.flush(session, FLUSH_TIMEOUT)
     await session.close()
 

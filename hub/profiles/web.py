@@ -5,9 +5,7 @@ person to approve; nothing runs by itself. Polls the tiny node_profiles table, b
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
@@ -15,6 +13,7 @@ from aiohttp import web
 from hub.errors import HubError
 from hub.keys import READ_DB, SETTINGS, WRITER
 from hub.profiles import spec as profiles
+from hub.tasks import background
 
 log = logging.getLogger(__name__)
 POLL = 5.0
@@ -27,7 +26,7 @@ def profiles_dir(settings) -> Path:
 def apply_due(db, settings) -> list[tuple[str, str, list[int] | str]]:
     """In the writer: create proposals for every due assignment. An assignment that cannot be
     applied (profile missing or invalid) is marked with the error, not retried forever."""
-    from hub.playbooks.registry import Registry
+    from hub.playbooks import Registry
 
     done = []
     due = profiles.due(db)
@@ -71,13 +70,5 @@ async def _poll(app: web.Application) -> None:
         await asyncio.sleep(POLL)
 
 
-async def _ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_poll(app), name="profiles")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(_ctx)
+    background(app, _poll, "profiles")

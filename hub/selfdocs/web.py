@@ -6,7 +6,6 @@ knowledge base so the brain and `kb search` find "what is on web1"."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -19,6 +18,7 @@ from hub.config import db_path
 from hub.keys import ALERT_LISTENERS, READ_DB, SETTINGS, WRITER
 from hub.selfdocs import pages as docsgen
 from hub.store import connect
+from hub.tasks import running
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,10 @@ async def _ctx(app: web.Application) -> AsyncIterator[None]:
     app[ALERT_LISTENERS].append(rb.on_alert)
     # pages of nodes that changed while the hub was down (or before this feature existed)
     rb.mark(name for (name,) in app[READ_DB].execute("SELECT name FROM nodes WHERE last_seq > 0"))
-    task = asyncio.create_task(rb.run(), name="docs-rebuild")
-    yield
+    async with running(rb.run(), "docs-rebuild"):
+        yield
     app[WRITER].subscribers.remove(rb.on_commit)
     app[ALERT_LISTENERS].remove(rb.on_alert)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def setup(app: web.Application) -> None:
