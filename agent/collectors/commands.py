@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import pwd
 import socket
 import stat
 import struct
@@ -30,6 +29,7 @@ from agent import wire
 from agent.collectors import Collector
 from agent.redact import redact
 from agent.shellhook import MAGIC, SEP
+from agent.users import user_name
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,6 @@ class CommandsCollector(Collector):
             raise ValueError(f"socket path {self.path} is longer than a Unix socket allows (107 bytes)")
         self.sock: socket.socket | None = None
         self.buckets: dict[int, _Bucket] = {}
-        self.users: dict[int, str] = {}
         self.stats = {"received": 0, "emitted": 0, "rejected": 0, "shed": 0, "redacted": 0}
         self._last_notice = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -206,23 +205,13 @@ class CommandsCollector(Collector):
         if start is not None and abs(start - ts) < START_SLACK:
             ts = start
         event = wire.Command(
-            ts=ts, command=command, cwd=cwd or None, user=self.user(uid),
+            ts=ts, command=command, cwd=cwd or None, user=user_name(uid),
             tty=tty or None, exit_code=code, duration_ms=dur, shell=shell or None,
             redacted=changed or cwd_changed,
         )
         if self.emit(event):
             self.stats["emitted"] += 1
 
-    def user(self, uid: int) -> str:
-        name = self.users.get(uid)
-        if name is None:
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                name = str(uid)
-            if len(self.users) < 10_000:
-                self.users[uid] = name
-        return name
 
     def _maybe_notice(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -232,7 +221,7 @@ class CommandsCollector(Collector):
         over = {uid: b.shed for uid, b in self.buckets.items() if b.shed}
         if over:
             total = sum(over.values())
-            who = ", ".join(f"{self.user(u)}: {n}" for u, n in sorted(over.items()))
+            who = ", ".join(f"{user_name(u)}: {n}" for u, n in sorted(over.items()))
             self.emit(wire.Notice(ts=time.time(), source=self.name, level="warning",
                                   message=f"shed {total} command reports over {RATE:g}/s per user ({who})"[:4000]))
             for b in self.buckets.values():

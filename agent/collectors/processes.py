@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
 import time
 
 from agent import wire
 from agent.collectors import Collector
 from agent.redact import redact
+from agent.users import user_name
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -55,17 +55,7 @@ class ProcSampler:
         self.top = top
         self.prev: dict[str, tuple[int, int]] = {}  # pid -> (starttime, ticks)
         self.prev_t: float | None = None
-        self.users: dict[int, str] = {}
 
-    def user(self, uid: int) -> str:
-        name = self.users.get(uid)
-        if name is None:
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                name = str(uid)
-            self.users[uid] = name
-        return name
 
     def sample(self) -> list[wire.Proc]:
         now = time.monotonic()
@@ -102,7 +92,7 @@ class ProcSampler:
             # Command lines carry passwords and tokens as often as shell history does.
             cmdline, _ = redact(cmd.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace"))
             cmdline = cmdline[:CMDLINE_MAX]
-            out.append(wire.Proc(pid=int(pid), name=name, user=self.user(uid),
+            out.append(wire.Proc(pid=int(pid), name=name, user=user_name(uid),
                                  cpu_percent=round(cpu, 1), rss=rss, cmdline=cmdline))
         return out
 
