@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from .collectors import REGISTRY
 from .settings import Opt, Settings, load, parse_bool, parse_duration, parse_list, parse_size, xdg
 
 
@@ -18,7 +19,7 @@ def default_state_dir() -> Path:
     return xdg("STATE", ".local/state") / "homelab-agent"
 
 
-ALL_COLLECTORS = ("metrics", "files", "devices", "packages", "commands", "logs", "services", "processes", "inventory")
+ALL_COLLECTORS = tuple(REGISTRY)  # every collector is on by default; each steps aside where it cannot run
 
 AGENT_OPTS: tuple[Opt, ...] = (
     Opt("state_dir", None, "HOMELAB_AGENT_STATE_DIR", "Directory for the agent's config, credential, spool and state.", Path, "--state-dir"),

@@ -12,7 +12,7 @@ This module must not import anything from ``hub``: the agent ships alone.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
@@ -194,6 +194,21 @@ class Inventory(Event, frozen=True, tag="inventory"):
     facts: dict[Str, object]  # os, kernel, cpu, memory, disks, mounts, interfaces ...
 
 
+# --- facts: any collector's current state, kept by the hub with no code of its own -----
+
+FactKey = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+FactSource = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+class Facts(Event, frozen=True, tag="facts"):
+    """Every item a collector sees now, keyed (a snapshot, not a change): the hub keeps the
+    latest per (node, source, key) in ``twin_facts`` and records what was added, changed or
+    removed in ``twin_fact_changes``. Values are small JSON objects."""
+
+    source: FactSource
+    items: Annotated[dict[FactKey, dict[str, Any]], msgspec.Meta(max_length=20_000)]
+
+
 # --- jobs (playbook runs) -------------------------------------------------------------
 
 
@@ -221,6 +236,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime Union object for msgspec and __args
     Log,
     Processes,
     Inventory,
+    Facts,
     JobResult,
 ]
 KINDS: frozenset[str] = frozenset(t.__struct_config__.tag for t in AnyEvent.__args__)  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import wire
-from hub.metrics import rollup
+from hub import rollup
 
 Handler = Callable[["Projector", str, int, float, Any], None]
 HANDLERS: dict[type, Handler] = {}
@@ -39,9 +39,9 @@ def split_key(key: str) -> tuple[str, str]:
 
 class Projector:
     def __init__(self, db: sqlite3.Connection):
-        from hub.plugins import PROJECTIONS, modules
+        from hub.capabilities import modules
 
-        modules(PROJECTIONS)  # importing registers their handlers
+        modules("project")  # importing registers their handlers
         self._handlers = dict(HANDLERS)
         self.db = db
         self.series: dict[tuple[str, str], int] = {
@@ -50,12 +50,14 @@ class Projector:
         self.next_series = (db.execute("SELECT max(id) FROM series").fetchone()[0] or 0) + 1
         self.rows: dict[str, list[tuple]] = {}
         self.once: dict[str, tuple] = {}
+        self.deferred: list[Callable[[sqlite3.Connection], None]] = []
         self._new_series: list[tuple] = []
         self.min_sample_ts: int | None = None
 
     def begin(self) -> None:
         self.rows = {}
         self.once = {}
+        self.deferred = []
         self._new_series = []
         self.min_sample_ts = None
 
@@ -70,6 +72,11 @@ class Projector:
         """A statement run once per commit, after the row statements (in first-use order):
         e.g. indexing a whole batch of new rows for full-text search in one statement."""
         self.once.setdefault(sql, params)
+
+    def defer(self, fn: Callable[[sqlite3.Connection], None]) -> None:
+        """Work that must read what it changes (diffing a snapshot against the stored state):
+        run at flush, after the row statements, in the order deferred."""
+        self.deferred.append(fn)
 
     def add(self, node: str, seq: int, ts: float, event: Any) -> None:
         fn = self._handlers.get(type(event))
@@ -96,6 +103,8 @@ class Projector:
             self.db.executemany(sql, rows)
         for sql, params in self.once.items():
             self.db.execute(sql, params)
+        for fn in self.deferred:
+            fn(self.db)
         if self.min_sample_ts is not None:
             rollup.lower_watermark(self.db, self.min_sample_ts)
 
@@ -107,6 +116,7 @@ class Projector:
         self._new_series = []
         self.rows = {}
         self.once = {}
+        self.deferred = []
 
 
 SAMPLE_SQL = "INSERT OR REPLACE INTO samples (series, ts, value) VALUES (?, ?, ?)"

@@ -20,6 +20,7 @@ from typing import Any
 
 from agent import wire
 from hub.project import Projector, handles
+from hub.twin import activity, facts  # noqa: F401 - their handlers register on import
 
 # --- helpers --------------------------------------------------------------------------
 

@@ -376,3 +376,33 @@ def m114_twin_summary(db: sqlite3.Connection) -> None:
             FROM nodes n LEFT JOIN inventory i ON i.node = n.name;
         """
     )
+
+
+@migration
+def m115_facts(db: sqlite3.Connection) -> None:
+    """State any collector reports as keyed snapshots (wire.Facts), with no table of its own."""
+    script(db,
+        """
+        CREATE TABLE twin_facts (
+            node TEXT NOT NULL REFERENCES nodes(name),
+            source TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,  -- JSON object
+            updated REAL NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (node, source, key)
+        ) WITHOUT ROWID;
+        CREATE TABLE twin_fact_changes (
+            id INTEGER PRIMARY KEY,
+            node TEXT NOT NULL REFERENCES nodes(name),
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            source TEXT NOT NULL,
+            key TEXT NOT NULL,
+            change TEXT NOT NULL CHECK (change IN ('added', 'changed', 'removed')),
+            value TEXT,
+            old_value TEXT
+        );
+        CREATE INDEX twin_fact_changes_node_ts ON twin_fact_changes(node, ts);
+        """
+    )
