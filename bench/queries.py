@@ -30,9 +30,9 @@ import yaml
 
 from agent import wire
 from bench.common import free_port
+from hub import rollup
 from hub.config import load_settings
 from hub.ingest import _json_of
-from hub.metrics import rollup
 from hub.paths import shipped
 from hub.store import Writer
 

@@ -24,9 +24,9 @@ from agent import wire
 from agent.collectors.metrics import MetricsCollector
 from agent.config import AGENT_OPTS
 from agent.settings import load
+from hub import rollup
 from hub.config import load_settings
 from hub.ingest import _json_of
-from hub.metrics import rollup
 from hub.store import Writer
 
 DAY = 86400

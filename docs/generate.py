@@ -56,10 +56,10 @@ def _walk(cmd: click.Command, path: list[str], out: list[str]) -> None:
 
 def cli_reference() -> str:
     from agent.cli import cli as agent_cli
+    from hub.capabilities import modules
     from hub.cli import cli as hub_cli
-    from hub.plugins import COMMANDS, modules
 
-    for m in modules(COMMANDS):
+    for m in modules("cli"):
         for c in m.COMMANDS:
             hub_cli.add_command(c)
     out: list[str] = []

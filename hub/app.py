@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -12,14 +11,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from agent.settings import Settings
-from hub import auth
+from hub import auth, rollup
+from hub.capabilities import modules
 from hub.config import db_path
 from hub.errors import HubError
 from hub.ingest import routes
 from hub.keys import ALERT_LISTENERS, CRED_CACHE, READ_DB, SETTINGS, SIGNING_KEY, STATS, WRITER
-from hub.metrics import rollup
-from hub.plugins import FEATURES, modules
 from hub.store import Writer, connect
+from hub.tasks import running
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +63,8 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     app[WRITER] = writer
     app[READ_DB] = connect(path, readonly=True)
     app[SIGNING_KEY] = auth.signing_key(settings.data_dir)
-    maint = asyncio.create_task(_maintenance(app))
-    yield
-    maint.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await maint
+    async with running(_maintenance(app), "maintenance"):
+        yield
     app[READ_DB].close()
     await asyncio.get_running_loop().run_in_executor(None, writer.stop)
 
@@ -95,6 +91,6 @@ def create_app(settings: Settings) -> web.Application:
     app[ALERT_LISTENERS] = []
     app.add_routes(routes)
     app.cleanup_ctx.append(_storage)
-    for m in modules(FEATURES):
+    for m in modules("web"):
         m.setup(app)
     return app

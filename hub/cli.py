@@ -109,7 +109,7 @@ def enroll(name, data_dir, ttl) -> None:
 
     click.echo(f"Node {name!r} enrolled; the token is valid for {int(s.token_ttl)}s and works once.", err=True)
     click.echo("On a new machine (needs only python3 and curl; everything else comes from this hub), run:", err=True)
-    from hub.onboarding.script import one_liner
+    from hub.onboarding import one_liner
 
     click.echo(one_liner(public_url(s), token, s))
     click.echo("Or, where homelab-agent is already installed:", err=True)
@@ -176,9 +176,9 @@ def datasette(data_dir, port) -> None:
 
 
 def main() -> None:
-    from hub.plugins import COMMANDS, modules
+    from hub.capabilities import modules
 
-    for m in modules(COMMANDS):
+    for m in modules("cli"):
         for cmd in m.COMMANDS:
             cli.add_command(cmd)
     cli()

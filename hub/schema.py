@@ -10,7 +10,6 @@ self-documentation and profiles). One that has run is never edited, only followe
 
 from __future__ import annotations
 
-import importlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -46,11 +45,11 @@ def script(db: sqlite3.Connection, sql: str) -> None:
 
 def all_migrations() -> list[Migration]:
     """The core's and every capability's migrations, in the order they run (by name)."""
-    from hub.plugins import SCHEMAS
+    from hub.capabilities import modules
 
     found = list(MIGRATIONS)
-    for name in SCHEMAS:
-        found.extend(importlib.import_module(name).MIGRATIONS)
+    for m in modules("schema"):
+        found.extend(m.MIGRATIONS)
     names = [fn.__name__ for fn in found]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:

@@ -34,7 +34,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def default_listen() -> str:
-    from hub.tailnet import local as tailnet
+    from hub import tailnet
     addr = tailnet.local_address()
     return f"{addr}:8470" if addr else "127.0.0.1:8470"
 

@@ -93,7 +93,7 @@ def digest(data_dir, propose, as_json) -> None:
     """Daily maintenance pass: pending updates, journal/temp growth, old kernels, disks trending full."""
     from hub.brain.digest import digest as run_digest
     from hub.brain.digest import propose as queue
-    from hub.playbooks.registry import Registry
+    from hub.playbooks import Registry
     from hub.store import open_db
 
     s, path = _setup(data_dir)

@@ -159,7 +159,7 @@ def digest(db_path: Path | str, playbooks: dict[str, Any], now: float | None = N
 
 def propose(db: sqlite3.Connection, findings: list[dict]) -> list[int]:
     """Queue valid findings as proposal requests (inside the caller's write transaction)."""
-    from hub.proposals.state import record_request
+    from hub.proposals import record_request
 
     ids = []
     for f in findings:

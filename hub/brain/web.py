@@ -31,7 +31,7 @@ def _last_digest(app: web.Application) -> float | None:
 async def _digest_loop(app: web.Application, every: float) -> None:
     """Run the digest when one is due (counted from the last run, across restarts)."""
     from hub.brain.digest import digest, propose
-    from hub.playbooks.registry import Registry
+    from hub.playbooks import Registry
 
     settings, writer = app[SETTINGS], app[WRITER]
     path = db_path(settings.data_dir)

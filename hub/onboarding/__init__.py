@@ -1,1 +1,5 @@
-"""onboarding: see docs/architecture.md."""
+"""onboarding: what a new machine fetches from the hub to join (docs/onboarding.md)."""
+
+from hub.onboarding.script import one_liner
+
+__all__ = ["one_liner"]

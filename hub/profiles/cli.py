@@ -93,9 +93,9 @@ def assign(node, name, data_dir) -> None:
 @domain_errors
 def apply(node, name, data_dir) -> None:
     """Propose applying profile NAME to NODE now (approve with `homelab-hub approve ID`)."""
-    from hub.playbooks.registry import Registry
+    from hub.playbooks import Registry
     from hub.profiles import spec as profiles
-    from hub.proposals.state import os_user
+    from hub.proposals import os_user
 
     s = settings_from(data_dir=data_dir)
     p = profiles.find(_dir(s), name)

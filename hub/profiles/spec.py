@@ -182,7 +182,7 @@ def propose(db: sqlite3.Connection, registry, node: str, profile: Profile, actor
             ttl: float = 86400.0) -> list[int]:
     """Create the proposals that would apply ``profile`` to ``node`` (inside the caller's
     write transaction). Returns their ids; nothing runs before a person approves."""
-    from hub.proposals import state as proposals
+    from hub import proposals
     if db.execute("SELECT 1 FROM nodes WHERE name = ?", (node,)).fetchone() is None:
         raise NotFound(f"no node {node!r}: enrol it first")
     ids = []

@@ -113,7 +113,7 @@ def proposals(ctx, data_dir, states, as_json, limit, requests) -> None:
 @domain_errors
 def show(pid, data_dir, as_json) -> None:
     """Everything about proposal PID: the exact script, parameters, check output, evidence."""
-    from hub.playbooks.registry import Registry
+    from hub.playbooks import Registry
     from hub.proposals.state import get, history
 
     with _db(data_dir) as (db, s):
@@ -191,7 +191,7 @@ def show(pid, data_dir, as_json) -> None:
 @domain_errors
 def approve(pid, data_dir, yes, confirm_node) -> None:
     """Approve proposal PID: bound to the script's hash, the parameters, the node and an expiry."""
-    from hub.playbooks.registry import Registry
+    from hub.playbooks import Registry
     from hub.proposals.state import approve as do_approve
     from hub.proposals.state import get, os_user
 
@@ -221,7 +221,7 @@ def approve(pid, data_dir, yes, confirm_node) -> None:
 @domain_errors
 def reject(pid, reason, data_dir) -> None:
     """Reject proposal PID, with a reason."""
-    from hub.proposals.state import os_user
+    from hub.proposals import os_user
     from hub.proposals.state import reject as do_reject
 
     actor = os_user()

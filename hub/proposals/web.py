@@ -32,12 +32,11 @@ from aiohttp import web
 
 from agent import wire
 from agent.playbook import Playbook
-from hub import audit
+from hub import audit, proposals
 from hub.ingest import authenticate
 from hub.keys import ALERT_LISTENERS, READ_DB, SETTINGS, SIGNING_KEY, WRITER
-from hub.playbooks.registry import Registry
+from hub.playbooks import Registry
 from hub.proposals import jobs as dispatch
-from hub.proposals import state as proposals
 
 log = logging.getLogger(__name__)
 

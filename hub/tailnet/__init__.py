@@ -1,1 +1,5 @@
-"""tailnet: see docs/architecture.md."""
+"""tailnet: Tailscale identity of nodes and the tailnet's devices (docs/fleet.md)."""
+
+from hub.tailnet.local import local_address
+
+__all__ = ["local_address"]

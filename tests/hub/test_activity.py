@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from agent import wire
-from hub.metrics.rollup import expire_history as expire
+from hub.rollup import expire_history as expire
 from tests.conftest import join_agent, wait_for
 
 

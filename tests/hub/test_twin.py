@@ -259,7 +259,7 @@ def test_end_to_end_real_agent_to_twin_cli(tmp_path, hub_process, agent_process)
 
 
 async def test_history_retention(hub):
-    from hub.metrics.rollup import expire_history as expire
+    from hub.rollup import expire_history as expire
 
     s = Sender(hub, await join(hub))
     old, new = time.time() - 200 * 86400, time.time() - 60
