@@ -12,7 +12,17 @@ import os
 from pathlib import Path
 
 from .collectors import REGISTRY
-from .settings import Opt, Settings, load, parse_bool, parse_duration, parse_list, parse_size, xdg
+from .settings import (
+    Opt,
+    Settings,
+    home_dir,
+    load_process,
+    parse_bool,
+    parse_duration,
+    parse_list,
+    parse_size,
+    xdg,
+)
 
 
 def default_state_dir() -> Path:
@@ -59,18 +69,12 @@ AGENT_OPTS: tuple[Opt, ...] = (
 
 
 def state_dir_of(flag: Path | str | None) -> Path:
-    if flag:
-        return Path(flag)
-    env = os.environ.get("HOMELAB_AGENT_STATE_DIR")
-    return Path(env) if env else default_state_dir()
+    return home_dir(flag, "HOMELAB_AGENT_STATE_DIR", default_state_dir())
 
 
 def load_settings(**flags) -> Settings:
-    state_dir = state_dir_of(flags.get("state_dir"))
-    config_file = Path(os.environ.get("HOMELAB_AGENT_CONFIG", state_dir / "agent.toml"))
-    s = load(AGENT_OPTS, {**flags, "state_dir": state_dir}, config_file)
-    s.config_file = config_file
-    return s
+    return load_process(AGENT_OPTS, flags, "state_dir", "HOMELAB_AGENT_STATE_DIR",
+                        default_state_dir(), "HOMELAB_AGENT_CONFIG", "agent.toml")
 
 
 def write_identity(state_dir: Path, hub_url: str, node: str, credential: str, hub_key: str) -> None:

@@ -154,3 +154,22 @@ def load(
 def xdg(kind: str, fallback: str) -> Path:
     base = os.environ.get(f"XDG_{kind}_HOME")
     return Path(base) if base else Path.home() / fallback
+
+
+def home_dir(flag: Path | str | None, env_var: str, default: Path) -> Path:
+    """A process's own directory (the agent's state, the hub's data): flag > environment > default."""
+    if flag:
+        return Path(flag)
+    env = os.environ.get(env_var)
+    return Path(env) if env else default
+
+
+def load_process(opts: tuple[Opt, ...], flags: Mapping[str, Any], dir_key: str, dir_env: str,
+                 default_dir: Path, config_env: str, config_name: str) -> Settings:
+    """The one loader both programs use: their directory first (the config file lives there
+    unless ``config_env`` points elsewhere), then every setting by the usual precedence."""
+    home = home_dir(flags.get(dir_key), dir_env, default_dir)
+    config_file = Path(os.environ.get(config_env, home / config_name))
+    s = load(opts, {**flags, dir_key: home}, config_file)
+    s.config_file = config_file
+    return s

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from agent.settings import (
     Opt,
     Settings,
-    load,
+    home_dir,
+    load_process,
     parse_bool,
     parse_duration,
     parse_list,
@@ -76,18 +76,12 @@ HUB_OPTS: tuple[Opt, ...] = (
 
 
 def data_dir_of(flag: Path | str | None) -> Path:
-    if flag:
-        return Path(flag)
-    env = os.environ.get("HOMELAB_HUB_DATA_DIR")
-    return Path(env) if env else default_data_dir()
+    return home_dir(flag, "HOMELAB_HUB_DATA_DIR", default_data_dir())
 
 
 def load_settings(**flags) -> Settings:
-    data_dir = data_dir_of(flags.get("data_dir"))
-    config_file = Path(os.environ.get("HOMELAB_HUB_CONFIG", data_dir / "hub.toml"))
-    s = load(HUB_OPTS, {**flags, "data_dir": data_dir}, config_file)
-    s.config_file = config_file
-    return s
+    return load_process(HUB_OPTS, flags, "data_dir", "HOMELAB_HUB_DATA_DIR", default_data_dir(),
+                        "HOMELAB_HUB_CONFIG", "hub.toml")
 
 
 def db_path(data_dir: Path) -> Path:
