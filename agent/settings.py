@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 class SettingsError(ValueError):
@@ -94,6 +94,10 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    if TYPE_CHECKING:  # the keys are the Opt tables' (agent/config.py, hub/config.py)
+
+        def __getattr__(self, key: str) -> Any: ...
 
 
 def _line_of(text: str, key: str) -> int | None:
