@@ -320,7 +320,10 @@ class Engine:
             v = 1.0 if r.agg_field is None else _plain(r.agg_field(event, extra))
             inst.window.add(t, v, event_id)
             inst.window.expire(t - r.window)
-            value = extra["value"] = inst.window.value(r.agg_fn, t, r.window, r.horizon)
+            value = inst.window.value(r.agg_fn, t, r.window, r.horizon)
+            # a copy: the caller hands the same dict (one per metric sample) to every rule,
+            # and the next rule must see the sample, not this rule's aggregate
+            extra = {**extra, "value": value}
             active = value is not None and (r.when is None or r.when(event, extra))
         else:
             value = extra.get("value")
