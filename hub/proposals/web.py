@@ -259,12 +259,14 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
     diagnostics = [v for v in valid if v[0].get("auto") and v[1].risk == "read-only"]
     fixes = [v for v in valid if v not in diagnostics]
     evidence = list(alert.get("events") or [])
-    if diagnosing is None and diagnostics:
+    read_db = app[READ_DB]
+    fix_open = any(proposals.open_for_alert(read_db, alert_id, node, rule, pb.name) for _c, pb, _p in fixes)
+    if diagnosing is None and diagnostics and not fix_open:  # (a re-fire while its fix is open: no rerun)
         run_now, fixes_now = diagnostics, []
     else:
         run_now = []
         if diagnosing is not None:
-            found = app[READ_DB].execute(
+            found = read_db.execute(
                 "SELECT id, playbook, state, output, reason FROM proposals WHERE request_id = ? AND auto = 1"
                 " ORDER BY id", (req_id,)).fetchall()
             diag = [{"proposal": r[0], "playbook": r[1], "state": r[2], "output": (r[3] or "")[-4000:],
