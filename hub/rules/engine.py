@@ -530,6 +530,10 @@ class Engine:
     def _record(self, inst: Instance, transition: str | None, t: float) -> dict:
         if transition is not None and not (transition == "resolved" and inst.rendered):
             inst.rendered = self._render(inst)
+        elif transition is None and inst.rendered and inst.state != "inactive":
+            # an update of an open alert: its summary says the current value ("12 failed
+            # logins", not the 10 of the first firing); labels and candidates stay as fired
+            inst.rendered = {**inst.rendered, "annotations": self._render(inst)["annotations"]}
         room = max(0, MAX_LINKED_EVENTS - inst.linked)
         events = inst.new_events[:room]
         inst.linked += len(events)
