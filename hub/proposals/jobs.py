@@ -16,6 +16,7 @@ import json
 import logging
 import secrets
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -176,7 +177,9 @@ def record_result(db: sqlite3.Connection, node: str, ev: Any, books: dict[str, P
             transition(db, pid, "succeeded", actor, f"exit {ev.exit_code}", now,
                        exit_code=ev.exit_code, output=out)
             pb = books.get(p["playbook"])
-            if pb is not None and pb.verify and pb.sha256 == p["approval_sha256"]:
+            if p["risk"] == "read-only":  # a diagnostic changed nothing: nothing to verify
+                transition(db, pid, "diagnosed", "hub", "read-only: its output is evidence", now)
+            elif pb is not None and pb.verify and pb.sha256 == p["approval_sha256"]:
                 vid = enqueue(db, key, pid=pid, node=node, mode="verify", pb=pb,
                               params=json.loads(p["params"]), expires=now + PROBE_TTL, now=now)
                 db.execute("UPDATE proposals SET verify_job_id = ? WHERE id = ?", (vid, pid))
@@ -208,25 +211,53 @@ def alert_state(db: sqlite3.Connection, alert_id: int | None) -> str | None:
     return row[0] if row else None
 
 
-def settle(db: sqlite3.Connection, now: float) -> list[tuple[int, str]]:
-    """Succeeded proposals whose verify step passed: verified once the alert has resolved,
-    not verified if it still fires when the window closes."""
+Verdict = Callable[[int, float, float], tuple[str, float | None]]
+
+
+def settle(db: sqlite3.Connection, now: float, verdict: Verdict | None = None) -> list[tuple[int, str]]:
+    """Succeeded fixes whose verify step passed. Verified as soon as the rule's own condition
+    cleared on data newer than the fix (``verdict``, the rules engine's answer; a hold such as
+    ``keep_firing_for`` does not count) or the alert resolved; not verified if the condition
+    still holds when the window closes. A windowed rule extends the window to one whole
+    window of fresh data."""
     out = []
     rows = db.execute(
-        "SELECT id, alert_id, verify_deadline FROM proposals WHERE state = 'succeeded' AND verify_deadline IS NOT NULL"
+        "SELECT p.id, p.alert_id, p.verify_deadline, (SELECT max(t.ts) FROM proposal_transitions t"
+        " WHERE t.proposal_id = p.id AND t.to_state = 'succeeded')"
+        " FROM proposals p WHERE p.state = 'succeeded' AND p.verify_deadline IS NOT NULL"
     ).fetchall()
-    for pid, alert_id, deadline in rows:
+    for pid, alert_id, deadline, fixed_at in rows:
         st = alert_state(db, alert_id)
-        if st is None:
-            transition(db, pid, "verified", "hub", "verify step passed; no alert to re-check", now)
-            out.append((pid, "verified"))
+        said, until = ("unknown", None)
+        if verdict is not None and alert_id is not None and st not in (None, "resolved"):
+            try:
+                said, until = verdict(alert_id, fixed_at or now, now)
+            except Exception:  # noqa: BLE001 - no verdict: the alert's state decides
+                log.exception("proposal %s: condition verdict failed", pid)
+        why = None
+        if said == "cleared":
+            why, to = "the rule's condition cleared on data since the fix", "verified"
+        elif st is None:
+            why, to = "verify step passed; no alert to re-check", "verified"
         elif st == "resolved":
-            transition(db, pid, "verified", "hub", "the alert resolved", now)
-            out.append((pid, "verified"))
+            why, to = "the alert resolved", "verified"
+        elif until is not None and until + 1.0 > deadline:
+            db.execute("UPDATE proposals SET verify_deadline = ? WHERE id = ?", (until + 1.0, pid))
         elif deadline < now:
-            why = f"the alert is still {st} after the fix"
-            transition(db, pid, "not verified", "hub", why, now, reason=why)
-            out.append((pid, "not verified"))
+            if said == "quiet":
+                why, to = "no new occurrence since the fix", "verified"
+            elif said == "holds":
+                why, to = f"the rule's condition still holds on data since the fix (alert {st})", "not verified"
+            else:
+                why, to = f"no data since the fix showed the condition cleared; the alert is still {st}", \
+                    "not verified"
+        if why is None:
+            continue
+        if to == "verified":
+            transition(db, pid, to, "hub", why, now)
+        else:
+            transition(db, pid, to, "hub", why, now, reason=why)
+        out.append((pid, to))
     return out
 
 

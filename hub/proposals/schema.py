@@ -123,3 +123,10 @@ def m301_proposal_script(db: sqlite3.Connection) -> None:
     # The exact script text proposed (its SHA-256 is proposals.sha256), so `proposals show`
     # shows what was proposed even after the file on disk changed.
     db.execute("ALTER TABLE proposals ADD COLUMN script TEXT")
+
+
+@migration
+def m302_request_diagnosing(db: sqlite3.Connection) -> None:
+    # Set when a request's read-only diagnostics were started: its fix is chosen only once they
+    # ended, with their output as evidence (the worker skips the request until then).
+    db.execute("ALTER TABLE proposal_requests ADD COLUMN diagnosing REAL")

@@ -4,7 +4,12 @@
     approved -> dispatched | expired | escalated | failed
     dispatched -> running | succeeded | failed
     running -> succeeded | failed
-    succeeded -> verified | not verified
+    succeeded -> verified | not verified | diagnosed
+
+A read-only playbook (a diagnostic) ends ``diagnosed``: there was nothing to fix, and its
+output is evidence for the fix proposed after it. A fix is ``verified`` when the rule's own
+condition cleared on data newer than the fix (or its alert resolved), ``not verified`` when
+the condition still held when the verify window closed, or the playbook's verify step failed.
 
 Every transition is a row in ``proposal_transitions`` (time, actor, note) and an entry in the
 hash-chained audit. An approval is bound to the script's SHA-256, the parameters, the node and
@@ -35,10 +40,10 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "approved": ("dispatched", "expired", "escalated", "failed"),
     "dispatched": ("running", "succeeded", "failed"),
     "running": ("succeeded", "failed"),
-    "succeeded": ("verified", "not verified"),
+    "succeeded": ("verified", "not verified", "diagnosed"),
 }
 STATES = ("proposed", "approved", "rejected", "expired", "escalated", "dispatched", "running",
-          "succeeded", "failed", "verified", "not verified")
+          "succeeded", "failed", "verified", "not verified", "diagnosed")
 OPEN = ("proposed", "approved", "dispatched", "running", "succeeded")
 BUDGET_WINDOW = 3600.0
 

@@ -8,8 +8,9 @@
 - ``GET /v1/jobs?wait=N`` is the node's long poll for signed jobs (the node dials out; no
   inbound port on the node). A node only ever sees its own jobs.
 - A commit subscriber hands ``job_result`` events to the worker, which folds them into the
-  job and proposal state; after a successful run it queues the verify step, then waits for
-  the alert to resolve (verified) or the window to close (not verified).
+  job and proposal state; after a successful run it queues the verify step, then asks the
+  rules engine whether the rule's own condition cleared on data since the fix (verified) or
+  still holds when the window closes (not verified). A read-only diagnostic ends diagnosed.
 - Every second the worker also expires stale proposals, signs jobs for approvals (the CLI
   approves in another process; the hub checks the binding again and signs), and settles
   verifications.
@@ -23,6 +24,7 @@ import contextlib
 import importlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -32,11 +34,13 @@ from aiohttp import web
 
 from agent import wire
 from agent.playbook import Playbook
-from hub import audit, proposals
+from hub import audit
 from hub.ingest import authenticate
 from hub.keys import ALERT_LISTENERS, READ_DB, SETTINGS, SIGNING_KEY, WRITER
 from hub.playbooks import Registry
 from hub.proposals import jobs as dispatch
+from hub.proposals import state as proposals
+from hub.rules import SERVICE as RULES_SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +187,7 @@ async def _step(app: web.Application, st: State) -> None:
             with st.lock:  # keep them for the next step; record_result is idempotent
                 st.results[:0] = results
             raise
-    reqs = app[READ_DB].execute(
-        "SELECT id, alert_id, rule, node, alert, candidates FROM proposal_requests WHERE done IS NULL ORDER BY id LIMIT 20"
-    ).fetchall()
+    reqs = app[READ_DB].execute(READY_SQL).fetchall()
     for r in reqs:
         try:
             await _handle_request(app, st, books, tuple(r))
@@ -195,11 +197,14 @@ async def _step(app: web.Application, st: State) -> None:
             await writer.run(lambda db, rid=r[0], err=err: db.execute(
                 "UPDATE proposal_requests SET done = ?, outcome = ? WHERE id = ?", (time.time(), err, rid)))
 
+    rules = app.get(RULES_SERVICE)
+    verdict = rules.verdict if rules is not None else None
+
     def tick(db):
         now = time.time()
         proposals.expire_due(db, now)
         dispatch.dispatch_approved(db, books, key, settings.run_budget, now)
-        dispatch.settle(db, now)
+        dispatch.settle(db, now, verdict)
         dispatch.expire_jobs(db, now)
         return [n for n, in db.execute("SELECT DISTINCT node FROM jobs WHERE state = 'queued'")]
 
@@ -208,6 +213,13 @@ async def _step(app: web.Application, st: State) -> None:
             st.node_event(node).set()
 
 
+# Requests to handle: new ones, and those whose diagnostics have all ended.
+READY_SQL = (
+    "SELECT id, alert_id, rule, node, alert, candidates, diagnosing FROM proposal_requests r"
+    " WHERE done IS NULL AND (diagnosing IS NULL OR NOT EXISTS (SELECT 1 FROM proposals p"
+    " WHERE p.request_id = r.id AND p.auto = 1 AND p.state IN ({})))"
+    " ORDER BY id LIMIT 20".format(", ".join(f"'{s}'" for s in proposals.OPEN))
+)
 DUE_SQL = (
     "SELECT EXISTS (SELECT 1 FROM proposals WHERE state = 'approved'"
     " OR (state = 'succeeded' AND verify_deadline IS NOT NULL) OR (state = 'proposed' AND expires < :now))"
@@ -221,11 +233,15 @@ def _due(db, now: float) -> bool:
 
 
 async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple) -> None:
-    """One firing alert -> proposals. Candidates marked ``auto`` whose playbook is read-only
-    are diagnostics: each runs at once, approved by the rule. The fix is chosen among the
-    others (by the brain if it is there, else the rule's first valid one) and waits for a
-    person. ``auto`` on anything but a read-only playbook is ignored (logged)."""
-    req_id, alert_id, rule, node, alert_json, cand_json = row
+    """One firing alert -> proposals, in two rounds when the rule names diagnostics.
+
+    Candidates marked ``auto`` whose playbook is read-only are diagnostics: each runs at once,
+    approved by the rule, and ends ``diagnosed``. The fix is chosen only after they ended,
+    among the other candidates whose ``if_output`` (if any) matches a diagnostic's output; the
+    outputs are the fix proposal's evidence, and the brain (if there) sees them. With no
+    diagnostics the fix is chosen at once. ``auto`` on anything but a read-only playbook is
+    ignored (logged): a change always waits for a person or a standing policy."""
+    req_id, alert_id, rule, node, alert_json, cand_json, diagnosing = row
     settings, writer, key = app[SETTINGS], app[WRITER], app[SIGNING_KEY]
     alert = json.loads(alert_json)
     valid: list[tuple[dict, Playbook, dict[str, str]]] = []
@@ -242,21 +258,48 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
         valid.append((cand, pb, params))
     diagnostics = [v for v in valid if v[0].get("auto") and v[1].risk == "read-only"]
     fixes = [v for v in valid if v not in diagnostics]
-    choice = fixes[0] if fixes else None
-    chosen_by, rationale, evidence, decision_id = "rule", None, list(alert.get("events") or []), None
-    if fixes:
-        decided = await _ask_brain(st, alert, fixes, settings)
+    evidence = list(alert.get("events") or [])
+    read_db = app[READ_DB]
+    fix_open = any(proposals.open_for_alert(read_db, alert_id, node, rule, pb.name) for _c, pb, _p in fixes)
+    if diagnosing is None and diagnostics and not fix_open:  # (a re-fire while its fix is open: no rerun)
+        run_now, fixes_now = diagnostics, []
+    else:
+        run_now = []
+        if diagnosing is not None:
+            found = read_db.execute(
+                "SELECT id, playbook, state, output, reason FROM proposals WHERE request_id = ? AND auto = 1"
+                " ORDER BY id", (req_id,)).fetchall()
+            diag = [{"proposal": r[0], "playbook": r[1], "state": r[2], "output": (r[3] or "")[-4000:],
+                     **({"reason": r[4]} if r[4] else {})} for r in found]
+            evidence += diag
+            alert["diagnostics"] = diag
+        fixes_now = []
+        for cand, pb, params in fixes:
+            try:
+                fitted = _fits(cand, pb, params, alert.get("diagnostics") or [])
+            except ValueError as e:
+                problems.append(f"{pb.name}: the diagnostics' values fail its header: {e}")
+                continue
+            if fitted is not None:
+                fixes_now.append((cand, pb, fitted))
+        if fixes and not fixes_now:
+            problems.append("no fix candidate fits what the diagnostics found")
+    choice = fixes_now[0] if fixes_now else None
+    chosen_by, rationale, decision_id = "rule", None, None
+    if fixes_now:
+        decided = await _ask_brain(st, alert, fixes_now, settings)
         if decided is not None:
             picked, rationale, evidence2, decision_id = decided
             evidence = evidence2 or evidence
             if picked is not None:
                 choice, chosen_by = picked, "brain"
     why = _why(alert, rule, node)
+    waits = bool(run_now and fixes)  # the fix is chosen once these diagnostics ended
 
     def write(db):
         now = time.time()
         outcomes = []
-        for cand, pb, params in diagnostics + ([choice] if choice else []):
+        for cand, pb, params in run_now + ([choice] if choice else []):
             is_diag = (cand, pb, params) in diagnostics
             open_pid = proposals.open_for_alert(db, alert_id, node, rule, pb.name)
             if open_pid is not None:
@@ -281,11 +324,32 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
         if problems:
             outcomes.append("refused: " + "; ".join(problems))
         outcome = "; ".join(outcomes)[:4000] or "nothing to propose"
-        db.execute("UPDATE proposal_requests SET done = ?, outcome = ? WHERE id = ?", (now, outcome, req_id))
+        if waits:
+            db.execute("UPDATE proposal_requests SET diagnosing = ?, outcome = ? WHERE id = ?",
+                       (now, "diagnosing: " + outcome, req_id))
+        else:
+            db.execute("UPDATE proposal_requests SET done = ?, outcome = ? WHERE id = ?", (now, outcome, req_id))
         return outcome
 
     outcome = await writer.run(write)
     log.info("alert %s on %s (%s): %s", alert_id, node, rule, outcome)
+
+
+def _fits(cand: dict, pb: Playbook, params: dict[str, str], diagnostics: list[dict]) -> dict[str, str] | None:
+    """A candidate with ``if_output`` is offered only when a diagnostic that ended diagnosed
+    printed a line matching it: the evidence, not the rule's order, picks the fix. The
+    pattern's named groups fill parameters of the same name, and pass the header again
+    (ValueError if not). Returns the parameters, or None when the candidate does not fit."""
+    pattern = cand.get("if_output")
+    if not pattern:
+        return params
+    rx = re.compile(pattern, re.MULTILINE)
+    for d in diagnostics:
+        m = rx.search(d["output"]) if d["state"] == "diagnosed" else None
+        if m:
+            found = {k: v for k, v in m.groupdict().items() if v is not None}
+            return dispatch.pbmod.validate_params(pb, {**params, **found}) if found else params
+    return None
 
 
 def _why(alert: dict, rule, node: str) -> str:

@@ -50,7 +50,7 @@ def _plain(v: Any) -> Any:
 class Instance:
     __slots__ = ("rule", "key", "state", "alert_id", "active", "since", "last_true", "first_seen",
                  "last_seen", "count", "value", "extra", "event", "node", "new_events", "linked",
-                 "fired_at", "window", "pending_at", "firing_at", "resolved_at", "rendered")
+                 "fired_at", "window", "pending_at", "firing_at", "resolved_at", "rendered", "last_eval")
 
     def __init__(self, rule: Rule, key: tuple):
         self.rule, self.key = rule, key
@@ -69,6 +69,7 @@ class Instance:
         self.window: Window | None = Window() if rule.agg_fn else None
         self.pending_at = self.firing_at = self.resolved_at = None
         self.rendered: dict = {}
+        self.last_eval = 0.0  # when the condition was last evaluated (on data, not a hold)
 
     def get(self, name: str) -> Any:
         for i, (g, _) in enumerate(self.rule.group_by):
@@ -320,7 +321,10 @@ class Engine:
             v = 1.0 if r.agg_field is None else _plain(r.agg_field(event, extra))
             inst.window.add(t, v, event_id)
             inst.window.expire(t - r.window)
-            value = extra["value"] = inst.window.value(r.agg_fn, t, r.window, r.horizon)
+            value = inst.window.value(r.agg_fn, t, r.window, r.horizon)
+            # a copy: the caller hands the same dict (one per metric sample) to every rule,
+            # and the next rule must see the sample, not this rule's aggregate
+            extra = {**extra, "value": value}
             active = value is not None and (r.when is None or r.when(event, extra))
         else:
             value = extra.get("value")
@@ -336,6 +340,7 @@ class Engine:
     def _observe(self, inst: Instance, t: float, active: bool, event_id: int | None) -> None:
         r = inst.rule
         inst.active = active
+        inst.last_eval = max(inst.last_eval, t)
         if not active:
             if inst.state == "pending":
                 self._transition(inst, "resolved", t)
@@ -449,6 +454,38 @@ class Engine:
             if name == r.name and key not in seen and inst.state != "inactive":
                 self._observe(inst, now, False, None)
 
+    # -- verification ----------------------------------------------------------------------
+
+    def verdict(self, alert_id: int, since: float, now: float) -> tuple[str, float | None]:
+        """Has the condition of open alert ``alert_id`` cleared on data newer than ``since``
+        (a fix's end)? The rule's own condition, not the alert, whose ``keep_firing_for`` hold
+        would outlast any fix. Returns ``("cleared" | "holds" | "quiet" | "unknown", None)``
+        or ``("wait", t)``: no verdict before ``t``. A windowed rule needs a whole window of
+        fresh data; a state (threshold, query) a fresh evaluation; an occurrence (pulse) is
+        "quiet" while none recurred, "holds" once one did."""
+        inst = next((i for i in self.instances.values() if i.alert_id == alert_id), None)
+        if inst is None:
+            return "unknown", None
+        r = inst.rule
+        if r.pulse:
+            return ("holds", None) if inst.last_true > since else ("quiet", None)
+        if inst.window is None:
+            if inst.last_eval <= since:
+                return "wait", None
+            return ("holds", None) if inst.active else ("cleared", None)
+        need = r.window / 4 if r.agg_fn == "predict" else r.window
+        if now < since + need:
+            return "wait", since + need
+        fresh = Window()
+        for t, v, eid in inst.window:
+            if t > since:
+                fresh.add(t, v, eid)
+        value = fresh.value(r.agg_fn, now, r.window, r.horizon)  # type: ignore[arg-type]
+        if value is None:
+            return "cleared" if r.agg_fn in ("count", "rate") else "wait", None
+        held = r.when is None or r.when(inst.event, {**inst.extra, "value": value})
+        return ("holds", None) if held else ("cleared", None)
+
     # -- output --------------------------------------------------------------------------
 
     def _fields(self, inst: Instance) -> dict:
@@ -483,14 +520,20 @@ class Engine:
         return {
             "labels": labels,
             "annotations": {k: str(render(t)) for k, t in r.annotations.items()},
-            "propose": [{"playbook": pb, "params": {k: render(t) for k, t in params.items()}, "auto": auto}
-                        for pb, params, auto in r.propose],
+            "propose": [{"playbook": pb, "params": {k: render(t) for k, t in params.items()}, "auto": auto,
+                         **({"if_output": gate} if gate else {})}
+                        for (pb, params, auto), gate in zip(r.propose, r.propose_if or [None] * len(r.propose),
+                                                            strict=True)],
             "fields": {g: inst.key[i] for i, (g, _) in enumerate(r.group_by)},
         }
 
     def _record(self, inst: Instance, transition: str | None, t: float) -> dict:
         if transition is not None and not (transition == "resolved" and inst.rendered):
             inst.rendered = self._render(inst)
+        elif transition is None and inst.rendered and inst.state != "inactive":
+            # an update of an open alert: its summary says the current value ("12 failed
+            # logins", not the 10 of the first firing); labels and candidates stay as fired
+            inst.rendered = {**inst.rendered, "annotations": self._render(inst)["annotations"]}
         room = max(0, MAX_LINKED_EVENTS - inst.linked)
         events = inst.new_events[:room]
         inst.linked += len(events)

@@ -136,6 +136,7 @@ class Rule:
     labels: dict[str, Template] = field(default_factory=dict)
     annotations: dict[str, Template] = field(default_factory=dict)
     propose: list[tuple[str, dict[str, Template], bool]] = field(default_factory=list)
+    propose_if: list[str | None] = field(default_factory=list)  # if_output regex per candidate
     notify: bool = True
     sql: str | None = None
     every: float = 60.0
@@ -283,6 +284,10 @@ def compile_rule(spec: dict, path: tuple, doc: Doc, macros: dict, macro_paths: d
                        for k, v in p.get("params", {}).items()},
                       bool(p.get("auto", False)))
                      for i, p in enumerate(spec.get("propose", []))]
+        r.propose_if = [p.get("if_output") for p in spec.get("propose", [])]
+        for i, pat in enumerate(r.propose_if):
+            if pat is not None:
+                compile_regex(pat, (*path, "propose", i, "if_output"))
         r.inhibited_by = [(i["rule"], list(i.get("equal", ["node"]))) for i in spec.get("inhibited_by", [])]
     except CompileError as e:
         raise doc.error(e.path, str(e)) from None

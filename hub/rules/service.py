@@ -53,6 +53,13 @@ class RulesService:
         self.stats = {"events": 0, "records": 0, "store_failures": 0, "lag_max": 0}
         self._thread = threading.Thread(target=self._run, name="hub-rules", daemon=True)
         self._stop = threading.Event()
+        # the engine belongs to the rules thread; verdicts (asked from the writer thread by the
+        # proposals worker) take this lock too. Never held while waiting for the writer.
+        self.lock = threading.Lock()
+
+    def verdict(self, alert_id: int, since: float, now: float) -> tuple[str, float | None]:
+        with self.lock:
+            return self.engine.verdict(alert_id, since, now)
 
     def subscriber(self, committed: list[Committed]) -> None:
         """Called by the writer after each commit: hand over and return at once."""
@@ -85,11 +92,12 @@ class RulesService:
                 # event time drives windows (a backlog replays at its own pace), but a node
                 # whose clock runs ahead must not push alerts into the future
                 now = self.clock()
-                for c in batch:
-                    try:
-                        self.engine.feed(c.node, c.id, c.event, c.ts if c.ts <= now else now)
-                    except Exception:  # noqa: BLE001 - a bad event must not stop evaluation
-                        log.exception("rules: evaluating event %s failed", c.id)
+                with self.lock:
+                    for c in batch:
+                        try:
+                            self.engine.feed(c.node, c.id, c.event, c.ts if c.ts <= now else now)
+                        except Exception:  # noqa: BLE001 - a bad event must not stop evaluation
+                            log.exception("rules: evaluating event %s failed", c.id)
                 n += len(batch)
                 if n > 20_000:
                     break
@@ -104,13 +112,15 @@ class RulesService:
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self.tick_every
                 try:
-                    self.engine.tick(self.clock(), lambda r, now: periodic_rows(self.read_db, r, now))
+                    with self.lock:
+                        self.engine.tick(self.clock(), lambda r, now: periodic_rows(self.read_db, r, now))
                 except Exception:  # noqa: BLE001
                     log.exception("rules: tick failed")
             self._flush(committed_at)
 
     def _flush(self, committed_at: list[float]) -> None:
-        records = self.engine.drain()
+        with self.lock:
+            records = self.engine.drain()
         if not records:
             return
         try:

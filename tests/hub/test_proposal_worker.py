@@ -69,40 +69,101 @@ def no_brain(monkeypatch):
     monkeypatch.setattr(brain_mod, "decide", decide)
 
 
+async def report(h, cred, node, job, status, exit_code=None, output=""):
+    """The node's answer to a job, through the normal ingest path."""
+    seq = h.__dict__.setdefault("seqs", {}).get(node, 0) + 1
+    h.seqs[node] = seq
+    ev = wire.JobResult(ts=time.time(), job_id=job["id"], playbook=job["playbook"], status=status,
+                        exit_code=exit_code, output=output)
+    body = wire.encode_batch(node, time.time(), [(seq, wire.encode_event(ev))])
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {cred}"}) as s:
+        async with s.post(f"{h.url}/v1/ingest", data=io.BytesIO(body)) as r:
+            assert r.status == 200, await r.text()
+
+
 async def test_alert_to_proposals_diagnostics_and_signed_jobs(hub, no_brain):
     cred1, pub = await join(hub, "n1")
     cred2, _ = await join(hub, "n2")
     await fire(hub, ALERT)
-    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposals")[0][0] == 2, 10, what="proposals")
-    got = {r[0]: r[1:] for r in rows(hub, "SELECT playbook, state, params, chosen_by, auto, why FROM proposals ORDER BY id")}
-    # the read-only diagnostic runs at once; invalid candidates are skipped; the first valid
-    # fix (no brain here) waits for a person; the other allowed fix is not proposed as well
-    assert got["unit-logs"][:2] in (("approved", '{"lines":"100","unit":"nginx.service"}'),
-                                     ("dispatched", '{"lines":"100","unit":"nginx.service"}'))
+    # round one: only the read-only diagnostic, run at once; the fix waits for its output
+    await async_wait_for(lambda: rows(hub, "SELECT state FROM proposals WHERE playbook = 'unit-logs'")
+                         == [("dispatched",)], 10, what="the diagnostic dispatched")
+    assert rows(hub, "SELECT count(*) FROM proposals")[0][0] == 1
+    assert rows(hub, "SELECT outcome, done IS NULL FROM proposal_requests")[0][0].startswith("diagnosing: ")
+    status, body = await poll(hub, cred1)
+    assert status == 200
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(pub))
+    for j in body["jobs"]:
+        key.verify(base64.b64decode(j["signature"]), j["payload"].encode())
+    [diag] = [json.loads(j["payload"]) for j in body["jobs"]]
+    assert (diag["playbook"], diag["mode"], diag["node"]) == ("unit-logs", "run", "n1")
+    assert (await poll(hub, cred2))[1] == {"jobs": []}  # another node sees none of them
+    assert (await poll(hub, cred1))[1] == {"jobs": []}  # handed out once
+    await asyncio.sleep(1.5)  # a worker tick later the fix is still not chosen
+    assert rows(hub, "SELECT count(*) FROM proposals")[0][0] == 1
+    await report(hub, cred1, "n1", diag, "succeeded", 0, "nginx: bind() to 0.0.0.0:80 failed")
+    # a diagnostic is not a fix: it ends "diagnosed", never "not verified"
+    await async_wait_for(lambda: rows(hub, "SELECT state FROM proposals WHERE playbook = 'unit-logs'")
+                         == [("diagnosed",)], 10, what="diagnosed")
+    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposals")[0][0] == 2, 10, what="the fix")
+    got = {r[0]: r[1:] for r in rows(hub, "SELECT playbook, state, params, chosen_by, auto, why, evidence FROM proposals")}
+    # invalid candidates are skipped; the first valid fix (no brain here) waits for a person;
+    # the diagnostic's output is its evidence, beside the alert's events
     assert got["restart-unit"][:4] == ("proposed", '{"unit":"nginx.service"}', "rule", 0)
     assert "nginx.service failed on n1" in got["restart-unit"][4]
+    evidence = json.loads(got["restart-unit"][5])
+    assert evidence[:2] == [5, 6]
+    assert evidence[2]["playbook"] == "unit-logs" and "bind() to 0.0.0.0:80 failed" in evidence[2]["output"]
     assert "block-address" not in got
+    steps = rows(hub, "SELECT to_state FROM proposal_transitions t JOIN proposals p ON p.id = t.proposal_id"
+                      " WHERE p.playbook = 'unit-logs' ORDER BY t.id")
+    assert [s for (s,) in steps] == ["proposed", "approved", "dispatched", "succeeded", "diagnosed"]
     # the refused candidates are on the record, with the reason
     reasons = [json.loads(d)["reason"] for (d,) in rows(hub, "SELECT data FROM audit WHERE action = 'candidate refused'")]
     assert any("'nope' is not installed" in r for r in reasons)
     assert any("'nginx.service; reboot' is not a systemd unit name" in r for r in reasons)
     outcome = rows(hub, "SELECT outcome FROM proposal_requests")[0][0]
     assert "refused:" in outcome and "not a systemd unit name" in outcome
-    await async_wait_for(lambda: rows(hub, "SELECT state FROM proposals WHERE playbook = 'unit-logs'")[0][0] == "dispatched", 10)
-    status, body = await poll(hub, cred1)
-    assert status == 200
-    jobs = [json.loads(j["payload"]) for j in body["jobs"]]
-    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(pub))
-    for j in body["jobs"]:
-        key.verify(base64.b64decode(j["signature"]), j["payload"].encode())
-    assert sorted((j["playbook"], j["mode"]) for j in jobs) == [("restart-unit", "check"), ("unit-logs", "run")]
-    assert all(j["node"] == "n1" for j in jobs)
-    assert (await poll(hub, cred2))[1] == {"jobs": []}  # another node sees none of them
-    assert (await poll(hub, cred1))[1] == {"jobs": []}  # handed out once
-    # the same alert firing again makes no duplicates while they are open
+    jobs = [json.loads(j["payload"]) for j in (await poll(hub, cred1))[1]["jobs"]]
+    assert [(j["playbook"], j["mode"]) for j in jobs] == [("restart-unit", "check")]
+    # the same alert firing again makes no duplicates while the fix is open
     await fire(hub, ALERT)
     await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposal_requests WHERE done IS NULL")[0][0] == 0, 10)
-    assert rows(hub, "SELECT count(*) FROM proposals")[0][0] == 2
+    assert rows(hub, "SELECT count(*) FROM proposals WHERE playbook = 'restart-unit'")[0][0] == 1
+
+
+DISK = {"id": 42, "node": "n1", "rule": object(), "rule_name": "disk-almost-full", "transition": "firing",
+        "annotations": {"summary": "/srv on n1 is 95% full"}, "events": [],
+        "propose": [
+            {"playbook": "disk-report", "params": {"path": "/srv"}, "auto": True},
+            {"playbook": "clean-tmp", "params": {"path": "/tmp", "age": "1d"},
+             "if_output": r"^largest reclaimable: clean-tmp (?P<path>/\S*)$"},
+            {"playbook": "journal-vacuum", "params": {"size": "200M"},
+             "if_output": "^largest reclaimable: journal-vacuum$"},
+        ]}
+
+
+@pytest.mark.parametrize("output,expect", [
+    ("reclaimable: journal-vacuum 9000 KiB\nlargest reclaimable: journal-vacuum\n",
+     ("journal-vacuum", '{"size":"200M"}')),
+    # the captured directory fills the parameter, and passes the header again
+    ("largest reclaimable: clean-tmp /var/tmp/cache\n", ("clean-tmp", '{"age":"86400","path":"/var/tmp/cache"}')),
+    ("largest reclaimable: clean-tmp /etc\n", None),  # fails the header's pattern: no fix
+    ("largest reclaimable: none\n", None),  # nothing fits: diagnosed, nothing to approve
+])
+async def test_the_fix_is_chosen_on_the_diagnostics_evidence(hub, no_brain, output, expect):
+    cred, _ = await join(hub, "n1")
+    await fire(hub, DISK)
+    await async_wait_for(lambda: rows(hub, "SELECT state FROM proposals")
+                         == [("dispatched",)], 10, what="the diagnostic dispatched")
+    [job] = [json.loads(j["payload"]) for j in (await poll(hub, cred))[1]["jobs"]]
+    await report(hub, cred, "n1", job, "succeeded", 0, output)
+    await async_wait_for(lambda: rows(hub, "SELECT done IS NOT NULL FROM proposal_requests") == [(1,)], 10,
+                         what="the request handled")
+    fixes = rows(hub, "SELECT playbook, params FROM proposals WHERE auto = 0")
+    assert fixes == ([expect] if expect else [])
+    if expect is None:
+        assert "refused:" in rows(hub, "SELECT outcome FROM proposal_requests")[0][0]
 
 
 async def test_auto_is_ignored_for_anything_but_read_only(hub, no_brain):
