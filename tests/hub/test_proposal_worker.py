@@ -95,7 +95,8 @@ async def test_alert_to_proposals_diagnostics_and_signed_jobs(hub, no_brain):
     key = Ed25519PublicKey.from_public_bytes(base64.b64decode(pub))
     for j in body["jobs"]:
         key.verify(base64.b64decode(j["signature"]), j["payload"].encode())
-    assert sorted((j["playbook"], j["mode"]) for j in jobs) == [("restart-unit", "check"), ("unit-logs", "run")]
+    # no check job for restart-unit: nothing but a read-only diagnostic runs before approval
+    assert sorted((j["playbook"], j["mode"]) for j in jobs) == [("unit-logs", "run")]
     assert all(j["node"] == "n1" for j in jobs)
     assert (await poll(hub, cred2))[1] == {"jobs": []}  # another node sees none of them
     assert (await poll(hub, cred1))[1] == {"jobs": []}  # handed out once

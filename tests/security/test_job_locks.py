@@ -8,7 +8,7 @@ import hashlib
 import os
 
 import pytest
-from seclib import Node
+from seclib import Node, root
 
 
 def write_params(target, content: bytes, mode="0600") -> dict:
@@ -67,3 +67,25 @@ async def test_dry_run_output_is_bounded(tmp_path):
     res = await n.runner.handle(n.job("noisy", {}, mode="check"))
     assert res.status == "succeeded", res
     assert len(res.output.encode()) <= 8 * 1024 and res.output.rstrip().endswith("END")
+
+
+async def test_hub_queues_no_check_for_a_fix_nobody_approved(hub, monkeypatch):
+    """A rule-made fix (restart-unit, risk change) waits for a person; the hub sends the node
+    nothing for it, not even its dry run."""
+    import hub.brain as brain_mod
+    from hub.keys import ALERT_LISTENERS
+
+    def no_model(*a, **kw):
+        raise RuntimeError("no model here")
+
+    monkeypatch.setattr(brain_mod, "decide", no_model)
+    hub.enroll("n1")
+    alert = {"id": 7, "node": "n1", "rule": object(), "rule_name": "unit-failed", "transition": "firing",
+             "annotations": {"summary": "nginx failed"}, "events": [],
+             "propose": [{"playbook": "restart-unit", "params": {"unit": "nginx"}}]}
+    listener = next(fn for fn in hub.app[ALERT_LISTENERS] if fn.__module__ == "hub.proposals.web")
+    await hub.writer.run(lambda db: listener(db, alert))
+    await root.async_wait_for(lambda: hub.query("SELECT state FROM proposals") == [("proposed",)], 20,
+                              what="the proposal")
+    await root.async_wait_for(lambda: hub.query("SELECT done FROM proposal_requests")[0][0], 20, what="request done")
+    assert hub.query("SELECT count(*) FROM jobs") == [(0,)]
