@@ -214,7 +214,7 @@ async def metrics(request: web.Request) -> web.Response:
     token = request.app[SETTINGS].metrics_token
     if token:
         given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode()):
             return web.json_response({"error": "/metrics needs 'Authorization: Bearer <metrics_token>'"}, status=401)
     registry = request.app[REGISTRY]
     body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)

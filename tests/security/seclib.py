@@ -4,6 +4,7 @@ and the root conftest's helpers under a name no other conftest.py can shadow."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -70,3 +71,24 @@ class Node:
                "params": params, "issued": now, "expires": now + 600}
         payload = json.dumps(job, sort_keys=True, separators=(",", ":"))
         return {"payload": payload, "signature": base64.b64encode(self.key.sign(payload.encode())).decode()}
+
+
+@contextlib.asynccontextmanager
+async def serve(tmp_path: Path, **settings):
+    """A real hub on a loopback port with these settings (the root `hub` fixture takes none)."""
+    from aiohttp import web
+
+    from hub.app import create_app
+    from hub.config import load_settings
+
+    data_dir = tmp_path / "hub"
+    app = create_app(load_settings(data_dir=data_dir, listen="127.0.0.1:0", **settings))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield root.InProcessHub(data_dir, app, runner, port)
+    finally:
+        await runner.cleanup()
