@@ -37,7 +37,7 @@ async def join(request: web.Request) -> web.Response:
     try:
         body = await request.json()
         token = body["token"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise BadRequest("join expects JSON {\"token\": \"...\"}") from None
     if not isinstance(token, str) or len(token) > 200:
         raise BadRequest("token must be a string")
@@ -76,7 +76,7 @@ def _json_of(frame: wire.Frame) -> list[str]:
             continue
         try:  # a kind this hub does not know is kept as JSON; some msgpack has no JSON form
             out.append(enc(msgspec.msgpack.decode(e.raw)).decode())
-        except (TypeError, ValueError, msgspec.MsgspecError) as err:
+        except (TypeError, ValueError, msgspec.MsgspecError, RecursionError) as err:
             raise BadRequest(f"events[{i}] (kind {e.kind!r}) cannot be stored as JSON: {err}") from None
     return out
 
