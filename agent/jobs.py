@@ -9,7 +9,7 @@ port is opened on the node. Before anything runs, every job must pass, in order:
    agent's state until they expire, so a replayed job is refused);
 3. the node's own locks, which nothing from the hub can change: ``exec = false`` refuses
    everything, ``allow_playbooks`` limits which playbooks, ``max_risk`` the highest tier (by
-   the LOCAL header's risk, not the job's claim);
+   the LOCAL header's risk, not the job's claim), in every mode, dry runs included;
 4. the playbook is installed here with the same SHA-256 as approved, and every parameter
    passes the LOCAL header's schema.
 
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 JOB_VERSION = 1
 MODES = ("run", "check", "verify", "rollback")
 OUTPUT_MAX = 64 * 1024
+# check/verify output lands in events, Datasette and the approval screen: a dry run reports
+# what it would do, it does not dump files (the file collector keeps unreadable ones back)
+DRY_OUTPUT_MAX = 8 * 1024
 PAYLOAD_MAX = 64 * 1024
 SKEW = 300.0  # how far in the future a job's issue time may be (clock skew)
 POLL_WAIT = 25
@@ -170,8 +173,9 @@ class JobRunner:
         max_risk = self.settings.max_risk
         if max_risk not in pbmod.RISKS:
             raise Refused(f"max_risk setting {max_risk!r} is not one of {', '.join(pbmod.RISKS)}", job_id, name)
-        # check and verify are dry runs by contract; run and rollback change things
-        if mode in ("run", "rollback") and pbmod.risk_rank(pb.risk) > pbmod.risk_rank(max_risk):
+        # every mode obeys the lock: a "dry run" is still the playbook's own code reading the
+        # node (a check of write-file printed a 0600 file), and the hub's word is not a lock
+        if pbmod.risk_rank(pb.risk) > pbmod.risk_rank(max_risk):
             raise Refused(f"playbook {name!r} is {pb.risk}; this node runs at most {max_risk}", job_id, name)
         if mode != "run" and not getattr(pb, mode):
             raise Refused(f"playbook {name!r} has no {mode} step", job_id, name)
@@ -297,6 +301,8 @@ class JobRunner:
 
     @staticmethod
     def _result(job, pb, status, code, out, started, reason=None) -> wire.JobResult:
+        if job.get("mode") in ("check", "verify") and len(out.encode()) > DRY_OUTPUT_MAX:
+            out = out.encode()[-DRY_OUTPUT_MAX:].decode("utf-8", "ignore")
         return wire.JobResult(
             ts=time.time(), job_id=str(job["id"]), playbook=pb.name, status=status, exit_code=code,
             output=out, reason=reason, duration_ms=int((time.monotonic() - started) * 1000),

@@ -306,6 +306,13 @@ def decode_batch(body: bytes) -> Frame:
     index, when one event is at fault)."""
     if len(body) > MAX_BATCH_BYTES:
         raise FrameError(f"batch is {len(body)} bytes; the limit is {MAX_BATCH_BYTES}")
+    try:
+        return _decode_batch(body)
+    except RecursionError:  # msgspec recurses on nesting; a hostile frame nests thousands deep
+        raise FrameError("malformed batch: nested too deeply") from None
+
+
+def _decode_batch(body: bytes) -> Frame:
     try:  # fast path: every kind known, one C call for the whole batch
         tb = typed_batch_decoder.decode(body)
         node, sent, v = tb.node, tb.sent, tb.v

@@ -11,12 +11,21 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from agent.settings import Settings
-from hub import auth, rollup
+from hub import auth, rejects, rollup
 from hub.capabilities import modules
 from hub.config import db_path
 from hub.errors import HubError
 from hub.ingest import routes
-from hub.keys import ALERT_LISTENERS, CRED_CACHE, READ_DB, SETTINGS, SIGNING_KEY, STATS, WRITER
+from hub.keys import (
+    ALERT_LISTENERS,
+    CRED_CACHE,
+    READ_DB,
+    REJECTS,
+    SETTINGS,
+    SIGNING_KEY,
+    STATS,
+    WRITER,
+)
 from hub.store import Writer, connect
 from hub.tasks import running
 
@@ -41,18 +50,31 @@ def _record_reject(request: web.Request, status: int, reason: str) -> None:
         return
     stats = request.app[STATS]
     stats[f"rejected_{status}"] += 1
-    log.info("refused %s %s from %s: %d %s", request.method, request.path, request.remote, status, reason)
-    row = (time.time(), request.remote, status, reason[:500])
-    writer = request.app[WRITER]
-    if writer.depth < 1000:  # never let a flood of bad frames queue up unbounded work
+    rows = request.app[REJECTS].add(status, reason, request.remote)
+    if rows:  # counted in memory; only the first of a kind per window is written (and logged)
+        log.info("refused %s %s from %s: %d %s", request.method, request.path, request.remote, status, reason)
+        _write_rejects(request.app, rows)
 
-        def record(db):
-            db.execute(
-                "INSERT INTO ingest_errors (ts, address, status, reason) VALUES (?, ?, ?, ?)", row
-            )
 
-        task = asyncio.ensure_future(writer.run(record))
-        task.add_done_callback(lambda t: t.exception())
+def _write_rejects(app: web.Application, rows: list) -> None:
+    writer = app[WRITER]
+    if writer.depth >= 1000:  # never let refusals queue up work while ingest is behind
+        return
+
+    def record(db):
+        db.executemany("INSERT INTO ingest_errors (ts, address, status, reason) VALUES (?, ?, ?, ?)", rows)
+
+    task = asyncio.ensure_future(writer.run(record))
+    task.add_done_callback(lambda t: t.exception())
+
+
+async def _reject_summaries(app: web.Application) -> None:
+    while True:
+        await asyncio.sleep(rejects.WINDOW)
+        rows = app[REJECTS].flush()
+        if rows:
+            log.info("refused requests: %s", "; ".join(f"{r[2]} {r[3]}" for r in rows)[:2000])
+            _write_rejects(app, rows)
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
@@ -63,8 +85,12 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     app[WRITER] = writer
     app[READ_DB] = connect(path, readonly=True)
     app[SIGNING_KEY] = auth.signing_key(settings.data_dir)
-    async with running(_maintenance(app), "maintenance"):
+    async with running(_maintenance(app), "maintenance"), \
+            running(_reject_summaries(app), "reject-summaries"):
         yield
+    if rows := app[REJECTS].flush():
+        await writer.run(lambda db: db.executemany(
+            "INSERT INTO ingest_errors (ts, address, status, reason) VALUES (?, ?, ?, ?)", rows))
     app[READ_DB].close()
     await asyncio.get_running_loop().run_in_executor(None, writer.stop)
 
@@ -88,6 +114,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[STATS] = Counter()
     app[CRED_CACHE] = {}
+    app[REJECTS] = rejects.Rejects()
     app[ALERT_LISTENERS] = []
     app.add_routes(routes)
     app.cleanup_ctx.append(_storage)

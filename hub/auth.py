@@ -23,10 +23,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hub.errors import BadRequest, Unauthorized
 
 NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# what the hub issues (token_urlsafe with a prefix), with room to spare; anything else in an
+# Authorization header is refused before it is hashed or looked up
+CREDENTIAL_RE = re.compile(r"^[A-Za-z0-9_.~+/=-]{1,512}$")
 
 
 def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    # surrogateescape: header bytes that are not UTF-8 arrive as lone surrogates
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def check_node_name(name: str) -> str:
@@ -82,7 +86,20 @@ def node_for(db: sqlite3.Connection, credential: str) -> str | None:
 def bearer(header: str | None) -> str:
     if not header or not header.startswith("Bearer "):
         raise Unauthorized("missing credential: send 'Authorization: Bearer <node credential>'")
-    return header[7:].strip()
+    credential = header[7:].strip()
+    if not CREDENTIAL_RE.match(credential):
+        raise Unauthorized("malformed credential: expected 'Authorization: Bearer <node credential>'")
+    return credential
+
+
+def revoke(db: sqlite3.Connection, name: str) -> None:
+    """Forget node NAME's credential and spend its unused join tokens; its history stays.
+    Runs in a transaction. Takes effect at the next request: credentials are never cached."""
+    if db.execute("SELECT 1 FROM nodes WHERE name = ?", (name,)).fetchone() is None:
+        raise BadRequest(f"no node named {name!r}")
+    now = time.time()
+    db.execute("UPDATE nodes SET credential_hash = NULL WHERE name = ?", (name,))
+    db.execute("UPDATE join_tokens SET used = ?, used_from = 'revoked' WHERE node = ? AND used IS NULL", (now, name))
 
 
 def signing_key(data_dir: Path) -> Ed25519PrivateKey:

@@ -122,6 +122,33 @@ def enroll(name, data_dir, ttl) -> None:
 
 
 @cli.command()
+@click.argument("name")
+@data_dir_option
+@domain_errors
+def revoke(name, data_dir) -> None:
+    """Revoke node NAME's credential and unused join tokens, at once (its history stays).
+    Enrol it again to let it back in."""
+    from hub import audit, auth
+    from hub.proposals.state import os_user
+    from hub.store import open_db
+
+    s = settings_from(data_dir=data_dir)
+    db = open_db(db_path(s.data_dir))
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            auth.revoke(db, name)
+            audit.append(db, os_user(), "node revoked", None, {"node": name})
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    click.echo(f"node {name!r} revoked: its credential is refused from now on")
+
+
+@cli.command()
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per node.")
 @domain_errors

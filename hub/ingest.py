@@ -18,19 +18,17 @@ _json = msgspec.json.Encoder()
 
 
 async def authenticate(request: web.Request) -> str:
-    """Return the node name for the request's credential (cached briefly)."""
+    """Return the node name for the request's credential. Looked up every time (one indexed
+    read, microseconds) so that a revoked or replaced credential stops at once; CRED_CACHE
+    only remembers the answer as a hint for middlewares that run after this handler."""
     credential = auth.bearer(request.headers.get("Authorization"))
-    cache = request.app[CRED_CACHE]
-    hit = cache.get(credential)
-    now = time.monotonic()
-    if hit and hit[1] > now:
-        return hit[0]
     node = auth.node_for(request.app[READ_DB], credential)
     if node is None:
         raise Unauthorized("unknown or revoked node credential")
+    cache = request.app[CRED_CACHE]
     if len(cache) > 10_000:
         cache.clear()
-    cache[credential] = (node, now + 10.0)
+    cache[credential] = (node, time.monotonic() + 10.0)
     return node
 
 
@@ -39,7 +37,7 @@ async def join(request: web.Request) -> web.Response:
     try:
         body = await request.json()
         token = body["token"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise BadRequest("join expects JSON {\"token\": \"...\"}") from None
     if not isinstance(token, str) or len(token) > 200:
         raise BadRequest("token must be a string")
@@ -78,7 +76,7 @@ def _json_of(frame: wire.Frame) -> list[str]:
             continue
         try:  # a kind this hub does not know is kept as JSON; some msgpack has no JSON form
             out.append(enc(msgspec.msgpack.decode(e.raw)).decode())
-        except (TypeError, ValueError, msgspec.MsgspecError) as err:
+        except (TypeError, ValueError, msgspec.MsgspecError, RecursionError) as err:
             raise BadRequest(f"events[{i}] (kind {e.kind!r}) cannot be stored as JSON: {err}") from None
     return out
 

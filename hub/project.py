@@ -16,6 +16,11 @@ from typing import Any
 from agent import wire
 from hub import rollup
 
+# One node must not grow the hub without bound by inventing metric names or label values
+# (200,000 series once cost 216 MB and a 48 MB /metrics page). A real agent sends a few
+# hundred; samples of series past the bound are kept only in ``events`` and counted.
+MAX_SERIES_PER_NODE = 5000
+
 Handler = Callable[["Projector", str, int, float, Any], None]
 HANDLERS: dict[type, Handler] = {}
 
@@ -48,6 +53,10 @@ class Projector:
             (r[0], r[1]): r[2] for r in db.execute("SELECT node, key, id FROM series")
         }
         self.next_series = (db.execute("SELECT max(id) FROM series").fetchone()[0] or 0) + 1
+        self.series_per_node: dict[str, int] = {}
+        for node, _key in self.series:
+            self.series_per_node[node] = self.series_per_node.get(node, 0) + 1
+        self.series_refused: dict[str, int] = {}  # per node, since start (for /metrics)
         self.rows: dict[str, list[tuple]] = {}
         self.once: dict[str, tuple] = {}
         self.deferred: list[Callable[[sqlite3.Connection], None]] = []
@@ -83,9 +92,14 @@ class Projector:
         if fn is not None:
             fn(self, node, seq, ts, event)
 
-    def series_id(self, node: str, key: str) -> int:
+    def series_id(self, node: str, key: str) -> int | None:
+        """The series' id; None when it is new and the node is at MAX_SERIES_PER_NODE."""
         sid = self.series.get((node, key))
         if sid is None:
+            if self.series_per_node.get(node, 0) >= MAX_SERIES_PER_NODE:
+                self.series_refused[node] = self.series_refused.get(node, 0) + 1
+                return None
+            self.series_per_node[node] = self.series_per_node.get(node, 0) + 1
             sid = self.next_series
             self.next_series += 1
             self.series[(node, key)] = sid
@@ -111,6 +125,7 @@ class Projector:
     def rollback(self) -> None:
         for _sid, node, key, _n, _l in self._new_series:
             self.series.pop((node, key), None)
+            self.series_per_node[node] -= 1
         if self._new_series:
             self.next_series = self._new_series[0][0]
         self._new_series = []
@@ -128,7 +143,9 @@ def _metrics(p: Projector, node: str, seq: int, ts: float, ev: wire.Metrics) -> 
     if p.min_sample_ts is None or t < p.min_sample_ts:
         p.min_sample_ts = t
     for key, value in ev.samples.items():
-        p.emit(SAMPLE_SQL, (p.series_id(node, key), t, value))
+        sid = p.series_id(node, key)
+        if sid is not None:
+            p.emit(SAMPLE_SQL, (sid, t, value))
 
 
 FILE_CHANGE_SQL = (

@@ -66,7 +66,13 @@ case "$mode" in
       echo "$target already has this content"
     else
       echo "would write $target (mode $PARAM_MODE, owner $owner):"
-      diff -u "$( [ -f "$target" ] && echo "$target" || echo /dev/null)" "$tmp" || true
+      # the output reaches the hub's events and Datasette: show a diff only where the file
+      # collector would send the content too (world-readable before and after)
+      if [ $((8#$PARAM_MODE & 4)) -ne 0 ] && { [ ! -e "$target" ] || [ $((8#$(stat -c %a -- "$target") & 4)) -ne 0 ]; }; then
+        diff -u "$( [ -f "$target" ] && echo "$target" || echo /dev/null)" "$tmp" || true
+      else
+        echo "content not shown: the file is not world-readable (now $(current | cut -c1-16), new ${PARAM_SHA256:0:16})"
+      fi
     fi
     ;;
   verify)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 import json
 import re
 import shutil
@@ -113,7 +114,7 @@ def snapshot(db: sqlite3.Connection, node: str) -> dict:
     if _has(db, "inventory"):
         inv = db.execute("SELECT primary_ip, tailscale_ip, hostname FROM inventory WHERE node = ?", (node,)).fetchone()
         if inv:
-            host = inv[1] or inv[0]
+            host = address(inv[1]) or address(inv[0])
     packages: dict[str, dict[str, str]] = {}
     if _has(db, "packages"):
         for manager, name, version in db.execute(
@@ -132,7 +133,26 @@ def snapshot(db: sqlite3.Connection, node: str) -> dict:
         content = None if secret else file_content(db, node, path, sha)
         files[path] = {"mode": None if mode is None else f"{mode:04o}", "uid": uid, "gid": gid,
                        "sha256": sha, "secret": bool(secret), "content": content}
-    return {"node": node, "host": host or row[1], "packages": packages, "services": services, "files": files}
+    return {"node": node, "host": host or address(row[1]), "packages": packages, "services": services, "files": files}
+
+
+def address(value: object) -> str | None:
+    """An IP address in its canonical text, or None. Node-reported facts are hostile: a
+    "primary_ip" with a newline once added ansible_ssh_common_args to the inventory."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def md_code(value: object) -> str:
+    """A node-reported string as a Markdown code span it cannot break out of: no backticks,
+    no line breaks, nothing but printable ASCII (the rest as \\uXXXX)."""
+    text = str(value)
+    safe = "".join(c if " " <= c <= "~" and c not in "`\\" else f"\\u{ord(c):04x}" for c in text[:300])
+    return f"`{safe}`" + (" (cut)" if len(text) > 300 else "")
 
 
 # -- writing the export -------------------------------------------------------------------
@@ -146,19 +166,23 @@ def render(snap: dict, hub_url: str) -> dict[str, str]:
     """The export's files, name -> text (file contents under files/ included)."""
     node = snap["node"]
     out: dict[str, str] = {}
-    host = snap["host"]
+    host = address(snap["host"])
+    # INI has no quoting Ansible honours: only validated pieces go in (a node name by
+    # NODE_RE, an address by ipaddress); anything else is simply not written
+    check_node_name(node)
     out["inventory.ini"] = f"[homelab]\n{node}" + (f" ansible_host={host}" if host else "") + "\n"
     manual_steps: list[str] = []
     files_var = []
     for path, f in snap["files"].items():
         if not SAFE_PATH_RE.match(path) or ".." in path.split("/"):
-            manual_steps.append(f"- {json.dumps(path)}: left out — the path has characters an export "
+            manual_steps.append(f"- {md_code(path)}: left out — the path has characters an export "
                                 "does not pass to Ansible (or '..'); check it by hand.")
             continue
         if f["content"] is None:
             why = ("secret: its content never leaves the node" if f["secret"]
                    else "the hub has not seen its full content (it predates the agent, or a diff was truncated)")
-            manual_steps.append(f"- `{path}` (mode {f['mode']}, owner {f['uid']}:{f['gid']}): copy it by hand — {why}.")
+            manual_steps.append(f"- {md_code(path)} (mode {md_code(f['mode'])}, owner {md_code(f['uid'])}:"
+                                f"{md_code(f['gid'])}): copy it by hand — {why}.")
             continue
         out[_file_rel(path)] = f["content"]
         files_var.append({"src": _file_rel(path), "dest": path, "mode": f["mode"],
@@ -167,11 +191,11 @@ def render(snap: dict, hub_url: str) -> dict[str, str]:
     for m, ps in snap["packages"].items():
         for n in ps:
             if not SAFE_NAME_RE.match(n):
-                manual_steps.append(f"- package {json.dumps(n)} ({m}): left out — not a plain package name.")
+                manual_steps.append(f"- package {md_code(n)} ({md_code(m)}): left out — not a plain package name.")
     units = {u: v for u, v in snap["services"].items() if SAFE_NAME_RE.match(u)}
     for u in snap["services"]:
         if u not in units:
-            manual_steps.append(f"- unit {json.dumps(u)}: left out — not a plain unit name.")
+            manual_steps.append(f"- unit {md_code(u)}: left out — not a plain unit name.")
     host_vars = {
         "homelab_hub_url": hub_url,
         "homelab_packages_apt": sorted(n for m in APT_MANAGERS for n in pkgs.get(m, [])),

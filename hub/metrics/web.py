@@ -35,7 +35,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from agent import wire
 from hub.config import db_path
 from hub.keys import CRED_CACHE, SETTINGS, STATS, WRITER
-from hub.project import split_key
+from hub.project import MAX_SERIES_PER_NODE, split_key
 from hub.store import connect
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,12 @@ class FleetCollector:
         for node, n in sorted(app[BACKLOG].items()):
             backlog.add_metric([node], n)
         yield backlog
+        refused = CounterMetricFamily(
+            "homelab_node_series_refused", f"Samples of new series past the bound of {MAX_SERIES_PER_NODE} per node"
+            " (kept in events, not in samples), since the hub started.", labels=["node"])
+        for node, n in sorted(dict(app[WRITER].projector.series_refused).items()):
+            refused.add_metric([node], n)
+        yield refused
 
         # Host series: one family per metric name; label sets may differ between series.
         families: dict[str, GaugeMetricFamily] = {}
@@ -177,12 +183,20 @@ class FleetCollector:
 def _subscriber(latest: dict):
     """Runs in the writer thread after each commit: keep the newest sample per series."""
 
+    per_node: dict[str, int] = {}
+    for node, _key in latest:
+        per_node[node] = per_node.get(node, 0) + 1
+
     def on_commit(events) -> None:
         for c in events:
             ev = c.event
             if isinstance(ev, wire.Metrics):
                 node = c.node
                 for key, value in ev.samples.items():
+                    if (node, key) not in latest:  # the same bound the projector keeps
+                        if per_node.get(node, 0) >= MAX_SERIES_PER_NODE:
+                            continue
+                        per_node[node] = per_node.get(node, 0) + 1
                     latest[(node, key)] = value
 
     return on_commit
@@ -214,7 +228,7 @@ async def metrics(request: web.Request) -> web.Response:
     token = request.app[SETTINGS].metrics_token
     if token:
         given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode()):
             return web.json_response({"error": "/metrics needs 'Authorization: Bearer <metrics_token>'"}, status=401)
     registry = request.app[REGISTRY]
     body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, registry)

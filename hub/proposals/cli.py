@@ -169,8 +169,10 @@ def show(pid, data_dir, as_json) -> None:
             c.print(check["output"].rstrip(), markup=False)
         if check["reason"]:
             c.print(f"  {check['reason']}", markup=False)
-    elif pb is not None and pb.check:
+    elif pb is not None and pb.check and pb.risk == "read-only":
         c.print("check (dry run): not reported by the node yet")
+    elif pb is not None and pb.check:
+        c.print(f"check (dry run): not run before approval ({pb.name} is {pb.risk})")
     c.print("history:")
     for h in hist:
         c.print(f"  {_when(h['ts'])}  {h['from'] or '-'} -> {h['to']}  by {h['actor']}" + (f"  ({h['note']})" if h["note"] else ""), markup=False)

@@ -114,8 +114,10 @@ def _binding_problem(db: sqlite3.Connection, p: dict, pb: Playbook) -> str | Non
 
 def queue_check(db: sqlite3.Connection, key: Ed25519PrivateKey, pid: int, pb: Playbook,
                 node: str, params: dict[str, str], now: float) -> str | None:
-    """The header's dry run, so the person approving sees what would change."""
-    if not pb.check:
+    """The header's dry run, so the person approving sees what would change; only for a
+    read-only playbook: a check is still the playbook's code on the node, and nothing but a
+    read-only diagnostic runs there before a person approves."""
+    if not pb.check or pb.risk != "read-only":
         return None
     return enqueue(db, key, pid=pid, node=node, mode="check", pb=pb, params=params,
                    expires=now + PROBE_TTL, now=now)

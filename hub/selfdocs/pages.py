@@ -40,10 +40,23 @@ def size(n: int | None) -> str:
     return str(n)
 
 
+class Markdown(str):
+    """Text the page itself wrote (a link to a node page), passed through ``cell`` as is."""
+
+
+# What nodes report is hostile: a hostname like "<img onerror=...>" or a package named
+# "[x](javascript:...)" must render as text wherever the page is viewed (a browser, a forge).
+_MD_ESCAPE = {c: "\\" + c for c in "\\`<>[]|"} | {c: " " for c in map(chr, (*range(32), 127))}
+_MD_TABLE = str.maketrans(_MD_ESCAPE)
+
+
 def cell(v: object) -> str:
-    """A markdown table cell: pipes and newlines would break the row."""
+    """A markdown table cell: node text has its markup escaped; pipes and newlines would
+    break the row, control characters (terminal escapes) mean nothing on a page."""
+    if isinstance(v, Markdown):
+        return str(v)
     s = "" if v is None else str(v)
-    return s.replace("|", "\\|").replace("\n", " ").strip()
+    return s.translate(_MD_TABLE).strip()
 
 
 def table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
@@ -181,7 +194,7 @@ def index_page(db: sqlite3.Connection) -> str:
         r = db.execute("SELECT hostname, os, arch FROM inventory WHERE node = ?", (name,)).fetchone() if inv else None
         alerts = db.execute("SELECT count(*) FROM alerts WHERE node = ? AND state = 'firing'",
                             (name,)).fetchone()[0] if has_table(db, "alerts") else 0
-        rows.append((f"[{name}](nodes/{name}.md)", r["hostname"] if r else "", r["os"] if r else "",
+        rows.append((Markdown(f"[{name}](nodes/{name}.md)"), r["hostname"] if r else "", r["os"] if r else "",
                      r["arch"] if r else "", alerts))
     return "\n".join([
         "# Fleet", "",

@@ -24,8 +24,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from hub import auth
-from hub.errors import Forbidden
-from hub.keys import CRED_CACHE, READ_DB, SETTINGS, STATS, WRITER
+from hub.errors import Forbidden, Unauthorized
+from hub.keys import READ_DB, SETTINGS, STATS, WRITER
 from hub.tailnet.local import DOWN_RETRY, Identity, LocalAPIUnavailable, Whois
 
 log = logging.getLogger(__name__)
@@ -43,13 +43,10 @@ def _peer(request: web.Request) -> tuple[str | None, int | None]:
 
 def _node_of(request: web.Request) -> str | None:
     """The node behind the request's credential, or None (let the handler refuse it)."""
-    header = request.headers.get("Authorization")
-    if not header or not header.startswith("Bearer "):
+    try:  # never from CRED_CACHE: a revoked credential must stop at once
+        cred = auth.bearer(request.headers.get("Authorization"))
+    except Unauthorized:
         return None
-    cred = header[7:].strip()
-    hit = request.app[CRED_CACHE].get(cred)
-    if hit and hit[1] > time.monotonic():
-        return hit[0]
     return auth.node_for(request.app[READ_DB], cred)
 
 

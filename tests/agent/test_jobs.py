@@ -188,9 +188,9 @@ async def test_allowlist_and_max_risk_are_local_locks(tmp_path):
     # the job claims read-only; the node goes by its own header
     await m.runner.handle(m.job(risk="read-only"))
     refused(m, "this node runs at most read-only")
-    # the dry run is allowed: it changes nothing by contract
-    res = await m.runner.handle(m.job(mode="check"))
-    assert res.status == "succeeded" and f"would mark {m.marker}" in res.output
+    # the dry run obeys the lock too: it is still the playbook's code reading the node
+    await m.runner.handle(m.job(mode="check"))
+    refused(m, "this node runs at most read-only")
     m.state.close()
 
 

@@ -86,11 +86,10 @@ def test_alert_proposal_approval_run_verify(tmp_path, hub_process, agent_process
     p = json.loads(hub_cli(hub.data_dir, "proposals", "show", str(pid), "--json").stdout)
     assert (p["state"], p["node"], p["rule"]) == ("proposed", "n1", "e2e-junk")
     assert p["params"] == {"path": str(junk), "age": "3600"}
-    # the dry run came back from the node before anyone approved anything
-    wait_for(lambda: hub.query("SELECT state FROM jobs WHERE proposal_id = ? AND mode = 'check'", (pid,))
-             == [("succeeded",)], 30, what="check output")
+    # clean-tmp changes things: not even its dry run runs on the node before a person approves
+    assert hub.query("SELECT count(*) FROM jobs WHERE proposal_id = ?", (pid,)) == [(0,)]
     shown = hub_cli(hub.data_dir, "proposals", "show", str(pid))
-    assert shown.returncode == 0 and "would delete" in shown.stdout and "junk-0.bin" in shown.stdout
+    assert shown.returncode == 0 and "not run before approval" in shown.stdout
     assert sorted(x.name for x in junk.iterdir()) == ["fresh.txt"] + [f"junk-{i}.bin" for i in range(4)]
 
     r = hub_cli(hub.data_dir, "approve", str(pid), "--yes")
@@ -117,7 +116,7 @@ def test_alert_proposal_approval_run_verify(tmp_path, hub_process, agent_process
 
 @pytest.mark.slow
 def test_no_exec_agent_runs_nothing_whatever_the_hub_sends(tmp_path, hub_process, agent_process, monkeypatch):
-    """`--no-exec` on a real agent: the approved fix, the dry run and a forged job planted in
+    """`--no-exec` on a real agent: the approved fix and a forged job planted in
     the hub's jobs table are all refused, and say why; the files stay."""
     if not str(tmp_path).startswith("/tmp/"):
         pytest.skip("clean-tmp only works below /tmp; pytest's tmp_path is elsewhere")
@@ -143,8 +142,6 @@ def test_no_exec_agent_runs_nothing_whatever_the_hub_sends(tmp_path, hub_process
         f.write_bytes(b"x")
         os.utime(f, (old, old))
     pid = wait_for(lambda: hub.query("SELECT id FROM proposals WHERE playbook = 'clean-tmp'"), 60, what="a proposal")[0][0]
-    wait_for(lambda: hub.query("SELECT state, reason FROM jobs WHERE proposal_id = ? AND mode = 'check'", (pid,))
-             == [("refused", "remote execution is disabled on this node (exec = false)")], 30, what="check refused")
     assert hub_cli(hub.data_dir, "approve", str(pid), "--yes").returncode == 0
     wait_for(lambda: hub.query("SELECT state FROM proposals WHERE id = ?", (pid,))[0][0] == "failed", 60, what="refusal")
     assert "exec = false" in hub.query("SELECT reason FROM proposals WHERE id = ?", (pid,))[0][0]
