@@ -129,7 +129,7 @@ def revoke(name, data_dir) -> None:
     """Revoke node NAME's credential and unused join tokens, at once (its history stays).
     Enrol it again to let it back in."""
     from hub import audit, auth
-    from hub.proposals.state import os_user
+    from hub.proposals import os_user
     from hub.store import open_db
 
     s = settings_from(data_dir=data_dir)
