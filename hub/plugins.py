@@ -20,7 +20,7 @@ COMMANDS = [
 FEATURES = [
     "hub.backup.web", "hub.onboarding.web", "hub.brain.web", "hub.kb.web", "hub.loki.web",
     "hub.metrics.web", "hub.profiles.web", "hub.proposals.web", "hub.rules.web",
-    "hub.selfdocs.web", "hub.tailnet.web",
+    "hub.selfdocs.web", "hub.tailnet.web", "hub.dashboard.web",
 ]
 PROJECTIONS = ["hub.twin.activity", "hub.twin.project"]
 
