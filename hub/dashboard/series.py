@@ -115,8 +115,11 @@ def node_series(db: sqlite3.Connection, node: str, start: float, end: float, now
     charts = []
     for c in CHARTS:
         lines = []
-        for sid, s in series.items():
-            if s["name"] not in c.names or not points[sid]:
+        mine = sorted((s for s in series.values() if s["name"] in c.names),
+                      key=lambda s: (c.names.index(s["name"]), s["labels"]))
+        for s in mine:
+            sid = s["id"]
+            if not points[sid]:
                 continue
             p = points[sid]
             label = s["name"] if len(c.names) > 1 else ""

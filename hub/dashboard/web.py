@@ -56,7 +56,16 @@ def _pct(v) -> str:
     return "" if v is None else f"{v * 100:.0f}%"
 
 
-ENV.filters.update(when=_when, pct=_pct, urlpart=lambda s: quote(str(s), safe=""))
+def _human(v, unit: str) -> str:
+    if unit == "B/s":
+        for u in ("B/s", "KB/s", "MB/s", "GB/s"):
+            if abs(v) < 1000 or u == "GB/s":
+                return f"{v:.0f} {u}" if u == "B/s" else f"{v:.1f} {u}"
+            v /= 1000
+    return f"{v:.1f}{unit if unit in ('%', '°C') else ''}"
+
+
+ENV.filters.update(when=_when, pct=_pct, human=_human, urlpart=lambda s: quote(str(s), safe=""))
 
 
 async def _ctx(app: web.Application) -> AsyncIterator[None]:
