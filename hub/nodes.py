@@ -30,7 +30,15 @@ def unknown_node(name: str, known: list[str]) -> NotFound:
     return NotFound(f"no node {name!r}: no node has been enrolled yet (homelab-hub enroll NAME)")
 
 
-def require_node(db: sqlite3.Connection, name: str) -> None:
-    """Raise NotFound with a suggestion unless NAME is an enrolled node."""
-    if db.execute("SELECT 1 FROM nodes WHERE name = ?", (name,)).fetchone() is None:
-        raise unknown_node(name, [r[0] for r in db.execute("SELECT name FROM nodes ORDER BY name")])
+def require_node(db: sqlite3.Connection, name: str, also: str | None = None) -> None:
+    """Raise NotFound with a suggestion unless NAME is an enrolled node (or, with ``also``, a
+    value of that SQL query's one column: names other tables know, such as a document's node)."""
+    if db.execute("SELECT 1 FROM nodes WHERE name = ?", (name,)).fetchone() is not None:
+        return
+    known = {r[0] for r in db.execute("SELECT name FROM nodes")}
+    if also:
+        extra = {r[0] for r in db.execute(also) if r[0]}
+        if name in extra:
+            return
+        known |= extra
+    raise unknown_node(name, sorted(known))
