@@ -15,7 +15,7 @@ from types import ModuleType
 COMMANDS = [
     "hub.backup.cli", "hub.brain.cli", "hub.selfdocs.cli", "hub.ansible.cli", "hub.kb.cli",
     "hub.playbooks.cli", "hub.profiles.cli", "hub.proposals.cli", "hub.rules.cli",
-    "hub.tailnet.cli", "hub.twin.cli",
+    "hub.tailnet.cli", "hub.twin.cli", "hub.dashboard.cli",
 ]
 FEATURES = [
     "hub.backup.web", "hub.onboarding.web", "hub.brain.web", "hub.kb.web", "hub.loki.web",
@@ -29,5 +29,5 @@ def modules(names: list[str]) -> list[ModuleType]:
     return [importlib.import_module(n) for n in names]
 SCHEMAS = [
     "hub.twin.schema", "hub.rules.schema", "hub.proposals.schema", "hub.brain.schema",
-    "hub.kb.schema", "hub.ansible.schema", "hub.profiles.schema",
+    "hub.kb.schema", "hub.ansible.schema", "hub.profiles.schema", "hub.dashboard.schema",
 ]

@@ -10,7 +10,9 @@ ingest or the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -23,11 +25,12 @@ import jinja2
 from aiohttp import web
 
 from hub.config import db_path
-from hub.dashboard import access, overview, series
+from hub.dashboard import access, health, overview, series
 from hub.errors import HubError
-from hub.keys import SETTINGS
+from hub.keys import SETTINGS, WRITER
 from hub.store import connect
 
+log = logging.getLogger(__name__)
 DB = web.AppKey("dashboard_db", sqlite3.Connection)
 LOCK = web.AppKey("dashboard_lock", threading.Lock)
 HOSTS = web.AppKey("dashboard_hosts", set)
@@ -77,8 +80,37 @@ async def _ctx(app: web.Application) -> AsyncIterator[None]:
     app[HOSTS] = access.allowed_hosts(public_url(settings), status)
     app[DB] = connect(db_path(settings.data_dir), readonly=True)
     app[LOCK] = threading.Lock()
+    sizes = asyncio.create_task(_record_sizes(app), name="db-sizes")
+    url_file = settings.data_dir / health.URL_FILE
+    url_file.write_text(_local_url(settings) + "\n")  # for `status` to find this hub's /metrics
     yield
+    url_file.unlink(missing_ok=True)
+    sizes.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sizes
     app[DB].close()
+
+
+def _local_url(settings) -> str:
+    from hub.server import listen_of, parse_listen
+
+    host, port = parse_listen(listen_of(settings))
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if settings.tls else 'http'}://{host}:{port}"
+
+
+async def _record_sizes(app: web.Application) -> None:
+    """The database size once an hour, for the growth `homelab-hub status` reports."""
+    data_dir = app[SETTINGS].data_dir
+    while True:
+        try:
+            await app[WRITER].run(lambda db: health.record_size(db, data_dir, time.time()))
+        except Exception:  # noqa: BLE001 - a missed sample must not stop the next
+            log.exception("recording the database size failed")
+        await asyncio.sleep(health.SIZE_EVERY)
 
 
 async def _read(request: web.Request, fn):
