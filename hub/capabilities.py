@@ -65,6 +65,8 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("twin", "each node's current state and its history", ("schema", "project", "cli")),
     Capability("ansible", "the Ansible export and drift", ("schema", "cli")),
     Capability("playbooks", "the playbook registry the hub may propose from", ("cli",)),
+    Capability("dashboard", "the hub's home page and node pages with history",
+               ("schema", "web", "cli")),
 )
 
 

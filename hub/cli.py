@@ -51,6 +51,37 @@ def domain_errors(fn):
     return wrapper
 
 
+NAMES = ("node", "rule")
+
+
+def table(*headers: str, keep: tuple[str, ...] = NAMES, wrap: tuple[str, ...] = (), **kw):
+    """A rich Table that reads at 80 columns: a cell too long for its column wraps or folds
+    onto more lines instead of ending in an ellipsis, and the columns named in ``keep`` (node
+    and rule names, which people copy into the next command) are as wide as their longest
+    value and never broken. ``wrap`` names free-text columns that give up width first."""
+    from rich.errors import MarkupError
+    from rich.table import Table
+    from rich.text import Text
+
+    class NamesTable(Table):
+        def add_row(self, *cells, **kwargs):
+            super().add_row(*cells, **kwargs)
+            for col, cell in zip(self.columns, cells, strict=False):
+                if col.no_wrap and isinstance(cell, str):
+                    try:
+                        width = Text.from_markup(cell).cell_len
+                    except MarkupError:
+                        width = len(cell)
+                    col.min_width = max(col.min_width or 0, width)
+
+    t = NamesTable(**kw)
+    for h in headers:
+        named = h in keep
+        t.add_column(h, no_wrap=named, overflow="fold", ratio=2 if h in wrap else None,
+                     min_width=len(h) if named else None)
+    return t
+
+
 @click.group()
 @click.version_option(__version__)
 def cli() -> None:
@@ -163,9 +194,8 @@ def nodes(data_dir, as_json) -> None:
             click.echo(json.dumps(r))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table("node", "state", "last seen", "last seq", "clock skew", "address")
+    t = table("node", "state", "last seen", "last seq", "clock skew", "address")
     for r in rows:
         color = {"online": "green", "offline": "red"}.get(r["state"], "yellow")
         t.add_row(r["name"], f"[{color}]{r['state']}[/]", r["last_seen_ago"], str(r["last_seq"]),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import logging
 import os
 import signal
@@ -20,7 +22,7 @@ from agent.settings import Settings
 from hub import auth, paths
 from hub.app import create_app
 from hub.config import db_path
-from hub.errors import BadRequest
+from hub.errors import BadRequest, Conflict
 from hub.store import open_db
 
 log = logging.getLogger(__name__)
@@ -75,8 +77,33 @@ def datasette_argv(settings: Settings, port: int) -> list[str]:
     return argv
 
 
+def _why_not(e: OSError) -> str:
+    return {errno.EADDRINUSE: "the port is in use (another hub, or another program)",
+            errno.EADDRNOTAVAIL: "that address is not on this machine",
+            errno.EACCES: "permission denied (ports below 1024 need privileges)"}.get(
+        e.errno, e.strerror or str(e))
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind and release before anything starts, so a clash is one line, not a started hub
+    tearing itself down. (The real bind below still reports a race the same way.)"""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise BadRequest(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    for family, kind, proto, _c, addr in infos[:1]:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+            try:
+                s.bind(addr)
+            except OSError as e:
+                raise BadRequest(f"cannot listen on {host}:{port}: {_why_not(e)}") from None
+
+
 async def _start_site(app: web.Application, listen: str) -> web.AppRunner:
     host, port = parse_listen(listen)
+    if port:
+        check_port(host, port)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=_ssl(app))
@@ -84,7 +111,7 @@ async def _start_site(app: web.Application, listen: str) -> web.AppRunner:
         await site.start()
     except OSError as e:
         await runner.cleanup()
-        raise BadRequest(f"cannot listen on {listen}: {e.strerror}") from None
+        raise BadRequest(f"cannot listen on {listen}: {_why_not(e)}") from None
     return runner
 
 
@@ -99,6 +126,26 @@ def _ssl(app: web.Application):
     return tls.server_context(s.data_dir)
 
 
+def refuse_if_in_use(data_dir: Path) -> None:
+    """One line instead of two hubs fighting over one database: a serving hub holds an
+    exclusive flock on DATA_DIR/hub.lock (hub/backup/web.py). Probing it (lock, then release)
+    leaves the lock to the app, which takes it for as long as it serves."""
+    from hub.backup import LOCK_NAME
+
+    lock = Path(data_dir) / LOCK_NAME
+    if not lock.exists():
+        return
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+        except BlockingIOError:
+            f.seek(0)
+            who = f.read().strip() or "pid unknown"
+            raise Conflict(f"{data_dir} is in use by another hub ({who}); stop it first, or pass "
+                           f"another --data-dir") from None
+
+
 def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -108,6 +155,8 @@ def _stop_event() -> asyncio.Event:
 
 
 def serve(settings: Settings) -> None:
+    refuse_if_in_use(settings.data_dir)
+
     async def main():
         listen = listen_of(settings)
         runner = await _start_site(create_app(settings), listen)
@@ -133,6 +182,7 @@ def local_node_name() -> str:
 
 def up(settings: Settings, watch: list[str], datasette: bool = True, duration: float | None = None) -> None:
     """Hub in this process; the local agent and Datasette as children that die with us."""
+    refuse_if_in_use(settings.data_dir)
 
     async def main():
         settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -72,6 +72,10 @@ def drift(node, baseline, exit_code, data_dir) -> None:
     s = settings_from(data_dir=data_dir)
     db = _read_db(s)
     try:
+        if baseline == "last-export":  # an explicit baseline names its own node
+            from hub.nodes import require_node
+
+            require_node(db, node)
         base = ansible.last_export(db, node) if baseline == "last-export" else ansible.load_baseline(Path(baseline))
         lines = ansible.drift(db, node, base)
     finally:

@@ -107,9 +107,10 @@ def _has(db: sqlite3.Connection, table: str) -> bool:
 def snapshot(db: sqlite3.Connection, node: str) -> dict:
     """What the node is now, as far as recreating it goes. Sorted, JSON-ready."""
     check_node_name(node)
+    from hub.nodes import require_node
+
+    require_node(db, node)
     row = db.execute("SELECT name, address FROM nodes WHERE name = ?", (node,)).fetchone()
-    if row is None:
-        raise NotFound(f"no node {node!r}")
     host = None
     if _has(db, "inventory"):
         inv = db.execute("SELECT primary_ip, tailscale_ip, hostname FROM inventory WHERE node = ?", (node,)).fetchone()

@@ -164,6 +164,24 @@ def extract(q: str, known: dict[str, set[str]], now: float) -> dict[str, Any]:
     return found
 
 
+_NODE_REF = re.compile(r"\b(?:on|node|host|machine|server|from)\s+([A-Za-z0-9][A-Za-z0-9_.-]{1,62})", re.I)
+
+
+def _refuse_unknown_node(q: str, known: dict[str, set[str]]) -> None:
+    """'what changed on nas' where the hub knows nas01: answering about every node instead would
+    be a wrong answer that looks right, so say which node was probably meant."""
+    from hub.nodes import suggest, unknown_node
+
+    nodes = sorted(known.get("node", ()))
+    others = {n.lower() for k in ("unit", "package", "user") for n in known.get(k, ())}
+    for m in _NODE_REF.finditer(q):
+        word = m.group(1).rstrip(".,?!:;'\"")
+        if word.lower() in others or word.lower() in {n.lower() for n in nodes}:
+            continue
+        if suggest(word, nodes):
+            raise unknown_node(word, nodes)
+
+
 def _doc(t: Template) -> str:
     return f"{t.id.replace('_', ' ')} {t.title} {t.doc} {t.words}"
 
@@ -307,7 +325,10 @@ def ask(question: str, db_path: Path | str, *, model: Any = runtime.DEFAULT, fre
         out.update(question=q, params={}, args={}, truncated=False, chosen_by="rule", candidates=[],
                    decision_id=None)
         return out
-    found = extract(q, _known(path), now)
+    known = _known(path)
+    found = extract(q, known, now)
+    if "node" not in found:
+        _refuse_unknown_node(q, known)
     ranked = retrieve(q, found)
     top = ranked[:TOP_K]
     row: dict[str, Any] = {"purpose": "ask", "prompt": q, "context_ids": [t.id for t, _ in top],

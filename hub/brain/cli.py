@@ -27,9 +27,10 @@ def _setup(data_dir, model=None, **flags):
 
 def _table(columns: list[str], rows: list[list]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table(*columns)
+    from hub.cli import table
+
+    t = table(*columns)
     for r in rows:
         t.add_row(*("" if v is None else str(v) for v in r))
     Console().print(t)

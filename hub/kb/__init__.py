@@ -18,10 +18,11 @@ from hub.kb import classify, ingest
 from hub.kb.ingest import Skip, Summary
 from hub.kb.search import search
 from hub.kb.store import add_text, categories, remove, set_category, sync_categories
+from hub.kb.token import existing_token
 
 log = logging.getLogger(__name__)
 
-__all__ = ["search", "add_text", "add", "remove", "set_category", "sync_categories",
+__all__ = ["existing_token", "search", "add_text", "add", "remove", "set_category", "sync_categories",
            "categories", "Summary"]
 
 BATCH = 200  # documents per transaction: short write locks, few commits

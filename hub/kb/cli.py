@@ -38,6 +38,12 @@ def _db(data_dir, **flags):
         db.close()
 
 
+def _require_node(db, node: str) -> None:
+    from hub.nodes import require_node
+
+    require_node(db, node, also="SELECT DISTINCT node FROM kb_documents")
+
+
 def _write(db, fn):
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -117,6 +123,8 @@ def search(query, category, tag, node, since, until, limit, per_doc, hybrid, as_
     from hub import kb as kbm
 
     with _db(data_dir) as (s, db):
+        if node:
+            _require_node(db, node)
         results = kbm.search(db, query, limit, category=category, tag=tag, node=node, since=since,
                              until=until, per_document=per_doc,
                              hybrid=s.kb_hybrid if hybrid is None else hybrid,
@@ -162,15 +170,18 @@ def list_(category, tag, node, limit, as_json, data_dir) -> None:
     from hub.kb.views import list_documents
 
     with _db(data_dir) as (_s, db):
+        if node:
+            _require_node(db, node)
         rows = list_documents(db, category=category, tag=tag, node=node, limit=limit)
     if as_json:
         for r in rows:
             click.echo(json.dumps(r))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table("id", "title", "category", "tags", "node", "source")
+    from hub.cli import table
+
+    t = table("id", "title", "category", "tags", "node", "source", wrap=("title", "source"))
     for r in rows:
         t.add_row(str(r["id"]), r["title"], f"{r['category']} ({r['category_source']})",
                   " ".join(r["tags"]), r["node"] or "", r["source"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -37,14 +38,16 @@ def list_(data_dir, as_json) -> None:
                                    "rollback": bool(pb.rollback), "sha256": pb.sha256, "path": pb.path}))
     else:
         from rich.console import Console
-        from rich.table import Table
 
-        t = Table("name", "risk", "timeout", "params", "steps", "description")
+        from hub.cli import table
+
+        t = table("name", "risk", "timeout", "params", "steps", "description", keep=("name",),
+                  wrap=("params", "description"))
         for pb in books.values():
             steps = ",".join(k for k in ("check", "verify", "rollback") if getattr(pb, k))
             t.add_row(pb.name, pb.risk, f"{pb.timeout}s", ", ".join(pb.params), steps, pb.description)
         c = Console()
-        (c if c.is_terminal else Console(width=200)).print(t)
+        (c if c.is_terminal or os.environ.get("COLUMNS") else Console(width=200)).print(t)
     for e in reg.errors:
         click.echo(f"left out: {e}", err=True)
 

@@ -183,8 +183,9 @@ def propose(db: sqlite3.Connection, registry, node: str, profile: Profile, actor
     """Create the proposals that would apply ``profile`` to ``node`` (inside the caller's
     write transaction). Returns their ids; nothing runs before a person approves."""
     from hub import proposals
-    if db.execute("SELECT 1 FROM nodes WHERE name = ?", (node,)).fetchone() is None:
-        raise NotFound(f"no node {node!r}: enrol it first")
+    from hub.nodes import require_node
+
+    require_node(db, node)
     ids = []
     work = []
     if profile.packages:
@@ -203,8 +204,9 @@ def propose(db: sqlite3.Connection, registry, node: str, profile: Profile, actor
 
 
 def assign(db: sqlite3.Connection, node: str, profile: str, now: float | None = None) -> None:
-    if db.execute("SELECT 1 FROM nodes WHERE name = ?", (node,)).fetchone() is None:
-        raise NotFound(f"no node {node!r}: run `homelab-hub enroll {node}` first")
+    from hub.nodes import require_node
+
+    require_node(db, node)
     db.execute(
         "INSERT INTO node_profiles (node, profile, assigned) VALUES (?, ?, ?)"
         " ON CONFLICT (node, profile) DO UPDATE SET assigned = excluded.assigned, applied = NULL, proposals = NULL",

@@ -97,9 +97,9 @@ def proposals(ctx, data_dir, states, as_json, limit, requests) -> None:
             r["params"] = json.loads(r["params"])
             click.echo(json.dumps(r))
         return
-    from rich.table import Table
+    from hub.cli import table
 
-    t = Table("id", "state", "node", "playbook", "risk", "params", "rule", "updated")
+    t = table("id", "state", "node", "playbook", "risk", "params", "rule", "updated", wrap=("params",))
     for r in rows:
         t.add_row(str(r["id"]), r["state"], r["node"], r["playbook"], r["risk"], r["params"],
                   r["rule"] or "", _when(r["updated"]))

@@ -81,9 +81,10 @@ def list_(paths, data_dir, as_json) -> None:
             click.echo(json.dumps(r.to_json()))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table("rule", "watches", "severity", "for", "playbooks", "file")
+    from hub.cli import table
+
+    t = table("rule", "watches", "severity", "for", "playbooks", "file", wrap=("watches", "playbooks"))
     for r in loaded:
         watches = r.kind if r.source == "event" else (f"metric {r.metric}" if r.source == "metric" else r.source)
         t.add_row(r.name, watches, r.severity, f"{r.for_:g}s", ", ".join(p for p, _, _ in r.propose),
@@ -109,15 +110,20 @@ def alerts(data_dir, state, limit, as_json) -> None:
             click.echo(json.dumps(r, default=str))
         return
     from rich.console import Console
-    from rich.table import Table
 
+    from hub.cli import table
+
+    con = Console()
+    wide = con.width >= 120  # at 80 columns: no count or first seen, the summary wraps
     now = time.time()
-    t = Table("id", "state", "severity", "rule", "node", "count", "first seen", "last seen", "summary")
+    cols = ["id", "state", "severity", "rule", "node"] + (["count", "first seen"] if wide else []) + ["last seen", "summary"]
+    t = table(*cols, wrap=("summary",))
     for r in rows:
         color = {"firing": "red", "pending": "yellow"}.get(r["state"], "green")
+        extra = [str(r["count"]), ago(now - r["first_seen"])] if wide else []
         t.add_row(str(r["id"]), f"[{color}]{r['state']}[/]", r["severity"], r["rule"], r["node"] or "",
-                  str(r["count"]), ago(now - r["first_seen"]), ago(now - r["last_seen"]), r["summary"] or "")
-    Console().print(t)
+                  *extra, ago(now - r["last_seen"]), r["summary"] or "")
+    con.print(t)
 
 
 COMMANDS = [rules, alerts]

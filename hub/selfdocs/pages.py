@@ -252,9 +252,9 @@ def build(db: sqlite3.Connection, out: Path, node: str | None = None) -> BuildRe
     if node is not None:
         check_node_name(node)
         if node not in names:
-            from hub.errors import NotFound
+            from hub.nodes import unknown_node
 
-            raise NotFound(f"no node {node!r} (known: {', '.join(names) or 'none'})")
+            raise unknown_node(node, names)
         names = [node]
     res = BuildResult()
     for name in names:

@@ -1,5 +1,5 @@
 """tailnet: Tailscale identity of nodes and the tailnet's devices (docs/fleet.md)."""
 
-from hub.tailnet.local import local_address
+from hub.tailnet.local import local_address, localapi_status
 
-__all__ = ["local_address"]
+__all__ = ["local_address", "localapi_status"]

@@ -138,9 +138,11 @@ def sync(data_dir, as_json) -> None:
         click.echo(json.dumps(report))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table("device", "addresses", "tailnet last seen", "node", title="Tailnet devices")
+    from hub.cli import table
+
+    t = table("device", "addresses", "tailnet last seen", "node", title="Tailnet devices",
+              keep=("device", "node"), wrap=("addresses",))
     for d in report["enrolled"]:
         t.add_row(d["name"], " ".join(d["addresses"]), _ago(d["last_seen"], now), f"[green]{d['node']}[/]")
     for d in report["not_enrolled"]:

@@ -31,9 +31,9 @@ def _open(data_dir) -> sqlite3.Connection:
 
 
 def _check_node(db: sqlite3.Connection, node: str) -> None:
-    if db.execute("SELECT 1 FROM nodes WHERE name = ?", (node,)).fetchone() is None:
-        known = [r[0] for r in db.execute("SELECT name FROM nodes ORDER BY name LIMIT 20")]
-        raise NotFound(f"unknown node {node!r} (known: {', '.join(known) or 'none'})")
+    from hub.nodes import require_node
+
+    require_node(db, node)
 
 
 def parse_since(value: str, now: float | None = None) -> float:
@@ -106,13 +106,16 @@ def twin_state(db: sqlite3.Connection, node: str, limit: int | None = None) -> d
     }
 
 
-def change_list(db: sqlite3.Connection, node: str, since: float, kinds: tuple[str, ...] = CHANGE_KINDS,
-                limit: int = 10_000) -> list[dict]:
-    _check_node(db, node)
+def change_list(db: sqlite3.Connection, node: str | None, since: float,
+                kinds: tuple[str, ...] = CHANGE_KINDS, limit: int = 10_000) -> list[dict]:
+    """NODE's changes since `since`, oldest first; every node's when NODE is None."""
     marks = ", ".join("?" * len(kinds))
-    return _rows(db, f"SELECT ts, time, kind, subject, action, detail FROM changes"
-                     f" WHERE node = ? AND ts >= ? AND kind IN ({marks}) ORDER BY ts, seq LIMIT ?",
-                 (node, since, *kinds, limit))
+    if node is not None:
+        _check_node(db, node)
+    where = "node = ? AND " if node is not None else ""
+    return _rows(db, f"SELECT node, ts, time, kind, subject, action, detail FROM changes"
+                     f" WHERE {where}ts >= ? AND kind IN ({marks}) ORDER BY ts, node, seq LIMIT ?",
+                 (*([node] if node is not None else []), since, *kinds, limit))
 
 
 # --- rendering ------------------------------------------------------------------------
@@ -136,6 +139,8 @@ def _render_twin(state: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from hub.cli import table
+
     con = Console()
     inv = state["inventory"]
     con.rule(f"[bold]{state['node']}")
@@ -154,19 +159,19 @@ def _render_twin(state: dict) -> None:
     else:
         con.print("[yellow]no inventory received yet")
     if state["interfaces"]:
-        t = Table("interface", "up", "mac", "mtu", "addresses", title="Interfaces")
+        t = table("interface", "up", "mac", "mtu", "addresses", title="Interfaces")
         for i in state["interfaces"]:
             t.add_row(i["name"], "yes" if i["up"] else "no", i["mac"] or "", str(i["mtu"] or ""), i["addresses"] or "")
         con.print(t)
     if state["mounts"]:
-        t = Table("mount", "device", "type", "size", title="Mounts")
+        t = table("mount", "device", "type", "size", title="Mounts")
         for m in state["mounts"]:
             t.add_row(m["mountpoint"], m["device"] or "", m["fstype"] or "", _size(m["total_bytes"]))
         con.print(t)
     pk = state["packages"]
     con.print(f"[bold]Packages:[/] {pk['installed']} installed ({pk['manual']} manual), {pk['removed']} removed")
     if pk["recent"]:
-        t = Table("time (UTC)", "action", "package", "version", "by", title="Latest package changes")
+        t = table("time (UTC)", "action", "package", "version", "by", title="Latest package changes")
         for p in pk["recent"]:
             versions = " -> ".join(v for v in (p["old_version"], p["version"]) if v)
             t.add_row(_when(p["ts"]), p["action"], p["name"] + (f":{p['arch']}" if p["arch"] else ""), versions,
@@ -175,14 +180,14 @@ def _render_twin(state: dict) -> None:
     pend, counts = state["pending_updates"], state["pending_counts"]
     if pend:
         shown = "" if len(pend) == counts["total"] else f", {len(pend)} shown"
-        t = Table("package", "current", "candidate", "security",
+        t = table("package", "current", "candidate", "security",
                   title=f"Pending updates: {counts['total']} ({counts['security']} security{shown})")
         for u in pend:
             t.add_row(u["name"], u["current"] or "", u["candidate"] or "", "[red]yes[/]" if u["security"] else "")
         con.print(t)
     if state["services"]:
         failed = [s for s in state["services"] if s["active"] == "failed"]
-        t = Table("unit", "active", "sub", "result", "restarts", title=f"Services: {len(state['services'])} ({len(failed)} failed)")
+        t = table("unit", "active", "sub", "result", "restarts", title=f"Services: {len(state['services'])} ({len(failed)} failed)")
         for s in state["services"]:
             color = {"failed": "red", "active": "green"}.get(s["active"], "yellow")
             t.add_row(s["unit"], f"[{color}]{s['active']}[/]", s["sub"] or "", s["result"] or "", str(s["restarts"] or 0))
@@ -190,13 +195,13 @@ def _render_twin(state: dict) -> None:
     else:
         con.print("[bold]Services:[/] none reported (no systemd on this node, or the collector is off)")
     if state["devices"]:
-        t = Table("subsystem", "device", "node", "vendor / model", "driver", title=f"Devices present: {len(state['devices'])}")
+        t = table("subsystem", "device", "node", "vendor / model", "driver", title=f"Devices present: {len(state['devices'])}")
         for d in state["devices"]:
             t.add_row(d["subsystem"], d["sys_path"], d["dev_node"] or "",
                       " ".join(x for x in (d["vendor"], d["model"]) if x), d["driver"] or "")
         con.print(t)
     if state["processes"]:
-        t = Table("pid", "name", "user", "cpu %", "rss", title=f"Top processes at {_when(state['processes'][0]['ts'])}")
+        t = table("pid", "name", "user", "cpu %", "rss", title=f"Top processes at {_when(state['processes'][0]['ts'])}")
         for p in state["processes"]:
             t.add_row(str(p["pid"]), p["name"], p["user"] or "", f"{p['cpu_percent']:.1f}", _size(p["rss_bytes"]))
         con.print(t)
@@ -204,19 +209,24 @@ def _render_twin(state: dict) -> None:
     con.print(f"[bold]Watched files:[/] {f['watched']} present, {f['deleted']} deleted; last change {_when(f['last_change']) or 'never'}")
 
 
-def _render_changes(node: str, since: float, rows: list[dict]) -> None:
+def _render_changes(node: str | None, since: float, rows: list[dict]) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from hub.cli import table
 
     con = Console()
+    where = f"on {node}" if node else "on any node"
     if not rows:
-        con.print(f"no changes on {node} since {_when(since)} UTC")
+        con.print(f"no changes {where} since {_when(since)} UTC")
         return
     colors = {"package": "cyan", "file": "magenta", "service": "yellow", "device": "green"}
-    t = Table("time (UTC)", "kind", "action", "subject", "detail", title=f"Changes on {node} since {_when(since)} UTC")
+    cols = ["time (UTC)"] + ([] if node else ["node"]) + ["kind", "action", "subject", "detail"]
+    t = table(*cols, title=f"Changes {where} since {_when(since)} UTC", keep=("node",),
+              wrap=("subject", "detail"))
     for r in rows:
         c = colors.get(r["kind"], "white")
-        t.add_row(r["time"], f"[{c}]{r['kind']}[/]", r["action"], r["subject"], r["detail"] or "")
+        t.add_row(r["time"], *([] if node else [r["node"]]), f"[{c}]{r['kind']}[/]", r["action"],
+                  r["subject"], r["detail"] or "")
     con.print(t)
 
 
@@ -243,7 +253,7 @@ def twin(node, data_dir, as_json) -> None:
 
 
 @click.command()
-@click.argument("node")
+@click.argument("node", required=False)
 @data_dir_option
 @click.option("--since", default="1d", show_default=True,
               help="How far back: a duration (30m, 12h, 7d) or an ISO date/time (UTC unless zoned).")
@@ -253,7 +263,8 @@ def twin(node, data_dir, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per change.")
 @domain_errors
 def changes(node, data_dir, since, kinds, limit, as_json) -> None:
-    """Print what changed on NODE (packages, files, services, devices) as a timeline."""
+    """Print what changed on NODE, or on every node without one (packages, files, services,
+    devices), as a timeline."""
     start = parse_since(since)
     db = _open(data_dir)
     try:

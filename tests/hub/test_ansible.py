@@ -112,7 +112,9 @@ async def test_export_check_apply_and_drift(hub, tmp_path):
     other = hub_cli(hub.data_dir, "drift", "nobody", "--baseline", str(out), ok=False)
     assert other.returncode != 0 and "an export of 'web1', not of 'nobody'" in other.stderr
     never = hub_cli(hub.data_dir, "drift", "nobody", ok=False)
-    assert never.returncode != 0 and "never been exported" in never.stderr
+    assert never.returncode != 0 and "no node 'nobody'" in never.stderr
+    typo = hub_cli(hub.data_dir, "drift", "web", ok=False)
+    assert typo.returncode != 0 and "no node 'web'; did you mean web1?" in typo.stderr
     shutil.rmtree(target)
 
 

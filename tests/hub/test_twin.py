@@ -208,7 +208,11 @@ async def test_cli_twin_and_changes(hub):
     assert r.exit_code == 0 and "htop:amd64" in r.output and "ancient" not in r.output, r.output
 
     r = runner.invoke(cli, ["changes", "nope", *dd])
-    assert r.exit_code == 1 and "unknown node 'nope'" in r.output and "n1" in r.output
+    assert r.exit_code == 1 and "no node 'nope'" in r.output and "n1" in r.output
+    r = runner.invoke(cli, ["changes", "n", *dd])
+    assert r.exit_code == 1 and "no node 'n'; did you mean n1?" in r.output
+    r = runner.invoke(cli, ["changes", *dd, "--since", "3h", "--json"])  # every node
+    assert {json.loads(line)["node"] for line in r.output.splitlines()} == {"n1"}
     r = runner.invoke(cli, ["changes", "n1", *dd, "--since", "yesterday-ish"])
     assert r.exit_code == 1 and "--since" in r.output and "yesterday-ish" in r.output
 
