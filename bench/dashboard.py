@@ -32,9 +32,9 @@ from pathlib import Path
 
 from agent import wire
 from bench.common import Hub
+from hub import rollup
 from hub.config import load_settings
 from hub.ingest import _json_of
-from hub.metrics import rollup
 from hub.store import Writer
 
 DAY = 86400

@@ -10,8 +10,8 @@ import time
 import aiohttp
 
 from agent import wire
+from hub import rollup
 from hub.keys import SETTINGS
-from hub.metrics import rollup
 
 DAY = 86400
 # A long name on purpose: pages and 80-column tables must show it whole.
