@@ -218,7 +218,7 @@ def m004_events_kind_ts_node(db: sqlite3.Connection) -> None:
 def m005_samples_by_series_only(db: sqlite3.Connection) -> None:
     """Drop the ts indexes of samples, samples_1m and samples_1h: a fifth of a node-year on
     disk (bench storage). Every reader goes series first along the (series, ts) primary key,
-    and rollups and retention now do too (hub/metrics/rollup.py)."""
+    and rollups and retention now do too (hub/rollup.py)."""
     for table in ("samples", "samples_1m", "samples_1h"):
         db.execute(f"DROP INDEX IF EXISTS {table}_ts")
 
