@@ -46,6 +46,7 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("keep_acked", 86400.0, "HOMELAB_AGENT_KEEP_ACKED", "How long events the hub acked stay in the spool (within its byte bound), so a hub restored from a backup gets them back.", parse_duration),
     Opt("queue_size", 10_000, "HOMELAB_AGENT_QUEUE_SIZE", "In-memory events between collectors and spool; past it events are shed and counted.", int),
     Opt("batch_max_events", 2000, "HOMELAB_AGENT_BATCH_MAX_EVENTS", "Most events per request to the hub.", int),
+    Opt("ship_linger", 5.0, "HOMELAB_AGENT_SHIP_LINGER", "How long metrics, log lines, commands and process tables may wait to share a request; other events ship at once (0: every event at once).", parse_duration),
     Opt("heartbeat", 30.0, "HOMELAB_AGENT_HEARTBEAT", "Idle interval after which an empty batch tells the hub the node is alive.", parse_duration),
     Opt("exec", True, "HOMELAB_AGENT_EXEC", "Allow approved playbooks to run here. false is final: the hub cannot turn it back on.", parse_bool, "--exec/--no-exec"),
     Opt("max_risk", "change", "HOMELAB_AGENT_MAX_RISK", "Highest playbook risk tier this node runs: read-only, change or destructive.", str),

@@ -19,7 +19,7 @@ from typing import Any
 from . import collectors, wire
 from .config import read_credential
 from .settings import Settings
-from .shipper import Backoff, Shipper
+from .shipper import Backoff, Shipper, urgent
 from .spool import Spool
 from .state import State
 
@@ -47,6 +47,7 @@ class Agent:
         self.shipper = Shipper(
             self.spool, settings.hub_url, settings.node, credential,
             batch_max_events=settings.batch_max_events, heartbeat=settings.heartbeat,
+            linger=settings.ship_linger,
         )
         self.collectors: dict[str, Any] = {}
         self._tasks: list[asyncio.Task] = []
@@ -81,6 +82,7 @@ class Agent:
 
     def _store(self, events: list) -> None:
         blobs = [wire.encode_event(e) for e in events]
+        hurry = bool(self.shed) or urgent(events)
         if self.shed:
             # events that never got a number: a marker at the next number, covering none
             nxt = self.spool.next_seq + len(blobs)
@@ -90,7 +92,7 @@ class Agent:
                 nxt += 1
             self.shed.clear()
         self.spool.append(blobs)
-        self.shipper.wakeup.set()
+        self.shipper.spooled(hurry)
 
     async def _supervise(self, name: str, cls: type) -> None:
         backoff = Backoff(base=1.0, cap=300.0)

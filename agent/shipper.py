@@ -3,6 +3,12 @@
 One request in flight keeps ordering trivial and exactly-once simple: the hub acks the
 highest sequence it has committed; a lost ack means the batch is sent again and the hub
 drops the duplicates. Failures back off exponentially with full jitter.
+
+Bulk events (metrics samples, log lines, shell commands, process tables) linger up to
+``linger`` seconds so one request carries several of them: a quiet node otherwise sends a
+request per event, and a request costs the hub far more than an event in it (bench fleet).
+Anything else (a failed unit, a changed file or package, a device, a job result, a marker
+of lost events) ships at once and takes whatever lingers with it, so alerts stay prompt.
 """
 
 from __future__ import annotations
@@ -19,6 +25,15 @@ from .http import HTTPClientError, HubClient, Response
 from .spool import Spool
 
 log = logging.getLogger(__name__)
+
+# Kinds that may wait for company. Rules on these use windows (`for:` of minutes, counts
+# over time), so seconds of linger do not delay an alert that matters.
+LINGER_KINDS = frozenset({"metrics", "log", "command", "processes"})
+
+
+def urgent(events) -> bool:
+    """True when any of these events should not wait for the linger."""
+    return any(e.__struct_config__.tag not in LINGER_KINDS for e in events)
 
 # Test-only: shifts the clock the hub sees in `sent` (clock-skew detection tests; no real
 # clock can be shifted per process without LD_PRELOAD). Documented in docs/fleet.md.
@@ -41,7 +56,7 @@ class Backoff:
 class Shipper:
     def __init__(self, spool: Spool, hub_url: str, node: str, credential: str, *,
                  batch_max_events: int = 2000, batch_max_bytes: int = 4 * 1024 * 1024,
-                 heartbeat: float = 30.0, on_response: Callable[[dict], Awaitable[None]] | None = None):
+                 heartbeat: float = 30.0, linger: float = 0.0, on_response: Callable[[dict], Awaitable[None]] | None = None):
         self.spool = spool
         self.url = hub_url.rstrip("/")
         self.node = node
@@ -49,7 +64,9 @@ class Shipper:
         self.batch_max_events = batch_max_events
         self.batch_max_bytes = min(batch_max_bytes, wire.MAX_BATCH_BYTES - 64 * 1024)
         self.heartbeat = heartbeat
+        self.linger = linger
         self.wakeup = asyncio.Event()
+        self._due: float | None = None  # when what is pending must go (monotonic)
         self.backoff = Backoff()
         self.connected = False
         self.on_response = on_response
@@ -150,6 +167,23 @@ class Shipper:
         self.spool.ack(last)
         self.spool.put_at(last, wire.encode_event(marker))
 
+    def spooled(self, urgent: bool) -> None:
+        """New events are in the spool: ship them now (urgent) or within the linger."""
+        now = time.monotonic()
+        due = now if urgent else now + self.linger
+        if self._due is None or due < self._due:
+            self._due = due
+        self.wakeup.set()
+
+    async def _linger(self, stopping: asyncio.Event) -> None:
+        """Wait until the pending events are due, a full batch is waiting, or we stop."""
+        while self._due is not None and not stopping.is_set():
+            left = self._due - time.monotonic()
+            if left <= 0 or self.spool.next_seq - 1 - self.spool.acked_hi >= self.batch_max_events:
+                return
+            self.wakeup.clear()
+            await aio.wait(self.wakeup, left)
+
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             try:
@@ -158,11 +192,15 @@ class Shipper:
                     self.wakeup.clear()
                     if await aio.wait(self.wakeup, self.heartbeat):
                         continue
+                await self._linger(stopping)
+                # what arrives while this request is in flight starts a linger of its own
+                self._due = None
                 await self.send_once()
                 self.backoff.reset()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the shipper must outlive any failure; the spool keeps the data
+                self._due = 0.0  # after the backoff, what is pending is overdue
                 self.connected = False
                 self._said_hello = False
                 delay = self.backoff.next()

@@ -3,8 +3,9 @@
 50 simulated nodes against a real hub subprocess on loopback. Each node is agent-like: its
 own credential from a real join, its own connection, one request in flight, the real wire
 format, and events at the agent's default rates (a metrics sample of ~30 series every 10 s)
-plus a realistic trickle of logs, file changes and shell commands, each shipped as it
-happens (the agent wakes its shipper on every spooled event), and heartbeats when idle.
+plus a realistic trickle of logs, file changes and shell commands, shipped as the agent's
+shipper does (bulk kinds linger up to ship_linger to share a request, others go at once:
+agent/shipper.py), and heartbeats when idle. --linger 0 is the old one-event-per-request.
 
 Meanwhile /metrics is scraped every 15 s, as Prometheus would, and counted in the hub's CPU.
 
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import io
 import json
+import math
 import multiprocessing as mp
 import os
 import random
@@ -40,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent import wire  # noqa: E402
+from agent.config import AGENT_OPTS  # noqa: E402
+from agent.shipper import urgent  # noqa: E402
 
 METRICS_EVERY = 10.0
 LOG_EVERY = 6.0        # ~14k log lines per node per day: a quiet server
@@ -120,7 +124,8 @@ def make_event(kind: str, rng: random.Random, ts: float, node: str) -> wire.Even
     return command(rng, ts)
 
 
-async def node_loop(url: str, node: str, cred: str, until: float, measure_from: float, out: dict) -> None:
+async def node_loop(url: str, node: str, cred: str, until: float, measure_from: float, out: dict,
+                    linger: float) -> None:
     rng = random.Random(node)
     seq = 0
     now = time.time()
@@ -128,23 +133,28 @@ async def node_loop(url: str, node: str, cred: str, until: float, measure_from: 
     nxt = {"metrics": now + rng.uniform(0, METRICS_EVERY), "log": now + rng.expovariate(1 / LOG_EVERY),
            "file": now + rng.expovariate(1 / FILE_EVERY), "command": now + rng.expovariate(1 / COMMAND_EVERY)}
     last_send = now
+    pending: list[tuple[int, bytes]] = []
+    due = math.inf  # as the agent's shipper: bulk kinds wait `linger`, others go at once
     conn = aiohttp.TCPConnector(limit=1)
     async with aiohttp.ClientSession(connector=conn, headers={"Authorization": f"Bearer {cred}"}) as s:
         while True:
             kind = min(nxt, key=nxt.get)
-            at = min(nxt[kind], last_send + HEARTBEAT)
+            at = min(nxt[kind], last_send + HEARTBEAT, due)
             if at >= until:
                 return
             await asyncio.sleep(max(0.0, at - time.time()))
             ts = time.time()
-            events: list[tuple[int, bytes]] = []
             if nxt[kind] <= at:
                 ev = make_event(kind, rng, ts, node)
                 seq += 1
-                events.append((seq, wire.encode_event(ev)))
+                pending.append((seq, wire.encode_event(ev)))
+                due = min(due, ts if urgent([ev]) else ts + linger)
                 every = {"metrics": METRICS_EVERY, "log": LOG_EVERY, "file": FILE_EVERY, "command": COMMAND_EVERY}[kind]
                 nxt[kind] += every if kind == "metrics" else rng.expovariate(1 / every)
-            body = wire.encode_batch(node, ts, events)
+            if due > time.time() and time.time() < last_send + HEARTBEAT:
+                continue
+            body = wire.encode_batch(node, ts, pending)
+            n_events, pending, due = len(pending), [], math.inf
             t0 = time.perf_counter()
             async with s.post(f"{url}/v1/ingest", data=io.BytesIO(body),
                               headers={"Content-Type": "application/vnd.msgpack"}) as r:
@@ -158,14 +168,14 @@ async def node_loop(url: str, node: str, cred: str, until: float, measure_from: 
             if ts >= measure_from:
                 out["latencies"].append(dt)
                 out["requests"] += 1
-                out["events"] += len(events)
+                out["events"] += n_events
 
 
-def sender(url: str, nodes: list[tuple[str, str]], until: float, measure_from: float, q) -> None:
+def sender(url: str, nodes: list[tuple[str, str]], until: float, measure_from: float, q, linger: float) -> None:
     out = {"latencies": [], "requests": 0, "events": 0, "errors": 0}
 
     async def main():
-        await asyncio.gather(*(node_loop(url, n, c, until, measure_from, out) for n, c in nodes))
+        await asyncio.gather(*(node_loop(url, n, c, until, measure_from, out, linger) for n, c in nodes))
 
     asyncio.run(main())
     q.put(out)
@@ -215,6 +225,8 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=50)
     ap.add_argument("--duration", type=float, default=120.0, help="sustained window in seconds (bounded to 1800)")
     ap.add_argument("--senders", type=int, default=4, help="sender processes")
+    ap.add_argument("--linger", type=float, default=next(o.default for o in AGENT_OPTS if o.key == "ship_linger"),
+                    help="the agents' ship_linger (default: the agent's default; 0: an event per request)")
     args = ap.parse_args()
     duration = min(max(args.duration, 10.0), 1800.0)
     from hub import auth
@@ -259,7 +271,7 @@ def main() -> None:
         items = list(creds.items())
         ctx = mp.get_context("spawn")
         q = ctx.Queue()
-        procs = [ctx.Process(target=sender, args=(url, items[i::args.senders], until, measure_from, q))
+        procs = [ctx.Process(target=sender, args=(url, items[i::args.senders], until, measure_from, q, args.linger))
                  for i in range(args.senders)]
         for p in procs:
             p.start()
@@ -285,6 +297,7 @@ def main() -> None:
             "duration_s": round(elapsed, 1),
             "requests": sum(r["requests"] for r in results),
             "events": sum(r["events"] for r in results),
+            "linger_s": args.linger,
             "errors": sum(r["errors"] for r in results),
             "hub_cpu_percent": round(cpu, 2),
             "hub_idle_cpu_percent": round(idle_cpu, 2),

@@ -5,6 +5,12 @@ real wire format, a realistic event mix) to a real `homelab-hub serve` on loopba
 request in flight each, as agents do. Baseline, in the same run: the same rows inserted
 with executemany into a fresh database with the identical schema (same tables, indexes
 and triggers, same projections), one transaction per batch. ratio = e2e / baseline.
+
+Where the rest goes, in the same run: `writer_ratio` is the hub's writer alone (the same
+decoded frames through Writer._try_commit in this process: no HTTP, no threads) against the
+baseline, and `cpu_ratio` is the baseline's CPU per row over the hub process's CPU per event
+(every thread: HTTP, decoding, JSON, writer, rules). On a loaded machine the e2e ratio falls
+with the CPU the hub and its senders can get; cpu_ratio does not.
 """
 
 from __future__ import annotations
@@ -73,7 +79,7 @@ def baseline(senders: int, n: int, batch: int, workdir: Path) -> float:
             prepared.append((node, [(s, e.ts, e.__struct_config__.tag, enc.encode(e).decode(), e) for s, e in evs[k:k + batch]]))
     proj = Projector(db)
     next_id = 1
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     for node, rows in prepared:
         proj.begin()
         ev_rows = []
@@ -85,8 +91,36 @@ def baseline(senders: int, n: int, batch: int, workdir: Path) -> float:
         db.executemany("INSERT INTO events (id, node, seq, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?)", ev_rows)
         proj.flush()
         db.execute("COMMIT")
-    elapsed = time.perf_counter() - t
+    elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
     db.close()
+    return senders * n / elapsed, cpu / (senders * n)
+
+
+def writer_alone(senders: int, n: int, batch: int, workdir: Path) -> float:
+    """Rows/s for the same batches, decoded as the hub decodes them, through the hub's own
+    commit path in this thread (no HTTP, no thread hand-off, no subscribers)."""
+    import asyncio
+
+    from hub.ingest import _json_of
+    from hub.store import IngestItem, Writer
+
+    path = workdir / "writer.db"
+    w = Writer(path)  # not started: _try_commit runs here
+    loop = asyncio.new_event_loop()
+    items = []
+    for idx in range(senders):
+        node = f"bench{idx}"
+        w.db.execute("INSERT INTO nodes (name, created) VALUES (?, ?)", (node, time.time()))
+        evs = make_events(idx, n)
+        for k in range(0, n, batch):
+            f = wire.decode_batch(wire.encode_batch(node, time.time(), [(s, wire.encode_event(e)) for s, e in evs[k:k + batch]]))
+            items.append(IngestItem(node, f, _json_of(f), time.time(), None, loop.create_future(), loop))
+    t = time.perf_counter()
+    for it in items:
+        w._try_commit([it])
+    elapsed = time.perf_counter() - t
+    w.db.close()
+    loop.close()
     return senders * n / elapsed
 
 
@@ -140,18 +174,24 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
-        base1 = baseline(a.senders, a.events, a.batch, work)
+        base1, cpu1 = baseline(a.senders, a.events, a.batch, work)
         run = e2e(a.senders, a.events, a.batch, work)
-        base2 = baseline(a.senders, a.events, a.batch, work)
+        alone = writer_alone(a.senders, a.events, a.batch, work)
+        base2, cpu2 = baseline(a.senders, a.events, a.batch, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = max(base1, base2)  # the faster baseline: the honest denominator
+    base_cpu = min(cpu1, cpu2)
+    hub_cpu = run["hub_cpu_s"] / (a.senders * a.events)
     result = {
         "bench": "ingest", "senders": a.senders, "events": a.senders * a.events, "batch": a.batch,
         "ratio": round(run["events_per_s"] / base, 3),
         "events_per_s": round(run["events_per_s"]),
         "baseline_rows_per_s": round(base),
         "baseline_runs": [round(base1), round(base2)],
+        "writer_ratio": round(alone / base, 3), "writer_rows_per_s": round(alone),
+        "cpu_ratio": round(base_cpu / hub_cpu, 3),
+        "baseline_cpu_us_per_row": round(base_cpu * 1e6, 1), "hub_cpu_us_per_event": round(hub_cpu * 1e6, 1),
         "hub_cpu_s": round(run["hub_cpu_s"], 2), "hub_rss_mb": round(run["hub_rss_mb"], 1),
         "batch_p50_ms": round(run["batch_p50_ms"], 2), "batch_p99_ms": round(run["batch_p99_ms"], 2),
     }

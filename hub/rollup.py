@@ -43,18 +43,27 @@ def _aggregate(db, source, target, width, start, end, weighted):
         cols = "sum(avg * n) / sum(n), min(min), max(max), sum(n)"
     else:
         cols = "avg(value), min(value), max(value), count(*)"
+    # Series by series along the (series, ts) key: the tables carry no ts index (m005).
     db.execute(
         f"INSERT OR REPLACE INTO {target} (series, ts, avg, min, max, n)"
-        f" SELECT series, ts / {width} * {width} AS b, {cols} FROM {source}"
-        f" WHERE ts >= ? AND ts < ? GROUP BY series, b",
+        f" SELECT p.series, p.ts / {width} * {width} AS b, {cols}"
+        f" FROM series s CROSS JOIN {source} p ON p.series = s.id AND p.ts >= ? AND p.ts < ?"
+        f" GROUP BY p.series, b",
         (start, end),
     )
+
+
+def _oldest(db, table) -> int | None:
+    """min(ts) by one key seek per series (a bare min(ts) would read the whole table)."""
+    return db.execute(
+        f"SELECT min((SELECT min(ts) FROM {table} WHERE series = s.id)) FROM series s"
+    ).fetchone()[0]
 
 
 def _roll(db, source, target, width, step, now_bucket_end, weighted) -> bool:
     done = _get(db, target)
     if done is None:
-        first = db.execute(f"SELECT min(ts) FROM {source}").fetchone()[0]
+        first = _oldest(db, source)
         if first is None:
             return False
         done = first // width * width
@@ -73,20 +82,14 @@ def _roll(db, source, target, width, step, now_bucket_end, weighted) -> bool:
 
 
 def _delete_before(db, table, cutoff) -> bool:
-    """Delete rows with ts < cutoff in a bounded chunk; True if more remain."""
-    oldest = db.execute(f"SELECT min(ts) FROM {table}").fetchone()[0]
-    if oldest is None or oldest >= cutoff:
-        return False
-    # Advance in time slices so one step stays small whatever the row density.
-    hi = cutoff
-    n = db.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE ts < ? LIMIT ?)", (hi, DELETE_CHUNK + 1)).fetchone()[0]
-    if n > DELETE_CHUNK:
-        hi = db.execute(
-            f"SELECT ts FROM {table} WHERE ts < ? ORDER BY ts LIMIT 1 OFFSET ?", (cutoff, DELETE_CHUNK)
-        ).fetchone()[0]
-        hi = max(hi, oldest + 1)
-    db.execute(f"DELETE FROM {table} WHERE ts < ?", (hi,))
-    return hi < cutoff
+    """Delete up to DELETE_CHUNK rows with ts < cutoff; True if more remain. The rows are
+    found series by series along the primary key, which is why no ts index is needed."""
+    cur = db.execute(
+        f"DELETE FROM {table} WHERE (series, ts) IN (SELECT p.series, p.ts FROM series s"
+        f" CROSS JOIN {table} p ON p.series = s.id AND p.ts < ? LIMIT ?)",
+        (cutoff, DELETE_CHUNK),
+    )
+    return cur.rowcount == DELETE_CHUNK
 
 
 def _delete_events(db, where: str, args: tuple) -> bool:

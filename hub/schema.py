@@ -214,6 +214,15 @@ def m004_events_kind_ts_node(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m005_samples_by_series_only(db: sqlite3.Connection) -> None:
+    """Drop the ts indexes of samples, samples_1m and samples_1h: a fifth of a node-year on
+    disk (bench storage). Every reader goes series first along the (series, ts) primary key,
+    and rollups and retention now do too (hub/rollup.py)."""
+    for table in ("samples", "samples_1m", "samples_1h"):
+        db.execute(f"DROP INDEX IF EXISTS {table}_ts")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Run every migration not yet recorded; return the names run."""
     db.execute(

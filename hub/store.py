@@ -117,7 +117,7 @@ class Writer:
         self.path = Path(path)
         self.db = open_db(self.path)
         self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self.queue: queue.Queue = queue.Queue()
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()  # C: no Condition to wake per put
         self.last_seq: dict[str, int] = {
             r["name"]: r["last_seq"] for r in self.db.execute("SELECT name, last_seq FROM nodes")
         }
