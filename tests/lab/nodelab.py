@@ -101,6 +101,18 @@ def image(cache: Path = CACHE) -> Path:
 
 
 
+def poll(cond, timeout: float = 90, interval: float = 0.5, what: str = "condition"):
+    """Poll cond() until truthy (returned), failing with `what` after a generous bound."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
 # -- network --------------------------------------------------------------------------------
 
 
@@ -346,7 +358,9 @@ class Hub:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1",
                     "HOMELAB_HUB_DATA_DIR": str(self.data_dir),
                     "HOMELAB_HUB_LISTEN": f"{lab.net.hub_ip}:{self.port}",
-                    "HOMELAB_HUB_BOOTSTRAP_DIR": str(CACHE / "bootstrap"), **(env or {})}
+                    "HOMELAB_HUB_BOOTSTRAP_DIR": str(CACHE / "bootstrap"),
+                    # the lab tests the nodes: the rule's own choice of playbook stands
+                    "HOMELAB_MODEL": "none", **(env or {})}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Hub:
