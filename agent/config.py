@@ -52,6 +52,7 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("max_risk", "change", "HOMELAB_AGENT_MAX_RISK", "Highest playbook risk tier this node runs: read-only, change or destructive.", str),
     Opt("allow_playbooks", [], "HOMELAB_AGENT_ALLOW_PLAYBOOKS", "If set, only these playbooks may run here.", parse_list),
     Opt("playbooks_dir", None, "HOMELAB_AGENT_PLAYBOOKS_DIR", "Playbooks installed on this node. Default: the shipped playbooks/.", Path),
+    Opt("job_memory_max", 512 * 1024 * 1024, "HOMELAB_AGENT_JOB_MEMORY_MAX", "Memory limit (MemoryMax) of each playbook's own transient unit where systemd is PID 1.", parse_size),
     Opt("socket", None, "HOMELAB_AGENT_SOCKET", "Unix socket the shell hook reports commands to. Default: STATE_DIR/commands.sock.", Path),
     # logs (docs/logs-and-commands.md)
     Opt("log_journal", True, "HOMELAB_AGENT_LOG_JOURNAL", "Read journald (journalctl) where a journal exists, instead of /var/log/syslog, auth.log and messages.", parse_bool),

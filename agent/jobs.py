@@ -15,9 +15,16 @@ port is opened on the node. Before anything runs, every job must pass, in order:
 
 The verified bytes are copied to a private directory and run from there (so the file cannot
 change between the hash check and bash reading it), with parameters only as environment
-variables, a minimal environment, stdin from /dev/null, in a new session (process group),
-output bounded to the last 64 KiB, and the whole group killed at the header's timeout.
-Results go through the spool like every other event, so they reach the hub exactly once.
+variables, a minimal environment, stdin from /dev/null, output bounded to the last 64 KiB.
+
+Where systemd is PID 1, each run is its own transient unit (``systemd-run --wait --pipe``,
+``homelab-job-<id>.service``) with the header's timeout as RuntimeMaxSec and its own MemoryMax
+(``job_memory_max``): the agent's unit is a read-only sandbox without the capabilities a fix
+needs and with a memory limit meant for the agent alone, so a playbook runs outside it, where
+what it may do is decided by its own unit. Elsewhere (containers without systemd, a
+developer's shell) it is a direct child in a new session whose process group is killed at the
+timeout, and the job's output says so. Results go through the spool like every other event,
+so they reach the hub exactly once.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from . import __version__, wire
 from . import playbook as pbmod
@@ -244,7 +253,13 @@ class JobRunner:
             env = {**self._env(job, pb, script), **pbmod.env_of(params)}
             mode = job["mode"]
             argv = ["/bin/bash", str(script)] if mode == "run" else ["/bin/bash", "-c", getattr(pb, mode), pb.name]
-            return await self._spawn(job, pb, argv, env, workdir, started)
+            if systemd_booted():
+                return await self._spawn_unit(job, pb, argv, env, workdir, started)
+            res = await self._spawn(job, pb, argv, env, workdir, started)
+            note = ("homelab-agent: systemd is not PID 1 here: the playbook ran as a direct child "
+                    "of the agent, inside the agent's own limits\n")
+            body = (res.output or "").encode()[-(OUTPUT_MAX - len(note)):].decode("utf-8", "ignore")
+            return msgspec.structs.replace(res, output=note + body)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -293,6 +308,75 @@ class JobRunner:
         if status is None:
             status = "succeeded" if code == 0 else "failed"
         return self._result(job, pb, status, code, out, started, reason)
+
+    async def _spawn_unit(self, job, pb, argv, env, cwd, started) -> wire.JobResult:
+        """The playbook as ``homelab-job-<id>.service``: systemd-run --pipe hands the unit our
+        pipe as its stdout and stderr, and --wait returns its exit status (the service's own
+        code, or 1 for a timeout, a signal, OOM). systemd-run's own lines ("Running as unit",
+        "Finished with result: X", runtime and CPU used) share that pipe and stay in the output."""
+        unit = f"homelab-job-{job['id']}.service"
+        cmd = ["systemd-run", f"--unit={unit}", "--wait", "--pipe", "--collect",
+               "--service-type=exec", f"--working-directory={cwd}",
+               f"--description=homelab playbook {pb.name} (job {job['id']})",
+               "-p", f"RuntimeMaxSec={max(1, int(pb.timeout))}", "-p", "TimeoutStopSec=5",
+               "-p", f"MemoryMax={int(self.settings.job_memory_max)}", "-p", "KillMode=control-group",
+               *[a for k, v in env.items() for a in ("-E", f"{k}={v}")], "--", *argv]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"}, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        except OSError as e:
+            return self._result(job, pb, "failed", None, "", started, f"cannot start systemd-run: {e}")
+        self.current = proc
+        buf = bytearray()
+
+        async def pump() -> None:
+            assert proc.stdout is not None
+            while chunk := await proc.stdout.read(65536):
+                buf.extend(chunk)
+                if len(buf) > OUTPUT_MAX:
+                    del buf[: len(buf) - OUTPUT_MAX]
+
+        reader = asyncio.create_task(pump())
+        try:
+            # RuntimeMaxSec ends it; the margin covers systemd's stop timeout and a slow start
+            await asyncio.wait_for(proc.wait(), pb.timeout + 30)
+        except (TimeoutError, asyncio.CancelledError) as e:
+            await self._stop_unit(unit)
+            with contextlib.suppress(TimeoutError, ProcessLookupError):
+                proc.kill()
+                await asyncio.wait_for(proc.wait(), 5)
+            if isinstance(e, asyncio.CancelledError):
+                reader.cancel()
+                raise
+        finally:
+            self.current = None
+        try:
+            await asyncio.wait_for(reader, 5)
+        except TimeoutError:  # something the unit started outlived it and holds the pipe
+            reader.cancel()
+        out = bytes(buf).decode("utf-8", "replace")
+        result = next((ln.split(":", 1)[1].strip() for ln in reversed(out.splitlines()[-8:])
+                       if ln.startswith("Finished with result:")), None)
+        code = proc.returncode
+        if result == "timeout":
+            return self._result(job, pb, "timeout", None, out, started,
+                                f"{unit} stopped after the header's timeout of {pb.timeout}s (RuntimeMaxSec)")
+        if result in ("oom-kill", "signal", "core-dump"):
+            return self._result(job, pb, "failed", None, out, started, f"{unit} ended: {result}")
+        if code is None or code < 0:
+            return self._result(job, pb, "timeout", None, out, started,
+                                f"{unit} still running {pb.timeout + 30:.0f}s in; stopped")
+        return self._result(job, pb, "succeeded" if code == 0 else "failed", code, out, started,
+                            None if code == 0 or result in (None, "exit-code") else f"{unit}: {result}")
+
+    @staticmethod
+    async def _stop_unit(unit: str) -> None:
+        with contextlib.suppress(OSError, TimeoutError):
+            p = await asyncio.create_subprocess_exec(
+                "systemctl", "stop", "--no-block", unit, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            await asyncio.wait_for(p.wait(), 10)
 
     @staticmethod
     def _kill(pgid: int, sig: int) -> None:
@@ -359,3 +443,8 @@ class JobRunner:
 
 class _NoJobs(Exception):
     pass
+
+
+def systemd_booted() -> bool:
+    """sd_booted(3): systemd is PID 1 and systemd-run can reach it."""
+    return os.path.isdir("/run/systemd/system") and shutil.which("systemd-run", path=SAFE_PATH) is not None

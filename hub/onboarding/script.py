@@ -99,7 +99,9 @@ SCRIPT = r"""#!/bin/sh
 # Sentient Homelab agent bootstrap for node '@NODE@', served by the hub at @HUB@.
 # Everything comes from the hub (no internet needed). Re-running it is harmless.
 # Options: --prefix DIR (install under DIR; implies --no-systemd), --no-systemd
-# (start the agent in the background with a pid file), --python PATH (python >= @PYVER@).
+# (start the agent in the background with a pid file), --python PATH (python >= @PYVER@),
+# --no-shell-hook (with systemd: do not install /etc/profile.d/homelab-agent.sh, which reports
+# the commands of every user's interactive bash login shell to the agent).
 set -eu
 HUB='@HUB@'
 TOKEN='@TOKEN@'
@@ -108,11 +110,13 @@ FPR='@FPR@'
 PREFIX=${HOMELAB_PREFIX:-}
 SYSTEMD=${HOMELAB_SYSTEMD:-auto}
 PY=${HOMELAB_PYTHON:-python3}
+HOOK=${HOMELAB_SHELL_HOOK:-yes}
 while [ $# -gt 0 ]; do
   case "$1" in
     --prefix) PREFIX=$2; shift 2 ;;
     --prefix=*) PREFIX=${1#--prefix=}; shift ;;
     --no-systemd) SYSTEMD=no; shift ;;
+    --no-shell-hook) HOOK=no; shift ;;
     --python) PY=$2; shift 2 ;;
     *) echo "homelab bootstrap: unknown option $1" >&2; exit 2 ;;
   esac
@@ -217,6 +221,18 @@ if [ "$SYSTEMD" = yes ]; then
   systemctl enable homelab-agent.service
   systemctl restart homelab-agent.service
   say "homelab-agent.service enabled and (re)started"
+  if [ "$HOOK" = yes ] && [ -d /etc/profile.d ]; then
+    # The unit's socket (/run/homelab-agent, reachable by every user); a .bash file that
+    # /etc/profile's *.sh loop skips, sourced only by bash (sh -l must not parse it).
+    "$AGENT" shell-hook bash --socket /run/homelab-agent/commands.sock >/etc/profile.d/homelab-agent.bash.tmp
+    printf '%s\n' '# homelab-agent: report interactive bash commands to the local agent' \
+      '[ -n "${BASH_VERSION:-}" ] && [ -r /etc/profile.d/homelab-agent.bash ] && . /etc/profile.d/homelab-agent.bash' \
+      >/etc/profile.d/homelab-agent.sh.tmp
+    chmod 644 /etc/profile.d/homelab-agent.bash.tmp /etc/profile.d/homelab-agent.sh.tmp
+    mv -f /etc/profile.d/homelab-agent.bash.tmp /etc/profile.d/homelab-agent.bash
+    mv -f /etc/profile.d/homelab-agent.sh.tmp /etc/profile.d/homelab-agent.sh
+    say "shell hook installed for bash login shells (/etc/profile.d/homelab-agent.sh; --no-shell-hook to skip)"
+  fi
 else
   PIDFILE="$STATE/agent.pid"
   if [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then

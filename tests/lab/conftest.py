@@ -1,0 +1,54 @@
+"""The node lab's fixtures: one hub and network per session, fresh booted nodes per test
+(tests/lab/nodelab.py). Every test here skips, with the reason, where the lab cannot run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nodelab  # noqa: E402
+
+# the first run on a machine builds the image (1.5-2 min); a scenario waits on real timers
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    try:
+        lab = nodelab.Lab(tmp_path_factory.mktemp("lab"))
+    except nodelab.LabUnavailable as e:
+        pytest.skip(f"node lab unavailable: {e}")
+    lab.up()
+    yield lab
+    lab.close()
+
+
+@pytest.fixture
+def enrolled(lab, request):
+    """Factory: boot a node named after the test and install the agent as a user does."""
+    made = []
+
+    def make(suffix: str = "", **_) -> nodelab.Node:
+        name = f"{request.node.name.removeprefix('test_')[:14]}{suffix}".replace("_", "-").strip("-")
+        node = lab.node(name)
+        made.append(node)
+        node.enroll()
+        return node
+
+    yield make
+    for node in made:
+        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+            sys.stderr.write(f"\n--- {node.name}: agent journal ---\n{node.journal()}\n")
+        node.stop()
+        lab.nodes.pop(node.name, None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
+
