@@ -306,7 +306,7 @@ def _ask_model(mdl: Any, text: str, ranked: list[dict], cands: list[dict], playb
         out = mdl.complete(SYSTEM, text, answer_schema(ranked, playbooks, ids), max_tokens=MAX_TOKENS,
                            timeout=timeout)
     except ModelError as e:
-        return _first(cands, playbooks, "rule's first choice (model unavailable)"), f"fallback: {e}"[:500]
+        return _first(cands, playbooks, f"rule's first choice ({e})"[:RATIONALE_MAX]), f"fallback: {e}"[:500]
     row.update(raw_output=out.text[:20000], prompt_tokens=out.prompt_tokens,
                completion_tokens=out.completion_tokens)
     try:
