@@ -256,14 +256,23 @@ def _kb(q: str, path: Path) -> dict:
     return out
 
 
+def choose_schema(ids: list[str]) -> dict:
+    """What the model may answer when it picks a template (one of ``ids``)."""
+    return {"type": "object", "properties": {"template": {"enum": ids}}, "required": ["template"],
+            "additionalProperties": False}
+
+
+FREE_SQL_SCHEMA = {"type": "object", "properties": {"sql": {"type": "string", "maxLength": 1000}},
+                   "required": ["sql"], "additionalProperties": False}
+
+
 def _choose(mdl: Any, q: str, top: list[tuple[Template, float]], row: dict) -> tuple[Template, str]:
     ids = [t.id for t, _ in top]
     lines = [f"QUESTION: {q}", "TEMPLATES:"] + [f"- {t.id}: {t.title}. {t.doc}" for t, _ in top]
     lines.append('Answer: {"template": "<id>"}')
     user = "\n".join(lines)
     row["prompt"] = SYSTEM + "\n\n" + user
-    schema = {"type": "object", "properties": {"template": {"enum": ids}}, "required": ["template"],
-              "additionalProperties": False}
+    schema = choose_schema(ids)
     try:
         out = mdl.complete(SYSTEM, user, schema, max_tokens=24, timeout=runtime.timeout())
     except ModelError as e:
@@ -291,8 +300,7 @@ SCHEMA_HINT = (
 
 def _free_sql(mdl: Any, q: str, path: Path, row: dict) -> dict | None:
     user = f"{SCHEMA_HINT}\nWrite one SQLite SELECT answering: {q}\nAnswer: {{\"sql\": \"SELECT ...\"}}"
-    schema = {"type": "object", "properties": {"sql": {"type": "string", "maxLength": 1000}},
-              "required": ["sql"], "additionalProperties": False}
+    schema = FREE_SQL_SCHEMA
     row["prompt"] = SYSTEM + "\n\n" + user
     try:
         out = mdl.complete("You write read-only SQLite queries. Answer with JSON only.", user, schema,

@@ -15,12 +15,13 @@ import importlib.metadata
 import json
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from hub.brain.grammar import grammar_schema, safe_pattern  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     latency_ms: int = 0
+    # where the time went (ms): model load (0 when warm), prompt evaluation (to the first
+    # token), generation; and whether the answer was cut off at the timeout
+    timings: dict | None = None
 
 
 class Model(Protocol):
@@ -90,35 +94,32 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
-def safe_pattern(p: Any) -> bool:
-    """Whether a regex can become a grammar rule that still ends the JSON string: a bare ``.``
-    also matches ``"``, so ``^/tmp(/.*)?$`` would let the model run on past the closing quote
-    and write anything. Character classes and escapes are fine."""
-    if not isinstance(p, str):
-        return False
-    bare = re.sub(r"\\.|\[(?:\\.|[^\]])*\]", "", p)
-    return "." not in bare
+@contextlib.contextmanager
+def _no_repack() -> Any:
+    """Load without llama.cpp's "extra buffer types" (runtime weight repacking). With
+    llama-cpp-python 0.3.36 built for an AVX-512 CPU, the repacked Q4 kernels segfault on the
+    first prompt longer than one token (measured here: every decision, in llama_decode).
+    Plain weights cost nothing measurable for a 135M model. Llama() has no argument for it,
+    so its default parameters are wrapped while it loads (under _load_lock: threads)."""
+    import llama_cpp.llama as llama_mod
+
+    orig = llama_mod.llama_cpp.llama_model_default_params
+
+    def params() -> Any:
+        p = orig()
+        if hasattr(p, "use_extra_bufts"):
+            p.use_extra_bufts = False
+        return p
+
+    with _load_lock:
+        llama_mod.llama_cpp.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            llama_mod.llama_cpp.llama_model_default_params = orig
 
 
-def grammar_schema(schema: Any, patterns: bool = False) -> Any:
-    """A copy of ``schema`` for the llama.cpp grammar converter. Long ``maxLength`` bounds
-    become hundreds of nested grammar rules that make sampling crawl, so they are left to
-    max_tokens; regexes it cannot translate make it assert, so ``patterns=False`` drops
-    them. Every answer is validated again in full, so nothing is lost by loosening here."""
-    if isinstance(schema, dict):
-        out = {}
-        for k, v in schema.items():
-            if k in ("$schema", "format", "description", "default"):
-                continue
-            if k == "pattern" and (not patterns or not safe_pattern(v)):
-                continue
-            if k == "maxLength" and isinstance(v, int) and v > 32:
-                continue
-            out[k] = grammar_schema(v, patterns)
-        return out
-    if isinstance(schema, list):
-        return [grammar_schema(v, patterns) for v in schema]
-    return schema
+_load_lock = threading.Lock()
 
 
 class LlamaModel:
@@ -144,8 +145,9 @@ class LlamaModel:
             self.sha256 = file_sha256(Path(self.path))
             t = time.monotonic()
             try:
-                self._llm = Llama(model_path=self.path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                  n_threads_batch=self.n_threads, verbose=False)
+                with _no_repack():
+                    self._llm = Llama(model_path=self.path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                      n_threads_batch=self.n_threads, verbose=False)
             except (ValueError, RuntimeError, OSError) as e:
                 raise ModelError(f"cannot load model {self.path}: {e}") from None
             log.info("loaded model %s in %.2fs (sha256 %s)", self.path, time.monotonic() - t, self.sha256[:12])
@@ -156,18 +158,22 @@ class LlamaModel:
         return len(llm.tokenize(text.encode(), add_bos=False))
 
     def _grammar(self, schema: dict) -> Any:
-        """The schema as a GBNF grammar: with its regexes if llama.cpp can translate them,
-        else without (the answer is validated again in full either way). Cached per schema."""
+        """The schema as a GBNF grammar llama.cpp has compiled (grammar.build), cached per
+        schema. A grammar it refuses is a ModelError here, never a NULL sampler later."""
         from llama_cpp import LlamaGrammar
+
+        from hub.brain import grammar
 
         key = json.dumps(schema, sort_keys=True)
         g = self._grammars.get(key)
         if g is None:
             try:
-                g = LlamaGrammar.from_json_schema(json.dumps(grammar_schema(schema, patterns=True)), verbose=False)
-            except (AssertionError, ValueError, KeyError, NotImplementedError, RecursionError) as e:
-                log.info("schema regexes not expressible as a grammar (%s); constraining without them", e)
-                g = LlamaGrammar.from_json_schema(json.dumps(grammar_schema(schema)), verbose=False)
+                text, how = grammar.build(self._llm._model.vocab, schema)
+            except ValueError as e:
+                raise ModelError(f"no grammar llama.cpp accepts for this answer: {e}") from None
+            if how != "patterns":
+                log.info("schema regexes not expressible as a grammar; constraining without them")
+            g = LlamaGrammar.from_string(text, verbose=False)
             if len(self._grammars) > 256:
                 self._grammars.clear()
             self._grammars[key] = g
@@ -177,32 +183,45 @@ class LlamaModel:
                  timeout: float = 20.0) -> Completion:
         t0 = time.monotonic()
         with self._lock:
+            cold = self._llm is None
             llm = self._load()
+            t_load = time.monotonic()
+            t_first = None
             try:
                 grammar = self._grammar(schema)
                 # Streamed so generation can be abandoned at the deadline: llama.cpp has no
-                # timeout, and exceptions raised in its callbacks do not stop it.
+                # timeout, and exceptions raised in its callbacks do not stop it. The system
+                # prompt comes first, so llama.cpp reuses its evaluated tokens across calls
+                # (longest common prefix with the previous prompt).
                 stream = llm.create_chat_completion(
                     messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
                     grammar=grammar, max_tokens=max_tokens, temperature=0.0, seed=0, stream=True,
                 )
                 parts, n = [], 0
                 for chunk in stream:
+                    if t_first is None:
+                        t_first = time.monotonic()
                     delta = chunk["choices"][0].get("delta") or {}
                     if delta.get("content"):
                         parts.append(delta["content"])
                         n += 1
                     if time.monotonic() - t0 > timeout:
                         stream.close()
-                        raise ModelError(f"model took longer than the brain timeout ({timeout:g}s)")
+                        raise ModelError(f"model timed out after {timeout:g} s ({n} tokens generated)")
+            except ModelError:
+                raise
             except (ValueError, RuntimeError, AssertionError, KeyError) as e:
                 raise ModelError(f"model call failed: {e}") from None
+        t_end = time.monotonic()
+        t_first = t_first or t_end
         text = "".join(parts)
         return Completion(
             text=text,
             prompt_tokens=len(llm.tokenize(user.encode(), add_bos=False)) + len(llm.tokenize(system.encode(), add_bos=False)),
             completion_tokens=n,
-            latency_ms=int((time.monotonic() - t0) * 1000),
+            latency_ms=int((t_end - t0) * 1000),
+            timings={"load_ms": int((t_load - t0) * 1000) if cold else 0,
+                     "prompt_ms": int((t_first - t_load) * 1000), "gen_ms": int((t_end - t_first) * 1000)},
         )
 
 

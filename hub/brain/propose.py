@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from hub.brain import context as ctxmod
-from hub.brain import runtime
+from hub.brain import guards, runtime
 from hub.brain.model import Model, ModelError, parse_json, safe_pattern
 from hub.brain.rank import BM25
 
@@ -241,10 +241,14 @@ def prompt(alert_line: str, cands: list[dict], playbooks: dict[str, Any], data: 
     return "\n".join(lines)
 
 
-def _first(cands: list[dict], playbooks: dict[str, Any], why: str) -> dict:
+def _first(cands: list[dict], playbooks: dict[str, Any], why: str, fix: dict | None = None) -> dict:
+    """The rule's first candidate; but a read-only report gives way to the direct fix of a
+    culprit the evidence names (guards.culprit), when the rule offers one."""
     if not cands:
         return {"playbook": None, "params": {}, "rationale": why, "evidence": []}
     c = cands[0]
+    if fix is not None and fix in cands and c is not fix and guards.is_report(playbooks[c["playbook"]]):
+        c, why = fix, f"{why}; the evidence names the culprit {fix['playbook']} fixes"[:RATIONALE_MAX]
     try:
         params = _pb_module().validate_params(playbooks[c["playbook"]], c["params"])
     except ValueError as e:
@@ -270,12 +274,21 @@ def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], *,
         db = runtime.read_db()
     try:
         ctx = ctxmod.build(db, alert)
+        shield = guards.protected(db)
     finally:
         if own_db and db is not None:
             db.close()
+    refused = []
+    for c in list(cands):  # before the model: it never sees a fix that would block our own
+        why = guards.refuse(c["playbook"], playbooks[c["playbook"]], c["params"], shield)
+        if why:
+            refused.append(why)
+            cands.remove(c)
     data = ctx.render()
     ids = ctx.shown_ids()
-    ranked = shortlist(rank_candidates(cands, playbooks, ctx), shortlist_ratio)  # best first
+    fix = guards.culprit(cands, playbooks, " ".join(it.text for it in ctx.items))
+    ranked = shortlist(guards.culprit_first(rank_candidates(cands, playbooks, ctx), playbooks, fix),
+                       shortlist_ratio)  # best first
     text = prompt(ctxmod.clean(ctxmod.alert_text(alert), 400), ranked, playbooks, data)
     row: dict[str, Any] = {
         "purpose": "propose", "alert_id": alert.get("id"), "node": alert.get("node"),
@@ -283,11 +296,21 @@ def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], *,
         "model": getattr(mdl, "path", None), "model_sha256": None,
     }
     if not cands:
-        result, outcome = _first([], playbooks, "no installed playbook among the rule's choices"), "no_candidates"
+        why = "; ".join(refused) if refused else "no installed playbook among the rule's choices"
+        result, outcome = _first([], playbooks, why[:RATIONALE_MAX]), "refused" if refused else "no_candidates"
     elif mdl is None:
-        result, outcome = _first(cands, playbooks, "rule's first choice (no model configured)"), "no_model"
+        result, outcome = _first(cands, playbooks, "rule's first choice (no model configured)", fix), "no_model"
     else:
-        result, outcome = _ask_model(mdl, text, ranked, cands, playbooks, ids, timeout, row)
+        result, outcome = _ask_model(mdl, text, ranked, cands, playbooks, ids, timeout, row, fix)
+    name = result.get("playbook")
+    why = guards.refuse(name, playbooks[name], result.get("params") or {}, shield) if name else None
+    if why:  # after the model: what it filled in is held to the same guard
+        refused.append(why)
+        rest = [c for c in cands if c["playbook"] != name]
+        result, outcome = _first(rest, playbooks, f"refused the model's choice: {why}"[:RATIONALE_MAX], fix), \
+            f"fallback: {why}"[:500]
+    if refused:
+        result["refused"] = refused
     row["model_sha256"] = getattr(mdl, "sha256", None) if mdl is not None else None
     row["parsed"] = result
     row["outcome"] = outcome
@@ -299,18 +322,25 @@ def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], *,
 
 
 def _ask_model(mdl: Any, text: str, ranked: list[dict], cands: list[dict], playbooks: dict[str, Any],
-               ids: list[str], timeout: float, row: dict) -> tuple[dict, str]:
+               ids: list[str], timeout: float, row: dict, fix: dict | None = None) -> tuple[dict, str]:
     """The model's checked answer (it may only pick what it was offered: ``ranked``), or the
     rule's first candidate (``cands`` is in rule order)."""
     try:
         out = mdl.complete(SYSTEM, text, answer_schema(ranked, playbooks, ids), max_tokens=MAX_TOKENS,
                            timeout=timeout)
     except ModelError as e:
-        return _first(cands, playbooks, "rule's first choice (model unavailable)"), f"fallback: {e}"[:500]
+        return _first(cands, playbooks, f"rule's first choice ({e})"[:RATIONALE_MAX], fix), f"fallback: {e}"[:500]
     row.update(raw_output=out.text[:20000], prompt_tokens=out.prompt_tokens,
                completion_tokens=out.completion_tokens)
     try:
         res = check_answer(parse_json(out.text), ranked, playbooks, ids)
-        return res, "abstained: evidence ranker's choice" if res.pop("abstained", False) else "accepted"
     except (ModelError, Rejected) as e:
-        return _first(cands, playbooks, "rule's first choice (model answer rejected)"), f"fallback: {e}"[:500]
+        return _first(cands, playbooks, "rule's first choice (model answer rejected)", fix), f"fallback: {e}"[:500]
+    outcome = "abstained: evidence ranker's choice" if res.pop("abstained", False) else "accepted"
+    if fix is not None and res["playbook"] != fix["playbook"] and guards.is_report(playbooks[res["playbook"]]):
+        over = _first([fix], playbooks, f"the evidence names the culprit {fix['playbook']} fixes; "
+                      f"the model chose the report {res['playbook']}"[:RATIONALE_MAX])
+        if over["playbook"] is not None:
+            over["evidence"] = res["evidence"]
+            return over, f"overridden: evidence names the culprit ({fix['playbook']} over {res['playbook']})"
+    return res, outcome

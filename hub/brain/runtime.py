@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from hub.brain.model import LlamaModel, get_model
+from hub.brain.model import resolve_path
+from hub.brain.worker import WorkerModel, get_worker
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +30,10 @@ COLUMNS = ("ts", "purpose", "alert_id", "node", "prompt", "context_ids", "raw_ou
            "outcome", "model", "model_sha256", "prompt_tokens", "completion_tokens", "latency_ms")
 
 
-def configure(settings: Any = None, db_path: Path | str | None = None, writer: Any = None) -> None:
-    _state.update(settings=settings, db_path=db_path, writer=writer)
+def configure(settings: Any = None, db_path: Path | str | None = None, writer: Any = None,
+              factory: str | None = None) -> None:
+    """``factory`` (tests and the benchmark only) names a stand-in model for the worker."""
+    _state.update(settings=settings, db_path=db_path, writer=writer, factory=factory)
 
 
 def setting(key: str, default: Any) -> Any:
@@ -37,9 +41,18 @@ def setting(key: str, default: Any) -> Any:
     return getattr(s, key, default) if s is not None else default
 
 
-def model() -> LlamaModel | None:
-    return get_model(setting("model", None), n_ctx=int(setting("brain_ctx", 2048)),
-                     n_threads=int(setting("brain_threads", 1)))
+def model() -> WorkerModel | None:
+    """The configured model, run in its worker process (hub/brain/worker.py), or None.
+
+    One thread by default: llama.cpp's worker threads spin while waiting for each other, and
+    on a 2-core hub that is also ingesting, 2 threads measured 10-20x slower than 1."""
+    s = setting("model", None)
+    path = resolve_path(os.environ.get("HOMELAB_MODEL") if s is None else s)
+    if path is None:
+        return None
+    threads = max(1, min(int(setting("brain_threads", 1)), os.cpu_count() or 1))
+    return get_worker(path, n_ctx=int(setting("brain_ctx", 2048)), n_threads=threads,
+                      factory=_state.get("factory"))
 
 
 def timeout() -> float:

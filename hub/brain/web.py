@@ -71,6 +71,9 @@ async def _configure(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     runtime.configure(settings, db_path(settings.data_dir), None)
+    from hub.brain import worker
+
+    await asyncio.to_thread(worker.close_all)  # the model worker leaves with the hub
 
 
 def setup(app: web.Application) -> None:

@@ -35,6 +35,7 @@ from aiohttp import web
 from agent import wire
 from agent.playbook import Playbook
 from hub import audit
+from hub.brain import guards
 from hub.ingest import authenticate
 from hub.keys import ALERT_LISTENERS, READ_DB, SETTINGS, SIGNING_KEY, WRITER
 from hub.playbooks import Registry
@@ -252,6 +253,11 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
         except ValueError as e:
             problems.append(f"{cand.get('playbook') if isinstance(cand, dict) else cand}: {e}")
             log.warning("rule %s proposed an invalid fix: %s", rule, e)
+            continue
+        refused = guards.refuse(pb.name, pb, params, guards.protected(app[READ_DB]))
+        if refused:  # never block an enrolled node, the hub, loopback or the tailnet (hub/brain/guards.py)
+            problems.append(refused)
+            log.warning("rule %s proposed a fix the guards refuse: %s", rule, refused)
             continue
         if cand.get("auto") and pb.risk != "read-only":
             log.warning("rule %s asks to auto-run %s, which is %s: a person must approve it", rule, pb.name, pb.risk)

@@ -72,8 +72,8 @@ def test_real_model_timeout_falls_back(real):
     cands = [{"playbook": "restart-unit", "params": {"unit": "nginx.service"}}]
     rows = []
     r = decide(alert, cands, playbooks(), model=real, record=lambda row: rows.append(row) or 1, timeout=0.0)
-    assert r["playbook"] == "restart-unit" and "model unavailable" in r["rationale"]
-    assert rows[0]["outcome"].startswith("fallback") and "timeout" in rows[0]["outcome"]
+    assert r["playbook"] == "restart-unit" and "model timed out" in r["rationale"]
+    assert rows[0]["outcome"].startswith("fallback: model timed out")
 
 
 def test_without_llama_cpp_the_hub_falls_back(monkeypatch, tmp_path):
