@@ -19,7 +19,7 @@ COMMANDS = [
 ]
 FEATURES = [
     "hub.backup.web", "hub.onboarding.web", "hub.brain.web", "hub.kb.web", "hub.loki.web",
-    "hub.metrics.web", "hub.profiles.web", "hub.proposals.web", "hub.rules.web",
+    "hub.metrics.web", "hub.notify.web", "hub.profiles.web", "hub.proposals.web", "hub.rules.web",
     "hub.selfdocs.web", "hub.tailnet.web",
 ]
 PROJECTIONS = ["hub.twin.activity", "hub.twin.project"]
@@ -29,5 +29,5 @@ def modules(names: list[str]) -> list[ModuleType]:
     return [importlib.import_module(n) for n in names]
 SCHEMAS = [
     "hub.twin.schema", "hub.rules.schema", "hub.proposals.schema", "hub.brain.schema",
-    "hub.kb.schema", "hub.ansible.schema", "hub.profiles.schema",
+    "hub.kb.schema", "hub.ansible.schema", "hub.profiles.schema", "hub.notify.schema",
 ]
