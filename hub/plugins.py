@@ -14,7 +14,7 @@ from types import ModuleType
 
 COMMANDS = [
     "hub.backup.cli", "hub.brain.cli", "hub.selfdocs.cli", "hub.ansible.cli", "hub.kb.cli",
-    "hub.playbooks.cli", "hub.profiles.cli", "hub.proposals.cli", "hub.rules.cli",
+    "hub.notify.cli", "hub.playbooks.cli", "hub.profiles.cli", "hub.proposals.cli", "hub.rules.cli",
     "hub.tailnet.cli", "hub.twin.cli",
 ]
 FEATURES = [

@@ -36,7 +36,7 @@ def check_url(url: str) -> str:
         scheme = url.split("://", 1)[0] if "://" in url else url[:12]
         raise ValueError(f"not an apprise URL apprise can use (scheme {scheme!r}); "
                          "see https://github.com/caronc/apprise/wiki")
-    return plugin.url(privacy=True)
+    return plugin.url(privacy=True).split("?", 1)[0]  # the query is apprise's defaults: noise
 
 
 def masked(url: str) -> str:
@@ -52,8 +52,13 @@ def apprise_send(url: str, title: str, body: str, kind: str) -> tuple[str, bool]
     a = ap.Apprise()
     if not a.add(url):
         return f"apprise cannot use {masked(url)}", True
-    ok = a.notify(title=title, body=body, notify_type=NOTIFY_TYPES.get(kind, "info"))
-    return None if ok else (f"{masked(url)} did not accept the notification", False)
+    # apprise says why a send failed only in its log: capture it, to give the reason
+    with ap.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
+        ok = a.notify(title=title, body=body, notify_type=NOTIFY_TYPES.get(kind, "info"))
+    if ok:
+        return None
+    lines = [ln.strip() for ln in captured.getvalue().splitlines() if ln.strip()]
+    return (lines[-1][:300] if lines else "not delivered"), False
 
 
 async def post_json(s: aiohttp.ClientSession, url: str, body: Any) -> tuple[str, bool] | None:
