@@ -18,7 +18,15 @@ def default_state_dir() -> Path:
     return xdg("STATE", ".local/state") / "homelab-agent"
 
 
-ALL_COLLECTORS = ("metrics", "files", "devices", "packages", "commands", "logs", "services", "processes", "inventory")
+ALL_COLLECTORS = ("metrics", "files", "devices", "packages", "commands", "logs", "services", "processes", "inventory", "checks")
+
+
+def parse_checks_setting(v):
+    """Validated here so a wrong check is named at load time; kept as plain tables."""
+    from agent.collectors.checks import parse_checks
+
+    parse_checks(v)
+    return json.loads(v) if isinstance(v, str) and v.strip() else (list(v) if isinstance(v, list) else [])
 
 AGENT_OPTS: tuple[Opt, ...] = (
     Opt("state_dir", None, "HOMELAB_AGENT_STATE_DIR", "Directory for the agent's config, credential, spool and state.", Path, "--state-dir"),
@@ -53,6 +61,7 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("services_interval", 15.0, "HOMELAB_AGENT_SERVICES_INTERVAL", "Interval between polls of systemd unit states.", parse_duration),
     Opt("processes_interval", 60.0, "HOMELAB_AGENT_PROCESSES_INTERVAL", "Interval between top-process samples.", parse_duration),
     Opt("processes_top", 10, "HOMELAB_AGENT_PROCESSES_TOP", "How many processes by CPU and how many by memory each sample reports.", int),
+    Opt("checks", [], "HOMELAB_AGENT_CHECKS", "Active checks run from this node: [[checks]] tables with name, type (http, tcp, tls, dns), target and options (docs/checks.md); a JSON list in the environment.", parse_checks_setting),
     Opt("inventory_interval", 300.0, "HOMELAB_AGENT_INVENTORY_INTERVAL", "How often the inventory (OS, hardware, mounts, addresses) is re-checked; sent only when it changed.", parse_duration),
 )
 

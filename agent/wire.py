@@ -194,6 +194,25 @@ class Inventory(Event, frozen=True, tag="inventory"):
     facts: dict[Str, object]  # os, kernel, cpu, memory, disks, mounts, interfaces ...
 
 
+# --- active checks (agent/collectors/checks.py) ----------------------------------------
+
+
+class CheckResult(Event, frozen=True, tag="check"):
+    """One run of an active check (HTTP, TCP, TLS, DNS). A hub older than this kind keeps it
+    as an unknown event (stored, not projected), like any future kind."""
+
+    name: Str
+    type: Literal["http", "tcp", "tls", "dns"]
+    target: Str
+    ok: bool
+    latency_ms: Finite | None = None
+    status: int | None = None  # HTTP status
+    error: Str | None = None
+    cert_expires: Timestamp | None = None  # the server certificate's notAfter (https, tls)
+    cert_days: Finite | None = None  # days from ts until cert_expires
+    detail: Str | None = None  # DNS: the addresses found
+
+
 # --- jobs (playbook runs) -------------------------------------------------------------
 
 
@@ -222,6 +241,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime Union object for msgspec and __args
     Processes,
     Inventory,
     JobResult,
+    CheckResult,
 ]
 KINDS: frozenset[str] = frozenset(t.__struct_config__.tag for t in AnyEvent.__args__)  # type: ignore[attr-defined]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from agent.config import parse_checks_setting
 from agent.settings import (
     Opt,
     Settings,
@@ -61,6 +62,8 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("notify_min_severity", "warning", "HOMELAB_HUB_NOTIFY_MIN_SEVERITY", "Least severity sent to notify_urls: info, warning or critical.", lambda v: _severity(v)),
     Opt("notify_group_wait", 30.0, "HOMELAB_HUB_NOTIFY_GROUP_WAIT", "How long a notification waits for others to the same target, so a burst arrives as one message.", parse_duration),
     Opt("notify_rate_limit", 20, "HOMELAB_HUB_NOTIFY_RATE_LIMIT", "Most messages per notify URL per hour (0: no limit); past it notifications wait and go out together.", int),
+    Opt("checks", [], "HOMELAB_HUB_CHECKS", "Active checks the hub runs itself, as on an agent (docs/checks.md); results are events of node checks_node.", parse_checks_setting),
+    Opt("checks_node", "hub", "HOMELAB_HUB_CHECKS_NODE", "Node name the hub's own check results are stored under (must not be an enrolled agent's).", str),
     Opt("loki_url", None, "HOMELAB_HUB_LOKI_URL", "Loki base URL to forward logs to (/loki/api/v1/push).", str),
     Opt("tls", False, "HOMELAB_HUB_TLS", "Serve HTTPS with the hub's own certificate (for LANs without Tailscale).", parse_bool, "--tls"),
     Opt("bootstrap_dir", None, "HOMELAB_HUB_BOOTSTRAP_DIR", "Where the hub builds and caches the agent wheel and wheelhouse it serves to new nodes. Default: DATA_DIR/bootstrap.", Path),

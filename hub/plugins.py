@@ -18,11 +18,11 @@ COMMANDS = [
     "hub.tailnet.cli", "hub.twin.cli",
 ]
 FEATURES = [
-    "hub.backup.web", "hub.onboarding.web", "hub.brain.web", "hub.kb.web", "hub.loki.web",
+    "hub.backup.web", "hub.checks.web", "hub.onboarding.web", "hub.brain.web", "hub.kb.web", "hub.loki.web",
     "hub.metrics.web", "hub.notify.web", "hub.profiles.web", "hub.proposals.web", "hub.rules.web",
     "hub.selfdocs.web", "hub.tailnet.web",
 ]
-PROJECTIONS = ["hub.twin.activity", "hub.twin.project"]
+PROJECTIONS = ["hub.twin.activity", "hub.twin.project", "hub.checks.project"]
 
 
 def modules(names: list[str]) -> list[ModuleType]:
@@ -30,4 +30,5 @@ def modules(names: list[str]) -> list[ModuleType]:
 SCHEMAS = [
     "hub.twin.schema", "hub.rules.schema", "hub.proposals.schema", "hub.brain.schema",
     "hub.kb.schema", "hub.ansible.schema", "hub.profiles.schema", "hub.notify.schema",
+    "hub.checks.schema",
 ]

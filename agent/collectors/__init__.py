@@ -28,6 +28,7 @@ REGISTRY: dict[str, str] = {
     "services": "agent.collectors.services:ServicesCollector",
     "processes": "agent.collectors.processes:ProcessesCollector",
     "inventory": "agent.collectors.inventory:InventoryCollector",
+    "checks": "agent.collectors.checks:ChecksCollector",
 }
 
 
