@@ -117,19 +117,35 @@ async def _http(c: Check) -> dict:
 
     out: dict = {}
     ssl_arg: Any = None if c.target.startswith("http://") else _ctx(c.verify)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=c.timeout)) as s:
-        async with s.get(c.target, ssl=ssl_arg, allow_redirects=True) as r:
-            if r.connection is not None and r.connection.transport is not None:
-                out.update(_cert_fields(_peer_der(
-                    r.connection.transport.get_extra_info("ssl_object")), time.time()))
-            body = await r.content.read(MAX_BODY) if c.expect_text else b""
+    u = urlsplit(c.target)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=c.timeout)) as s:
+            async with s.get(c.target, ssl=ssl_arg, allow_redirects=True) as r:
+                body = await r.content.read(MAX_BODY) if c.expect_text else b""
+    except ssl.SSLCertVerificationError as e:  # aiohttp's certificate error is one
+        return {**await _cert_of(u.hostname or "", u.port or 443), "error": _untrusted(e)}
     out["status"] = r.status
     want = c.expect_status or None
     if (want and r.status not in want) or (not want and not 200 <= r.status < 400):
         out["error"] = f"HTTP {r.status}" + (f", expected {want}" if want else "")
     elif c.expect_text and c.expect_text.encode() not in body:
         out["error"] = f"expected text {c.expect_text[:80]!r} not found"
+    if ssl_arg is not None:  # aiohttp does not keep the peer certificate: one short handshake
+        out.update(await _cert_of(u.hostname or "", u.port or 443))
     return out
+
+
+def _untrusted(e: ssl.SSLCertVerificationError) -> str:
+    inner = getattr(e, "certificate_error", e)  # aiohttp wraps ssl's error
+    return f"certificate not trusted: {getattr(inner, 'verify_message', None) or inner}"
+
+
+async def _cert_of(host: str, port: int) -> dict:
+    _r, w = await asyncio.open_connection(host, port, ssl=_ctx(False), server_hostname=host)
+    try:
+        return _cert_fields(_peer_der(w.get_extra_info("ssl_object")), time.time())
+    finally:
+        w.close()
 
 
 async def _tcp(c: Check) -> dict:
@@ -145,10 +161,7 @@ async def _tls(c: Check) -> dict:
         _r, w = await asyncio.open_connection(host, port, ssl=_ctx(c.verify), server_hostname=host)
     except ssl.SSLCertVerificationError as e:
         # untrusted or wrong name: say so, and still tell when the certificate expires
-        _r, w = await asyncio.open_connection(host, port, ssl=_ctx(False), server_hostname=host)
-        out = _cert_fields(_peer_der(w.get_extra_info("ssl_object")), time.time())
-        w.close()
-        return {**out, "error": f"certificate not trusted: {e.verify_message}"}
+        return {**await _cert_of(host, port), "error": _untrusted(e)}
     out = _cert_fields(_peer_der(w.get_extra_info("ssl_object")), time.time())
     w.close()
     if out.get("cert_days", 1) <= 0:
@@ -180,7 +193,7 @@ async def run_check(c: Check) -> wire.CheckResult:
     except TimeoutError:
         out = {"error": f"no answer within {c.timeout:g}s"}
     except ssl.SSLCertVerificationError as e:
-        out = {"error": f"certificate not trusted: {e.verify_message}"}
+        out = {"error": _untrusted(e)}
     except (OSError, ssl.SSLError, ValueError) as e:
         out = {"error": f"{type(e).__name__}: {e}"[:4000]}
     except Exception as e:  # noqa: BLE001 - aiohttp's client errors and the like: the result
