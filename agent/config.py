@@ -31,6 +31,14 @@ def default_state_dir() -> Path:
 
 ALL_COLLECTORS = tuple(REGISTRY)  # every collector is on by default; each steps aside where it cannot run
 
+
+def parse_checks_setting(v):
+    """Validated here so a wrong check is named at load time; kept as plain tables."""
+    from agent.collectors.checks import parse_checks
+
+    parse_checks(v)
+    return json.loads(v) if isinstance(v, str) and v.strip() else (list(v) if isinstance(v, list) else [])
+
 AGENT_OPTS: tuple[Opt, ...] = (
     Opt("state_dir", None, "HOMELAB_AGENT_STATE_DIR", "Directory for the agent's config, credential, spool and state.", Path, "--state-dir"),
     Opt("hub_url", None, "HOMELAB_AGENT_HUB_URL", "The hub's URL (written by `join`).", str, "--hub-url"),
@@ -66,6 +74,7 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("services_interval", 15.0, "HOMELAB_AGENT_SERVICES_INTERVAL", "Interval between polls of systemd unit states.", parse_duration),
     Opt("processes_interval", 60.0, "HOMELAB_AGENT_PROCESSES_INTERVAL", "Interval between top-process samples.", parse_duration),
     Opt("processes_top", 10, "HOMELAB_AGENT_PROCESSES_TOP", "How many processes by CPU and how many by memory each sample reports.", int),
+    Opt("checks", [], "HOMELAB_AGENT_CHECKS", "Active checks run from this node: [[checks]] tables with name, type (http, tcp, tls, dns), target and options (docs/checks.md); a JSON list in the environment.", parse_checks_setting),
     Opt("inventory_interval", 300.0, "HOMELAB_AGENT_INVENTORY_INTERVAL", "How often the inventory (OS, hardware, mounts, addresses) is re-checked; sent only when it changed.", parse_duration),
 )
 

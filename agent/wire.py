@@ -209,6 +209,25 @@ class Facts(Event, frozen=True, tag="facts"):
     items: Annotated[dict[FactKey, dict[str, Any]], msgspec.Meta(max_length=20_000)]
 
 
+# --- active checks (agent/collectors/checks.py) ----------------------------------------
+
+
+class CheckResult(Event, frozen=True, tag="check"):
+    """One run of an active check (HTTP, TCP, TLS, DNS). A hub older than this kind keeps it
+    as an unknown event (stored, not projected), like any future kind."""
+
+    name: Str
+    type: Literal["http", "tcp", "tls", "dns"]
+    target: Str
+    ok: bool
+    latency_ms: Finite | None = None
+    status: int | None = None  # HTTP status
+    error: Str | None = None
+    cert_expires: Timestamp | None = None  # the server certificate's notAfter (https, tls)
+    cert_days: Finite | None = None  # days from ts until cert_expires
+    detail: Str | None = None  # DNS: the addresses found
+
+
 # --- jobs (playbook runs) -------------------------------------------------------------
 
 
@@ -238,6 +257,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime Union object for msgspec and __args
     Inventory,
     Facts,
     JobResult,
+    CheckResult,
 ]
 KINDS: frozenset[str] = frozenset(t.__struct_config__.tag for t in AnyEvent.__args__)  # type: ignore[attr-defined]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agent.config import parse_checks_setting
 from agent.settings import (
     Opt,
     Settings,
@@ -15,6 +16,12 @@ from agent.settings import (
     parse_size,
     xdg,
 )
+
+
+def _severity(v: str) -> str:
+    if str(v) not in ("info", "warning", "critical"):
+        raise ValueError(f"{v!r} is not a severity (info, warning, critical)")
+    return str(v)
 
 
 def default_data_dir() -> Path:
@@ -51,6 +58,12 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("datasette_port", 8471, "HOMELAB_HUB_DATASETTE_PORT", "Port for Datasette under `up` / `datasette`.", int, "--datasette-port"),
     Opt("webhooks", [], "HOMELAB_HUB_WEBHOOKS", "URLs that receive alert notifications as JSON (os.pathsep-separated in the environment).", parse_list),
     Opt("alertmanager_url", None, "HOMELAB_HUB_ALERTMANAGER_URL", "Alertmanager base URL to push alerts to (API v2).", str),
+    Opt("notify_urls", [], "HOMELAB_HUB_NOTIFY_URLS", "Apprise URLs that receive notifications (ntfy://, mailto://, gotify://, matrix://, tgram:// ...; space-separated in the environment).", lambda v: [str(x) for x in v] if isinstance(v, list) else str(v).split()),
+    Opt("notify_min_severity", "warning", "HOMELAB_HUB_NOTIFY_MIN_SEVERITY", "Least severity sent to notify_urls: info, warning or critical.", lambda v: _severity(v)),
+    Opt("notify_group_wait", 30.0, "HOMELAB_HUB_NOTIFY_GROUP_WAIT", "How long a notification waits for others to the same target, so a burst arrives as one message.", parse_duration),
+    Opt("notify_rate_limit", 20, "HOMELAB_HUB_NOTIFY_RATE_LIMIT", "Most messages per notify URL per hour (0: no limit); past it notifications wait and go out together.", int),
+    Opt("checks", [], "HOMELAB_HUB_CHECKS", "Active checks the hub runs itself, as on an agent (docs/checks.md); results are events of node checks_node.", parse_checks_setting),
+    Opt("checks_node", "hub", "HOMELAB_HUB_CHECKS_NODE", "Node name the hub's own check results are stored under (must not be an enrolled agent's).", str),
     Opt("loki_url", None, "HOMELAB_HUB_LOKI_URL", "Loki base URL to forward logs to (/loki/api/v1/push).", str),
     Opt("tls", False, "HOMELAB_HUB_TLS", "Serve HTTPS with the hub's own certificate (for LANs without Tailscale).", parse_bool, "--tls"),
     Opt("bootstrap_dir", None, "HOMELAB_HUB_BOOTSTRAP_DIR", "Where the hub builds and caches the agent wheel and wheelhouse it serves to new nodes. Default: DATA_DIR/bootstrap.", Path),

@@ -1,5 +1,6 @@
 """Rules on the live hub: load the shipped rules/ and settings.rules_dir, evaluate every
-committed event on the rules thread, and notify webhooks and Alertmanager.
+committed event on the rules thread. Notifications (webhooks, Alertmanager, apprise) are
+hub.notify's: its alert listener writes them to a durable outbox in the same transaction.
 
 A bad rule file is logged with file, line and key and skipped; the good ones still run.
 Alerts are read with ``homelab-hub alerts`` or Datasette; no HTTP route exposes them.
@@ -18,13 +19,11 @@ from aiohttp import web
 from hub.keys import ALERT_LISTENERS, SETTINGS, WRITER
 from hub.paths import shipped
 from hub.rules.loader import load_paths
-from hub.rules.notify import Notifier
 from hub.rules.service import RulesService
 
 log = logging.getLogger(__name__)
 
 SERVICE = web.AppKey("rules_service", RulesService)
-NOTIFIER = web.AppKey("rules_notifier", Notifier)
 
 
 def rule_paths(settings) -> list[Path]:
@@ -40,14 +39,8 @@ async def _rules(app: web.Application) -> AsyncIterator[None]:
     for e in errors:
         log.error("rule file skipped: %s", e)
     log.info("rules: %d loaded, %d file error(s)", len(rules), len(errors))
-    from hub.server import public_url
-
-    notifier = Notifier(settings.webhooks or [], settings.alertmanager_url, public_url(settings))
-    notifier._loop = asyncio.get_running_loop()
-    app[NOTIFIER] = notifier
-    notify_task = asyncio.create_task(notifier.run()) if notifier.enabled else None
     writer = app[WRITER]
-    service = RulesService(rules, writer, app[ALERT_LISTENERS], on_records=notifier.submit_threadsafe)
+    service = RulesService(rules, writer, app[ALERT_LISTENERS])
     app[SERVICE] = service
     writer.subscribers.append(service.subscriber)
     service.start()
@@ -55,10 +48,6 @@ async def _rules(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(ValueError):
         writer.subscribers.remove(service.subscriber)
     await asyncio.get_running_loop().run_in_executor(None, service.stop)
-    if notify_task is not None:
-        notify_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await notify_task
 
 
 def setup(app: web.Application) -> None:

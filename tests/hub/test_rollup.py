@@ -7,9 +7,9 @@ import asyncio
 from collections import defaultdict
 
 from agent import wire
+from hub import rollup
 from hub.config import load_settings
 from hub.ingest import _json_of
-from hub import rollup
 from hub.store import IngestItem, Writer
 
 T0 = 1_700_000_000 // 3600 * 3600  # an hour boundary

@@ -1,0 +1,223 @@
+"""Notifications end to end: a live hub, a real rule, and real receivers on loopback (an ntfy-API
+HTTP server, aiosmtpd for email, a JSON webhook); the outbox survives a hub restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+import pytest
+from aiohttp import web
+from notify_receivers import Mailbox, Ntfy
+
+from agent import wire
+from hub.notify.web import COURIER
+from tests.conftest import Proc, async_wait_for, free_port, query
+from tests.hub.rules.rules_fixtures import RulesHub, rules_hub  # noqa: F401 - fixture
+
+RULES = """\
+rules:
+  - name: srv-touched
+    severity: critical
+    event:
+      kind: file
+      where: {path: {startswith: /srv/conf}}
+    group_by: [node, path]
+    keep_firing_for: 2s
+    annotations: {summary: "{{ path }} {{ action }} on {{ node }}"}
+  - name: app-config-broken
+    severity: warning
+    event:
+      kind: file
+      where: {path: /srv/app.conf}
+    group_by: [node]
+    annotations: {summary: "app.conf changed on {{ node }}"}
+    propose:
+      - playbook: restart-unit
+        params: {unit: app.service}
+  - name: chatter
+    severity: info
+    event:
+      kind: file
+      where: {path: /etc/motd}
+    group_by: [node]
+"""
+
+
+def rules_dir(tmp_path):
+    d = tmp_path / "rules"
+    d.mkdir(exist_ok=True)
+    (d / "r.yaml").write_text(RULES)
+    return d
+
+
+def touched(path: str = "/srv/conf") -> wire.FileChange:
+    return wire.FileChange(ts=time.time(), action="modify", path=path)
+
+
+@pytest.fixture
+async def ntfy():
+    n = await Ntfy().start()
+    yield n
+    await n.stop()
+
+
+@pytest.fixture
+def mailbox():
+    m = Mailbox().start()
+    yield m
+    m.stop()
+
+
+def mine(ntfy: Ntfy) -> list[dict]:
+    """Messages about this test's rules (the shipped rules may fire on their own)."""
+    return [m for m in ntfy.messages if "srv-touched" in (m["message"] + (m["title"] or ""))
+            or "restart-unit" in (m["title"] or "")]
+
+
+async def test_firing_and_resolved_reach_ntfy_email_and_webhook_once(rules_hub, tmp_path, ntfy, mailbox):  # noqa: F811
+    hooked = []
+
+    async def hook(request):
+        hooked.extend(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        h = await rules_hub(rules_dir=rules_dir(tmp_path), notify_urls=[ntfy.url(), mailbox.url()],
+                            webhooks=[f"http://127.0.0.1:{port}/hook"], notify_group_wait=0.2)
+        await h.send("n1", [touched(), touched("/etc/motd")])  # motd: info, below the minimum
+        await async_wait_for(lambda: len(mine(ntfy)) >= 2 and len(mailbox.mails) >= 2, 40,
+                             what="firing and resolved via ntfy and email")
+        await async_wait_for(lambda: len([a for a in hooked if a["rule"] == "srv-touched"]) >= 2,
+                             40, what="firing and resolved via the webhook")
+    finally:
+        await runner.cleanup()
+    firing, resolved = mine(ntfy)
+    assert firing["topic"] == "homelab" and firing["title"] == "[critical] srv-touched on n1"
+    assert "/srv/conf modify on n1" in firing["message"]
+    assert resolved["title"] == "[resolved] srv-touched on n1"
+    assert "Subject: [critical] srv-touched on n1" in mailbox.mails[0]
+    assert "Subject: [resolved] srv-touched on n1" in mailbox.mails[1]
+    assert not any("motd" in m["message"] or "chatter" in (m["title"] or "") for m in ntfy.messages)
+    assert [a["transition"] for a in hooked if a["rule"] == "srv-touched"] == ["firing", "resolved"]
+    rows = h.query("SELECT channel, state, attempts FROM notify_outbox WHERE title LIKE '%srv-touched%'")
+    assert sorted(rows) == sorted([("apprise", "sent", 1)] * 4 + [("webhook", "sent", 1)] * 2)
+    # targets are named by a hash: the URLs (tokens, passwords) never reach the database
+    assert not h.query("SELECT 1 FROM notify_outbox WHERE target LIKE '%127.0.0.1%'")
+
+
+async def test_burst_is_grouped_then_rate_limited(rules_hub, tmp_path, ntfy):  # noqa: F811
+    h = await rules_hub(rules_dir=rules_dir(tmp_path), notify_urls=[ntfy.url()],
+                        notify_group_wait=1.5, notify_rate_limit=1)
+    await h.send("n1", [touched(f"/srv/conf.d/{i}") for i in range(3)])
+    await async_wait_for(lambda: mine(ntfy), 40, what="the grouped message")
+    (msg,) = mine(ntfy)
+    assert msg["title"] == "homelab: 3 notifications (3 firing)"
+    assert all(f"/srv/conf.d/{i} modify on n1" in msg["message"] for i in range(3))
+    courier = h.app[COURIER]
+    # the three resolutions are due, but the hour's one message is spent: they are held
+    await async_wait_for(lambda: courier.stats["held"] >= 3, 40, what="resolutions held")
+    assert h.query("SELECT count(*) FROM notify_outbox WHERE topic = 'resolved' AND state = 'pending'") == [(3,)]
+    assert len(mine(ntfy)) == 1
+
+
+async def test_proposal_awaiting_approval_and_fix_outcome(rules_hub, tmp_path, ntfy):  # noqa: F811
+    from hub.proposals import state
+
+    h = await rules_hub(rules_dir=rules_dir(tmp_path), notify_urls=[ntfy.url()], notify_group_wait=0)
+    await h.send("n1", [touched("/srv/app.conf")])
+    await async_wait_for(lambda: "[approve?] restart-unit on n1" in told(ntfy), 40,
+                         what="proposal notification")
+    (pid,) = h.query("SELECT id FROM proposals WHERE playbook = 'restart-unit'")[0]
+    assert f"approve: homelab-hub approve {pid}" in told(ntfy)
+    assert 'restart-unit on n1 {"unit":"app.service"}' in told(ntfy)
+
+    def fail(db):
+        state.transition(db, pid, "approved", "tester")
+        state.transition(db, pid, "failed", "hub", "node refused", reason="remote execution is off")
+
+    await _writer(h).run(fail)
+    await async_wait_for(lambda: "[fix failed] restart-unit on n1" in told(ntfy), 40,
+                         what="fix outcome notification")
+    assert f"proposal {pid} (app-config-broken): failed. remote execution is off" in told(ntfy)
+    assert told(ntfy).count("[approve?]") == 1
+
+
+def told(ntfy: Ntfy) -> str:
+    """Everything said, as title and body per message (a grouped message lists each item's)."""
+    return "".join(f"{m['title']}\n{m['message']}\n" for m in ntfy.messages)
+
+
+def _writer(h: RulesHub):
+    from hub.keys import WRITER
+
+    return h.app[WRITER]
+
+
+def _hub(tmp_path, data_dir, port, ntfy: Ntfy, n: int) -> Proc:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMELAB_")}
+    env.update(HOMELAB_HUB_NOTIFY_URLS=ntfy.url(), HOMELAB_HUB_NOTIFY_GROUP_WAIT="0",
+               HOMELAB_HUB_RULES_DIR=str(rules_dir(tmp_path)), HOMELAB_MODEL="none")
+    return Proc([sys.executable, "-m", "hub", "serve", "--data-dir", str(data_dir),
+                 "--listen", f"127.0.0.1:{port}"], tmp_path / f"hub-{n}.log", env)
+
+
+async def _ready(p: Proc, url: str) -> None:
+    import aiohttp
+
+    async def up():
+        assert p.alive(), p.output()[-2000:]
+        try:
+            async with aiohttp.ClientSession() as s, s.get(f"{url}/healthz") as r:
+                return r.status < 500
+        except aiohttp.ClientError:
+            return False
+
+    deadline = time.monotonic() + 60
+    while not await up():
+        assert time.monotonic() < deadline, "hub did not start"
+        await asyncio.sleep(0.2)
+
+
+async def test_restart_mid_outbox_loses_nothing_and_sends_nothing_twice(tmp_path, ntfy):
+    data_dir, port = tmp_path / "hub", free_port()
+    url = f"http://127.0.0.1:{port}"
+    h = RulesHub(None, None, url, data_dir)
+    # 1. the receiver is down when the alert fires: the hub stops with it still owed
+    ntfy.fail = 10**6
+    p = _hub(tmp_path, data_dir, port, ntfy, 0)
+    await _ready(p, url)
+    await h.send("n1", [touched("/srv/conf.d/a")])
+    await async_wait_for(lambda: ntfy.attempts >= 1, 60, what="a failed delivery attempt")
+    assert await asyncio.to_thread(p.terminate) == 0, p.output()[-2000:]
+    owed = query(data_dir, "SELECT id, state FROM notify_outbox WHERE title LIKE '%srv-touched%'")
+    assert [s for _, s in owed] == ["pending", "pending"] or [s for _, s in owed] == ["pending"]
+    # 2. the receiver is back but slow: stopped mid-send, the hub finishes and records the send
+    ntfy.fail, ntfy.delay = 0, 3.0
+    p = _hub(tmp_path, data_dir, port, ntfy, 1)
+    await _ready(p, url)
+    await async_wait_for(lambda: ntfy.attempts >= 2, 60, what="the retried delivery in flight")
+    assert await asyncio.to_thread(p.terminate) == 0, p.output()[-2000:]
+    # the send in flight at SIGTERM was finished and recorded before the hub exited
+    assert "[critical] srv-touched on n1\n/srv/conf.d/a modify" in told(ntfy)
+    assert query(data_dir, "SELECT state FROM notify_outbox WHERE topic = 'firing'"
+                 " AND body LIKE '/srv/conf.d/a%'") == [("sent",)]
+    ntfy.delay = 0.0
+    # 3. a third start: only news is sent, nothing again
+    p = _hub(tmp_path, data_dir, port, ntfy, 2)
+    await _ready(p, url)
+    await h.send("n1", [touched("/srv/conf.d/b")])
+    await async_wait_for(lambda: any("/srv/conf.d/b" in m["message"] for m in ntfy.messages), 60,
+                         what="the notification after the restart")
+    await asyncio.to_thread(p.terminate)  # the receiver answers meanwhile, in this loop
+    assert told(ntfy).count("[critical] srv-touched on n1\n/srv/conf.d/a modify") == 1, ntfy.messages
+    states = query(data_dir, "SELECT state, count(*) FROM notify_outbox GROUP BY state")
+    assert dict(states).get("sending", 0) == 0
