@@ -216,6 +216,47 @@ def db_path_cmd(data_dir) -> None:
     click.echo(str(db_path(settings_from(data_dir=data_dir).data_dir)))
 
 
+@db.command("export")
+@click.argument("table")
+@data_dir_option
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
+              show_default=True, help="JSON lines (one object per row) or CSV with a header.")
+@click.option("--where", help="An SQL condition on the table's columns, e.g. \"node = 'nas'\".")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write here instead of standard output.")
+@domain_errors
+def db_export(table, data_dir, fmt, where, output) -> None:
+    """Write TABLE (or a view) as JSON lines or CSV; secret columns are left empty."""
+    from hub.dbio import export_rows, write
+
+    columns, rows = export_rows(db_path(settings_from(data_dir=data_dir).data_dir), table, where)
+    if output is None:
+        write(sys.stdout, columns, rows, fmt)
+        return
+    with open(output, "w", newline="") as f:
+        n = write(f, columns, rows, fmt)
+    click.echo(f"{n} rows of {table} written to {output}", err=True)
+
+
+@db.command("import")
+@click.argument("table")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@data_dir_option
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]),
+              help="Default: by the file's extension (.csv is CSV, anything else JSON lines).")
+@domain_errors
+def db_import(table, file, data_dir, fmt) -> None:
+    """Upsert rows from FILE into TABLE, all or nothing (only tables a person authors)."""
+    from hub.dbio import import_rows, read
+
+    fmt = fmt or ("csv" if str(file).endswith(".csv") else "jsonl")
+    with click.open_file(file) as f:
+        text = f.read()
+    path = db_path(settings_from(data_dir=data_dir).data_dir)
+    n = import_rows(path, table, read(text, fmt, file), file)
+    click.echo(f"{n} rows imported into {table}")
+
+
 @cli.command()
 @data_dir_option
 @click.option("--port", type=int, help="Port [default 8471].")

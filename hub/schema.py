@@ -16,6 +16,11 @@ from collections.abc import Callable
 
 Migration = Callable[[sqlite3.Connection], None]
 
+# Columns no reader but the hub's own auth code may see: a rule's SQL, the brain's `ask`,
+# `db export` and Datasette all get NULL (or nothing) for them.
+SECRET_COLUMNS = frozenset({("nodes", "credential_hash"), ("join_tokens", "token_hash"),
+                            ("jobs", "signature")})
+
 
 def migration_set() -> tuple[list[Migration], Callable[[Migration], Migration]]:
     """A module's list of migrations and the decorator that appends to it."""
