@@ -28,11 +28,14 @@ def rules() -> None:
 @data_dir_option
 @domain_errors
 def check(paths, data_dir) -> None:
-    """Validate rule files (default: the shipped rules/ and rules_dir). Every error names
-    file, line and key; exits 1 if any file is bad."""
+    """Validate rule files (default: the shipped rules/ and rules_dir). Reports every error,
+    each naming file, line and key, including playbooks that are not installed and
+    parameters a playbook does not declare; exits 1 if any file is bad."""
+    from hub.playbooks.registry import Registry
     from hub.rules.loader import load_paths
 
-    loaded, errors = load_paths(list(paths) or _default_paths(data_dir))
+    books = Registry.from_settings(settings_from(data_dir=data_dir)).all()
+    loaded, errors = load_paths(list(paths) or _default_paths(data_dir), books)
     for e in errors:
         click.echo(f"error: {e}", err=True)
     files = len({r.file for r in loaded})

@@ -1,7 +1,8 @@
 """Rules on the live hub: load the shipped rules/ and settings.rules_dir, evaluate every
 committed event on the rules thread, and notify webhooks and Alertmanager.
 
-A bad rule file is logged with file, line and key and skipped; the good ones still run.
+A bad rule file (also one naming a playbook that is not installed, or a parameter the
+playbook does not declare) is logged with file, line and key and skipped; the good ones run.
 Alerts are read with ``homelab-hub alerts`` or Datasette; no HTTP route exposes them.
 """
 
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from hub.keys import ALERT_LISTENERS, SETTINGS, WRITER
 from hub.paths import shipped
+from hub.playbooks.registry import Registry
 from hub.rules.loader import load_paths
 from hub.rules.notify import Notifier
 from hub.rules.service import RulesService
@@ -36,7 +38,7 @@ def rule_paths(settings) -> list[Path]:
 
 async def _rules(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    rules, errors = load_paths(rule_paths(settings))
+    rules, errors = load_paths(rule_paths(settings), Registry.from_settings(settings).all())
     for e in errors:
         log.error("rule file skipped: %s", e)
     log.info("rules: %d loaded, %d file error(s)", len(rules), len(errors))
