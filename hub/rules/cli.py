@@ -44,6 +44,49 @@ def check(paths, data_dir) -> None:
         raise SystemExit(1)
 
 
+@rules.command("reload")
+@data_dir_option
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the running hub's answer.")
+@domain_errors
+def reload(data_dir, wait) -> None:
+    """Load changed rule files into the running hub (as SIGHUP does): all valid or none; the
+    running set is untouched on any error, and alerts of unchanged rules are kept. The files
+    are checked here first; exits 1 if any is bad or the hub refused them."""
+    from hub.playbooks.registry import Registry
+    from hub.proposals.state import os_user
+    from hub.rules.loader import load_paths
+    from hub.store import open_db
+
+    s = settings_from(data_dir=data_dir)
+    loaded, errors = load_paths(_default_paths(data_dir), Registry.from_settings(s).all())
+    for e in errors:
+        click.echo(f"error: {e}", err=True)
+    if errors:
+        raise click.ClickException(f"{len(errors)} error(s): nothing reloaded, the running rules are unchanged")
+    path = db_path(s.data_dir)
+    if not path.exists():
+        raise click.ClickException(f"no hub database at {path} (is --data-dir right?)")
+    db = open_db(path)
+    try:
+        with db:
+            rid = db.execute("INSERT INTO rule_reloads (requested, requested_by) VALUES (?, ?)",
+                             (time.time(), os_user())).lastrowid
+        deadline = time.monotonic() + wait
+        while True:
+            row = db.execute("SELECT done, ok, outcome FROM rule_reloads WHERE id = ?", (rid,)).fetchone()
+            if row[0] is not None:
+                break
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the files are valid ({len(loaded)} rule(s)), but no running hub answered"
+                                           f" within {wait:g}s (is it running on {path}?); a hub that starts loads them")
+            time.sleep(0.2)
+    finally:
+        db.close()
+    if not row[1]:
+        raise click.ClickException(row[2])
+    click.echo(row[2])
+
+
 @rules.command("test")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-v", "--verbose", is_flag=True, help="Name every case, not only failures.")

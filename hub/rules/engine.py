@@ -454,6 +454,30 @@ class Engine:
             if name == r.name and key not in seen and inst.state != "inactive":
                 self._observe(inst, now, False, None)
 
+    # -- reload ----------------------------------------------------------------------------
+
+    def reloaded(self, rules: Iterable[Rule], now: float) -> Engine:
+        """A new engine for a new rule set that keeps what it can: the instances (windows,
+        open alerts, throttles) of every rule whose definition is unchanged. Open alerts of a
+        rule that changed or went away are resolved (recorded, so listeners hear it); a
+        changed rule starts afresh and fires again under its new definition if it holds."""
+        new = Engine(rules, next_id=self.next_id)
+        kept = {n for n, r in new.rules.items() if n in self.rules
+                and (r.spec, r.macros) == (self.rules[n].spec, self.rules[n].macros)}
+        for k, inst in self.instances.items():
+            if inst.rule.name in kept:
+                inst.rule = new.rules[inst.rule.name]
+                new.instances[k] = inst
+                if inst.state == "firing":
+                    new.firing[inst.rule.name].add(inst)
+            elif inst.state in ("pending", "firing") and inst.alert_id is not None:
+                self._transition(inst, "resolved", now)
+        new.next_due = {n: t for n, t in self.next_due.items() if n in kept}
+        new.records = self.records
+        new.dirty = {i: inst for i, inst in self.dirty.items() if inst.rule.name in kept}
+        new.evaluated = self.evaluated
+        return new
+
     # -- verification ----------------------------------------------------------------------
 
     def verdict(self, alert_id: int, since: float, now: float) -> tuple[str, float | None]:

@@ -4,6 +4,7 @@ committed event on the rules thread, and notify webhooks and Alertmanager.
 A bad rule file (also one naming a playbook that is not installed, or a parameter the
 playbook does not declare) is logged with file, line and key and skipped; the good ones run.
 Alerts are read with ``homelab-hub alerts`` or Datasette; no HTTP route exposes them.
+``homelab-hub rules reload`` or SIGHUP loads the rule files again: all valid, or none.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -38,7 +40,12 @@ def rule_paths(settings) -> list[Path]:
 
 async def _rules(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    rules, errors = load_paths(rule_paths(settings), Registry.from_settings(settings).all())
+    registry = Registry.from_settings(settings)
+
+    def load():
+        return load_paths(rule_paths(settings), registry.all())
+
+    rules, errors = load()
     for e in errors:
         log.error("rule file skipped: %s", e)
     log.info("rules: %d loaded, %d file error(s)", len(rules), len(errors))
@@ -49,11 +56,19 @@ async def _rules(app: web.Application) -> AsyncIterator[None]:
     app[NOTIFIER] = notifier
     notify_task = asyncio.create_task(notifier.run()) if notifier.enabled else None
     writer = app[WRITER]
-    service = RulesService(rules, writer, app[ALERT_LISTENERS], on_records=notifier.submit_threadsafe)
+    service = RulesService(rules, writer, app[ALERT_LISTENERS], on_records=notifier.submit_threadsafe,
+                           loader=load)
     app[SERVICE] = service
     writer.subscribers.append(service.subscriber)
     service.start()
+    loop = asyncio.get_running_loop()
+    hup = False
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
+        loop.add_signal_handler(signal.SIGHUP, service.reload_wanted.set)
+        hup = True
     yield
+    if hup:
+        loop.remove_signal_handler(signal.SIGHUP)
     with contextlib.suppress(ValueError):
         writer.subscribers.remove(service.subscriber)
     await asyncio.get_running_loop().run_in_executor(None, service.stop)
