@@ -226,7 +226,7 @@ async def _step(app: web.Application, st: State) -> None:
 READY_SQL = (
     "SELECT id, alert_id, rule, node, alert, candidates, diagnosing FROM proposal_requests r"
     " WHERE done IS NULL AND (diagnosing IS NULL OR NOT EXISTS (SELECT 1 FROM proposals p"
-    " WHERE p.request_id = r.id AND p.auto = 1 AND p.state IN ({})))"
+    " WHERE (p.request_id = r.id OR p.alert_id = r.alert_id) AND p.auto = 1 AND p.state IN ({})))"
     " ORDER BY id LIMIT 20".format(", ".join(f"'{s}'" for s in proposals.OPEN))
 )
 DUE_SQL = (
@@ -284,9 +284,10 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
     else:
         run_now = []
         if diagnosing is not None:
+            # this request's diagnostics, or those already run for the same alert (a re-fire)
             found = read_db.execute(
-                "SELECT id, playbook, state, output, reason FROM proposals WHERE request_id = ? AND auto = 1"
-                " ORDER BY id", (req_id,)).fetchall()
+                "SELECT id, playbook, state, output, reason FROM proposals WHERE auto = 1"
+                " AND (request_id = ? OR alert_id = ?) ORDER BY id", (req_id, alert_id)).fetchall()
             diag = [{"proposal": r[0], "playbook": r[1], "state": r[2], "output": (r[3] or "")[-4000:],
                      **({"reason": r[4]} if r[4] else {})} for r in found]
             evidence += diag
