@@ -217,7 +217,11 @@ def apply(db: sqlite3.Connection, books: dict[str, Playbook], now: float, *, app
                 pbmod.validate_params(pb, json.loads(p["params"]))
             except ValueError:
                 break
-            r = proposals.approve(db, pid, f"policy:{pol['id']}", pb, ttl=approval_ttl, budget=budget, now=now)
+            try:
+                r = proposals.approve(db, pid, f"policy:{pol['id']}", pb, ttl=approval_ttl, budget=budget, now=now)
+            except (BadRequest, Conflict) as e:  # one odd proposal must not stop the others
+                log.warning("policy %s cannot approve proposal %s: %s", pol["id"], pid, e)
+                break
             if r["state"] == "approved":  # (escalated by the run budget: a person decides)
                 db.execute("INSERT INTO policy_runs (proposal_id, policy_id, started) VALUES (?, ?, ?)",
                            (pid, pol["id"], now))
