@@ -283,7 +283,7 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
         run_now, fixes_now = diagnostics, []
     else:
         run_now = []
-        if diagnosing is not None:
+        if diagnosing is not None or fix_open:
             # this request's diagnostics, or those already run for the same alert (a re-fire)
             found = read_db.execute(
                 "SELECT id, playbook, state, output, reason FROM proposals WHERE auto = 1"

@@ -276,3 +276,19 @@ async def test_shutdown_waits_for_a_decision_in_flight(tmp_path, monkeypatch):
     await async_wait_for(started.is_set, 10, what="the decision to start")
     await asyncio.wait_for(runner.cleanup(), 30)
     assert logged.is_set()
+
+
+async def test_a_re_fire_while_the_fix_is_open_runs_no_new_diagnostics(hub, no_brain):
+    cred, _ = await join(hub, "n1")
+    await fire(hub, DISK)
+    await async_wait_for(lambda: rows(hub, "SELECT state FROM proposals") == [("dispatched",)], 10)
+    [job] = [json.loads(j["payload"]) for j in (await poll(hub, cred))[1]["jobs"]]
+    await report(hub, cred, "n1", job, "succeeded", 0, "largest reclaimable: journal-vacuum\n")
+    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposals WHERE auto = 0") == [(1,)], 10)
+    await fire(hub, DISK)
+    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposal_requests WHERE done IS NULL") == [(0,)]
+                         and rows(hub, "SELECT count(*) FROM proposal_requests") == [(2,)], 10)
+    assert rows(hub, "SELECT playbook, state FROM proposals ORDER BY id") == [("disk-report", "diagnosed"),
+                                                                            ("journal-vacuum", "proposed")]
+    outcome = rows(hub, "SELECT outcome FROM proposal_requests ORDER BY id DESC LIMIT 1")[0][0]
+    assert outcome.startswith("journal-vacuum: proposal ") and "still open" in outcome
