@@ -3,18 +3,24 @@ the audit trail, and suspension after two unverified runs in a row (issue 19, it
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 
 import pytest
+from test_proposal_worker import join, no_brain, poll, report, rows, send  # noqa: F401 - no_brain: fixture
 from test_proposals import World
 
+from agent import playbook as pbm
+from agent import wire
 from hub import audit
 from hub.errors import BadRequest
 from hub.proposals import jobs as dispatch
 from hub.proposals import policies
 from hub.proposals import state as proposals
+from hub.store import open_db
+from tests.conftest import ROOT, async_wait_for
 
 
 @pytest.fixture
@@ -163,3 +169,59 @@ def test_a_window_across_midnight():
     assert not policies.in_window(win, sat_2330 + 3 * 3600)
     assert not policies.in_window(win, sat_2330 - 86400 + 2 * 3600)  # Saturday 01:30: Friday's
 
+
+
+# --- the whole loop on a live hub: the shipped unit-failed rule under a standing policy ---------
+
+
+async def test_failed_unit_restarted_under_a_policy_with_no_prompt_and_verified(hub, no_brain):  # noqa: F811
+    """The node's side is played over HTTP (the systemd-node version with a real agent is the
+    node lab's); the hub, its shipped rule, the proposal worker and the policy are real."""
+    cred, _ = await join(hub, "web1")
+    db = open_db(hub.data_dir / "homelab.db")
+    db.execute("BEGIN IMMEDIATE")
+    pol = policies.add(db, pb=pbm.load_dir(ROOT / "playbooks")["restart-unit"], nodes=["web1"],
+                       bounds={"unit": {"regex": r"nginx\.service"}}, max_risk="change", rate=(2, 3600.0),
+                       window=None, actor="alice")
+    db.execute("COMMIT")
+    db.close()
+
+    await send(hub, cred, "web1", wire.Service(ts=time.time(), unit="nginx.service", active="failed",
+                                               previous="active"))
+    # round one: the diagnostic runs by itself and ends diagnosed
+    await async_wait_for(lambda: rows(hub, "SELECT playbook, state FROM proposals") == [("unit-logs", "dispatched")],
+                         20, what="the diagnostic")
+    [diag] = [json.loads(j["payload"]) for j in (await poll(hub, cred))[1]["jobs"]]
+    await report(hub, cred, "web1", diag, "succeeded", 0, "nginx: bind() to 0.0.0.0:80 failed (98: in use)")
+    # round two: restart-unit, approved by the policy with nobody asked
+    await async_wait_for(lambda: rows(hub, "SELECT approved_by FROM proposals WHERE playbook = 'restart-unit'")
+                         == [(f"policy:{pol}",)], 20, what="the policy's approval")
+    jobs = []
+    for _ in range(20):
+        jobs += [json.loads(j["payload"]) for j in (await poll(hub, cred, wait=1))[1]["jobs"]]
+        if any(j["mode"] == "run" for j in jobs):
+            break
+    [run] = [j for j in jobs if j["mode"] == "run"]
+    assert (run["playbook"], run["params"]) == ("restart-unit", {"unit": "nginx.service"})
+    await report(hub, cred, "web1", run, "succeeded", 0, "restarted")
+    verify = None
+    for _ in range(20):
+        verify = next((json.loads(j["payload"]) for j in (await poll(hub, cred, wait=1))[1]["jobs"]
+                       if json.loads(j["payload"])["mode"] == "verify"), None)
+        if verify:
+            break
+    assert verify is not None
+    await report(hub, cred, "web1", verify, "succeeded", 0, "")
+    await asyncio.sleep(1.5)
+    assert rows(hub, "SELECT state FROM proposals WHERE playbook = 'restart-unit'") == [("succeeded",)]
+    # the unit is back: the rule's own condition cleared on fresh data
+    await send(hub, cred, "web1", wire.Service(ts=time.time(), unit="nginx.service", active="active",
+                                               previous="failed"))
+    await async_wait_for(lambda: rows(hub, "SELECT state FROM proposals WHERE playbook = 'restart-unit'")
+                         == [("verified",)], 20, what="verified")
+    pid = rows(hub, "SELECT id FROM proposals WHERE playbook = 'restart-unit'")[0][0]
+    assert rows(hub, "SELECT actor FROM audit WHERE proposal_id = ? AND action = 'approved'", (pid,)) == \
+        [(f"policy:{pol}",)]
+    assert rows(hub, "SELECT outcome FROM policy_runs WHERE proposal_id = ?", (pid,)) == [("verified",)]
+    assert any(isinstance(e, dict) and "bind() to 0.0.0.0:80" in e.get("output", "")
+               for e in json.loads(rows(hub, "SELECT evidence FROM proposals WHERE id = ?", (pid,))[0][0]))

@@ -69,16 +69,20 @@ def no_brain(monkeypatch):
     monkeypatch.setattr(brain_mod, "decide", decide)
 
 
-async def report(h, cred, node, job, status, exit_code=None, output=""):
-    """The node's answer to a job, through the normal ingest path."""
+async def send(h, cred, node, ev):
+    """One event from the node, through the normal ingest path."""
     seq = h.__dict__.setdefault("seqs", {}).get(node, 0) + 1
     h.seqs[node] = seq
-    ev = wire.JobResult(ts=time.time(), job_id=job["id"], playbook=job["playbook"], status=status,
-                        exit_code=exit_code, output=output)
     body = wire.encode_batch(node, time.time(), [(seq, wire.encode_event(ev))])
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {cred}"}) as s:
         async with s.post(f"{h.url}/v1/ingest", data=io.BytesIO(body)) as r:
             assert r.status == 200, await r.text()
+
+
+async def report(h, cred, node, job, status, exit_code=None, output=""):
+    """The node's answer to a job."""
+    await send(h, cred, node, wire.JobResult(ts=time.time(), job_id=job["id"], playbook=job["playbook"],
+                                             status=status, exit_code=exit_code, output=output))
 
 
 async def test_alert_to_proposals_diagnostics_and_signed_jobs(hub, no_brain):
