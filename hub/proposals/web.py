@@ -279,10 +279,11 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
     evidence = list(alert.get("events") or [])
     read_db = app[READ_DB]
     fix_open = any(proposals.open_for_alert(read_db, alert_id, node, rule, pb.name) for _c, pb, _p in fixes)
+    run_now: list[tuple[dict, Playbook, dict[str, str]]] = []
+    fixes_now: list[tuple[dict, Playbook, dict[str, str]]] = []
     if diagnosing is None and diagnostics and not fix_open:  # (a re-fire while its fix is open: no rerun)
-        run_now, fixes_now = diagnostics, []
+        run_now = diagnostics
     else:
-        run_now = []
         if diagnosing is not None or fix_open:
             # this request's diagnostics, or those already run for the same alert (a re-fire)
             found = read_db.execute(
@@ -292,7 +293,6 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
                      **({"reason": r[4]} if r[4] else {})} for r in found]
             evidence += diag
             alert["diagnostics"] = diag
-        fixes_now = []
         for cand, pb, params in fixes:
             try:
                 fitted = _fits(cand, pb, params, alert.get("diagnostics") or [])

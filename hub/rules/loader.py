@@ -331,9 +331,9 @@ def check_text(text: str, file: str, books: dict | None = None) -> tuple[list[Ru
         return [], [doc.error((), f"a rule file is a mapping with a 'rules' list, got {type(data).__name__}")]
     errors: list[RuleError] = []
     broken: set[int] = set()  # rules whose shape is wrong: compiling them would only add noise
-    for e in jsonschema.Draft202012Validator(schema()).iter_errors(data):
-        errors.append(_schema_error(doc, e))
-        p = tuple(e.absolute_path)
+    for err in jsonschema.Draft202012Validator(schema()).iter_errors(data):
+        errors.append(_schema_error(doc, err))
+        p = tuple(err.absolute_path)
         if len(p) >= 2 and p[0] == "rules" and isinstance(p[1], int):
             broken.add(p[1])
         else:

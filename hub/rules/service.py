@@ -142,10 +142,10 @@ class RulesService:
             log.exception("rules: reload failed")
             return False, f"reload failed: {type(e).__name__}: {e}"
         if errors:
-            for e in errors:
-                log.error("rules: reload refused: %s", e)
+            for err in errors:
+                log.error("rules: reload refused: %s", err)
             return False, (f"refused, the running rules are unchanged: {len(errors)} error(s)\n"
-                           + "\n".join(str(e) for e in errors))
+                           + "\n".join(str(err) for err in errors))
         with self.lock:
             old = self.engine.rules
             self.engine = self.engine.reloaded(rules, self.clock())
