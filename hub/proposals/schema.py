@@ -130,3 +130,38 @@ def m302_request_diagnosing(db: sqlite3.Connection) -> None:
     # Set when a request's read-only diagnostics were started: its fix is chosen only once they
     # ended, with their output as evidence (the worker skips the request until then).
     db.execute("ALTER TABLE proposal_requests ADD COLUMN diagnosing REAL")
+
+
+@migration
+def m303_policies(db: sqlite3.Connection) -> None:
+    script(db,
+        """
+        -- Standing approvals (homelab-hub policy add): a person approves a bounded policy once.
+        CREATE TABLE policies (
+            id INTEGER PRIMARY KEY,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            created_by TEXT NOT NULL,
+            playbook TEXT NOT NULL,
+            sha256 TEXT NOT NULL,      -- the script as approved; a changed script is not covered
+            nodes TEXT NOT NULL,       -- JSON list of node names, or ["*"]
+            bounds TEXT NOT NULL,      -- JSON {param: {"eq"|"regex"|"min","max"|"any"}}
+            max_risk TEXT NOT NULL,
+            rate_runs INTEGER NOT NULL,
+            rate_period REAL NOT NULL, -- at most rate_runs runs per rate_period seconds
+            window TEXT,               -- JSON maintenance window, NULL = any time
+            state TEXT NOT NULL CHECK (state IN ('active', 'suspended', 'revoked')),
+            failures INTEGER NOT NULL DEFAULT 0,  -- runs in a row that did not verify
+            reason TEXT                -- why it was suspended or revoked
+        );
+        -- Every proposal a policy approved, and how it ended.
+        CREATE TABLE policy_runs (
+            proposal_id INTEGER PRIMARY KEY REFERENCES proposals(id),
+            policy_id INTEGER NOT NULL REFERENCES policies(id),
+            started REAL NOT NULL,
+            outcome TEXT,
+            ended REAL
+        );
+        CREATE INDEX policy_runs_policy ON policy_runs(policy_id, started);
+        """
+    )

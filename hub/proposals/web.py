@@ -11,9 +11,10 @@
   job and proposal state; after a successful run it queues the verify step, then asks the
   rules engine whether the rule's own condition cleared on data since the fix (verified) or
   still holds when the window closes (not verified). A read-only diagnostic ends diagnosed.
-- Every second the worker also expires stale proposals, signs jobs for approvals (the CLI
-  approves in another process; the hub checks the binding again and signs), and settles
-  verifications.
+- Every second the worker also expires stale proposals, approves what a standing policy
+  covers (hub.proposals.policies), signs jobs for approvals (the CLI approves in another
+  process; the hub checks the binding again and signs), settles verifications, and counts
+  policy runs (a policy suspends itself after two unverified runs in a row).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from hub.ingest import authenticate
 from hub.keys import ALERT_LISTENERS, READ_DB, SETTINGS, SIGNING_KEY, WRITER
 from hub.playbooks import Registry
 from hub.proposals import jobs as dispatch
+from hub.proposals import policies
 from hub.proposals import state as proposals
 from hub.rules import SERVICE as RULES_SERVICE
 
@@ -61,6 +63,7 @@ class State:
         self.node_events: dict[str, asyncio.Event] = {}
         self.stopping = asyncio.Event()
         self.closing = False
+        self.policy_checked = 0.0
         # One decision at a time, on a thread of our own: at shutdown we wait for a decision in
         # flight while the writer (which logs it) is still running.
         self.brain_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="proposals-brain")
@@ -204,12 +207,18 @@ async def _step(app: web.Application, st: State) -> None:
     def tick(db):
         now = time.time()
         proposals.expire_due(db, now)
+        policies.apply(db, books, now, approval_ttl=settings.approval_ttl, budget=settings.run_budget)
         dispatch.dispatch_approved(db, books, key, settings.run_budget, now)
         dispatch.settle(db, now, verdict)
         dispatch.expire_jobs(db, now)
+        policies.settle(db, now)
         return [n for n, in db.execute("SELECT DISTINCT node FROM jobs WHERE state = 'queued'")]
 
-    if results or reqs or _due(app[READ_DB], time.time()):
+    # a waiting proposal may come under a policy later (a window opens, the rate allows it):
+    # looked at every POLICY_RECHECK s, not every second, so an idle hub stays without writes
+    policy_due = time.monotonic() - st.policy_checked > POLICY_RECHECK and _policy_waiting(app[READ_DB])
+    if results or reqs or policy_due or _due(app[READ_DB], time.time()):
+        st.policy_checked = time.monotonic()
         for node in await writer.run(tick):
             st.node_event(node).set()
 
@@ -218,7 +227,7 @@ async def _step(app: web.Application, st: State) -> None:
 READY_SQL = (
     "SELECT id, alert_id, rule, node, alert, candidates, diagnosing FROM proposal_requests r"
     " WHERE done IS NULL AND (diagnosing IS NULL OR NOT EXISTS (SELECT 1 FROM proposals p"
-    " WHERE p.request_id = r.id AND p.auto = 1 AND p.state IN ({})))"
+    " WHERE (p.request_id = r.id OR p.alert_id = r.alert_id) AND p.auto = 1 AND p.state IN ({})))"
     " ORDER BY id LIMIT 20".format(", ".join(f"'{s}'" for s in proposals.OPEN))
 )
 DUE_SQL = (
@@ -226,6 +235,15 @@ DUE_SQL = (
     " OR (state = 'succeeded' AND verify_deadline IS NOT NULL) OR (state = 'proposed' AND expires < :now))"
     " OR EXISTS (SELECT 1 FROM jobs WHERE state IN ('queued', 'delivered') AND expires < :now)"
 )
+
+
+POLICY_RECHECK = 30.0
+
+
+def _policy_waiting(db) -> bool:
+    return bool(db.execute(
+        "SELECT EXISTS (SELECT 1 FROM policies WHERE state = 'active')"
+        " AND EXISTS (SELECT 1 FROM proposals WHERE state = 'proposed' AND auto = 0)").fetchone()[0])
 
 
 def _due(db, now: float) -> bool:
@@ -267,19 +285,20 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
     evidence = list(alert.get("events") or [])
     read_db = app[READ_DB]
     fix_open = any(proposals.open_for_alert(read_db, alert_id, node, rule, pb.name) for _c, pb, _p in fixes)
+    run_now: list[tuple[dict, Playbook, dict[str, str]]] = []
+    fixes_now: list[tuple[dict, Playbook, dict[str, str]]] = []
     if diagnosing is None and diagnostics and not fix_open:  # (a re-fire while its fix is open: no rerun)
-        run_now, fixes_now = diagnostics, []
+        run_now = diagnostics
     else:
-        run_now = []
-        if diagnosing is not None:
+        if diagnosing is not None or fix_open:
+            # this request's diagnostics, or those already run for the same alert (a re-fire)
             found = read_db.execute(
-                "SELECT id, playbook, state, output, reason FROM proposals WHERE request_id = ? AND auto = 1"
-                " ORDER BY id", (req_id,)).fetchall()
+                "SELECT id, playbook, state, output, reason FROM proposals WHERE auto = 1"
+                " AND (request_id = ? OR alert_id = ?) ORDER BY id", (req_id, alert_id)).fetchall()
             diag = [{"proposal": r[0], "playbook": r[1], "state": r[2], "output": (r[3] or "")[-4000:],
                      **({"reason": r[4]} if r[4] else {})} for r in found]
             evidence += diag
             alert["diagnostics"] = diag
-        fixes_now = []
         for cand, pb, params in fixes:
             try:
                 fitted = _fits(cand, pb, params, alert.get("diagnostics") or [])

@@ -28,17 +28,63 @@ def rules() -> None:
 @data_dir_option
 @domain_errors
 def check(paths, data_dir) -> None:
-    """Validate rule files (default: the shipped rules/ and rules_dir). Every error names
-    file, line and key; exits 1 if any file is bad."""
+    """Validate rule files (default: the shipped rules/ and rules_dir). Reports every error,
+    each naming file, line and key, including playbooks that are not installed and
+    parameters a playbook does not declare; exits 1 if any file is bad."""
+    from hub.playbooks.registry import Registry
     from hub.rules.loader import load_paths
 
-    loaded, errors = load_paths(list(paths) or _default_paths(data_dir))
+    books = Registry.from_settings(settings_from(data_dir=data_dir)).all()
+    loaded, errors = load_paths(list(paths) or _default_paths(data_dir), books)
     for e in errors:
         click.echo(f"error: {e}", err=True)
     files = len({r.file for r in loaded})
     click.echo(f"{len(loaded)} rule(s) in {files} file(s) OK" + (f", {len(errors)} error(s)" if errors else ""))
     if errors:
         raise SystemExit(1)
+
+
+@rules.command("reload")
+@data_dir_option
+@click.option("--wait", default=30.0, show_default=True, help="Seconds to wait for the running hub's answer.")
+@domain_errors
+def reload(data_dir, wait) -> None:
+    """Load changed rule files into the running hub (as SIGHUP does): all valid or none; the
+    running set is untouched on any error, and alerts of unchanged rules are kept. The files
+    are checked here first; exits 1 if any is bad or the hub refused them."""
+    from hub.playbooks.registry import Registry
+    from hub.proposals.state import os_user
+    from hub.rules.loader import load_paths
+    from hub.store import open_db
+
+    s = settings_from(data_dir=data_dir)
+    loaded, errors = load_paths(_default_paths(data_dir), Registry.from_settings(s).all())
+    for e in errors:
+        click.echo(f"error: {e}", err=True)
+    if errors:
+        raise click.ClickException(f"{len(errors)} error(s): nothing reloaded, the running rules are unchanged")
+    path = db_path(s.data_dir)
+    if not path.exists():
+        raise click.ClickException(f"no hub database at {path} (is --data-dir right?)")
+    db = open_db(path)
+    try:
+        with db:
+            rid = db.execute("INSERT INTO rule_reloads (requested, requested_by) VALUES (?, ?)",
+                             (time.time(), os_user())).lastrowid
+        deadline = time.monotonic() + wait
+        while True:
+            row = db.execute("SELECT done, ok, outcome FROM rule_reloads WHERE id = ?", (rid,)).fetchone()
+            if row[0] is not None:
+                break
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the files are valid ({len(loaded)} rule(s)), but no running hub answered"
+                                           f" within {wait:g}s (is it running on {path}?); a hub that starts loads them")
+            time.sleep(0.2)
+    finally:
+        db.close()
+    if not row[1]:
+        raise click.ClickException(row[2])
+    click.echo(row[2])
 
 
 @rules.command("test")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,6 +24,7 @@ from agent.wire import Unknown
 from hub.project import split_key
 from hub.rules.conditions import MISSING
 from hub.rules.loader import Rule
+from hub.rules.window import Window
 
 log = logging.getLogger(__name__)
 MAX_LINKED_EVENTS = 1000  # per alert: enough evidence, bounded storage
@@ -81,104 +81,6 @@ class Instance:
         if v is MISSING and self.event is not None:
             v = getattr(self.event, name, MISSING)
         return _plain(v)
-
-
-MAX_WINDOW = 200_000  # entries per instance: a flood sheds its oldest evidence, not memory
-
-
-class Window:
-    """A sliding window of (ts, value, event id) with running sums, so count, rate, sum,
-    avg and predict cost O(1) per event and min/max are recomputed only when the extreme
-    leaves. Times are kept relative to ``t0`` so the sums of squares stay precise."""
-
-    __slots__ = ("items", "n", "st", "sv", "stt", "stv", "lo", "hi", "t0")
-
-    def __init__(self):
-        self.items: deque = deque()
-        self._reset()
-
-    def _reset(self) -> None:
-        self.n = 0
-        self.st = self.sv = self.stt = self.stv = 0.0
-        self.lo = self.hi = None
-        self.t0: float | None = None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def add(self, t: float, v: Any, eid: int | None) -> None:
-        self.items.append((t, v, eid))
-        if type(v) in (int, float):
-            if self.t0 is None:
-                self.t0 = t
-            x = t - self.t0
-            self.n += 1
-            self.st += x
-            self.sv += v
-            self.stt += x * x
-            self.stv += x * v
-            if self.lo is not None and v < self.lo:
-                self.lo = v
-            if self.hi is not None and v > self.hi:
-                self.hi = v
-            if self.n == 1:
-                self.lo = self.hi = v
-        if len(self.items) > MAX_WINDOW:
-            self._drop()
-
-    def _drop(self) -> None:
-        t, v, _ = self.items.popleft()
-        if type(v) in (int, float):
-            x = t - self.t0
-            self.n -= 1
-            self.st -= x
-            self.sv -= v
-            self.stt -= x * x
-            self.stv -= x * v
-            if v == self.lo or v == self.hi:
-                self.lo = self.hi = None  # recomputed on demand
-
-    def expire(self, before: float) -> bool:
-        items, changed = self.items, False
-        while items and items[0][0] <= before:
-            self._drop()
-            changed = True
-        if not items:
-            self._reset()
-        return changed
-
-    def _extremes(self) -> None:
-        vals = [v for _, v, _ in self.items if type(v) in (int, float)]
-        self.lo, self.hi = (min(vals), max(vals)) if vals else (None, None)
-
-    def value(self, fn: str, now: float, span: float, horizon: float) -> float | None:
-        if fn == "count":
-            return float(len(self.items))
-        if fn == "rate":
-            return len(self.items) / span
-        n = self.n
-        if n == 0:
-            return None
-        if fn == "sum":
-            return float(self.sv)
-        if fn == "avg":
-            return self.sv / n
-        if fn in ("min", "max"):
-            if self.lo is None:
-                self._extremes()
-            return float(self.lo if fn == "min" else self.hi)  # type: ignore[arg-type]
-        # predict: least-squares line through the window, read at now + horizon
-        if n < 2 or self.items[-1][0] - self.items[0][0] < span / 4:
-            return None  # too little history: a line through two close points predicts noise
-        var = self.stt - self.st * self.st / n
-        if var <= 1e-9:
-            return None
-        slope = (self.stv - self.st * self.sv / n) / var
-        mt, mv = self.st / n, self.sv / n
-        return mv + slope * (now + horizon - self.t0 - mt)
 
 
 _ORDER: dict[int, int] = {}
@@ -453,6 +355,30 @@ class Engine:
         for (name, key), inst in list(self.instances.items()):
             if name == r.name and key not in seen and inst.state != "inactive":
                 self._observe(inst, now, False, None)
+
+    # -- reload ----------------------------------------------------------------------------
+
+    def reloaded(self, rules: Iterable[Rule], now: float) -> Engine:
+        """A new engine for a new rule set that keeps what it can: the instances (windows,
+        open alerts, throttles) of every rule whose definition is unchanged. Open alerts of a
+        rule that changed or went away are resolved (recorded, so listeners hear it); a
+        changed rule starts afresh and fires again under its new definition if it holds."""
+        new = Engine(rules, next_id=self.next_id)
+        kept = {n for n, r in new.rules.items() if n in self.rules
+                and (r.spec, r.macros) == (self.rules[n].spec, self.rules[n].macros)}
+        for k, inst in self.instances.items():
+            if inst.rule.name in kept:
+                inst.rule = new.rules[inst.rule.name]
+                new.instances[k] = inst
+                if inst.state == "firing":
+                    new.firing[inst.rule.name].add(inst)
+            elif inst.state in ("pending", "firing") and inst.alert_id is not None:
+                self._transition(inst, "resolved", now)
+        new.next_due = {n: t for n, t in self.next_due.items() if n in kept}
+        new.records = self.records
+        new.dirty = {i: inst for i, inst in self.dirty.items() if inst.rule.name in kept}
+        new.evaluated = self.evaluated
+        return new
 
     # -- verification ----------------------------------------------------------------------
 

@@ -298,42 +298,112 @@ def compile_rule(spec: dict, path: tuple, doc: Doc, macros: dict, macro_paths: d
 
 
 def load_text(text: str, file: str) -> list[Rule]:
-    doc = Doc(file, text)
+    """The rules of one file; the first error is raised (see ``check_text`` for all of them)."""
+    rules, errors = check_text(text, file)
+    if errors:
+        raise errors[0]
+    return rules
+
+
+def _schema_error(doc: Doc, e: jsonschema.ValidationError) -> RuleError:
+    path = tuple(e.absolute_path)
+    msg = e.message
+    if e.validator == "additionalProperties":
+        extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
+        if extra:
+            path = (*path, extra[0])
+            msg = f"unknown key {extra[0]!r} (allowed: {', '.join(sorted(e.schema['properties']))})"
+    return doc.error(path, msg)
+
+
+def check_text(text: str, file: str, books: dict | None = None) -> tuple[list[Rule], list[RuleError]]:
+    """Every error of one file, in line order, not only the first: each rule is checked on
+    its own. With ``books`` (playbook name -> header), candidates must name an installed
+    playbook and only parameters it declares. The rules are only good if no error came."""
+    try:
+        doc = Doc(file, text)
+    except RuleError as e:
+        return [], [e]
     data = doc.data
     if data is None:
-        return []
+        return [], []
     if not isinstance(data, dict):
-        raise doc.error((), f"a rule file is a mapping with a 'rules' list, got {type(data).__name__}")
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(data),
-                    key=lambda e: (doc.line(tuple(e.absolute_path)) or 0))
-    if errors:
-        e = errors[0]
-        path = tuple(e.absolute_path)
-        msg = e.message
-        if e.validator == "additionalProperties":
-            extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
-            if extra:
-                path = (*path, extra[0])
-                msg = f"unknown key {extra[0]!r} (allowed: {', '.join(sorted(e.schema['properties']))})"
-        raise doc.error(path, msg)
+        return [], [doc.error((), f"a rule file is a mapping with a 'rules' list, got {type(data).__name__}")]
+    errors: list[RuleError] = []
+    broken: set[int] = set()  # rules whose shape is wrong: compiling them would only add noise
+    for err in jsonschema.Draft202012Validator(schema()).iter_errors(data):
+        errors.append(_schema_error(doc, err))
+        p = tuple(err.absolute_path)
+        if len(p) >= 2 and p[0] == "rules" and isinstance(p[1], int):
+            broken.add(p[1])
+        else:
+            broken.add(-1)
+    if -1 in broken:
+        return [], _sorted(errors)
     macros = data.get("macros", {})
     macro_paths = {k: ("macros", k) for k in macros}
     rules, names = [], set()
     for i, spec in enumerate(data["rules"]):
+        if i in broken:
+            continue
         if spec["name"] in names:
-            raise doc.error(("rules", i, "name"), f"duplicate rule name {spec['name']!r}")
+            errors.append(doc.error(("rules", i, "name"), f"duplicate rule name {spec['name']!r}"))
+            continue
         names.add(spec["name"])
-        if spec.get("enabled", True):
+        if not spec.get("enabled", True):
+            continue
+        try:
             rules.append(compile_rule(spec, ("rules", i), doc, macros, macro_paths))
-    return rules
+        except RuleError as e:
+            errors.append(e)
+            continue
+        if books is not None:
+            errors += _check_candidates(doc, ("rules", i), spec, books)
+    return rules, _sorted(errors)
+
+
+def _sorted(errors: list[RuleError]) -> list[RuleError]:
+    return sorted(errors, key=lambda e: e.line or 0)
+
+
+def _check_candidates(doc: Doc, path: tuple, spec: dict, books: dict) -> list[RuleError]:
+    """Each candidate names an installed playbook, and only parameters that playbook declares
+    (in ``params`` or as a named group of ``if_output``): a typo would only surface when the
+    alert fires, as a refused candidate and nothing to approve."""
+    out = []
+    for i, cand in enumerate(spec.get("propose", [])):
+        at = (*path, "propose", i)
+        pb = books.get(cand["playbook"])
+        if pb is None:
+            out.append(doc.error((*at, "playbook"), f"no such playbook {cand['playbook']!r}"
+                                 f" (installed: {', '.join(sorted(books)) or 'none'})"))
+            continue
+        declared = set(pb.params)
+        for k in cand.get("params", {}):
+            if k not in declared:
+                out.append(doc.error((*at, "params", k), f"playbook {pb.name!r} has no parameter {k!r}"
+                                     f" (it declares: {', '.join(sorted(declared)) or 'none'})"))
+        if cand.get("if_output"):
+            for g in compile_regex(cand["if_output"], ()).groupindex:
+                if g not in declared:
+                    out.append(doc.error((*at, "if_output"), f"group {g!r} is not a parameter of {pb.name!r}"
+                                         f" (it declares: {', '.join(sorted(declared)) or 'none'})"))
+    return out
 
 
 def load_file(path: Path) -> list[Rule]:
+    rules, errors = check_file(path)
+    if errors:
+        raise errors[0]
+    return rules
+
+
+def check_file(path: Path, books: dict | None = None) -> tuple[list[Rule], list[RuleError]]:
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as e:
-        raise RuleError(str(path), None, "", f"cannot read: {e}") from None
-    return load_text(text, str(path))
+        return [], [RuleError(str(path), None, "", f"cannot read: {e}")]
+    return check_text(text, str(path), books)
 
 
 def rule_files(path: Path) -> list[Path]:
@@ -346,8 +416,9 @@ def rule_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_paths(paths: list[Path]) -> tuple[list[Rule], list[RuleError]]:
-    """Load every rule file; a bad file is reported and skipped, never stops the others."""
+def load_paths(paths: list[Path], books: dict | None = None) -> tuple[list[Rule], list[RuleError]]:
+    """Load every rule file; a bad file is reported (every error in it) and skipped, never
+    stops the others. ``books``: see ``check_text``."""
     rules: list[Rule] = []
     errors: list[RuleError] = []
     by_name: dict[str, Rule] = {}
@@ -358,10 +429,9 @@ def load_paths(paths: list[Path]) -> tuple[list[Rule], list[RuleError]]:
             errors.append(e)
             continue
         for f in files:
-            try:
-                loaded = load_file(f)
-            except RuleError as e:
-                errors.append(e)
+            loaded, errs = check_file(f, books)
+            if errs:
+                errors += errs
                 continue
             clash = next((r for r in loaded if r.name in by_name), None)
             if clash:

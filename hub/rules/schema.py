@@ -50,3 +50,21 @@ def m200_alerts(db: sqlite3.Connection) -> None:
             FROM alerts WHERE state != 'resolved';
         """
     )
+
+
+@migration
+def m201_rule_reloads(db: sqlite3.Connection) -> None:
+    script(db,
+        """
+        -- `homelab-hub rules reload` asks the running hub here (SIGHUP does the same without a
+        -- row); the hub answers in the same row: all files valid and swapped in, or none.
+        CREATE TABLE rule_reloads (
+            id INTEGER PRIMARY KEY,
+            requested REAL NOT NULL,
+            requested_by TEXT NOT NULL,
+            done REAL,
+            ok INTEGER,
+            outcome TEXT
+        );
+        """
+    )

@@ -3,7 +3,8 @@
 The writer hands each committed group to ``submit`` (a queue put: ingest never waits for
 rules). The thread evaluates events as they come, ticks once a second for ``for:``,
 windows, absence and twin queries, and stores what changed through the writer in one
-transaction per round. Twin queries run on their own read-only connection.
+transaction per round. Twin queries run on their own read-only connection. A reload
+(``homelab-hub rules reload`` or SIGHUP) swaps the whole rule set between two rounds.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ ABSENT_SQL = (
 )
 
 
+def _last_reload(db: sqlite3.Connection) -> int:
+    try:
+        return db.execute("SELECT coalesce(max(id), 0) FROM rule_reloads").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
 def periodic_rows(db: sqlite3.Connection, rule: Rule, now: float) -> list[dict]:
     """Rows of an absence or twin-state rule: each row is an active instance."""
     if rule.source == "absent":
@@ -42,7 +50,8 @@ def periodic_rows(db: sqlite3.Connection, rule: Rule, now: float) -> list[dict]:
 class RulesService:
     def __init__(self, rules: list[Rule], writer: Writer, listeners: list[Callable],
                  on_records: Callable[[list[dict]], None] | None = None,
-                 clock: Callable[[], float] = time.time, tick: float = 1.0):
+                 clock: Callable[[], float] = time.time, tick: float = 1.0,
+                 loader: Callable[[], tuple[list[Rule], list]] | None = None):
         self.writer, self.listeners, self.on_records = writer, listeners, on_records
         self.clock, self.tick_every = clock, tick
         self.rules = {r.name: r for r in rules}
@@ -53,6 +62,9 @@ class RulesService:
         self.stats = {"events": 0, "records": 0, "store_failures": 0, "lag_max": 0}
         self._thread = threading.Thread(target=self._run, name="hub-rules", daemon=True)
         self._stop = threading.Event()
+        self.loader = loader  # for reloads: every rule file again, (rules, errors)
+        self.reload_wanted = threading.Event()  # SIGHUP
+        self.reload_seen = _last_reload(self.read_db)  # requests older than this start are moot
         # the engine belongs to the rules thread; verdicts (asked from the writer thread by the
         # proposals worker) take this lock too. Never held while waiting for the writer.
         self.lock = threading.Lock()
@@ -111,12 +123,61 @@ class RulesService:
             self.stats["events"] += n
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self.tick_every
+                self._maybe_reload()
                 try:
                     with self.lock:
                         self.engine.tick(self.clock(), lambda r, now: periodic_rows(self.read_db, r, now))
                 except Exception:  # noqa: BLE001
                     log.exception("rules: tick failed")
             self._flush(committed_at)
+
+    def reload(self) -> tuple[bool, str]:
+        """Load every rule file again and swap the set in whole, or keep the running one
+        untouched if any file has an error. Alerts of unchanged rules are kept."""
+        if self.loader is None:
+            return False, "this hub has no rule files to reload"
+        try:
+            rules, errors = self.loader()
+        except Exception as e:  # noqa: BLE001 - a reload must never stop evaluation
+            log.exception("rules: reload failed")
+            return False, f"reload failed: {type(e).__name__}: {e}"
+        if errors:
+            for err in errors:
+                log.error("rules: reload refused: %s", err)
+            return False, (f"refused, the running rules are unchanged: {len(errors)} error(s)\n"
+                           + "\n".join(str(err) for err in errors))
+        with self.lock:
+            old = self.engine.rules
+            self.engine = self.engine.reloaded(rules, self.clock())
+            self.rules = {r.name: r for r in rules}
+        changed = sorted(n for n, r in self.rules.items()
+                         if n in old and (r.spec, r.macros) != (old[n].spec, old[n].macros))
+        added, removed = sorted(set(self.rules) - set(old)), sorted(set(old) - set(self.rules))
+        text = (f"reloaded {len(rules)} rule(s): {len(added)} added, {len(changed)} changed, {len(removed)} removed"
+                + "".join(f"\n{what}: {', '.join(names)}" for what, names in
+                          (("added", added), ("changed", changed), ("removed", removed)) if names))
+        log.info("rules: %s", text.replace("\n", "; "))
+        return True, text
+
+    def _maybe_reload(self) -> None:
+        try:
+            asked = [i for (i,) in self.read_db.execute(
+                "SELECT id FROM rule_reloads WHERE id > ? AND done IS NULL ORDER BY id", (self.reload_seen,))]
+        except sqlite3.Error:
+            asked = []
+        if not asked and not self.reload_wanted.is_set():
+            return
+        self.reload_wanted.clear()
+        ok, text = self.reload()
+        self._flush([])  # what the swap resolved is stored before the answer
+        if asked:
+            self.reload_seen = asked[-1]
+            try:
+                self.writer.run_sync(lambda db: db.executemany(
+                    "UPDATE rule_reloads SET done = ?, ok = ?, outcome = ? WHERE id = ?",
+                    [(time.time(), int(ok), text[:20000], i) for i in asked]))
+            except Exception:  # noqa: BLE001
+                log.exception("rules: recording the reload outcome failed")
 
     def _flush(self, committed_at: list[float]) -> None:
         with self.lock:

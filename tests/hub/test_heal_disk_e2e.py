@@ -5,9 +5,11 @@ it with its metrics collector; a real hub evaluates the shipped `disk-almost-ful
 under another name with `for: 5m` shortened to 2 s, so the test does not wait five minutes;
 condition, hold, diagnostics and fix candidates are the shipped ones). `disk-report` runs by
 itself and ends "diagnosed"; its evidence picks `clean-tmp` for the mount; a person approves
-it; the files go; the next sample is below 90% and the fix is "verified" because the rule's
-condition cleared, while the alert is still held open by `keep_firing_for`. With the junk
-made immutable, the same fix is reported "not verified" with the reason.
+it (or a standing policy does, with no prompt); the files go; the next sample is below 90%
+and the fix is "verified" because the rule's condition cleared, while the alert is still held
+open by `keep_firing_for`. With the junk made immutable the same fix is reported "not
+verified" with the reason; on a node whose allow-list forbids clean-tmp a policy's run fails,
+refused by the node, and nothing is deleted.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def full_disk(tmp_path):
         subprocess.run(["losetup", "-d", dev], capture_output=True)
 
 
-def start(tmp_path, hub_process, agent_process, monkeypatch):
+def start(tmp_path, hub_process, agent_process, monkeypatch, before_agent=None, agent_env=None):
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "disk.yaml").write_text(shipped_rule_for_test())
@@ -94,11 +96,14 @@ def start(tmp_path, hub_process, agent_process, monkeypatch):
     hub = hub_process().start()
     state = tmp_path / "agent"
     join_agent(hub.url, hub.enroll("n1"), state)
-    agent_process(state, "--collectors", "metrics", "--metrics-interval", "1", env={"HOMELAB_AGENT_HEARTBEAT": "1"})
+    if before_agent is not None:
+        before_agent(hub)
+    agent_process(state, "--collectors", "metrics", "--metrics-interval", "1",
+                  env={"HOMELAB_AGENT_HEARTBEAT": "1", **(agent_env or {})})
     return hub
 
 
-def diagnosed_then_fix(hub, mnt) -> int:
+def diagnosed_then_fix(hub, mnt, approve=True) -> int:
     diag = wait_for(lambda: hub.query("SELECT id, state, output FROM proposals WHERE playbook = 'disk-report'"
                                       " AND params LIKE ? AND state NOT IN ('proposed', 'approved', 'dispatched',"
                                       " 'running', 'succeeded')", (f'%{mnt}%',)), 90,
@@ -108,10 +113,12 @@ def diagnosed_then_fix(hub, mnt) -> int:
     pid = wait_for(lambda: hub.query("SELECT id FROM proposals WHERE playbook = 'clean-tmp'"), 60,
                    what="the fix proposal")[0][0]
     p = json.loads(hub_cli(hub.data_dir, "proposals", "show", str(pid), "--json").stdout)
-    assert (p["state"], p["rule"], p["params"]) == ("proposed", "e2e-disk-almost-full", {"path": str(mnt), "age": "86400"})
+    assert (p["rule"], p["params"]) == ("e2e-disk-almost-full", {"path": str(mnt), "age": "86400"})
     assert any(isinstance(e, dict) and e.get("proposal") == diag[0] for e in p["evidence"])
-    r = hub_cli(hub.data_dir, "approve", str(pid), "--yes")
-    assert r.returncode == 0, r.stderr
+    if approve:
+        assert p["state"] == "proposed"
+        r = hub_cli(hub.data_dir, "approve", str(pid), "--yes")
+        assert r.returncode == 0, r.stderr
     wait_for(lambda: hub.query("SELECT state FROM proposals WHERE id = ?", (pid,))[0][0]
              in ("verified", "not verified", "failed"), 120, what="the fix to run and be judged")
     return pid
@@ -144,3 +151,40 @@ def test_a_fix_that_frees_nothing_is_reported_not_verified_with_the_reason(tmp_p
     assert state == "not verified", (state, reason)
     assert reason.startswith("verify step failed")  # clean-tmp's own check: old files are left
     assert len(list((full_disk / "junk").iterdir())) > 10
+
+
+def standing_policy(hub):
+    r = hub_cli(hub.data_dir, "policy", "add", "clean-tmp", "--node", "n1", "--param", "path=~/tmp/.*",
+                "--param", "age=3600..172800", "--rate", "2/1h", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert "policy 1 approved by" in r.stdout
+
+
+@pytest.mark.slow
+def test_under_a_standing_policy_the_fix_runs_with_no_prompt_and_is_verified(tmp_path, full_disk, hub_process,
+                                                                             agent_process, monkeypatch):
+    hub = start(tmp_path, hub_process, agent_process, monkeypatch, before_agent=standing_policy)
+    pid = diagnosed_then_fix(hub, full_disk, approve=False)  # nobody runs `approve`
+    state, reason, approved_by = hub.query("SELECT state, reason, approved_by FROM proposals WHERE id = ?", (pid,))[0]
+    assert (state, approved_by) == ("verified", "policy:1"), reason
+    assert list((full_disk / "junk").iterdir()) == []
+    assert hub.query("SELECT actor FROM audit WHERE proposal_id = ? AND action = 'approved'", (pid,)) == [("policy:1",)]
+    listed = json.loads(hub_cli(hub.data_dir, "policy", "list", "--json").stdout.splitlines()[0])
+    assert listed["state"] == "active" and [r["outcome"] for r in listed["runs"]] == ["verified"]
+    v = hub_cli(hub.data_dir, "audit", "verify")
+    assert v.returncode == 0 and "intact" in v.stdout, v.stderr
+
+
+@pytest.mark.slow
+def test_a_policy_cannot_run_what_the_nodes_own_locks_forbid(tmp_path, full_disk, hub_process, agent_process,
+                                                             monkeypatch):
+    # this node lets the hub run its diagnostics and nothing else
+    hub = start(tmp_path, hub_process, agent_process, monkeypatch, before_agent=standing_policy,
+                agent_env={"HOMELAB_AGENT_ALLOW_PLAYBOOKS": "disk-report"})
+    pid = diagnosed_then_fix(hub, full_disk, approve=False)
+    state, reason, approved_by = hub.query("SELECT state, reason, approved_by FROM proposals WHERE id = ?", (pid,))[0]
+    assert (state, approved_by) == ("failed", "policy:1")
+    assert reason == "refused by the node: playbook 'clean-tmp' is not in this node's allow_playbooks"
+    assert len(list((full_disk / "junk").iterdir())) > 10  # nothing ran
+    listed = json.loads(hub_cli(hub.data_dir, "policy", "list", "--json").stdout.splitlines()[0])
+    assert (listed["failures"], [r["outcome"] for r in listed["runs"]]) == (1, ["failed"])

@@ -69,16 +69,20 @@ def no_brain(monkeypatch):
     monkeypatch.setattr(brain_mod, "decide", decide)
 
 
-async def report(h, cred, node, job, status, exit_code=None, output=""):
-    """The node's answer to a job, through the normal ingest path."""
+async def send(h, cred, node, ev):
+    """One event from the node, through the normal ingest path."""
     seq = h.__dict__.setdefault("seqs", {}).get(node, 0) + 1
     h.seqs[node] = seq
-    ev = wire.JobResult(ts=time.time(), job_id=job["id"], playbook=job["playbook"], status=status,
-                        exit_code=exit_code, output=output)
     body = wire.encode_batch(node, time.time(), [(seq, wire.encode_event(ev))])
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {cred}"}) as s:
         async with s.post(f"{h.url}/v1/ingest", data=io.BytesIO(body)) as r:
             assert r.status == 200, await r.text()
+
+
+async def report(h, cred, node, job, status, exit_code=None, output=""):
+    """The node's answer to a job."""
+    await send(h, cred, node, wire.JobResult(ts=time.time(), job_id=job["id"], playbook=job["playbook"],
+                                             status=status, exit_code=exit_code, output=output))
 
 
 async def test_alert_to_proposals_diagnostics_and_signed_jobs(hub, no_brain):
@@ -276,3 +280,19 @@ async def test_shutdown_waits_for_a_decision_in_flight(tmp_path, monkeypatch):
     await async_wait_for(started.is_set, 10, what="the decision to start")
     await asyncio.wait_for(runner.cleanup(), 30)
     assert logged.is_set()
+
+
+async def test_a_re_fire_while_the_fix_is_open_runs_no_new_diagnostics(hub, no_brain):
+    cred, _ = await join(hub, "n1")
+    await fire(hub, DISK)
+    await async_wait_for(lambda: rows(hub, "SELECT state FROM proposals") == [("dispatched",)], 10)
+    [job] = [json.loads(j["payload"]) for j in (await poll(hub, cred))[1]["jobs"]]
+    await report(hub, cred, "n1", job, "succeeded", 0, "largest reclaimable: journal-vacuum\n")
+    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposals WHERE auto = 0") == [(1,)], 10)
+    await fire(hub, DISK)
+    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposal_requests WHERE done IS NULL") == [(0,)]
+                         and rows(hub, "SELECT count(*) FROM proposal_requests") == [(2,)], 10)
+    assert rows(hub, "SELECT playbook, state FROM proposals ORDER BY id") == [("disk-report", "diagnosed"),
+                                                                            ("journal-vacuum", "proposed")]
+    outcome = rows(hub, "SELECT outcome FROM proposal_requests ORDER BY id DESC LIMIT 1")[0][0]
+    assert outcome.startswith("journal-vacuum: proposal ") and "still open" in outcome

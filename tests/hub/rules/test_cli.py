@@ -84,3 +84,46 @@ def test_list_and_alerts(tmp_path):
                                                                         "/ on nas is 95% full")
     r = hub("alerts", "--data-dir", str(data), env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0 and "disk-almost-full" in r.stdout and "resolved" in r.stdout
+
+
+BAD_EVERYWHERE = """\
+rules:
+  - name: a
+    metric: load1
+    when: {value: {gte: 1}}
+    propose:
+      - playbook: no-such-playbook
+  - name: b
+    metric: load1
+    bogus: 1
+  - name: c
+    metric: load1
+    propose:
+      - playbook: restart-unit
+        params: {unit: x.service, force: "yes"}
+      - playbook: clean-tmp
+        if_output: '(?P<dir>/tmp)'
+  - name: d
+    metric: load1
+    when: {value: {gtx: 1}}
+"""
+
+
+def test_check_reports_every_error_unknown_playbooks_and_undeclared_parameters(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD_EVERYWHERE)
+    r = hub("rules", "check", str(f), "--data-dir", str(tmp_path / "hub"),
+            env={k: v for k, v in os.environ.items() if not k.startswith("HOMELAB_")})
+    assert r.returncode == 1
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert [line.split(": ", 3)[1:3] for line in lines] == [
+        [f"{f}:6", "rules[0].propose[0].playbook"],
+        [f"{f}:9", "rules[1].bogus"],
+        [f"{f}:14", "rules[2].propose[0].params.force"],
+        [f"{f}:16", "rules[2].propose[1].if_output"],
+        [f"{f}:19", "rules[3].when.value.gtx"],
+    ]
+    assert "no such playbook 'no-such-playbook' (installed: apt-autoremove," in lines[0]
+    assert "playbook 'restart-unit' has no parameter 'force' (it declares: unit)" in lines[2]
+    assert "group 'dir' is not a parameter of 'clean-tmp' (it declares: age, path)" in lines[3]
+    assert "0 rule(s) in 0 file(s) OK, 5 error(s)" in r.stdout
