@@ -31,7 +31,7 @@ def check(paths, data_dir) -> None:
     """Validate rule files (default: the shipped rules/ and rules_dir). Reports every error,
     each naming file, line and key, including playbooks that are not installed and
     parameters a playbook does not declare; exits 1 if any file is bad."""
-    from hub.playbooks.registry import Registry
+    from hub.playbooks import Registry
     from hub.rules.loader import load_paths
 
     books = Registry.from_settings(settings_from(data_dir=data_dir)).all()
@@ -52,8 +52,8 @@ def reload(data_dir, wait) -> None:
     """Load changed rule files into the running hub (as SIGHUP does): all valid or none; the
     running set is untouched on any error, and alerts of unchanged rules are kept. The files
     are checked here first; exits 1 if any is bad or the hub refused them."""
-    from hub.playbooks.registry import Registry
-    from hub.proposals.state import os_user
+    from hub.playbooks import Registry
+    from hub.proposals import os_user
     from hub.rules.loader import load_paths
     from hub.store import open_db
 
