@@ -25,7 +25,7 @@ def _contents(db: sqlite3.Connection, columns: dict[str, list[str]] | None = Non
     for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
                               " AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '%_fts%'"
                               " AND name != '_migrations'"):
-        cols = ", ".join(f'"{c}"' for c in (columns or {}).get(name, ["*"]))
+        cols = ", ".join(f'"{c}"' for c in columns[name]) if columns and name in columns else "*"
         rows = db.execute(f'SELECT {cols} FROM "{name}" ORDER BY 1').fetchall()
         out[name] = (len(rows), hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest())
     return out
