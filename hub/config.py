@@ -63,6 +63,7 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("backup_dir", None, "HOMELAB_HUB_BACKUP_DIR", "If set, the running hub writes a backup there every backup_every (same archive as `homelab-hub backup`).", Path),
     Opt("backup_every", 86400.0, "HOMELAB_HUB_BACKUP_EVERY", "Interval between automatic backups into backup_dir.", parse_duration),
     Opt("backup_keep", 7, "HOMELAB_HUB_BACKUP_KEEP", "Automatic backups kept in backup_dir; older ones are deleted.", int),
+    Opt("read_timeout", 20.0, "HOMELAB_HUB_READ_TIMEOUT", "Longest a client may take to send a request's headers, or stay idle between requests, before the hub closes the connection; a request body gets three times as long (then 408).", parse_duration),
     Opt("metrics_token", None, "HOMELAB_HUB_METRICS_TOKEN", "If set, /metrics requires 'Authorization: Bearer <this>' (Prometheus: authorization.credentials).", str),
     Opt("loki_queue", 10_000, "HOMELAB_HUB_LOKI_QUEUE", "Most log lines held for Loki while it is unreachable; past it lines are shed and counted.", int),
     Opt("tailscale_socket", "/var/run/tailscale/tailscaled.sock", "HOMELAB_HUB_TAILSCALE_SOCKET", "tailscaled's LocalAPI socket (whois of connecting agents, the hub's tailnet address).", str),

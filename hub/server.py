@@ -77,7 +77,12 @@ def datasette_argv(settings: Settings, port: int) -> list[str]:
 
 async def _start_site(app: web.Application, listen: str) -> web.AppRunner:
     host, port = parse_listen(listen)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # keepalive_timeout also runs from the moment a connection opens, and closes one that is
+    # waiting for a request (idle, or headers half sent): no holding connections open for free
+    from hub.keys import SETTINGS
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           keepalive_timeout=app[SETTINGS].read_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=_ssl(app))
     try:
