@@ -48,6 +48,7 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("brain_shortlist", 0.6, "HOMELAB_BRAIN_SHORTLIST", "Offer the model only candidates scoring at least this fraction of the evidence ranker's best (0 = all; raise for a weak model).", float),
     Opt("brain_hints", None, "HOMELAB_BRAIN_HINTS", "Extra YAML file of symptom words per playbook for the evidence ranker (merged with the shipped hints).", Path),
     Opt("brain_digest_every", 86400.0, "HOMELAB_BRAIN_DIGEST_EVERY", "How often the hub runs the maintenance digest and queues its findings as proposals (0 = never; `homelab-hub digest` runs it by hand).", parse_duration),
+    Opt("datasette_private", False, "HOMELAB_HUB_DATASETTE_PRIVATE", "Let Datasette show credential hashes and job outputs (they read as NULL otherwise, whatever the query).", parse_bool),
     Opt("datasette_port", 8471, "HOMELAB_HUB_DATASETTE_PORT", "Port for Datasette under `up` / `datasette`.", int, "--datasette-port"),
     Opt("webhooks", [], "HOMELAB_HUB_WEBHOOKS", "URLs that receive alert notifications as JSON (os.pathsep-separated in the environment).", parse_list),
     Opt("alertmanager_url", None, "HOMELAB_HUB_ALERTMANAGER_URL", "Alertmanager base URL to push alerts to (API v2).", str),

@@ -21,7 +21,7 @@ from hub import auth, paths
 from hub.app import create_app
 from hub.config import db_path
 from hub.errors import BadRequest
-from hub.store import open_db
+from hub.store import open_db, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def up(settings: Settings, watch: list[str], datasette: bool = True, duration: f
     """Hub in this process; the local agent and Datasette as children that die with us."""
 
     async def main():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         listen = listen_of(settings)
         app = create_app(settings)
         runner = await _start_site(app, listen)
