@@ -110,9 +110,12 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    if rows := app[REJECTS].flush():
-        await writer.run(lambda db: db.executemany(
-            "INSERT INTO ingest_errors (ts, address, status, reason) VALUES (?, ?, ?, ?)", rows))
+    if rows := app[REJECTS].flush():  # the last window's summary; a full disk must not stop the stop
+        try:
+            await writer.run(lambda db: db.executemany(
+                "INSERT INTO ingest_errors (ts, address, status, reason) VALUES (?, ?, ?, ?)", rows))
+        except Exception:
+            log.warning("could not record the last refused-request summary", exc_info=True)
     app[READ_DB].close()
     await asyncio.get_running_loop().run_in_executor(None, writer.stop)
 
