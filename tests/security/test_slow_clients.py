@@ -85,3 +85,20 @@ def test_a_slow_but_steady_agent_is_not_cut_off(slow_hub):
         time.sleep(TIMEOUT / 2)  # slower than at once, well within 3 x read_timeout
         s.sendall(body[5:])
         assert s.recv(100).startswith(b"HTTP/1.1 401")
+
+
+def test_a_real_agent_idle_longer_than_read_timeout_keeps_delivering(slow_hub, tmp_path, agent_process):
+    """The hub closes the agent's kept-alive connection between heartbeats (heartbeat 3 s >
+    read_timeout 2 s); the agent reconnects and nothing is lost or refused."""
+    state = tmp_path / "agent"
+    root.join_agent(slow_hub.url, slow_hub.enroll("n1"), state)
+    agent = agent_process(state, "--collectors", "inventory", env={"HOMELAB_AGENT_HEARTBEAT": "3"})
+
+    def seen() -> float:
+        return slow_hub.query("SELECT coalesce(last_seen, 0) FROM nodes WHERE name = 'n1'")[0][0]
+
+    first = root.wait_for(seen, 60, what="the agent's first batch")
+    root.wait_for(lambda: seen() > first + 6, 60, what="heartbeats across several idle closes")
+    assert agent.alive()
+    assert slow_hub.query("SELECT count(*) FROM events WHERE node = 'n1' AND kind = 'dropped'") == [(0,)]
+    assert slow_hub.query("SELECT count(*) FROM ingest_errors") == [(0,)]
