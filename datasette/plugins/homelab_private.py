@@ -6,8 +6,9 @@ served only when its Host header names this machine (localhost, 127.0.0.1, ::1, 
 address Datasette listens on).
 
 Credential hashes and job outputs read as NULL, in table pages, stored queries and any SQL
-alike (an SQLite authorizer, so no query can get round it), unless the administrator sets
-``datasette_private = true`` (HOMELAB_HUB_DATASETTE_PRIVATE) in the hub's settings.
+alike (an SQLite authorizer, so no query can get round it), and job_result events lose their
+``output`` field, unless the administrator sets ``datasette_private = true``
+(HOMELAB_HUB_DATASETTE_PRIVATE) in the hub's settings.
 """
 
 from __future__ import annotations
@@ -38,14 +39,30 @@ def _show_private(datasette) -> bool:
 
 
 def _authorizer(action, arg1, arg2, dbname, source):
-    if action == sqlite3.SQLITE_READ and (arg1, arg2) in HIDDEN:
-        return sqlite3.SQLITE_IGNORE  # the column reads as NULL
+    if action == sqlite3.SQLITE_READ:
+        if (arg1, arg2) in HIDDEN:
+            return sqlite3.SQLITE_IGNORE  # the column reads as NULL
+        if (arg1, arg2, dbname, source) == ("events", "data", "main", None):
+            return sqlite3.SQLITE_IGNORE  # `main.events` named directly, around the view below
     return sqlite3.SQLITE_OK
+
+
+def _events_without_job_output(conn) -> None:
+    """Job output also travels in the job_result event: a TEMP view named ``events`` (found
+    before main.events by any query that says just ``events``) drops its ``output`` field."""
+    cols = [r[1] for r in conn.execute("PRAGMA main.table_info(events)")]
+    if "data" not in cols or "kind" not in cols:
+        return
+    select = ", ".join(
+        "CASE WHEN kind = 'job_result' THEN json_remove(data, '$.output') ELSE data END AS data"
+        if c == "data" else f'"{c}"' for c in cols)
+    conn.execute(f"CREATE TEMP VIEW IF NOT EXISTS events AS SELECT {select} FROM main.events")
 
 
 @hookimpl
 def prepare_connection(conn, database, datasette):
     if database == "homelab" and not _show_private(datasette):
+        _events_without_job_output(conn)
         conn.set_authorizer(_authorizer)
 
 

@@ -76,6 +76,9 @@ def secret_db(tmp_path, monkeypatch):
     db.execute("INSERT INTO jobs (id, node, proposal_id, mode, playbook, payload, signature, state, created, expires,"
                " output) VALUES ('job_1', 'n1', NULL, 'check', 'write-file', '{}', 'sig', 'succeeded', 1, 2,"
                " 'db_password=HUNTER2')")
+    db.execute("INSERT INTO events (node, seq, ts, kind, data) VALUES ('n1', 1, 1, 'job_result', ?)",
+               ('{"kind":"job_result","job_id":"job_1","status":"succeeded","output":"db_password=HUNTER2"}',))
+    db.execute("INSERT INTO events (node, seq, ts, kind, data) VALUES ('n1', 2, 2, 'log', '{\"message\":\"hi\"}')")
     db.execute("COMMIT")
     db.close()
     return data
@@ -107,6 +110,16 @@ def test_datasette_hides_credentials_and_job_output(secret_db, tmp_path):
         assert all(r["credential_hash"] is None for r in rows)
         status, rows = get(f"{base}/homelab/jobs.json?_shape=array")
         assert status == 200 and rows[0]["output"] is None and rows[0]["playbook"] == "write-file"
+        # the same output inside the job_result event: gone from the table page and from SQL
+        status, rows = get(f"{base}/homelab/events.json?_shape=array&kind=job_result")
+        assert status == 200 and len(rows) == 1 and "HUNTER2" not in str(rows), rows
+        assert '"status":"succeeded"' in rows[0]["data"]
+        for sql in ("select data from events", "select data from main.events",
+                    "select json_extract(data, '$.output') as o from events"):
+            status, rows = get(f"{base}/homelab.json", sql=sql)
+            assert status == 200 and "HUNTER2" not in str(rows), (sql, rows)
+        status, rows = get(f"{base}/homelab.json", sql="select data from events where kind = 'log'")
+        assert rows == [{"data": '{"message":"hi"}'}]
     finally:
         p.terminate()
     # the administrator asks: then they are there
@@ -114,6 +127,9 @@ def test_datasette_hides_credentials_and_job_output(secret_db, tmp_path):
     try:
         status, rows = get(f"{base}/homelab.json", sql="select output as c from jobs")
         assert rows == [{"c": "db_password=HUNTER2"}]
+        status, rows = get(f"{base}/homelab.json", sql="select json_extract(data, '$.output') as o from events"
+                                                       " where kind = 'job_result'")
+        assert rows == [{"o": "db_password=HUNTER2"}]
     finally:
         p.terminate()
 
