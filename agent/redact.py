@@ -18,6 +18,10 @@ anything was replaced. What is kept is everything a person needs to understand t
 - values of secret-looking assignments (``export API_TOKEN=X``, ``PGPASSWORD=X cmd``,
   ``-e DB_PASSWORD=X``, ``--from-literal=password=X``) and JSON fields (``"password": "X"``).
 
+A value is a whole shell word whatever its quoting ('x', "x", $'x', "pre"'x', \"x\" inside a
+nested ``sh -c "..."``); a value that is a command printing a literal (``"$(echo X)"``,
+``BORG_PASSCOMMAND='echo X'``, ``--password-command 'printf X'``) is masked as a whole.
+
 Deliberately kept: references rather than values (``$TOKEN``, ``$(pass show x)``), options
 that name a file or a prompt (``--password-file``, ``--password-stdin``, ``mysql -p``
 alone), ports (``docker run -p 8080:80``, ``ssh -p 2222``), and ``git@host:repo`` addresses.
@@ -34,8 +38,24 @@ from collections.abc import Callable
 
 MASK = "[REDACTED]"
 
-# A shell word as a value: quoted, or up to whitespace / a shell operator.
-_VAL = r"""(?:'[^'\n]*'|"(?:[^"\\\n]|\\.)*"|[^\s;&|)<>'"]+)"""
+# A shell word as a value, up to whitespace or a shell operator. Possessive: once a word is
+# read it is never re-split, so the patterns stay linear on hostile input.
+_SUBST = "|".join((
+    r"""\$'(?:[^'\\\n]|\\.)*'""",  # $'ANSI-C'
+    r'''\$"(?:[^"\\\n]|\\.)*"''',  # $"locale"
+    r"""\$\((?:[^()\n]|\([^()\n]*\))*\)""",  # $(command), one level of nested parentheses
+    r"""`[^`\n]*`""",  # `command`
+))
+_QUOTED = "|".join((
+    r"""'[^'\n]*'""",  # 'single'
+    r'''"(?:[^"\\\n]|\\.)*"''',  # "double"
+    r'''\\"(?:[^"\\\n]|\\[^"\n])*\\"''',  # \"quoted\" inside a double-quoted command
+    _SUBST,
+))
+_PLAIN = r"""(?:[^\s;&|)<>'"\\`$]|\\.|\$(?![('"]))++"""
+# Quoted parts may follow each other ("pre"'x'); after plain characters a quote ends the word,
+# as it would inside a quoted command (-b 'a=b; token=x' -H ...): ab'cd' masks only ab.
+_VAL = rf"(?:(?:{_QUOTED})++(?:{_PLAIN})?|{_PLAIN}(?:{_SUBST})*+)"
 
 # Secret-looking names, judged word by word (API_TOKEN, apiKey, db-password, PGPASSWORD):
 # a word that ends in one of _LONG, or is one of _SHORT, or a last word "key" after another
@@ -102,10 +122,29 @@ def _is_path(v: str) -> bool:
     return v.strip("'\"").startswith(("/", "~/", "./", "../"))
 
 
+# A command whose output is the value: `echo X`, printf, a here-string. Its words are the
+# secret itself; any other command ($(pass show x), $(cat FILE)) is a reference to one.
+_ECHOES = re.compile(r"""^["'\\]*(?:\$\(|`)?\s*(?:builtin\s+)?(?:(?:echo|printf)\b|cat\s*<<<)""")
+
+
 def _is_reference(v: str) -> bool:
-    v = v.strip("'\"")
+    if _ECHOES.match(v):
+        return False
+    v = v.strip("'\"\\")
+    if v.startswith(("$'", '$"')):  # $'...' is a quoted literal, not a variable
+        return False
     return (v.startswith("$") or v == "" or v == MASK or v.startswith("<(")
             or v.lower() in _NOT_SECRET_VALUES)
+
+
+def _secret_command(name: str) -> bool:
+    """BORG_PASSCOMMAND, --password-command: the value is a command that prints the secret."""
+    words = [w.lower() for w in _WORDS.findall(name)]
+    if not words:
+        return False
+    if words[-1] in ("passcommand", "passcmd", "passwordcommand"):
+        return True
+    return words[-1] in ("command", "cmd") and any(w in _SHORT or w.endswith(_LONG) for w in words[:-1])
 
 
 _ASSIGN = re.compile(rf"(?<![\w.-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)=(?P<value>{_VAL})")
@@ -115,6 +154,8 @@ _ASSIGN_IN_LIST = re.compile(r"(?<![\w.-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)=(?P
 def _assign(m: re.Match) -> str:
     name, value = m.group("name"), m.group("value")
     head = m.group(0)[: m.start("value") - m.start()]
+    if _secret_command(name) and _ECHOES.match(value):
+        return head + _mask_value(value)
     if not secret_name(name):
         # "username=bob,password=x": the next assignment hides inside this value
         # (inside such a list values end at commas, as mount options and the like do)
@@ -133,6 +174,8 @@ def _url(m: re.Match) -> str:
 
 def _option(m: re.Match) -> str:
     value = m.group("value")
+    if _secret_command(m.group("opt")) and _ECHOES.match(value):
+        return m.group(0)[: m.start("value") - m.start()] + _mask_value(value)
     if (not secret_name(m.group("opt")) or _is_reference(value) or _is_path(value)
             or (m.group("sep") != "=" and value.startswith("-"))):
         return m.group(0)
@@ -234,7 +277,7 @@ RULES: list[Rule] = [
     (re.compile(rf"\bsshpass\b[^|;&\n]*?\s-p\s*(?P<v>{_VAL})"), _keep_groups_mask(1)),
     # curl/wget-style user:password (-u, --user, --proxy-user, -U)
     (re.compile(r"\b(?:curl|wget|xh|https?|lftp|aria2c)\b[^|;&\n]*?(?:\s-[uUa]|\s--(?:proxy-|http-)?user|\s--auth)"
-                r"(?:=|\s+|(?=['\"]))(?P<q>['\"]?)[^:\s'\"]*:(?P<v>[^\s'\"]+)"),
+                r"(?:=|\s+|(?=['\"]))(?P<q>['\"]*)[^:\s'\"]*:(?P<v>[^\s'\"]+)"),
      _keep_groups_mask(2)),
     # redis-cli -a X
     (re.compile(rf"\bredis-cli\b[^|;&\n]*?\s-a\s+(?P<v>{_VAL})"), _keep_groups_mask(1)),

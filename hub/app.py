@@ -30,6 +30,7 @@ from hub.store import Writer, connect
 from hub.tasks import running
 
 log = logging.getLogger(__name__)
+MAX_BODY = 8 * 1024 * 1024 + 1024  # a full batch (wire.MAX_BATCH_BYTES) and change
 
 
 @web.middleware
@@ -43,6 +44,22 @@ async def errors_middleware(request: web.Request, handler):
     except web.HTTPRequestEntityTooLarge as e:
         _record_reject(request, 413, "batch over the size limit")
         return web.json_response({"error": f"request body too large: {e.text}"}, status=413)
+
+
+@web.middleware
+async def body_deadline_middleware(request: web.Request, handler):
+    """Read a request's body within 3 x read_timeout, so a client cannot hold a handler (and
+    its connection) by trickling bytes; handlers then get the body from memory."""
+    too_big = request.content_length is not None and request.content_length > MAX_BODY
+    if request.can_read_body and not too_big:  # too big: the handler answers 413 unread
+        try:
+            async with asyncio.timeout(3 * request.app[SETTINGS].read_timeout):
+                await request.read()
+        except TimeoutError:
+            _record_reject(request, 408, "request body not sent in time")
+            return web.json_response({"error": "request body not sent in time"}, status=408,
+                                     headers={"Connection": "close"})
+    return await handler(request)
 
 
 def _record_reject(request: web.Request, status: int, reason: str) -> None:
@@ -88,9 +105,12 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     async with running(_maintenance(app), "maintenance"), \
             running(_reject_summaries(app), "reject-summaries"):
         yield
-    if rows := app[REJECTS].flush():
-        await writer.run(lambda db: db.executemany(
-            "INSERT INTO ingest_errors (ts, address, status, reason) VALUES (?, ?, ?, ?)", rows))
+    if rows := app[REJECTS].flush():  # the last window's summary; a full disk must not stop the stop
+        try:
+            await writer.run(lambda db: db.executemany(
+                "INSERT INTO ingest_errors (ts, address, status, reason) VALUES (?, ?, ?, ?)", rows))
+        except Exception:
+            log.warning("could not record the last refused-request summary", exc_info=True)
     app[READ_DB].close()
     await asyncio.get_running_loop().run_in_executor(None, writer.stop)
 
@@ -109,7 +129,7 @@ async def _maintenance(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware], client_max_size=8 * 1024 * 1024 + 1024
+        middlewares=[errors_middleware, body_deadline_middleware], client_max_size=MAX_BODY
     )
     app[SETTINGS] = settings
     app[STATS] = Counter()

@@ -124,20 +124,28 @@ def up(data_dir, listen, datasette_port, watch, no_datasette, duration, verbose)
 @click.argument("name")
 @data_dir_option
 @click.option("--ttl", help="Token lifetime, e.g. 1h or 30m [$HOMELAB_HUB_TOKEN_TTL; default 1h].")
+@click.option("--insecure", is_flag=True,
+              help="Enrol over plain HTTP off the tailnet anyway (the token and the agent travel unprotected).")
 @domain_errors
-def enroll(name, data_dir, ttl) -> None:
-    """Enrol node NAME: print a one-time join token and the command to run on the node."""
+def enroll(name, data_dir, ttl, insecure) -> None:
+    """Enrol node NAME: print a one-time join token and the command to run on the node.
+    Refuses a plain-HTTP hub URL that is neither on the tailnet nor loopback, unless --insecure."""
     from hub import auth
+    from hub.onboarding.script import plain_http_risk
+    from hub.server import public_url
     from hub.store import open_db
 
     s = settings_from(data_dir=data_dir, token_ttl=ttl)
+    risk = plain_http_risk(public_url(s))
+    if risk and not insecure:
+        raise click.ClickException(risk)
+    if risk:
+        click.echo(f"warning: {risk}", err=True)
     db = open_db(db_path(s.data_dir))
     db.execute("BEGIN IMMEDIATE")
     token = auth.enroll(db, name, s.token_ttl)
     db.execute("COMMIT")
     db.close()
-    from hub.server import public_url
-
     click.echo(f"Node {name!r} enrolled; the token is valid for {int(s.token_ttl)}s and works once.", err=True)
     click.echo("On a new machine (needs only python3 and curl; everything else comes from this hub), run:", err=True)
     from hub.onboarding import one_liner

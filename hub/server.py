@@ -23,7 +23,7 @@ from hub import auth, paths
 from hub.app import create_app
 from hub.config import db_path
 from hub.errors import BadRequest, Conflict
-from hub.store import open_db
+from hub.store import open_db, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,12 @@ async def _start_site(app: web.Application, listen: str) -> web.AppRunner:
     host, port = parse_listen(listen)
     if port:
         check_port(host, port)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # keepalive_timeout also runs from the moment a connection opens, and closes one that is
+    # waiting for a request (idle, or headers half sent): no holding connections open for free
+    from hub.keys import SETTINGS
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           keepalive_timeout=app[SETTINGS].read_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=_ssl(app))
     try:
@@ -185,7 +190,7 @@ def up(settings: Settings, watch: list[str], datasette: bool = True, duration: f
     refuse_if_in_use(settings.data_dir)
 
     async def main():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         listen = listen_of(settings)
         app = create_app(settings)
         runner = await _start_site(app, listen)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -48,10 +50,37 @@ def connect(path: Path | str, *, readonly: bool = False, timeout: float = 5.0) -
     return db
 
 
+def private_dir(path: Path | str) -> Path:
+    """Create the data directory 0700 whatever the umask (it holds credentials' hashes, the
+    signing key, every node's files and logs); an existing one is left as the admin made it."""
+    path = Path(path)
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+            os.chmod(path, 0o700)
+    return path
+
+
+def _private_db(path: Path) -> bool:
+    """Create the database file 0600 before SQLite does (SQLite would use 0644 & ~umask, and
+    gives the -wal and -shm files the database file's mode); tighten an existing one that
+    others can read. Returns whether the database is new."""
+    fresh = not path.exists() or path.stat().st_size == 0
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if p.stat().st_mode & 0o077:
+                log.warning("%s was readable by other users: made it 0600", p)
+                os.chmod(p, 0o600)
+    return fresh
+
+
 def open_db(path: Path | str) -> sqlite3.Connection:
     """Open (creating and migrating) the hub database for writing."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fresh = not Path(path).exists()
+    private_dir(Path(path).parent)
+    fresh = _private_db(Path(path))
     db = connect(path)
     if fresh:  # must precede the first table; lets retention hand pages back to the OS
         db.execute("PRAGMA auto_vacuum = INCREMENTAL")

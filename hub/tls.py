@@ -48,7 +48,9 @@ def ensure_cert(data_dir: Path) -> Path:
     crt, key_path = cert_path(data_dir), Path(data_dir) / KEY_FILE
     if crt.exists() and key_path.exists():
         return crt
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    from hub.store import private_dir
+
+    private_dir(data_dir)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"homelab hub {socket.gethostname()}")])
     now = datetime.datetime.now(datetime.UTC)

@@ -60,8 +60,69 @@ got=$(sha256sum "$tmp" | cut -d' ' -f1)
 
 current() { [ -f "$target" ] && sha256sum "$target" | cut -d' ' -f1 || echo none; }
 
+# Walk the path one component at a time from /, opening each directory with O_NOFOLLOW and
+# writing through the last one's descriptor: whoever controls a directory on the path cannot
+# redirect the write with a symbolic link (not even by swapping one in mid-run). A symbolic
+# link anywhere on the path, or as the file itself, is refused. `place check` only walks.
+place() {
+  python3 - "$1" "$target" "$tmp" "$PARAM_MODE" "$owner" <<'PY'
+import os, pwd, stat, sys
+
+action, target, src, mode, owner = sys.argv[1:6]
+parts = [p for p in target.split("/") if p]
+if not target.startswith("/") or not parts or any(p in (".", "..") for p in parts):
+    sys.exit(f"refusing {target!r}: not a plain absolute path")
+NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+for i, part in enumerate(parts[:-1]):
+    try:
+        nfd = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
+    except FileNotFoundError:
+        if action == "check":
+            sys.exit(0)  # the rest of the path would be created, as real directories
+        os.mkdir(part, 0o755, dir_fd=fd)
+        nfd = os.open(part, NOFOLLOW_DIR, dir_fd=fd)
+    except OSError:  # ELOOP: a symbolic link; ENOTDIR: not a directory
+        sys.exit(f"refusing {target}: /{'/'.join(parts[:i + 1])} is a symbolic link or not a directory")
+    os.close(fd)
+    fd = nfd
+name = parts[-1]
+try:
+    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+except FileNotFoundError:
+    st = None
+if st is not None and not stat.S_ISREG(st.st_mode):
+    sys.exit(f"refusing {target}: it is a symbolic link or not a regular file")
+if action == "check":
+    sys.exit(0)
+
+
+def write(dest, data, mode, uid, gid):
+    tmpname = f".{dest}.homelab-{os.getpid()}"
+    out = os.open(tmpname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+    try:
+        os.write(out, data)
+        os.fchown(out, uid, gid)
+        os.fchmod(out, mode)
+        os.fsync(out)
+    finally:
+        os.close(out)
+    os.rename(tmpname, dest, src_dir_fd=fd, dst_dir_fd=fd)  # rename replaces a link, never follows it
+
+
+if st is not None:  # keep the previous file, as it was
+    old = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+    with os.fdopen(old, "rb") as f:
+        write(name + ".homelab-bak", f.read(), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+pw = pwd.getpwnam(owner)
+with open(src, "rb") as f:
+    write(name, f.read(), int(mode, 8), pw.pw_uid, pw.pw_gid)
+PY
+}
+
 case "$mode" in
   check)
+    place check || exit 4
     if [ "$(current)" = "$PARAM_SHA256" ]; then
       echo "$target already has this content"
     else
@@ -76,12 +137,10 @@ case "$mode" in
     fi
     ;;
   verify)
-    [ "$(current)" = "$PARAM_SHA256" ]
+    place check && [ "$(current)" = "$PARAM_SHA256" ]
     ;;
   run)
-    mkdir -p -- "$(dirname -- "$target")"
-    [ -f "$target" ] && cp -p -- "$target" "$target.homelab-bak"
-    install -m "$PARAM_MODE" -o "$owner" -g "$(id -gn "$owner")" -- "$tmp" "$target"
+    place run || exit 4
     echo "wrote $target"
     ;;
   *) echo "unknown mode: $mode" >&2; exit 2 ;;

@@ -9,13 +9,16 @@ URLs are fetched only when the user names them; nothing else here touches the ne
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import os
 import re
+import socket
 import stat
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -265,12 +268,51 @@ def is_url(s: str) -> bool:
     return bool(re.match(r"^https?://", s, re.I))
 
 
+def _origin(url: str) -> tuple[str, int]:
+    u = urllib.parse.urlsplit(url)
+    return (u.hostname or "").lower(), u.port or (443 if u.scheme.lower() == "https" else 80)
+
+
+def internal(host: str) -> str | None:
+    """The first loopback, link-local, private or otherwise non-public address ``host``
+    resolves to, or None when all of them are public."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return None  # it cannot be fetched either; urllib will say why
+    for info in infos:
+        addr = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        if not addr.is_global or addr.is_multicast:
+            return str(addr)
+    return None
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """A redirect may not lead into this machine or the LAN (the hub's own Datasette, a
+    router's admin page, cloud metadata) unless it stays on the host the administrator named
+    (http -> https on it included)."""
+
+    def __init__(self, first: str):
+        self.named = _origin(first)[0]
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        host, _port = _origin(newurl)
+        if host != self.named and (addr := internal(host)) is not None:
+            raise Skip(f"redirected to {newurl[:200]!r} ({addr}: loopback, link-local or private);"
+                       " add that URL itself if you mean it")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def fetch(url: str, *, max_bytes: int = MAX_BYTES, timeout: float = 20.0, **kw) -> Doc:
-    """Fetch one URL the user named. Only http(s); the body is capped at ``max_bytes``."""
+    """Fetch one URL the user named. Only http(s); the body is capped at ``max_bytes``;
+    redirects into internal addresses are refused (see _Redirects)."""
     req = urllib.request.Request(url, headers={"User-Agent": "homelab-kb/0.1",
                                                "Accept": "text/html, text/markdown, text/plain"})
+    opener = urllib.request.build_opener(_Redirects(url))
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - scheme checked
+        with opener.open(req, timeout=timeout) as resp:
             ctype = resp.headers.get_content_type()
             charset = resp.headers.get_content_charset()
             raw = resp.read(max_bytes + 1)

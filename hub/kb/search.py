@@ -111,11 +111,24 @@ def document_filters(category: str | None, tag: str | None, node: str | None) ->
     return where, args
 
 
+SHARED_TAG = "shared"
+# A node sees documents about itself, and those the administrator tagged #shared; never
+# another node's (its self-documentation names its addresses, OS and package versions).
+VISIBLE_SQL = ("(d.node = ? OR EXISTS (SELECT 1 FROM kb_tags t WHERE t.document_id = d.id AND t.tag = '"
+               + SHARED_TAG + "'))")
+
+
+def visible(db: sqlite3.Connection, document_id: int, node: str) -> bool:
+    return db.execute(f"SELECT 1 FROM kb_documents d WHERE d.id = ? AND {VISIBLE_SQL}",
+                      (document_id, node)).fetchone() is not None
+
+
 def search(db: sqlite3.Connection, query: str, limit: int = 5, *, category: str | None = None,
            tag: str | None = None, node: str | None = None, since: str | float | None = None,
            until: str | float | None = None, per_document: int = 1, hybrid: bool = False,
-           highlight: tuple[str, str] = HIGHLIGHT) -> list[dict]:
+           highlight: tuple[str, str] = HIGHLIGHT, visible_to: str | None = None) -> list[dict]:
     """Best passages for ``query``, best first; at most ``per_document`` from one document.
+    ``visible_to``: a node's name when a node asks (see VISIBLE_SQL); None for the admin.
 
     Each result: passage_id, document_id, title, heading_path, snippet, score (higher is
     better), source (path or URL), category, node, kind, date."""
@@ -127,6 +140,9 @@ def search(db: sqlite3.Connection, query: str, limit: int = 5, *, category: str 
     where, args = document_filters(category, tag, node)
     where.insert(0, "kb_passages_fts MATCH ?")
     args.insert(0, narrow(db, match))
+    if visible_to is not None:
+        where.append(VISIBLE_SQL)
+        args.append(visible_to)
     if (s := parse_when(since)) is not None:
         where.append("d.date >= ?")
         args.append(s)
@@ -166,6 +182,8 @@ def search(db: sqlite3.Connection, query: str, limit: int = 5, *, category: str 
         from hub.kb import embed
 
         results = embed.fuse(db, query, results, limit, per_document)
+        if visible_to is not None:  # the nearest passages by embedding come from everywhere
+            results = [r for r in results if visible(db, r["document_id"], visible_to)]
     results = results[: int(limit)]
     for res in results:
         snip = db.execute(

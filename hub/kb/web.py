@@ -75,7 +75,8 @@ async def search(request: web.Request) -> web.Response:
 
     def run():
         with lock:
-            return kb.search(db, q, limit, per_document=per_doc, hybrid=hybrid, **filters)
+            return kb.search(db, q, limit, per_document=per_doc, hybrid=hybrid,
+                             visible_to=None if who == "admin" else who, **filters)
 
     results = await asyncio.get_running_loop().run_in_executor(None, run)
     log.debug("kb search by %s: %r -> %d results", who, q, len(results))

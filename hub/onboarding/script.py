@@ -4,10 +4,37 @@ what it downloads and docs/onboarding.md for its options)."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from hub import paths
+
+TAILNET_V4 = ipaddress.ip_network("100.64.0.0/10")
+TAILNET_V6 = ipaddress.ip_network("fd7a:115c:a1e0::/48")
+
+
+def plain_http_risk(hub_url: str) -> str | None:
+    """Why printing a join command for ``hub_url`` is unsafe, or None. HTTPS is pinned by the
+    node; loopback never leaves the machine; a tailnet address (or MagicDNS name) is carried
+    by WireGuard. Anything else in plain HTTP hands the token, the agent and the job-signing
+    key the node pins to whoever is on the path."""
+    u = urlsplit(hub_url)
+    host = (u.hostname or "").lower()
+    if u.scheme == "https" or host == "localhost" or host.endswith(".ts.net"):
+        return None
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        addr = None
+    if addr is not None and (addr.is_loopback or addr in TAILNET_V4 or addr in TAILNET_V6):
+        return None
+    return (f"{hub_url} is plain HTTP and not a tailnet or loopback address: the join token, the agent "
+            "the node installs and the hub key it pins for signed jobs would cross the network "
+            "unprotected (anyone on the path could take the node over). Serve HTTPS (--tls or "
+            "HOMELAB_HUB_TLS=1: the node pins the certificate), use the hub's tailnet address, or "
+            "pass --insecure if you accept that on this network.")
 
 
 def one_liner(hub_url: str, token: str, settings=None) -> str:

@@ -17,6 +17,7 @@ import click
 from hub.cli import data_dir_option, domain_errors, settings_from
 from hub.config import db_path
 from hub.proposals.policy_cli import policy
+from hub.terminal import clean
 
 
 @contextlib.contextmanager
@@ -51,9 +52,22 @@ def _when(ts: float | None) -> str:
 def _console():
     from rich.console import Console
 
-    c = Console(highlight=False, soft_wrap=True)
+    class SafeConsole(Console):
+        """Every string printed loses its terminal escapes (node text: hub.terminal)."""
+
+        def print(self, *objects, **kw):
+            super().print(*(clean(o) if isinstance(o, str) else o for o in objects), **kw)
+
+    c = SafeConsole(highlight=False, soft_wrap=True)
     # piped: do not squeeze tables into 80 columns
-    return c if c.is_terminal else Console(highlight=False, soft_wrap=True, width=200)
+    return c if c.is_terminal else SafeConsole(highlight=False, soft_wrap=True, width=200)
+
+
+def _text(v: object) -> str:
+    """Node or model text inside a line with rich markup: escapes and markup both inert."""
+    from rich.markup import escape
+
+    return escape(clean("" if v is None else v))
 
 
 @click.group(invoke_without_command=True)
@@ -102,8 +116,8 @@ def proposals(ctx, data_dir, states, as_json, limit, requests) -> None:
 
     t = table("id", "state", "node", "playbook", "risk", "params", "rule", "updated", wrap=("params",))
     for r in rows:
-        t.add_row(str(r["id"]), r["state"], r["node"], r["playbook"], r["risk"], r["params"],
-                  r["rule"] or "", _when(r["updated"]))
+        t.add_row(str(r["id"]), r["state"], r["node"], r["playbook"], r["risk"], _text(r["params"]),
+                  _text(r["rule"] or ""), _when(r["updated"]))
     _console().print(t)
 
 
@@ -144,13 +158,13 @@ def show(pid, data_dir, as_json) -> None:
     c = _console()
     c.print(f"[bold]proposal {pid}[/]  {p['state']}   node [bold]{p['node']}[/]   "
             f"playbook [bold]{p['playbook']}[/] ({p['risk']})")
-    c.print(f"why:       {p['why'] or ''}")
-    c.print(f"chosen by: {p['chosen_by']}" + (f" — {p['rationale']}" if p["rationale"] else ""))
+    c.print(f"why:       {_text(p['why'])}")
+    c.print(f"chosen by: {p['chosen_by']}" + (f" — {_text(p['rationale'])}" if p["rationale"] else ""))
     if p["reason"]:
-        c.print(f"reason:    {p['reason']}")
+        c.print(f"reason:    {_text(p['reason'])}")
     c.print("parameters (given to the script only as environment variables):")
     for k, v in p["params"].items():
-        c.print(f"  PARAM_{k.upper()}={json.dumps(v)}")
+        c.print(f"  PARAM_{k.upper()}={_text(json.dumps(v))}")
     c.print(f"script sha256: {p['sha256']}")
     if pb is None:
         c.print("[red]the playbook is no longer installed on the hub[/]")
@@ -201,7 +215,7 @@ def approve(pid, data_dir, yes, confirm_node) -> None:
     with _db(data_dir) as (db, s):
         p = get(db, pid)
     pb = Registry.from_settings(s).get(p["playbook"])
-    click.echo(f"proposal {pid}: run {p['playbook']} ({p['risk']}) on {p['node']} with {p['params']}")
+    click.echo(f"proposal {pid}: run {p['playbook']} ({p['risk']}) on {p['node']} with {clean(p['params'])}")
     click.echo(f"script sha256 {p['sha256']}")
     if not yes:
         click.confirm("Approve?", abort=True)

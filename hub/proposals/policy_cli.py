@@ -31,9 +31,8 @@ def add(playbook, nodes, params, max_risk, rate, window, yes, data_dir) -> None:
     """Approve PLAYBOOK once, within bounds, for the proposals that match them."""
     from hub.errors import BadRequest
     from hub.playbooks import Registry
-    from hub.proposals import policies
+    from hub.proposals import os_user, policies
     from hub.proposals.cli import _db
-    from hub.proposals import os_user
 
     bounds = {}
     for spec in params:
@@ -93,9 +92,8 @@ def list_(as_json, data_dir) -> None:
 @domain_errors
 def revoke(pid, reason, data_dir) -> None:
     """Revoke policy PID: nothing more runs under it."""
-    from hub.proposals import policies
+    from hub.proposals import os_user, policies
     from hub.proposals.cli import _db
-    from hub.proposals import os_user
 
     actor = os_user()
     with _db(data_dir, write=True) as (db, _s):

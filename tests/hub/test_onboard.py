@@ -34,7 +34,8 @@ def hub_env(**extra: str) -> dict:
 
 
 def test_enroll_prints_one_command_and_keeps_the_join_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "hub", "enroll", "laptop", "--data-dir", str(tmp_path)],
+    # plain HTTP off the tailnet: only with --insecure (tests/security/test_enroll_transport.py)
+    r = subprocess.run([sys.executable, "-m", "hub", "enroll", "laptop", "--insecure", "--data-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=60,
                        env=hub_env(HOMELAB_HUB_PUBLIC_URL="http://hub.example:8470"))
     assert r.returncode == 0, r.stderr
@@ -136,7 +137,7 @@ def test_fresh_node_in_a_namespace_installs_from_the_hub_and_reports(node_netns,
     pidfile = prefix / "var/lib/homelab-agent/agent.pid"
     try:
         wait_for(lambda: hub.alive() and "hub: http" in hub.output(), 30, what="hub to listen")
-        r = subprocess.run([sys.executable, "-m", "hub", "enroll", "newbox"], capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "hub", "enroll", "newbox", "--insecure"], capture_output=True,
                            text=True, timeout=60, env=env)
         assert r.returncode == 0, r.stderr
         one_liner = r.stdout.splitlines()[0]

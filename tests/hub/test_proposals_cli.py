@@ -59,7 +59,7 @@ def test_list_show_approve(env):
                                                                         {"age": "604800", "path": "/tmp/x"})
     shown = run("proposals", "show", pid, "--data-dir", data)
     assert shown.exit_code == 0
-    for needle in ("PARAM_PATH=\"/tmp/x\"", "PARAM_AGE=\"604800\"", "tmp-growing", "11", "not reported by the node yet",
+    for needle in ("PARAM_PATH=\"/tmp/x\"", "PARAM_AGE=\"604800\"", "tmp-growing", "11", "not run before approval",
                    "name: clean-tmp", "realpath", "event 11", "/tmp/x/junk-1", "- 12"):
         assert needle in shown.output, needle
     # no --yes: asks, and a "no" changes nothing

@@ -30,7 +30,7 @@ async def test_search_endpoint_auth_and_results(hub):
     doc = await hub.writer.run(lambda db: kb.add_text(
         db, "Restart a wedged Jellyfin", "## Steps\nsystemctl restart jellyfin, then check the transcoder logs.",
         "test:jf", category="how-to", node="media1"))
-    cred = await credential(hub)
+    cred = await credential(hub, "media1")  # a node finds documents about itself (and #shared ones)
     status, body = await get(hub, {"q": "jellyfin transcoder"})
     assert status == 401 and "credential" in body["error"]
     status, body = await get(hub, {"q": "jellyfin"}, bearer="hln_not-a-real-one")
