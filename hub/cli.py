@@ -131,7 +131,7 @@ def enroll(name, data_dir, ttl, insecure) -> None:
     """Enrol node NAME: print a one-time join token and the command to run on the node.
     Refuses a plain-HTTP hub URL that is neither on the tailnet nor loopback, unless --insecure."""
     from hub import auth
-    from hub.onboarding.script import plain_http_risk
+    from hub.onboarding import plain_http_risk
     from hub.server import public_url
     from hub.store import open_db
 
