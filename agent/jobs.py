@@ -258,7 +258,8 @@ class JobRunner:
             res = await self._spawn(job, pb, argv, env, workdir, started)
             note = ("homelab-agent: systemd is not PID 1 here: the playbook ran as a direct child "
                     "of the agent, inside the agent's own limits\n")
-            body = (res.output or "").encode()[-(OUTPUT_MAX - len(note)):].decode("utf-8", "ignore")
+            limit = DRY_OUTPUT_MAX if mode in ("check", "verify") else OUTPUT_MAX
+            body = (res.output or "").encode()[-(limit - len(note)):].decode("utf-8", "ignore")
             return msgspec.structs.replace(res, output=note + body)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
