@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hub.twin import Twin
+
 log = logging.getLogger(__name__)
 
 TIMELINE = 50  # recent changes listed per node
@@ -66,10 +68,6 @@ def table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> str:
     return "\n".join(lines) if len(lines) > 2 else "_none_"
 
 
-def has_table(db: sqlite3.Connection, name: str) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
-
-
 def octal(mode: int | None) -> str:
     return "" if mode is None else f"{mode:04o}"
 
@@ -78,16 +76,19 @@ def octal(mode: int | None) -> str:
 
 
 def node_page(db: sqlite3.Connection, node: str) -> str:
+    twin = Twin(db, node)
     sections = [f"# {node}", ""]
     for title, fn in SECTIONS:
-        sections += [f"## {title}", "", fn(db, node), ""]
+        sections += [f"## {title}", "", fn(twin), ""]
     return "\n".join(sections).rstrip() + "\n"
 
 
-def _overview(db, node) -> str:
-    if not has_table(db, "inventory"):
-        return "_not collected_"
-    r = db.execute("SELECT * FROM inventory WHERE node = ?", (node,)).fetchone()
+def _yes_no(v: object) -> str:
+    return "" if v is None else ("yes" if v else "no")
+
+
+def _overview(twin: Twin) -> str:
+    r = twin.inventory()
     if r is None:
         return "_no inventory reported yet_"
     rows = [("hostname", r["hostname"]), ("OS", r["os"]), ("kernel", r["kernel"]), ("architecture", r["arch"]),
@@ -97,34 +98,23 @@ def _overview(db, node) -> str:
     return table(("fact", "value"), [x for x in rows if x[1]])
 
 
-def _disks(db, node) -> str:
-    if not has_table(db, "disks"):
-        return "_not collected_"
+def _disks(twin: Twin) -> str:
     disks = table(("disk", "size", "model", "serial", "rotational", "removable"), [
-        (r["name"], size(r["size_bytes"]), r["model"], r["serial"],
-         "" if r["rotational"] is None else ("yes" if r["rotational"] else "no"),
-         "" if r["removable"] is None else ("yes" if r["removable"] else "no"))
-        for r in db.execute("SELECT * FROM disks WHERE node = ? ORDER BY name", (node,))])
+        (r["name"], size(r["size_bytes"]), r["model"], r["serial"], _yes_no(r["rotational"]),
+         _yes_no(r["removable"])) for r in twin.disks()])
     mounts = table(("mount", "device", "type", "size", "options"), [
         (r["mountpoint"], r["device"], r["fstype"], size(r["total_bytes"]), r["options"])
-        for r in db.execute("SELECT * FROM mounts WHERE node = ? ORDER BY mountpoint", (node,))])
+        for r in twin.mounts()])
     return f"{disks}\n\n### Mounts\n\n{mounts}"
 
 
-def _interfaces(db, node) -> str:
-    if not has_table(db, "interfaces"):
-        return "_not collected_"
+def _interfaces(twin: Twin) -> str:
     return table(("interface", "MAC", "MTU", "up", "addresses"), [
-        (r["name"], r["mac"], r["mtu"], "" if r["up"] is None else ("yes" if r["up"] else "no"), r["addresses"])
-        for r in db.execute("SELECT * FROM interfaces WHERE node = ? ORDER BY name", (node,))])
+        (r["name"], r["mac"], r["mtu"], _yes_no(r["up"]), r["addresses"]) for r in twin.interfaces()])
 
 
-def _packages(db, node) -> str:
-    if not has_table(db, "packages"):
-        return "_not collected_"
-    rows = db.execute(
-        "SELECT manager, name, arch, version, manual FROM packages WHERE node = ? AND state = 'installed'"
-        " ORDER BY manager, name, arch", (node,)).fetchall()
+def _packages(twin: Twin) -> str:
+    rows = twin.packages()
     manual = [r for r in rows if r["manual"] or r["manual"] is None]
     head = (f"{len(rows)} installed, {len(manual)} of them installed by hand "
             "(the rest came as dependencies and are not listed)." if rows else "")
@@ -133,44 +123,32 @@ def _packages(db, node) -> str:
     return f"{head}\n\n{body}" if head else body
 
 
-def _services(db, node) -> str:
-    if not has_table(db, "services"):
-        return "_not collected_"
+def _services(twin: Twin) -> str:
     return table(("unit", "state", "enabled"), [
         (r["unit"], f"{r['active']}" + (f" ({r['sub']})" if r["sub"] else ""), r["enabled"])
-        for r in db.execute(
-            "SELECT unit, active, sub, enabled FROM services WHERE node = ?"
-            " AND (enabled IN ('enabled', 'static', 'alias', 'indirect') OR active = 'failed') ORDER BY unit", (node,))])
+        for r in sorted(twin.services(listed=True), key=lambda r: r["unit"])])
 
 
-def _files(db, node) -> str:
-    rows = db.execute(
-        "SELECT path, size, mode, uid, gid, sha256, secret, changed FROM files"
-        " WHERE node = ? AND deleted = 0 ORDER BY path", (node,)).fetchall()
+def _files(twin: Twin) -> str:
     return table(("path", "mode", "owner", "size", "sha256", "last change"), [
         (r["path"] + (" (secret: content stays on the node)" if r["secret"] else ""), octal(r["mode"]),
          "" if r["uid"] is None else f"{r['uid']}:{r['gid']}", size(r["size"]),
          (r["sha256"] or "")[:12], utc(r["changed"]))
-        for r in rows])
+        for r in twin.files()])
 
 
-def _timeline(db, node) -> str:
-    if not has_table(db, "changes"):
-        return "_not collected_"
-    rows = db.execute(
-        "SELECT ts, kind, subject, action, detail FROM changes WHERE node = ?"
-        " ORDER BY ts DESC, seq DESC LIMIT ?", (node, TIMELINE)).fetchall()
+def _timeline(twin: Twin) -> str:
     return table(("when", "what", "subject", "change", "detail"),
-                 [(utc(r["ts"]), r["kind"], r["subject"], r["action"], r["detail"]) for r in rows])
+                 [(utc(r["ts"]), r["kind"], r["subject"], r["action"], r["detail"])
+                  for r in twin.changes(limit=TIMELINE, newest_first=True)])
 
 
-def _alerts(db, node) -> str:
-    if not has_table(db, "alerts"):
-        return "_no rules engine_"
+def _alerts(twin: Twin) -> str:
     return table(("since", "rule", "severity", "state", "summary"), [
         (utc(r["firing_at"] or r["first_seen"]), r["rule"], r["severity"], r["state"], r["summary"])
-        for r in db.execute(
-            "SELECT * FROM alerts WHERE node = ? AND state != 'resolved' ORDER BY first_seen, id", (node,))])
+        for r in twin.db.execute(
+            "SELECT * FROM alerts WHERE node = ? AND state != 'resolved' ORDER BY first_seen, id",
+            (twin.node,))])
 
 
 SECTIONS = (
@@ -188,12 +166,11 @@ def node_names(db: sqlite3.Connection) -> list[str]:
 
 
 def index_page(db: sqlite3.Connection) -> str:
-    inv = has_table(db, "inventory")
     rows = []
     for name in node_names(db):
-        r = db.execute("SELECT hostname, os, arch FROM inventory WHERE node = ?", (name,)).fetchone() if inv else None
+        r = Twin(db, name).inventory()
         alerts = db.execute("SELECT count(*) FROM alerts WHERE node = ? AND state = 'firing'",
-                            (name,)).fetchone()[0] if has_table(db, "alerts") else 0
+                            (name,)).fetchone()[0]
         rows.append((Markdown(f"[{name}](nodes/{name}.md)"), r["hostname"] if r else "", r["os"] if r else "",
                      r["arch"] if r else "", alerts))
     return "\n".join([

@@ -1,1 +1,7 @@
-"""twin: see docs/architecture.md."""
+"""twin: each node's current state and its history (docs/twin.md).
+
+Read it through ``Twin`` (one node) and ``changes`` (any nodes): hub/twin/read.py."""
+
+from hub.twin.read import CHANGE_KINDS, Twin, changes
+
+__all__ = ["CHANGE_KINDS", "Twin", "changes"]
