@@ -54,32 +54,26 @@ def domain_errors(fn):
 NAMES = ("node", "rule")
 
 
-def table(*headers: str, keep: tuple[str, ...] = NAMES, wrap: tuple[str, ...] = (), **kw):
-    """A rich Table that reads at 80 columns: a cell too long for its column wraps or folds
-    onto more lines instead of ending in an ellipsis, and the columns named in ``keep`` (node
-    and rule names, which people copy into the next command) are as wide as their longest
-    value and never broken. ``wrap`` names free-text columns that give up width first."""
-    from rich.errors import MarkupError
+def table(*headers: str, keep: tuple[str, ...] = NAMES, **kw):
+    """A rich Table that reads at 80 columns: no vertical rules, and a cell too long for its
+    column wraps (or folds) onto more lines instead of ending in an ellipsis. Columns whose
+    header starts with a name in ``keep`` (node and rule names, which people copy into the
+    next command) are never wrapped; such a cell may stack names (``"node\nrule"``) to save
+    width. (no_wrap, not min_width: rich crops the other cells when min_width squeezes them.)"""
+    from rich import box
     from rich.table import Table
-    from rich.text import Text
 
-    class NamesTable(Table):
-        def add_row(self, *cells, **kwargs):
-            super().add_row(*cells, **kwargs)
-            for col, cell in zip(self.columns, cells, strict=False):
-                if col.no_wrap and isinstance(cell, str):
-                    try:
-                        width = Text.from_markup(cell).cell_len
-                    except MarkupError:
-                        width = len(cell)
-                    col.min_width = max(col.min_width or 0, width)
-
-    t = NamesTable(**kw)
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, **kw)
     for h in headers:
-        named = h in keep
-        t.add_column(h, no_wrap=named, overflow="fold", ratio=2 if h in wrap else None,
-                     min_width=len(h) if named else None)
+        t.add_column(h, overflow="fold", no_wrap=h.split(" ")[0] in keep)
     return t
+
+
+def narrow(console=None) -> bool:
+    """True for a terminal under 120 columns, where tables choose fewer, stacked columns."""
+    from rich.console import Console
+
+    return (console or Console()).width < 120
 
 
 @click.group()

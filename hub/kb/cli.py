@@ -181,7 +181,7 @@ def list_(category, tag, node, limit, as_json, data_dir) -> None:
 
     from hub.cli import table
 
-    t = table("id", "title", "category", "tags", "node", "source", wrap=("title", "source"))
+    t = table("id", "title", "category", "tags", "node", "source")
     for r in rows:
         t.add_row(str(r["id"]), r["title"], f"{r['category']} ({r['category_source']})",
                   " ".join(r["tags"]), r["node"] or "", r["source"])

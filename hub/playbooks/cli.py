@@ -41,8 +41,7 @@ def list_(data_dir, as_json) -> None:
 
         from hub.cli import table
 
-        t = table("name", "risk", "timeout", "params", "steps", "description", keep=("name",),
-                  wrap=("params", "description"))
+        t = table("name", "risk", "timeout", "params", "steps", "description", keep=("name",))
         for pb in books.values():
             steps = ",".join(k for k in ("check", "verify", "rollback") if getattr(pb, k))
             t.add_row(pb.name, pb.risk, f"{pb.timeout}s", ", ".join(pb.params), steps, pb.description)

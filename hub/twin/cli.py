@@ -221,8 +221,7 @@ def _render_changes(node: str | None, since: float, rows: list[dict]) -> None:
         return
     colors = {"package": "cyan", "file": "magenta", "service": "yellow", "device": "green"}
     cols = ["time (UTC)"] + ([] if node else ["node"]) + ["kind", "action", "subject", "detail"]
-    t = table(*cols, title=f"Changes {where} since {_when(since)} UTC", keep=("node",),
-              wrap=("subject", "detail"))
+    t = table(*cols, title=f"Changes {where} since {_when(since)} UTC", keep=("node",))
     for r in rows:
         c = colors.get(r["kind"], "white")
         t.add_row(r["time"], *([] if node else [r["node"]]), f"[{c}]{r['kind']}[/]", r["action"],
