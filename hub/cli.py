@@ -191,11 +191,12 @@ def datasette(data_dir, port) -> None:
     """Serve the hub database read-only with Datasette and the shipped metadata."""
     import os
 
-    from hub.server import datasette_argv, ensure_db
+    from hub.server import datasette_argv, ensure_db, public_url
 
     s = settings_from(data_dir=data_dir, datasette_port=port)
     ensure_db(s)
     argv = datasette_argv(s, s.datasette_port)
+    os.environ.setdefault("HOMELAB_HUB_URL", public_url(s))  # its home page links the hub's pages
     os.execvp(argv[0], argv)
 
 
