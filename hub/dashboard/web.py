@@ -25,7 +25,7 @@ import jinja2
 from aiohttp import web
 
 from hub.config import db_path
-from hub.dashboard import access, health, overview, series
+from hub.dashboard import access, docs, health, overview, series
 from hub.errors import HubError
 from hub.keys import SETTINGS, WRITER
 from hub.store import connect
@@ -262,11 +262,34 @@ async def static(request: web.Request) -> web.StreamResponse:
                                            "X-Content-Type-Options": "nosniff"})
 
 
+async def docs_page(request: web.Request) -> web.StreamResponse:
+    _guard(request)
+    name = request.match_info.get("name", "")
+    if not name:
+        return _page("docs.html", title="Documentation", body=None, pages=docs.pages())
+    body = docs.page(name)
+    if body is None:
+        raise web.HTTPNotFound(text=f"no documentation page {name[:60]!r}")
+    # links between pages are relative (rules.md, img/node.png): they resolve under /docs/
+    return _page("docs.html", title=name, body=body, pages=[])
+
+
+async def docs_image(request: web.Request) -> web.StreamResponse:
+    _guard(request)
+    path = docs.image(request.match_info["name"])
+    if path is None:
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers={"X-Content-Type-Options": "nosniff"})
+
+
 def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(_ctx)
     app.router.add_get("/", home)
     app.router.add_get("/nodes/{name}", node_page)
     app.router.add_get("/dashboard/api/nodes/{name}/series", series_api)
     app.router.add_get("/dashboard/static/{name}", static)
+    app.router.add_get("/docs/", docs_page)
+    app.router.add_get("/docs/{name}", docs_page)
+    app.router.add_get("/docs/img/{name}", docs_image)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)

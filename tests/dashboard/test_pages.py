@@ -125,3 +125,17 @@ async def test_vendored_chart_library_is_served(fleet):
     assert status == 200 and "uPlot" in body
     status, _, _ = await _get(f"{fleet.url}/dashboard/static/..%2fweb.py")
     assert status == 404
+
+
+async def test_docs_are_served_offline(fleet):
+    status, body, _ = await _get(f"{fleet.url}/docs/")
+    assert status == 200 and 'href="/docs/dashboard.md"' in body and 'href="/docs/rules.md"' in body
+    status, body, _ = await _get(f"{fleet.url}/docs/dashboard.md")
+    assert status == 200 and "<h1>The hub" in body and "s pages</h1>" in body and 'src="img/node.png"' in body
+    status, _, headers = await _get(f"{fleet.url}/docs/img/node.png")
+    assert status == 200 and headers["Content-Type"] == "image/png"
+    for bad in ("..%2fREADME.md", "generate.py", ".hidden.md"):
+        status, _, _ = await _get(f"{fleet.url}/docs/{bad}")
+        assert status == 404, bad
+    status, body, _ = await _get(f"{fleet.url}/")
+    assert 'href="/docs/"' in body
