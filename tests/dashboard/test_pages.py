@@ -132,8 +132,9 @@ async def test_docs_are_served_offline(fleet):
     assert status == 200 and 'href="/docs/dashboard.md"' in body and 'href="/docs/rules.md"' in body
     status, body, _ = await _get(f"{fleet.url}/docs/dashboard.md")
     assert status == 200 and "<h1>The hub" in body and "s pages</h1>" in body and 'src="img/node.png"' in body
-    status, _, headers = await _get(f"{fleet.url}/docs/img/node.png")
-    assert status == 200 and headers["Content-Type"] == "image/png"
+    async with aiohttp.ClientSession() as s, s.get(f"{fleet.url}/docs/img/node.png") as r:
+        assert r.status == 200 and r.headers["Content-Type"] == "image/png"
+        assert (await r.read()).startswith(b"\x89PNG")
     for bad in ("..%2fREADME.md", "generate.py", ".hidden.md"):
         status, _, _ = await _get(f"{fleet.url}/docs/{bad}")
         assert status == 404, bad
