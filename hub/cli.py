@@ -63,6 +63,8 @@ def table(*headers: str, keep: tuple[str, ...] = NAMES, **kw):
     from rich import box
     from rich.table import Table
 
+    if kw.get("title"):  # a title wraps to the table's width: keep it on one line
+        kw.setdefault("min_width", len(str(kw["title"])))
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, **kw)
     for h in headers:
         t.add_column(h, overflow="fold", no_wrap=h.split(" ")[0] in keep)
