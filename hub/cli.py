@@ -54,12 +54,14 @@ def domain_errors(fn):
 NAMES = ("node", "rule")
 
 
-def table(*headers: str, keep: tuple[str, ...] = NAMES, **kw):
+def table(*headers: str, keep: tuple[str, ...] = NAMES, short: tuple[str, ...] = (), **kw):
     """A rich Table that reads at 80 columns: no vertical rules, and a cell too long for its
     column wraps (or folds) onto more lines instead of ending in an ellipsis. Columns whose
     header starts with a name in ``keep`` (node and rule names, which people copy into the
     next command) are never wrapped; such a cell may stack names (``"node\nrule"``) to save
-    width. (no_wrap, not min_width: rich crops the other cells when min_width squeezes them.)"""
+    width. (no_wrap, not min_width: rich crops the other cells when min_width squeezes them.)
+    ``short`` names more columns that must not wrap (states, ages, times): short values that
+    read badly when broken."""
     from rich import box
     from rich.table import Table
 
@@ -67,7 +69,7 @@ def table(*headers: str, keep: tuple[str, ...] = NAMES, **kw):
         kw.setdefault("min_width", len(str(kw["title"])))
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, **kw)
     for h in headers:
-        t.add_column(h, overflow="fold", no_wrap=h.split(" ")[0] in keep)
+        t.add_column(h, overflow="fold", no_wrap=h.split(" ")[0] in keep or h in short)
     return t
 
 
@@ -164,12 +166,15 @@ def nodes(data_dir, as_json) -> None:
         return
     from rich.console import Console
 
-    t = table("node", "state", "last seen", "last seq", "clock skew", "address")
+    con = Console()
+    wide = not narrow(con)  # sequence numbers and clock skew only where there is room
+    cols = ["node", "state", "last seen"] + (["last seq", "clock skew"] if wide else []) + ["address"]
+    t = table(*cols, short=("state", "last seen"))
     for r in rows:
         color = {"online": "green", "offline": "red"}.get(r["state"], "yellow")
-        t.add_row(r["name"], f"[{color}]{r['state']}[/]", r["last_seen_ago"], str(r["last_seq"]),
-                  "" if r["clock_skew"] is None else f"{r['clock_skew']:+.1f}s", r["address"] or "")
-    Console().print(t)
+        extra = [str(r["last_seq"]), "" if r["clock_skew"] is None else f"{r['clock_skew']:+.1f}s"] if wide else []
+        t.add_row(r["name"], f"[{color}]{r['state']}[/]", r["last_seen_ago"], *extra, r["address"] or "")
+    con.print(t)
 
 
 @cli.group()

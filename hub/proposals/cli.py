@@ -103,11 +103,11 @@ def proposals(ctx, data_dir, states, as_json, limit, requests) -> None:
     from hub.cli import narrow, table
 
     con = _console()
-    if narrow(con):  # the rule under the node, the parameters under the playbook
-        t = table("id", "node / rule", "state", "playbook / params", "risk")
+    if narrow(con):  # the rule under the node, risk under state, parameters under the playbook
+        t = table("id", "node / rule", "state / risk", "playbook / params", short=("state / risk",))
         for r in rows:
-            t.add_row(str(r["id"]), f"{r['node']}\n[dim]{r['rule'] or ''}[/]", r["state"],
-                      f"{r['playbook']}\n[dim]{r['params']}[/]", r["risk"])
+            t.add_row(str(r["id"]), f"{r['node']}\n[dim]{r['rule'] or ''}[/]", f"{r['state']}\n{r['risk']}",
+                      f"{r['playbook']}\n[dim]{r['params']}[/]")
         con.print(t)
         return
     t = table("id", "state", "node", "playbook", "risk", "params", "rule", "updated")

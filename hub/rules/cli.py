@@ -116,7 +116,7 @@ def alerts(data_dir, state, limit, as_json) -> None:
     con = Console()
     now = time.time()
     if narrow(con):  # the rule under the node, severity under state; no counts or ages
-        t = table("id", "node / rule", "state", "summary")
+        t = table("id", "node / rule", "state", "summary", short=("state",))
         for r in rows:
             color = {"firing": "red", "pending": "yellow"}.get(r["state"], "green")
             t.add_row(str(r["id"]), f"{r['node'] or '-'}\n[dim]{r['rule']}[/]",
