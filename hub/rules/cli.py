@@ -82,14 +82,21 @@ def list_(paths, data_dir, as_json) -> None:
         return
     from rich.console import Console
 
-    from hub.cli import table
+    from hub.cli import narrow, table
 
-    t = table("rule", "watches", "severity", "for", "playbooks", "file")
+    con = Console()
+    small = narrow(con)  # severity over for:, the playbooks under what the rule watches
+    cols = ("rule", "severity", "watches / playbooks", "file") if small else (
+        "rule", "watches", "severity", "for", "playbooks", "file")
+    t = table(*cols, short=("severity", "file"))
     for r in loaded:
         watches = r.kind if r.source == "event" else (f"metric {r.metric}" if r.source == "metric" else r.source)
-        t.add_row(r.name, watches, r.severity, f"{r.for_:g}s", ", ".join(p for p, _, _ in r.propose),
-                  f"{Path(r.file).name}:{r.line}")
-    Console().print(t)
+        books, where = ", ".join(p for p, _, _ in r.propose), f"{Path(r.file).name}:{r.line}"
+        if small:
+            t.add_row(r.name, f"{r.severity}\n[dim]for {r.for_:g}s[/]", f"{watches}\n[dim]{books}[/]", where)
+        else:
+            t.add_row(r.name, watches, r.severity, f"{r.for_:g}s", books, where)
+    con.print(t)
 
 
 @click.command()
