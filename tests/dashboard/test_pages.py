@@ -45,6 +45,18 @@ async def test_series_reads_the_tier_for_the_range(fleet, rng, tier):
     assert 90 < srv[-1] <= 96
 
 
+async def test_alerts_and_changes_come_with_the_series_as_time_marks(fleet):
+    status, body, _ = await _get(f"{fleet.url}/dashboard/api/nodes/nas01/series?range=30d")
+    marks = json.loads(body)["marks"]
+    kinds = {m["kind"] for m in marks}
+    assert {"alert", "package", "file", "service"} <= kinds, marks
+    assert any(m["kind"] == "alert" and m["text"].startswith("disk-almost-full") for m in marks)
+    assert [m["ts"] for m in marks] == sorted(m["ts"] for m in marks)
+    status, body, _ = await _get(f"{fleet.url}/dashboard/api/nodes/nas01/series?range=1h")
+    # the nginx failure (30 min ago) and its alert, not the file (2 h) or package (3 d) changes
+    assert {m["kind"] for m in json.loads(body)["marks"]} == {"alert", "service"}
+
+
 async def test_zoom_reads_a_finer_tier(fleet):
     now = time.time()
     status, body, _ = await _get(
