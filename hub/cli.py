@@ -54,32 +54,30 @@ def domain_errors(fn):
 NAMES = ("node", "rule")
 
 
-def table(*headers: str, keep: tuple[str, ...] = NAMES, wrap: tuple[str, ...] = (), **kw):
-    """A rich Table that reads at 80 columns: a cell too long for its column wraps or folds
-    onto more lines instead of ending in an ellipsis, and the columns named in ``keep`` (node
-    and rule names, which people copy into the next command) are as wide as their longest
-    value and never broken. ``wrap`` names free-text columns that give up width first."""
-    from rich.errors import MarkupError
+def table(*headers: str, keep: tuple[str, ...] = NAMES, short: tuple[str, ...] = (), **kw):
+    """A rich Table that reads at 80 columns: no vertical rules, and a cell too long for its
+    column wraps (or folds) onto more lines instead of ending in an ellipsis. Columns whose
+    header starts with a name in ``keep`` (node and rule names, which people copy into the
+    next command) are never wrapped; such a cell may stack names (``"node\nrule"``) to save
+    width. (no_wrap, not min_width: rich crops the other cells when min_width squeezes them.)
+    ``short`` names more columns that must not wrap (states, ages, times): short values that
+    read badly when broken."""
+    from rich import box
     from rich.table import Table
-    from rich.text import Text
 
-    class NamesTable(Table):
-        def add_row(self, *cells, **kwargs):
-            super().add_row(*cells, **kwargs)
-            for col, cell in zip(self.columns, cells, strict=False):
-                if col.no_wrap and isinstance(cell, str):
-                    try:
-                        width = Text.from_markup(cell).cell_len
-                    except MarkupError:
-                        width = len(cell)
-                    col.min_width = max(col.min_width or 0, width)
-
-    t = NamesTable(**kw)
+    if kw.get("title"):  # a title wraps to the table's width: keep it on one line
+        kw.setdefault("min_width", len(str(kw["title"])))
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, **kw)
     for h in headers:
-        named = h in keep
-        t.add_column(h, no_wrap=named, overflow="fold", ratio=2 if h in wrap else None,
-                     min_width=len(h) if named else None)
+        t.add_column(h, overflow="fold", no_wrap=h.split(" ")[0] in keep or h in short)
     return t
+
+
+def narrow(console=None) -> bool:
+    """True for a terminal under 120 columns, where tables choose fewer, stacked columns."""
+    from rich.console import Console
+
+    return (console or Console()).width < 120
 
 
 @click.group()
@@ -203,12 +201,15 @@ def nodes(data_dir, as_json) -> None:
         return
     from rich.console import Console
 
-    t = table("node", "state", "last seen", "last seq", "clock skew", "address")
+    con = Console()
+    wide = not narrow(con)  # sequence numbers and clock skew only where there is room
+    cols = ["node", "state", "last seen"] + (["last seq", "clock skew"] if wide else []) + ["address"]
+    t = table(*cols, short=("state", "last seen"))
     for r in rows:
         color = {"online": "green", "offline": "red"}.get(r["state"], "yellow")
-        t.add_row(r["name"], f"[{color}]{r['state']}[/]", r["last_seen_ago"], str(r["last_seq"]),
-                  "" if r["clock_skew"] is None else f"{r['clock_skew']:+.1f}s", r["address"] or "")
-    Console().print(t)
+        extra = [str(r["last_seq"]), "" if r["clock_skew"] is None else f"{r['clock_skew']:+.1f}s"] if wide else []
+        t.add_row(r["name"], f"[{color}]{r['state']}[/]", r["last_seen_ago"], *extra, r["address"] or "")
+    con.print(t)
 
 
 @cli.group()
@@ -273,11 +274,12 @@ def datasette(data_dir, port) -> None:
     """Serve the hub database read-only with Datasette and the shipped metadata."""
     import os
 
-    from hub.server import datasette_argv, ensure_db
+    from hub.server import datasette_argv, ensure_db, public_url
 
     s = settings_from(data_dir=data_dir, datasette_port=port)
     ensure_db(s)
     argv = datasette_argv(s, s.datasette_port)
+    os.environ.setdefault("HOMELAB_HUB_URL", public_url(s))  # its home page links the hub's pages
     os.execvp(argv[0], argv)
 
 

@@ -208,7 +208,9 @@ def up(settings: Settings, watch: list[str], datasette: bool = True, duration: f
         ds_url = None
         if datasette:
             port = settings.datasette_port or _free_port()
-            children.append(("datasette", _spawn(datasette_argv(settings, port), logs / "datasette.log")))
+            settings.datasette_port = port  # the dashboard links to it
+            children.append(("datasette", _spawn(datasette_argv(settings, port), logs / "datasette.log",
+                                                 {"HOMELAB_HUB_URL": url})))
             ds_url = f"http://127.0.0.1:{port}/"
         print(f"hub        {url}", flush=True)
         print(f"datasette  {ds_url or '(off)'}", flush=True)
@@ -255,9 +257,9 @@ async def _join_local_agent(settings: Settings, url: str, agent_dir: Path) -> No
     await join_and_save(url, token, agent_dir, fingerprint)
 
 
-def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen:
+def _spawn(argv: list[str], log_path: Path, extra_env: dict | None = None) -> subprocess.Popen:
     out = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-    env = dict(os.environ)
+    env = {**os.environ, **(extra_env or {})}
     env.setdefault("PYTHONUNBUFFERED", "1")
     try:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,

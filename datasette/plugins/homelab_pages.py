@@ -141,5 +141,21 @@ def menu_links(datasette, actor):
 
 
 @hookimpl
-def extra_template_vars():
-    return {"homelab_time": lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "never"}
+def extra_template_vars(template, datasette):
+    out = {"homelab_time": lambda ts: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "never"}
+    if template != "index.html":
+        return out
+
+    async def index_vars():
+        # The hub's own pages (its address comes from `homelab-hub up` / `datasette`, which
+        # start this process), the nodes and the stored queries, linked from the home page.
+        import os
+
+        db = datasette.get_database(DB)
+        nodes = [r[0] for r in await db.execute("SELECT name FROM nodes ORDER BY name LIMIT 200")]
+        queries = await datasette.get_canned_queries(DB, None)
+        return {**out, "homelab_hub_url": os.environ.get("HOMELAB_HUB_URL", "").rstrip("/") or None,
+                "homelab_nodes": nodes,
+                "homelab_queries": [(k, q.get("title") or k) for k, q in queries.items()]}
+
+    return index_vars

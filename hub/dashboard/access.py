@@ -26,7 +26,7 @@ from hub.kb import existing_token
 COOKIE = "homelab_admin"
 
 
-def _host_only(host: str) -> str:
+def host_only(host: str) -> str:
     host = host.strip().lower()
     if host.startswith("["):  # [::1]:8470
         return host[1:].split("]", 1)[0]
@@ -52,7 +52,7 @@ def allowed_hosts(public_url: str, tailnet_status: dict | None = None) -> set[st
 def host_ok(header: str | None, allowed: set[str]) -> bool:
     if not header:
         return False
-    host = _host_only(header)
+    host = host_only(header)
     try:
         ipaddress.ip_address(host)
         return True  # a literal address is what the browser asked for: nothing to rebind

@@ -94,7 +94,8 @@ def brain(db: sqlite3.Connection, settings, running: bool) -> dict:
     path = resolve_path(getattr(settings, "model", None))
     out = {"model": str(path) if path else None,
            "model_present": bool(path and Path(path).exists()),
-           "state": "not running" if not running else ("idle" if path else "off (no model)")}
+           "state": "not running" if not running else ("on (the model loads at its first decision)"
+                                                        if path else "off (no model)")}
     try:
         row = db.execute("SELECT ts, purpose, outcome, latency_ms FROM brain_decisions"
                          " ORDER BY id DESC LIMIT 1").fetchone()

@@ -25,9 +25,10 @@ import jinja2
 from aiohttp import web
 
 from hub.config import db_path
-from hub.dashboard import access, health, overview, series
+from hub.dashboard import access, docs, health, overview, series
 from hub.errors import HubError
 from hub.keys import SETTINGS, WRITER
+from hub.nodes import require_node
 from hub.store import connect
 
 log = logging.getLogger(__name__)
@@ -140,12 +141,6 @@ def _guard(request: web.Request, api: bool = False) -> None:
     raise web.HTTPSeeOther("/login?next=" + quote(request.path_qs, safe=""))
 
 
-def _known_node(db: sqlite3.Connection, name: str) -> None:
-    from hub.nodes import require_node
-
-    require_node(db, name)
-
-
 async def home(request: web.Request) -> web.Response:
     _guard(request)
     settings = request.app[SETTINGS]
@@ -177,7 +172,7 @@ async def node_page(request: web.Request) -> web.Response:
     start, end = series.parse_range(rng, now)
 
     def read(db):
-        _known_node(db, name)
+        require_node(db, name)
         data = series.node_series(db, name, start, end, now, settings)
         return data, series.time_marks(db, name, start, end), overview.nodes(db, now, settings.offline_after)
 
@@ -209,7 +204,7 @@ async def series_api(request: web.Request) -> web.Response:
     start, end = series.parse_range(q.get("range"), now, q.get("from"), q.get("to"))
 
     def read(db):
-        _known_node(db, name)
+        require_node(db, name)
         data = series.node_series(db, name, start, end, now, settings)
         data["marks"] = series.time_marks(db, name, start, end)
         return data
@@ -229,7 +224,7 @@ async def login(request: web.Request) -> web.Response:
     if not access.host_ok(request.host, request.app[HOSTS]):
         raise web.HTTPMisdirectedRequest(text="unknown Host")
     origin = request.headers.get("Origin")
-    if origin and origin != "null" and access._host_only(origin.split("//", 1)[-1]) != access._host_only(request.host):
+    if origin and origin != "null" and access.host_only(origin.split("//", 1)[-1]) != access.host_only(request.host):
         raise web.HTTPForbidden(text="cross-site sign-in refused")
     form = await request.post()
     nxt = _safe_next(str(form.get("next") or ""))
@@ -262,11 +257,34 @@ async def static(request: web.Request) -> web.StreamResponse:
                                            "X-Content-Type-Options": "nosniff"})
 
 
+async def docs_page(request: web.Request) -> web.StreamResponse:
+    _guard(request)
+    name = request.match_info.get("name", "")
+    if not name:
+        return _page("docs.html", title="Documentation", body=None, pages=docs.pages())
+    body = docs.page(name)
+    if body is None:
+        raise web.HTTPNotFound(text=f"no documentation page {name[:60]!r}")
+    # links between pages are relative (rules.md, img/node.png): they resolve under /docs/
+    return _page("docs.html", title=name, body=body, pages=[])
+
+
+async def docs_image(request: web.Request) -> web.StreamResponse:
+    _guard(request)
+    path = docs.image(request.match_info["name"])
+    if path is None:
+        raise web.HTTPNotFound()
+    return web.FileResponse(path, headers={"X-Content-Type-Options": "nosniff"})
+
+
 def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(_ctx)
     app.router.add_get("/", home)
     app.router.add_get("/nodes/{name}", node_page)
     app.router.add_get("/dashboard/api/nodes/{name}/series", series_api)
     app.router.add_get("/dashboard/static/{name}", static)
+    app.router.add_get("/docs/", docs_page)
+    app.router.add_get("/docs/{name}", docs_page)
+    app.router.add_get("/docs/img/{name}", docs_image)
     app.router.add_get("/login", login_form)
     app.router.add_post("/login", login)

@@ -179,13 +179,21 @@ def list_(category, tag, node, limit, as_json, data_dir) -> None:
         return
     from rich.console import Console
 
-    from hub.cli import table
+    from hub.cli import narrow, table
 
-    t = table("id", "title", "category", "tags", "node", "source", wrap=("title", "source"))
+    con = Console()
+    if narrow(con):  # the source under the title, the tags under the category
+        t = table("id", "title / source", "category / tags", "node")
+        for r in rows:
+            t.add_row(str(r["id"]), f"{r['title']}\n[dim]{r['source']}[/]",
+                      f"{r['category']} ({r['category_source']})\n[dim]{' '.join(r['tags'])}[/]", r["node"] or "")
+        con.print(t)
+        return
+    t = table("id", "title", "category", "tags", "node", "source")
     for r in rows:
         t.add_row(str(r["id"]), r["title"], f"{r['category']} ({r['category_source']})",
                   " ".join(r["tags"]), r["node"] or "", r["source"])
-    Console().print(t)
+    con.print(t)
 
 
 @kb.command()

@@ -39,15 +39,23 @@ def list_(data_dir, as_json) -> None:
     else:
         from rich.console import Console
 
-        from hub.cli import table
+        from hub.cli import narrow, table
 
-        t = table("name", "risk", "timeout", "params", "steps", "description", keep=("name",),
-                  wrap=("params", "description"))
+        c = Console()
+        c = c if c.is_terminal or os.environ.get("COLUMNS") else Console(width=200)
+        small = narrow(c)  # risk and timeout under the name, steps under the parameters
+        cols = ("name / risk", "params / steps", "description") if small else (
+            "name", "risk", "timeout", "params", "steps", "description")
+        t = table(*cols, keep=("name",))
         for pb in books.values():
             steps = ",".join(k for k in ("check", "verify", "rollback") if getattr(pb, k))
-            t.add_row(pb.name, pb.risk, f"{pb.timeout}s", ", ".join(pb.params), steps, pb.description)
-        c = Console()
-        (c if c.is_terminal or os.environ.get("COLUMNS") else Console(width=200)).print(t)
+            params = ", ".join(pb.params)
+            if small:
+                t.add_row(f"{pb.name}\n[dim]{pb.risk}, {pb.timeout}s[/]", f"{params}\n[dim]{steps}[/]",
+                          pb.description)
+            else:
+                t.add_row(pb.name, pb.risk, f"{pb.timeout}s", params, steps, pb.description)
+        c.print(t)
     for e in reg.errors:
         click.echo(f"left out: {e}", err=True)
 

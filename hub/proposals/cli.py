@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 
@@ -59,8 +60,10 @@ def _console():
             super().print(*(clean(o) if isinstance(o, str) else o for o in objects), **kw)
 
     c = SafeConsole(highlight=False, soft_wrap=True)
-    # piped: do not squeeze tables into 80 columns
-    return c if c.is_terminal else SafeConsole(highlight=False, soft_wrap=True, width=200)
+    # piped: do not squeeze tables into 80 columns (unless COLUMNS says how wide to be)
+    if c.is_terminal or os.environ.get("COLUMNS"):
+        return c
+    return SafeConsole(highlight=False, soft_wrap=True, width=200)
 
 
 def _text(v: object) -> str:
@@ -112,13 +115,21 @@ def proposals(ctx, data_dir, states, as_json, limit, requests) -> None:
             r["params"] = json.loads(r["params"])
             click.echo(json.dumps(r))
         return
-    from hub.cli import table
+    from hub.cli import narrow, table
 
-    t = table("id", "state", "node", "playbook", "risk", "params", "rule", "updated", wrap=("params",))
+    con = _console()
+    if narrow(con):  # the rule under the node, risk under state, parameters under the playbook
+        t = table("id", "node / rule", "state / risk", "playbook / params", short=("state / risk",))
+        for r in rows:
+            t.add_row(str(r["id"]), f"{r['node']}\n[dim]{_text(r['rule'])}[/]", f"{r['state']}\n{r['risk']}",
+                      f"{r['playbook']}\n[dim]{_text(r['params'])}[/]")
+        con.print(t)
+        return
+    t = table("id", "state", "node", "playbook", "risk", "params", "rule", "updated")
     for r in rows:
         t.add_row(str(r["id"]), r["state"], r["node"], r["playbook"], r["risk"], _text(r["params"]),
                   _text(r["rule"] or ""), _when(r["updated"]))
-    _console().print(t)
+    con.print(t)
 
 
 @proposals.command("show")

@@ -128,14 +128,21 @@ def list_(paths, data_dir, as_json) -> None:
         return
     from rich.console import Console
 
-    from hub.cli import table
+    from hub.cli import narrow, table
 
-    t = table("rule", "watches", "severity", "for", "playbooks", "file", wrap=("watches", "playbooks"))
+    con = Console()
+    small = narrow(con)  # severity over for:, the playbooks under what the rule watches
+    cols = ("rule", "severity", "watches / playbooks", "file") if small else (
+        "rule", "watches", "severity", "for", "playbooks", "file")
+    t = table(*cols, short=("severity", "file"))
     for r in loaded:
         watches = r.kind if r.source == "event" else (f"metric {r.metric}" if r.source == "metric" else r.source)
-        t.add_row(r.name, watches, r.severity, f"{r.for_:g}s", ", ".join(p for p, _, _ in r.propose),
-                  f"{Path(r.file).name}:{r.line}")
-    Console().print(t)
+        books, where = ", ".join(p for p, _, _ in r.propose), f"{Path(r.file).name}:{r.line}"
+        if small:
+            t.add_row(r.name, f"{r.severity}\n[dim]for {r.for_:g}s[/]", f"{watches}\n[dim]{books}[/]", where)
+        else:
+            t.add_row(r.name, watches, r.severity, f"{r.for_:g}s", books, where)
+    con.print(t)
 
 
 @click.command()
@@ -157,18 +164,23 @@ def alerts(data_dir, state, limit, as_json) -> None:
         return
     from rich.console import Console
 
-    from hub.cli import table
+    from hub.cli import narrow, table
 
     con = Console()
-    wide = con.width >= 120  # at 80 columns: no count or first seen, the summary wraps
     now = time.time()
-    cols = ["id", "state", "severity", "rule", "node"] + (["count", "first seen"] if wide else []) + ["last seen", "summary"]
-    t = table(*cols, wrap=("summary",))
+    if narrow(con):  # the rule under the node, severity under state; no counts or ages
+        t = table("id", "node / rule", "state", "summary", short=("state",))
+        for r in rows:
+            color = {"firing": "red", "pending": "yellow"}.get(r["state"], "green")
+            t.add_row(str(r["id"]), f"{r['node'] or '-'}\n[dim]{r['rule']}[/]",
+                      f"[{color}]{r['state']}[/]\n{r['severity']}", r["summary"] or "")
+        con.print(t)
+        return
+    t = table("id", "state", "severity", "rule", "node", "count", "first seen", "last seen", "summary")
     for r in rows:
         color = {"firing": "red", "pending": "yellow"}.get(r["state"], "green")
-        extra = [str(r["count"]), ago(now - r["first_seen"])] if wide else []
         t.add_row(str(r["id"]), f"[{color}]{r['state']}[/]", r["severity"], r["rule"], r["node"] or "",
-                  *extra, ago(now - r["last_seen"]), r["summary"] or "")
+                  str(r["count"]), ago(now - r["first_seen"]), ago(now - r["last_seen"]), r["summary"] or "")
     con.print(t)
 
 

@@ -142,7 +142,7 @@ def sync(data_dir, as_json) -> None:
     from hub.cli import table
 
     t = table("device", "addresses", "tailnet last seen", "node", title="Tailnet devices",
-              keep=("device", "node"), wrap=("addresses",))
+              keep=("device", "node"))
     for d in report["enrolled"]:
         t.add_row(d["name"], " ".join(d["addresses"]), _ago(d["last_seen"], now), f"[green]{d['node']}[/]")
     for d in report["not_enrolled"]:

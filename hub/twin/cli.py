@@ -212,7 +212,7 @@ def _render_twin(state: dict) -> None:
 def _render_changes(node: str | None, since: float, rows: list[dict]) -> None:
     from rich.console import Console
 
-    from hub.cli import table
+    from hub.cli import narrow, table
 
     con = Console()
     where = f"on {node}" if node else "on any node"
@@ -220,9 +220,18 @@ def _render_changes(node: str | None, since: float, rows: list[dict]) -> None:
         con.print(f"no changes {where} since {_when(since)} UTC")
         return
     colors = {"package": "cyan", "file": "magenta", "service": "yellow", "device": "green"}
+    title = f"Changes {where} since {_when(since)} UTC"
+    if narrow(con):  # a short time; kind over action; the detail under what changed
+        t = table("time (UTC)", *([] if node else ["node"]), "kind", "what / detail", title=title,
+                  keep=("node",), short=("time (UTC)", "kind"))
+        for r in rows:
+            c = colors.get(r["kind"], "white")
+            t.add_row(r["time"][5:16], *([] if node else [r["node"]]), f"[{c}]{r['kind']}[/]\n{r['action']}",
+                      f"{r['subject']}\n[dim]{r['detail'] or ''}[/]")
+        con.print(t)
+        return
     cols = ["time (UTC)"] + ([] if node else ["node"]) + ["kind", "action", "subject", "detail"]
-    t = table(*cols, title=f"Changes {where} since {_when(since)} UTC", keep=("node",),
-              wrap=("subject", "detail"))
+    t = table(*cols, title=title, keep=("node",), short=("time (UTC)",))
     for r in rows:
         c = colors.get(r["kind"], "white")
         t.add_row(r["time"], *([] if node else [r["node"]]), f"[{c}]{r['kind']}[/]", r["action"],

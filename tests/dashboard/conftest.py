@@ -61,13 +61,6 @@ def seeded_template(tmp_path_factory):
 
 
 @pytest.fixture
-async def hub(tmp_path, monkeypatch):
-    _clean_env(monkeypatch)
-    async with running_hub(tmp_path / "hub") as h:
-        yield h
-
-
-@pytest.fixture
 async def fleet(seeded_template, tmp_path, monkeypatch):
     """A running hub on a copy of the seeded month (3 nodes, 30 days)."""
     _clean_env(monkeypatch)

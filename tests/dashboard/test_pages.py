@@ -45,6 +45,18 @@ async def test_series_reads_the_tier_for_the_range(fleet, rng, tier):
     assert 90 < srv[-1] <= 96
 
 
+async def test_alerts_and_changes_come_with_the_series_as_time_marks(fleet):
+    status, body, _ = await _get(f"{fleet.url}/dashboard/api/nodes/nas01/series?range=30d")
+    marks = json.loads(body)["marks"]
+    kinds = {m["kind"] for m in marks}
+    assert {"alert", "package", "file", "service"} <= kinds, marks
+    assert any(m["kind"] == "alert" and m["text"].startswith("disk-almost-full") for m in marks)
+    assert [m["ts"] for m in marks] == sorted(m["ts"] for m in marks)
+    status, body, _ = await _get(f"{fleet.url}/dashboard/api/nodes/nas01/series?range=1h")
+    # the nginx failure (30 min ago) and its alert, not the file (2 h) or package (3 d) changes
+    assert {m["kind"] for m in json.loads(body)["marks"]} == {"alert", "service"}
+
+
 async def test_zoom_reads_a_finer_tier(fleet):
     now = time.time()
     status, body, _ = await _get(
@@ -125,3 +137,18 @@ async def test_vendored_chart_library_is_served(fleet):
     assert status == 200 and "uPlot" in body
     status, _, _ = await _get(f"{fleet.url}/dashboard/static/..%2fweb.py")
     assert status == 404
+
+
+async def test_docs_are_served_offline(fleet):
+    status, body, _ = await _get(f"{fleet.url}/docs/")
+    assert status == 200 and 'href="/docs/dashboard.md"' in body and 'href="/docs/rules.md"' in body
+    status, body, _ = await _get(f"{fleet.url}/docs/dashboard.md")
+    assert status == 200 and "<h1>The hub" in body and "s pages</h1>" in body and 'src="img/node.png"' in body
+    async with aiohttp.ClientSession() as s, s.get(f"{fleet.url}/docs/img/node.png") as r:
+        assert r.status == 200 and r.headers["Content-Type"] == "image/png"
+        assert (await r.read()).startswith(b"\x89PNG")
+    for bad in ("..%2fREADME.md", "generate.py", ".hidden.md"):
+        status, _, _ = await _get(f"{fleet.url}/docs/{bad}")
+        assert status == 404, bad
+    status, body, _ = await _get(f"{fleet.url}/")
+    assert 'href="/docs/"' in body
