@@ -13,14 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from agent.settings import parse_duration
 from hub.cli import data_dir_option, domain_errors, settings_from
 from hub.config import db_path
 from hub.errors import BadRequest, NotFound
 from hub.store import connect
-
-CHANGE_KINDS = ("package", "file", "service", "device")
+from hub.twin.read import CHANGE_KINDS, Twin
+from hub.twin.read import changes as read_changes
 
 
 def _open(data_dir) -> sqlite3.Connection:
@@ -28,12 +29,6 @@ def _open(data_dir) -> sqlite3.Connection:
     if not Path(path).exists():
         raise NotFound(f"no hub database at {path} (run `homelab-hub serve` or pass --data-dir)")
     return connect(path, readonly=True)
-
-
-def _check_node(db: sqlite3.Connection, node: str) -> None:
-    from hub.nodes import require_node
-
-    require_node(db, node)
 
 
 def parse_since(value: str, now: float | None = None) -> float:
@@ -53,72 +48,6 @@ def parse_since(value: str, now: float | None = None) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
-
-
-def _rows(db: sqlite3.Connection, sql: str, args: tuple) -> list[dict]:
-    return [dict(r) for r in db.execute(sql, args)]
-
-
-def twin_state(db: sqlite3.Connection, node: str, limit: int | None = None) -> dict:
-    """Everything the hub knows about NODE now. ``limit`` bounds the long lists (packages,
-    devices) for display; None returns them whole."""
-    _check_node(db, node)
-    lim = -1 if limit is None else limit
-    inv = db.execute("SELECT * FROM inventory WHERE node = ?", (node,)).fetchone()
-    inventory = dict(inv) if inv else None
-    if inventory:
-        inventory["facts"] = json.loads(inventory["facts"])
-    counts = db.execute(
-        "SELECT count(*) FILTER (WHERE state = 'installed'),"
-        " count(*) FILTER (WHERE state = 'installed' AND manual),"
-        " count(*) FILTER (WHERE state != 'installed') FROM packages WHERE node = ?", (node,)
-    ).fetchone()
-    files = db.execute(
-        "SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE deleted),"
-        " max(changed) FROM files WHERE node = ?", (node,)
-    ).fetchone()
-    return {
-        "node": node,
-        "inventory": inventory,
-        "interfaces": _rows(db, "SELECT name, mac, mtu, up, speed_mbps, addresses FROM interfaces WHERE node = ? ORDER BY name", (node,)),
-        "mounts": _rows(db, "SELECT mountpoint, device, fstype, options, total_bytes FROM mounts WHERE node = ? ORDER BY mountpoint", (node,)),
-        "disks": _rows(db, "SELECT name, size_bytes, model, serial, rotational, removable FROM disks WHERE node = ? ORDER BY name", (node,)),
-        "packages": {
-            "installed": counts[0], "manual": counts[1], "removed": counts[2],
-            # what actually changed (not every package's first sighting in an inventory)
-            "recent": _rows(db, "SELECT ts, manager, action, name, arch, version, old_version, user, command FROM package_changes"
-                                " WHERE node = ? ORDER BY ts DESC, seq DESC LIMIT ?", (node, 10 if limit else lim)),
-            "list": [] if limit else _rows(db, "SELECT manager, name, arch, version, manual, state, changed"
-                                               " FROM packages WHERE node = ? ORDER BY name, arch", (node,)),
-        },
-        "pending_counts": dict(db.execute(
-            "SELECT count(*) AS total, coalesce(sum(security), 0) AS security FROM pending_updates WHERE node = ?",
-            (node,)).fetchone()),
-        "pending_updates": _rows(db, "SELECT manager, name, current, candidate, security, checked FROM pending_updates"
-                                     " WHERE node = ? ORDER BY security DESC, name LIMIT ?", (node, lim)),
-        "services": _rows(db, "SELECT unit, active, sub, result, restarts, enabled, changed FROM services WHERE node = ?"
-                              " ORDER BY active = 'failed' DESC, unit LIMIT ?", (node, lim)),
-        "devices": _rows(db, "SELECT sys_path, subsystem, devtype, dev_node, vendor, model, serial, driver, present, changed"
-                             " FROM devices WHERE node = ? AND present ORDER BY subsystem, sys_path LIMIT ?", (node, lim)),
-        "processes": _rows(db, "SELECT pid, name, user, cpu_percent, rss_bytes, cmdline, ts FROM processes WHERE node = ?"
-                               " ORDER BY rank", (node,)),
-        "files": {"watched": files[0], "deleted": files[1], "last_change": files[2]},
-    }
-
-
-def change_list(db: sqlite3.Connection, node: str | None, since: float,
-                kinds: tuple[str, ...] = CHANGE_KINDS, limit: int = 10_000) -> list[dict]:
-    """NODE's changes since `since`, oldest first; every node's when NODE is None."""
-    marks = ", ".join("?" * len(kinds))
-    if node is not None:
-        _check_node(db, node)
-    where = "node = ? AND " if node is not None else ""
-    return _rows(db, f"SELECT node, ts, time, kind, subject, action, detail FROM changes"
-                     f" WHERE {where}ts >= ? AND kind IN ({marks}) ORDER BY ts, node, seq LIMIT ?",
-                 (*([node] if node is not None else []), since, *kinds, limit))
-
-
-# --- rendering ------------------------------------------------------------------------
 
 
 def _size(n) -> str:
@@ -207,6 +136,11 @@ def _render_twin(state: dict) -> None:
         con.print(t)
     f = state["files"]
     con.print(f"[bold]Watched files:[/] {f['watched']} present, {f['deleted']} deleted; last change {_when(f['last_change']) or 'never'}")
+    for source, items in state["facts"].items():  # collectors that report keyed snapshots
+        t = table(source, "details", title=f"{source.capitalize()}: {len(items)}")
+        for key, value in items.items():
+            t.add_row(escape(key), escape(" ".join(f"{k}={v}" for k, v in value.items() if v is not None)))
+        con.print(t)
 
 
 def _render_changes(node: str | None, since: float, rows: list[dict]) -> None:
@@ -252,7 +186,7 @@ def twin(node, data_dir, as_json) -> None:
     devices, top processes, watched files."""
     db = _open(data_dir)
     try:
-        state = twin_state(db, node, limit=None if as_json else 50)
+        state = Twin(db, node).state(limit=None if as_json else 50)
     finally:
         db.close()
     if as_json:
@@ -277,7 +211,7 @@ def changes(node, data_dir, since, kinds, limit, as_json) -> None:
     start = parse_since(since)
     db = _open(data_dir)
     try:
-        rows = change_list(db, node, start, tuple(kinds) or CHANGE_KINDS, limit)
+        rows = read_changes(db, node, start, tuple(kinds) or CHANGE_KINDS, limit)
     finally:
         db.close()
     if as_json:

@@ -31,7 +31,7 @@ def changes(db: sqlite3.Connection, node: str | None, since: float,
     marks = ", ".join("?" * len(kinds))
     where = "node = ? AND " if node is not None else ""
     order = "ts DESC, node, seq DESC" if newest_first else "ts, node, seq"
-    return _rows(db, f"SELECT node, ts, time, kind, subject, action, detail, seq FROM changes"
+    return _rows(db, f"SELECT node, ts, time, kind, subject, action, detail FROM changes"
                      f" WHERE {where}ts >= ? AND kind IN ({marks}) ORDER BY {order} LIMIT ?",
                  (*([node] if node is not None else []), since, *kinds, limit))
 

@@ -106,3 +106,22 @@ def test_a_real_agent_reports_a_port_opening_and_closing(tmp_path, hub_process, 
         probe.close()
     wait_for(lambda: h.query("SELECT 1 FROM twin_fact_changes WHERE key = ? AND change = 'removed'",
                              (key,)), timeout=60, what="the closed port reported as removed")
+
+
+def test_twin_shows_every_facts_source(tmp_path):
+    from click.testing import CliRunner
+
+    from hub.store import open_db
+    from hub.twin.cli import twin
+    from hub.twin.facts import apply_snapshot
+
+    db = open_db(tmp_path / "homelab.db")
+    db.execute("INSERT INTO nodes (name, created) VALUES ('nas01', 1)")
+    apply_snapshot(db, "nas01", 1, T, "sockets", {"tcp 0.0.0.0:22": json.dumps(
+        {"proto": "tcp", "port": 22, "process": "sshd", "pid": None})})
+    db.close()
+    out = CliRunner(env={"COLUMNS": "80"}).invoke(twin, ["nas01", "--data-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "Sockets: 1" in out.output and "tcp 0.0.0.0:22" in out.output and "process=sshd" in out.output
+    as_json = CliRunner().invoke(twin, ["nas01", "--json", "--data-dir", str(tmp_path)])
+    assert json.loads(as_json.output)["facts"]["sockets"]["tcp 0.0.0.0:22"]["process"] == "sshd"
