@@ -18,7 +18,7 @@ def default_state_dir() -> Path:
     return xdg("STATE", ".local/state") / "homelab-agent"
 
 
-ALL_COLLECTORS = ("metrics", "files", "devices", "packages", "commands", "logs", "services", "processes", "inventory", "checks")
+ALL_COLLECTORS = ("metrics", "files", "devices", "packages", "commands", "logs", "services", "processes", "inventory", "checks", "containers")
 
 
 def parse_checks_setting(v):
@@ -62,6 +62,8 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("processes_interval", 60.0, "HOMELAB_AGENT_PROCESSES_INTERVAL", "Interval between top-process samples.", parse_duration),
     Opt("processes_top", 10, "HOMELAB_AGENT_PROCESSES_TOP", "How many processes by CPU and how many by memory each sample reports.", int),
     Opt("checks", [], "HOMELAB_AGENT_CHECKS", "Active checks run from this node: [[checks]] tables with name, type (http, tcp, tls, dns), target and options (docs/checks.md); a JSON list in the environment.", parse_checks_setting),
+    Opt("containers_socket", None, "HOMELAB_AGENT_CONTAINERS_SOCKET", "Docker Engine API socket (Docker's or Podman's). Default: the first of /var/run/docker.sock, /run/podman/podman.sock, $XDG_RUNTIME_DIR/podman/podman.sock that answers.", str),
+    Opt("containers_interval", 30.0, "HOMELAB_AGENT_CONTAINERS_INTERVAL", "Interval between polls of the container engine (state, health, restarts, CPU, memory).", parse_duration),
     Opt("inventory_interval", 300.0, "HOMELAB_AGENT_INVENTORY_INTERVAL", "How often the inventory (OS, hardware, mounts, addresses) is re-checked; sent only when it changed.", parse_duration),
 )
 

@@ -213,6 +213,24 @@ class CheckResult(Event, frozen=True, tag="check"):
     detail: Str | None = None  # DNS: the addresses found
 
 
+# --- containers (agent/collectors/containers.py) --------------------------------------
+
+
+class Container(Event, frozen=True, tag="container"):
+    """A container's state changed (or was first seen, or is gone: state ``removed``). CPU and
+    memory go as ``container_cpu_percent{name=...}`` / ``container_memory_bytes`` metrics."""
+
+    name: Str
+    id: Str
+    image: Str
+    state: Str  # created, running, paused, restarting, exited, dead, removed
+    health: Str | None = None  # healthy, unhealthy, starting (when it has a healthcheck)
+    restarts: int = 0
+    exit_code: int | None = None
+    engine: Str = "docker"  # docker or podman
+    previous: Str | None = None  # the state (and health) before this change
+
+
 # --- jobs (playbook runs) -------------------------------------------------------------
 
 
@@ -242,6 +260,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime Union object for msgspec and __args
     Inventory,
     JobResult,
     CheckResult,
+    Container,
 ]
 KINDS: frozenset[str] = frozenset(t.__struct_config__.tag for t in AnyEvent.__args__)  # type: ignore[attr-defined]
 

@@ -22,7 +22,8 @@ FEATURES = [
     "hub.metrics.web", "hub.notify.web", "hub.profiles.web", "hub.proposals.web", "hub.rules.web",
     "hub.selfdocs.web", "hub.tailnet.web",
 ]
-PROJECTIONS = ["hub.twin.activity", "hub.twin.project", "hub.checks.project"]
+PROJECTIONS = ["hub.twin.activity", "hub.twin.project", "hub.checks.project",
+               "hub.containers.project"]
 
 
 def modules(names: list[str]) -> list[ModuleType]:
@@ -30,5 +31,5 @@ def modules(names: list[str]) -> list[ModuleType]:
 SCHEMAS = [
     "hub.twin.schema", "hub.rules.schema", "hub.proposals.schema", "hub.brain.schema",
     "hub.kb.schema", "hub.ansible.schema", "hub.profiles.schema", "hub.notify.schema",
-    "hub.checks.schema",
+    "hub.checks.schema", "hub.containers.schema",
 ]

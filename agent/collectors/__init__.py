@@ -29,6 +29,7 @@ REGISTRY: dict[str, str] = {
     "processes": "agent.collectors.processes:ProcessesCollector",
     "inventory": "agent.collectors.inventory:InventoryCollector",
     "checks": "agent.collectors.checks:ChecksCollector",
+    "containers": "agent.collectors.containers:ContainersCollector",
 }
 
 
