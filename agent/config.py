@@ -34,7 +34,7 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("node", None, "HOMELAB_AGENT_NODE", "This node's enrolled name (written by `join`).", str),
     Opt("collectors", list(ALL_COLLECTORS), "HOMELAB_AGENT_COLLECTORS", "Collectors to run; each steps aside by itself where it cannot run.", parse_list, "--collectors"),
     Opt("watch", ["/etc"], "HOMELAB_AGENT_WATCH", "Paths watched for file changes, recursively (repeat the flag; os.pathsep-separated in the environment).", parse_list, "--watch"),
-    Opt("exclude", ["*.swp", "*~", "*.dpkg-tmp", "/etc/ld.so.cache"], "HOMELAB_AGENT_EXCLUDE", "Glob patterns (matched against the full path and the file name) never reported.", parse_list, "--exclude"),
+    Opt("exclude", ["*.swp", "*.swx", "*~", ".#*", "*.tmp", "*.dpkg-tmp", "*.dpkg-new", "*.dpkg-old", "*.dpkg-dist", "*.ucf-*", "*.rpmnew", "*.rpmsave", "/etc/ld.so.cache"], "HOMELAB_AGENT_EXCLUDE", "Glob patterns (matched against the full path and the file name) never reported nor inventoried: editor scratch, temporary and package-manager leftover files by default.", parse_list, "--exclude"),
     Opt("content_paths", [], "HOMELAB_AGENT_CONTENT_PATHS", "Non-world-readable paths whose diffs you opt in to sending (default: none leave the node).", parse_list),
     Opt("diff_max_bytes", 65536, "HOMELAB_AGENT_DIFF_MAX_BYTES", "Text files up to this size get a unified diff with their change events.", parse_size),
     Opt("metrics_interval", 10.0, "HOMELAB_AGENT_METRICS_INTERVAL", "Seconds between host metric samples.", parse_duration, "--metrics-interval"),

@@ -86,6 +86,26 @@ class FileChange(Event, frozen=True, tag="file"):
     diff: Text | None = None
 
 
+class BaselineFile(msgspec.Struct, frozen=True, array_like=True):
+    path: Str
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    sha256: Str | None = None
+    secret: bool = False  # not world-readable: no content
+    content: Text | None = None  # small non-secret text files only
+
+
+class FileBaseline(Event, frozen=True, tag="file_baseline"):
+    """The watched files as the agent found them at its first start (in parts: ``part`` of
+    ``parts``), so the hub knows configuration that predates the agent, not only changes."""
+
+    files: list[BaselineFile]
+    part: int = 1
+    parts: int = 1
+
+
 # --- devices, packages, services ------------------------------------------------------
 
 
@@ -261,6 +281,7 @@ AnyEvent = Union[  # noqa: UP007 - a runtime Union object for msgspec and __args
     JobResult,
     CheckResult,
     Container,
+    FileBaseline,
 ]
 KINDS: frozenset[str] = frozenset(t.__struct_config__.tag for t in AnyEvent.__args__)  # type: ignore[attr-defined]
 

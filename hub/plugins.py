@@ -23,7 +23,7 @@ FEATURES = [
     "hub.selfdocs.web", "hub.tailnet.web",
 ]
 PROJECTIONS = ["hub.twin.activity", "hub.twin.project", "hub.checks.project",
-               "hub.containers.project"]
+               "hub.containers.project", "hub.ansible.baseline"]
 
 
 def modules(names: list[str]) -> list[ModuleType]:
