@@ -68,6 +68,21 @@ async def test_agent_checks_reach_the_twin_and_the_shipped_rules(rules_hub, tmp_
                        for d in (4, 5)]  # 5 days less the seconds since it was made
     (down,) = h.query("SELECT count(*) FROM checks_down WHERE node = 'n1'")[0]
     assert down == 1
+    # the node page: state and since, the expiry day, outages; not the jittery latency
+    from hub.selfdocs import pages
+    from hub.store import connect
+
+    db = connect(h.data_dir / "homelab.db", readonly=True)
+    try:
+        page = pages.node_page(db, "n1")
+        again = pages.node_page(db, "n1")
+    finally:
+        db.close()
+    section = page.split("## Active checks")[1].split("## ")[0]
+    assert f"| web-cert | tls | localhost:{tls_site.port} | up since " in section
+    assert f"| db | tcp | 127.0.0.1:" in section and "| DOWN since " in section
+    assert "ConnectionRefusedError" in section and section.count("| 1 |") >= 1  # one outage
+    assert page == again
 
 
 async def test_hub_runs_its_own_checks_as_a_node(rules_hub, tmp_path, tls_site):  # noqa: F811

@@ -46,5 +46,15 @@ async def test_unhealthy_container_gets_a_restart_proposed(rules_hub, tmp_path):
         ("web", "nginx:1.27", "running", "unhealthy", "docker")]
     assert h.query("SELECT state, health, previous FROM container_changes WHERE name = 'web' ORDER BY seq") == [
         ("running", "healthy", None), ("running", "unhealthy", "running/healthy")]
+    from hub.selfdocs import pages
+    from hub.store import connect
+
+    db = connect(h.data_dir / "homelab.db", readonly=True)
+    try:
+        section = pages.node_page(db, "n1").split("## Containers")[1].split("## ")[0]
+    finally:
+        db.close()
+    assert "| web | nginx:1.27 | running | unhealthy | 0 | docker |" in section
+    assert "| backup | restic/restic:0.17 | exited |  | 0 | docker |" in section
     (params, state_) = h.query("SELECT params, state FROM proposals WHERE playbook = 'restart-container'")[0]
     assert params == '{"container":"web","runtime":"docker"}' and state_ == "proposed"
