@@ -58,10 +58,11 @@ def render(rows: list[tuple]) -> tuple[str, str, str]:
 
 class Courier:
     def __init__(self, writer: Writer, targets: Targets, rate: int = 20, retries: int = 8,
-                 backoff: float = 2.0, resend: float = 60.0, timeout: float = 20.0, tick: float = 1.0):
+                 backoff: float = 2.0, resend: float = 60.0, timeout: float = 20.0, tick: float = 1.0,
+                 keep: float = 90 * 86400.0):
         self.writer, self.t = writer, targets
         self.rate, self.retries, self.backoff = rate, retries, backoff
-        self.resend, self.timeout, self.tick = resend, timeout, tick
+        self.resend, self.timeout, self.tick, self.keep = resend, timeout, tick, keep
         self.urls = targets.by_id()
         self.sent_times: dict[str, deque] = defaultdict(deque)
         self.stopping = asyncio.Event()
@@ -76,7 +77,7 @@ class Courier:
             if n := await self.writer.run(outbox.recover):
                 log.warning("notify: %d notification(s) interrupted by a crash are sent again", n)
             self._seed_rate()
-            last_resend = 0.0
+            last_resend = last_prune = 0.0
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as s:
                 while not self.stopping.is_set():
                     try:
@@ -84,6 +85,11 @@ class Courier:
                         if self.t.alertmanager and time.monotonic() - last_resend >= self.resend:
                             last_resend = time.monotonic()
                             await self.resend_firing(s)
+                        if time.monotonic() - last_prune >= 3600:  # what is done is kept a while
+                            last_prune = time.monotonic()
+                            await self.writer.run(lambda db: db.execute(
+                                "DELETE FROM notify_outbox WHERE state IN ('sent', 'failed')"
+                                " AND created < ?", (time.time() - self.keep,)))
                     except Exception:  # noqa: BLE001 - a bad round must not end notifications
                         log.exception("notify: delivery round failed")
                     await aio.wait(self.stopping, self.tick)

@@ -221,3 +221,25 @@ async def test_restart_mid_outbox_loses_nothing_and_sends_nothing_twice(tmp_path
     assert told(ntfy).count("[critical] srv-touched on n1\n/srv/conf.d/a modify") == 1, ntfy.messages
     states = query(data_dir, "SELECT state, count(*) FROM notify_outbox GROUP BY state")
     assert dict(states).get("sending", 0) == 0
+
+
+async def test_old_sent_and_failed_rows_are_pruned_pending_ones_never(rules_hub, tmp_path, ntfy):  # noqa: F811
+    from hub.notify.outbox import INSERT, target_id
+
+    data_dir = tmp_path / "hubp"
+    first = await rules_hub(data_dir=data_dir)
+    old, now = time.time() - 3600, time.time()
+    rows = [(old, "apprise", target_id(ntfy.url()), "firing", "warning", "n1", None, None, f"t{i}", "b", None,
+             now + 86400) for i in range(4)]
+
+    def fill(db):
+        db.executemany(INSERT, rows)
+        db.execute("UPDATE notify_outbox SET state = 'sent' WHERE title = 't0'")
+        db.execute("UPDATE notify_outbox SET state = 'failed' WHERE title = 't1'")
+        db.execute("UPDATE notify_outbox SET state = 'sent', created = ? WHERE title = 't2'", (now,))
+
+    await _writer(first).run(fill)
+    await first.runner.cleanup()
+    h = await rules_hub(data_dir=data_dir, notify_urls=[ntfy.url()], event_retention=60)
+    await async_wait_for(lambda: len(h.query("SELECT 1 FROM notify_outbox")) == 2, 30, what="the prune")
+    assert h.query("SELECT title, state FROM notify_outbox ORDER BY title") == [("t2", "sent"), ("t3", "pending")]
