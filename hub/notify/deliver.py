@@ -113,12 +113,12 @@ class Courier:
     async def round(self, s: aiohttp.ClientSession) -> None:
         assert self.db is not None
         now = time.time()
-        if self.t.apprise:
-            (last,) = self.db.execute(
-                "SELECT last_id FROM notify_cursor WHERE name = 'proposal_transitions'").fetchone()
-            (top,) = self.db.execute("SELECT coalesce(max(id), 0) FROM proposal_transitions").fetchone()
-            if top > last:
-                await self.writer.run(lambda db: outbox.scan_transitions(db, self.t, now))
+        # the cursor moves even with no apprise target, so adding one later is not a flood
+        (last,) = self.db.execute(
+            "SELECT last_id FROM notify_cursor WHERE name = 'proposal_transitions'").fetchone()
+        (top,) = self.db.execute("SELECT coalesce(max(id), 0) FROM proposal_transitions").fetchone()
+        if top > last:
+            await self.writer.run(lambda db: outbox.scan_transitions(db, self.t, now))
         groups: dict[tuple[str, str], list[tuple]] = defaultdict(list)
         for row in self.db.execute(DUE_SQL, (now,)):
             groups[(row[1], row[2])].append(row)
@@ -140,14 +140,17 @@ class Courier:
         await self.writer.run(lambda db: db.execute(
             f"UPDATE notify_outbox SET state = 'sending', attempts = attempts + 1"
             f" WHERE id IN ({','.join('?' * len(ids))})", ids))
-        if channel == "apprise":
-            title, body, kind = render(rows)
-            err = await send.apprise_send_async(url, title, body, kind, self.timeout)
-        else:
-            items = [json.loads(r[7]) for r in rows]
-            if channel == "alertmanager":
-                url = f"{url.rstrip('/')}/api/v2/alerts"
-            err = await send.post_json(s, url, items)
+        try:
+            if channel == "apprise":
+                title, body, kind = render(rows)
+                err = await send.apprise_send_async(url, title, body, kind, self.timeout)
+            else:
+                items = [json.loads(r[7]) for r in rows]
+                if channel == "alertmanager":
+                    url = f"{url.rstrip('/')}/api/v2/alerts"
+                err = await send.post_json(s, url, items)
+        except Exception as e:  # noqa: BLE001 - a plugin's surprise is a failed attempt, not
+            err = (f"{type(e).__name__}: {e}", False)  # rows stuck in 'sending' until restart
         now = time.time()
         if err is None:
             if channel == "apprise":
