@@ -28,6 +28,7 @@ def parse_checks_setting(v):
     parse_checks(v)
     return json.loads(v) if isinstance(v, str) and v.strip() else (list(v) if isinstance(v, list) else [])
 
+
 AGENT_OPTS: tuple[Opt, ...] = (
     Opt("state_dir", None, "HOMELAB_AGENT_STATE_DIR", "Directory for the agent's config, credential, spool and state.", Path, "--state-dir"),
     Opt("hub_url", None, "HOMELAB_AGENT_HUB_URL", "The hub's URL (written by `join`).", str, "--hub-url"),

@@ -64,7 +64,7 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("webhooks", [], "HOMELAB_HUB_WEBHOOKS", "URLs that receive alert notifications as JSON (space-separated in the environment: a URL holds ':').", parse_urls),
     Opt("alertmanager_url", None, "HOMELAB_HUB_ALERTMANAGER_URL", "Alertmanager base URL to push alerts to (API v2).", str),
     Opt("notify_urls", [], "HOMELAB_HUB_NOTIFY_URLS", "Apprise URLs that receive notifications (ntfy://, mailto://, gotify://, matrix://, tgram:// ...; space-separated in the environment).", parse_urls),
-    Opt("notify_min_severity", "warning", "HOMELAB_HUB_NOTIFY_MIN_SEVERITY", "Least severity sent to notify_urls: info, warning or critical.", lambda v: _severity(v)),
+    Opt("notify_min_severity", "warning", "HOMELAB_HUB_NOTIFY_MIN_SEVERITY", "Least severity sent to notify_urls: info, warning or critical.", _severity),
     Opt("notify_group_wait", 30.0, "HOMELAB_HUB_NOTIFY_GROUP_WAIT", "How long a notification waits for others to the same target, so a burst arrives as one message.", parse_duration),
     Opt("notify_rate_limit", 20, "HOMELAB_HUB_NOTIFY_RATE_LIMIT", "Most messages per notify URL per hour (0: no limit); past it notifications wait and go out together.", int),
     Opt("checks", [], "HOMELAB_HUB_CHECKS", "Active checks the hub runs itself, as on an agent (docs/checks.md); results are events of node checks_node.", parse_checks_setting),
