@@ -80,7 +80,7 @@ async def test_agent_checks_reach_the_twin_and_the_shipped_rules(rules_hub, tmp_
         db.close()
     section = page.split("## Active checks")[1].split("## ")[0]
     assert f"| web-cert | tls | localhost:{tls_site.port} | up since " in section
-    assert f"| db | tcp | 127.0.0.1:" in section and "| DOWN since " in section
+    assert "| db | tcp | 127.0.0.1:" in section and "| DOWN since " in section
     assert "ConnectionRefusedError" in section and section.count("| 1 |") >= 1  # one outage
     assert page == again
 
