@@ -79,7 +79,7 @@ def cpu_percent(prev: tuple[int, int] | None, stats: dict) -> tuple[float | None
     total = (cs.get("cpu_usage") or {}).get("total_usage")
     system = cs.get("system_cpu_usage")
     if total is None or system is None:
-        return None, None
+        return None, prev
     cpus = cs.get("online_cpus") or len((cs.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
     now = (int(total), int(system))
     if prev is None or now[1] <= prev[1] or now[0] < prev[0]:
@@ -156,7 +156,11 @@ class ContainersCollector(Collector):
                 continue
             seen[c["name"]] = c
             if c["state"] == "running":
-                stats = await self._get(s, f"/containers/{item['Id']}/stats?stream=false&one-shot=true")
+                try:
+                    stats = await self._get(s, f"/containers/{item['Id']}/stats?stream=false&one-shot=true")
+                except ValueError as e:  # an engine without cgroup stats: state still counts
+                    log.debug("containers: %s", e)
+                    stats = {}
                 pct, self.cpu[c["id"]] = cpu_percent(self.cpu.get(c["id"]), stats)
                 label = '{name="' + c["name"].replace("\\", "\\\\").replace('"', '\\"') + '"}'
                 if pct is not None:
