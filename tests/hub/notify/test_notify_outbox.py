@@ -221,6 +221,13 @@ async def test_restart_mid_outbox_loses_nothing_and_sends_nothing_twice(tmp_path
     assert told(ntfy).count("[critical] srv-touched on n1\n/srv/conf.d/a modify") == 1, ntfy.messages
     states = query(data_dir, "SELECT state, count(*) FROM notify_outbox GROUP BY state")
     assert dict(states).get("sending", 0) == 0
+    import subprocess
+
+    listed = subprocess.run([sys.executable, "-m", "hub", "notify", "list", "--state", "sent", "--data-dir",
+                             str(data_dir)], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "[critical] srv-touched on n1" in listed.stdout and " sent " in listed.stdout
+    assert " x2 " in listed.stdout  # the one that failed once, then went out
 
 
 async def test_old_sent_and_failed_rows_are_pruned_pending_ones_never(rules_hub, tmp_path, ntfy):  # noqa: F811
@@ -243,3 +250,27 @@ async def test_old_sent_and_failed_rows_are_pruned_pending_ones_never(rules_hub,
     h = await rules_hub(data_dir=data_dir, notify_urls=[ntfy.url()], event_retention=60)
     await async_wait_for(lambda: len(h.query("SELECT 1 FROM notify_outbox")) == 2, 30, what="the prune")
     assert h.query("SELECT title, state FROM notify_outbox ORDER BY title") == [("t2", "sent"), ("t3", "pending")]
+
+
+async def test_notify_test_says_which_target_failed(tmp_path, ntfy, mailbox):
+    import subprocess
+
+    dead = f"ntfy://127.0.0.1:{free_port()}/homelab"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMELAB_")}
+    env["HOMELAB_HUB_NOTIFY_URLS"] = f"{ntfy.url('phone')} {mailbox.url()} {dead}"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "hub", "notify", *args, "--data-dir", str(tmp_path / "hub")],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    r = await asyncio.to_thread(cli, "test", "--timeout", "10")
+    assert r.returncode == 1 and "1 of 3 target(s) failed" in r.stderr, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"ok      ntfy://127.0.0.1:{ntfy.port}/phone"
+    assert lines[1].startswith(f"ok      mailto://127.0.0.1:{mailbox.port}")
+    assert lines[2].startswith(f"FAILED  ntfy://127.0.0.1:{dead.split(':')[2].split('/')[0]}/homelab  (")
+    assert [m["topic"] for m in ntfy.messages] == ["phone"] and ntfy.messages[0]["title"] == "homelab: test notification"
+    assert "Subject: homelab: test notification" in mailbox.mails[0]
+    env["HOMELAB_HUB_NOTIFY_URLS"] = "ntfy://127.0.0.1:1/x bogus://nothing"
+    r = await asyncio.to_thread(cli, "test")
+    assert r.returncode == 1 and "notify_urls[1]: not an apprise URL apprise can use (scheme 'bogus')" in r.stderr
