@@ -185,8 +185,10 @@ class Courier:
         try:
             from hub.rules.alerts import decode
 
+            # only alerts Alertmanager was told of (not rules with notify: false)
             firing = [decode(r) for r in self.db.execute(
-                "SELECT * FROM alerts WHERE state = 'firing' ORDER BY id LIMIT 1000")]
+                "SELECT * FROM alerts a WHERE state = 'firing' AND EXISTS (SELECT 1 FROM notify_outbox o"
+                " WHERE o.alert_id = a.id AND o.channel = 'alertmanager') ORDER BY id LIMIT 1000")]
         finally:
             self.db.row_factory = None
         firing = [a for a in firing if a["firing_at"] is not None]

@@ -274,3 +274,57 @@ async def test_notify_test_says_which_target_failed(tmp_path, ntfy, mailbox):
     env["HOMELAB_HUB_NOTIFY_URLS"] = "ntfy://127.0.0.1:1/x bogus://nothing"
     r = await asyncio.to_thread(cli, "test")
     assert r.returncode == 1 and "notify_urls[1]: not an apprise URL apprise can use (scheme 'bogus')" in r.stderr
+
+
+async def test_alertmanager_resend_covers_only_alerts_it_was_told_of(tmp_path):
+    """Alertmanager forgets alerts not re-sent; a rule with notify: false never reaches it."""
+    import aiohttp
+
+    from hub.notify.deliver import Courier
+    from hub.notify.outbox import Targets, alert_rows
+    from hub.store import Writer
+
+    got = []
+
+    async def alerts_api(request):
+        got.extend(await request.json())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", alerts_api)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    writer = Writer(tmp_path / "homelab.db")
+    writer.start()
+    t = Targets(alertmanager=f"http://127.0.0.1:{port}", generator_url="http://hub")
+    now = time.time()
+    base = {"key": ["n1"], "node": "n1", "state": "firing", "transition": "firing", "severity": "warning",
+            "value": None, "count": 1, "first_seen": now, "last_seen": now, "firing_at": now,
+            "pending_at": now, "resolved_at": None, "labels": {"alertname": "x"}, "annotations": {}, "fields": {},
+            "propose": []}
+
+    def fill(db):
+        from hub.notify.outbox import INSERT
+        from hub.rules import alerts
+
+        told = {**base, "id": 1, "rule": "told", "events": []}
+        quiet = {**base, "id": 2, "rule": "quiet", "notify": False, "events": []}
+        alerts.apply(db, [told, quiet], [], {})
+        db.executemany(INSERT, alert_rows(t, {**told, "rule_name": "told"}, now)
+                       + alert_rows(t, {**quiet, "rule_name": "quiet"}, now))
+
+    try:
+        await writer.run(fill)
+        courier = Courier(writer, t)
+        from hub.store import connect
+
+        courier.db = connect(writer.path, readonly=True)
+        async with aiohttp.ClientSession() as s:
+            await courier.resend_firing(s)
+        courier.db.close()
+    finally:
+        await asyncio.to_thread(writer.stop)
+        await runner.cleanup()
+    assert [a["generatorURL"] for a in got] == ["http://hub/alerts/1"]
