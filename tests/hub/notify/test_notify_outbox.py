@@ -255,7 +255,7 @@ async def test_old_sent_and_failed_rows_are_pruned_pending_ones_never(rules_hub,
 async def test_notify_test_says_which_target_failed(tmp_path, ntfy, mailbox):
     import subprocess
 
-    dead = f"ntfy://127.0.0.1:{free_port()}/homelab"
+    dead = f"ntfy://alice:hunter2secret@127.0.0.1:{free_port()}/homelab"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOMELAB_")}
     env["HOMELAB_HUB_NOTIFY_URLS"] = f"{ntfy.url('phone')} {mailbox.url()} {dead}"
 
@@ -268,7 +268,8 @@ async def test_notify_test_says_which_target_failed(tmp_path, ntfy, mailbox):
     lines = r.stdout.splitlines()
     assert lines[0] == f"ok      ntfy://127.0.0.1:{ntfy.port}/phone"
     assert lines[1].startswith(f"ok      mailto://127.0.0.1:{mailbox.port}")
-    assert lines[2].startswith(f"FAILED  ntfy://127.0.0.1:{dead.split(':')[2].split('/')[0]}/homelab  (")
+    assert lines[2].startswith(f"FAILED  ntfy://alice:****@127.0.0.1:{dead.split(':')[3].split('/')[0]}/homelab  (")
+    assert "hunter2secret" not in r.stdout + r.stderr
     assert [m["topic"] for m in ntfy.messages] == ["phone"] and ntfy.messages[0]["title"] == "homelab: test notification"
     assert "Subject: homelab: test notification" in mailbox.mails[0]
     env["HOMELAB_HUB_NOTIFY_URLS"] = "ntfy://127.0.0.1:1/x bogus://nothing"
@@ -328,3 +329,13 @@ async def test_alertmanager_resend_covers_only_alerts_it_was_told_of(tmp_path):
         await asyncio.to_thread(writer.stop)
         await runner.cleanup()
     assert [a["generatorURL"] for a in got] == ["http://hub/alerts/1"]
+
+
+def test_errors_are_scrubbed_of_the_urls_secrets():
+    from hub.notify.send import scrub
+
+    url = "tgram://123456:AAF-bot-token-0123456789/987654321?from=hunter2secret"
+    said = "POST https://api.telegram.org/bot123456:AAF-bot-token-0123456789/sendMessage failed (hunter2secret)"
+    clean = scrub(said, url)
+    assert "AAF-bot-token" not in clean and "hunter2secret" not in clean and "api.telegram.org" in clean
+    assert scrub("HTTP 503 from ntfy.example.org", "ntfys://ntfy.example.org/alerts") == "HTTP 503 from ntfy.example.org"
