@@ -92,7 +92,7 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("node", None, "HOMELAB_AGENT_NODE", "This node's enrolled name (written by `join`).", str),
     Opt("collectors", list(ALL_COLLECTORS), "HOMELAB_AGENT_COLLECTORS", "Collectors to run; each steps aside by itself where it cannot run.", parse_collectors, "--collectors"),
     Opt("watch", ["/etc"], "HOMELAB_AGENT_WATCH", "Paths watched for file changes, recursively (repeat the flag; os.pathsep-separated in the environment).", parse_list, "--watch"),
-    Opt("exclude", ["*.swp", "*~", "*.dpkg-tmp", "/etc/ld.so.cache"], "HOMELAB_AGENT_EXCLUDE", "Glob patterns (matched against the full path and the file name) never reported.", parse_list, "--exclude"),
+    Opt("exclude", ["*.swp", "*.swx", "*~", ".#*", "*.tmp", "*.dpkg-tmp", "*.dpkg-new", "*.dpkg-old", "*.dpkg-dist", "*.ucf-*", "*.rpmnew", "*.rpmsave", "/etc/ld.so.cache"], "HOMELAB_AGENT_EXCLUDE", "Glob patterns (matched against the full path and the file name) never reported nor inventoried: editor scratch, temporary and package-manager leftover files by default.", parse_list, "--exclude"),
     Opt("content_paths", [], "HOMELAB_AGENT_CONTENT_PATHS", "Non-world-readable paths whose diffs you opt in to sending (default: none leave the node).", parse_list),
     Opt("diff_max_bytes", 65536, "HOMELAB_AGENT_DIFF_MAX_BYTES", "Text files up to this size get a unified diff with their change events.", parse_size),
     Opt("metrics_interval", 10.0, "HOMELAB_AGENT_METRICS_INTERVAL", "Seconds between host metric samples (1s or more).", _at_least(parse_duration, 1.0, "the metrics collector samples at most once a second (1s or more)"), "--metrics-interval"),
@@ -122,6 +122,8 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("processes_interval", 60.0, "HOMELAB_AGENT_PROCESSES_INTERVAL", "Interval between top-process samples.", parse_duration),
     Opt("processes_top", 10, "HOMELAB_AGENT_PROCESSES_TOP", "How many processes by CPU and how many by memory each sample reports.", int),
     Opt("checks", [], "HOMELAB_AGENT_CHECKS", "Active checks run from this node: [[checks]] tables with name, type (http, tcp, tls, dns), target and options (docs/checks.md); a JSON list in the environment.", parse_checks_setting),
+    Opt("containers_socket", None, "HOMELAB_AGENT_CONTAINERS_SOCKET", "Docker Engine API socket (Docker's or Podman's). Default: the first of /var/run/docker.sock, /run/podman/podman.sock, $XDG_RUNTIME_DIR/podman/podman.sock that answers.", str),
+    Opt("containers_interval", 30.0, "HOMELAB_AGENT_CONTAINERS_INTERVAL", "Interval between polls of the container engine (state, health, restarts, CPU, memory).", parse_duration),
     Opt("inventory_interval", 300.0, "HOMELAB_AGENT_INVENTORY_INTERVAL", "How often the inventory (OS, hardware, mounts, addresses) is re-checked; sent only when it changed.", parse_duration),
 )
 

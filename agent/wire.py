@@ -86,6 +86,26 @@ class FileChange(Event, frozen=True, tag="file"):
     diff: Text | None = None
 
 
+class BaselineFile(msgspec.Struct, frozen=True, array_like=True):
+    path: Str
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    sha256: Str | None = None
+    secret: bool = False  # not world-readable: no content
+    content: Text | None = None  # small non-secret text files only
+
+
+class FileBaseline(Event, frozen=True, tag="file_baseline"):
+    """The watched files as the agent found them at its first start (in parts: ``part`` of
+    ``parts``), so the hub knows configuration that predates the agent, not only changes."""
+
+    files: list[BaselineFile]
+    part: int = 1
+    parts: int = 1
+
+
 # --- devices, packages, services ------------------------------------------------------
 
 
@@ -228,6 +248,24 @@ class CheckResult(Event, frozen=True, tag="check"):
     detail: Str | None = None  # DNS: the addresses found
 
 
+# --- containers (agent/collectors/containers.py) --------------------------------------
+
+
+class Container(Event, frozen=True, tag="container"):
+    """A container's state changed (or was first seen, or is gone: state ``removed``). CPU and
+    memory go as ``container_cpu_percent{name=...}`` / ``container_memory_bytes`` metrics."""
+
+    name: Str
+    id: Str
+    image: Str
+    state: Str  # created, running, paused, restarting, exited, dead, removed
+    health: Str | None = None  # healthy, unhealthy, starting (when it has a healthcheck)
+    restarts: int = 0
+    exit_code: int | None = None
+    engine: Str = "docker"  # docker or podman
+    previous: Str | None = None  # the state (and health) before this change
+
+
 # --- jobs (playbook runs) -------------------------------------------------------------
 
 
@@ -258,6 +296,8 @@ AnyEvent = Union[  # noqa: UP007 - a runtime Union object for msgspec and __args
     Facts,
     JobResult,
     CheckResult,
+    Container,
+    FileBaseline,
 ]
 KINDS: frozenset[str] = frozenset(t.__struct_config__.tag for t in AnyEvent.__args__)  # type: ignore[attr-defined]
 

@@ -18,6 +18,11 @@ from agent.settings import (
 )
 
 
+def parse_urls(v: str | list) -> list[str]:
+    """URLs from the environment are space-separated: os.pathsep (':') is inside every URL."""
+    return parse_list(v) if isinstance(v, list) else str(v).split()
+
+
 def _severity(v: str) -> str:
     if str(v) not in ("info", "warning", "critical"):
         raise ValueError(f"{v!r} is not a severity (info, warning, critical)")
@@ -57,10 +62,10 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("brain_digest_every", 86400.0, "HOMELAB_BRAIN_DIGEST_EVERY", "How often the hub runs the maintenance digest and queues its findings as proposals (0 = never; `homelab-hub digest` runs it by hand).", parse_duration),
     Opt("datasette_private", False, "HOMELAB_HUB_DATASETTE_PRIVATE", "Let Datasette show credential hashes and job outputs (they read as NULL otherwise, whatever the query).", parse_bool),
     Opt("datasette_port", 8471, "HOMELAB_HUB_DATASETTE_PORT", "Port for Datasette under `up` / `datasette`.", int, "--datasette-port"),
-    Opt("webhooks", [], "HOMELAB_HUB_WEBHOOKS", "URLs that receive alert notifications as JSON (os.pathsep-separated in the environment).", parse_list),
+    Opt("webhooks", [], "HOMELAB_HUB_WEBHOOKS", "URLs that receive alert notifications as JSON (space-separated in the environment: a URL holds ':').", parse_urls),
     Opt("alertmanager_url", None, "HOMELAB_HUB_ALERTMANAGER_URL", "Alertmanager base URL to push alerts to (API v2).", str),
-    Opt("notify_urls", [], "HOMELAB_HUB_NOTIFY_URLS", "Apprise URLs that receive notifications (ntfy://, mailto://, gotify://, matrix://, tgram:// ...; space-separated in the environment).", lambda v: [str(x) for x in v] if isinstance(v, list) else str(v).split()),
-    Opt("notify_min_severity", "warning", "HOMELAB_HUB_NOTIFY_MIN_SEVERITY", "Least severity sent to notify_urls: info, warning or critical.", lambda v: _severity(v)),
+    Opt("notify_urls", [], "HOMELAB_HUB_NOTIFY_URLS", "Apprise URLs that receive notifications (ntfy://, mailto://, gotify://, matrix://, tgram:// ...; space-separated in the environment).", parse_urls),
+    Opt("notify_min_severity", "warning", "HOMELAB_HUB_NOTIFY_MIN_SEVERITY", "Least severity sent to notify_urls: info, warning or critical.", _severity),
     Opt("notify_group_wait", 30.0, "HOMELAB_HUB_NOTIFY_GROUP_WAIT", "How long a notification waits for others to the same target, so a burst arrives as one message.", parse_duration),
     Opt("notify_rate_limit", 20, "HOMELAB_HUB_NOTIFY_RATE_LIMIT", "Most messages per notify URL per hour (0: no limit); past it notifications wait and go out together.", int),
     Opt("checks", [], "HOMELAB_HUB_CHECKS", "Active checks the hub runs itself, as on an agent (docs/checks.md); results are events of node checks_node.", parse_checks_setting),

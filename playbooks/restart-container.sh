@@ -37,7 +37,8 @@ running() {
 case "$mode" in
   check)
     echo "engine: $engine"
-    echo "running: $(running)"
+    state=$(running)  # not inside echo: a container that does not exist must fail the check
+    echo "running: $state"
     echo "would run: $engine restart $PARAM_CONTAINER"
     ;;
   verify)

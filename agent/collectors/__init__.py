@@ -30,6 +30,7 @@ REGISTRY: dict[str, str] = {
     "inventory": "agent.collectors.inventory:InventoryCollector",
     "sockets": "agent.collectors.sockets:SocketsCollector",
     "checks": "agent.collectors.checks:ChecksCollector",
+    "containers": "agent.collectors.containers:ContainersCollector",
 }
 
 

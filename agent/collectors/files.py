@@ -36,6 +36,8 @@ MASK = (F.CREATE | F.CLOSE_WRITE | F.MODIFY | F.DELETE | F.MOVED_FROM | F.MOVED_
 HASH_MAX = 64 * 1024 * 1024  # larger files are tracked by size/mode/owner only
 SETTLE = 0.25  # seconds of quiet before a burst of writes is reported as one change
 DIFF_MAX_CHARS = 64 * 1024
+BASELINE_SENT = "files.baseline_sent"
+BASELINE_PART_FILES, BASELINE_PART_BYTES = 500, 1024 * 1024
 
 
 class FilesCollector(Collector):
@@ -208,6 +210,33 @@ class FilesCollector(Collector):
             text = text[:DIFF_MAX_CHARS] + "\n... diff truncated ...\n"
         return text or None
 
+    # -- the first-start inventory ------------------------------------------------------
+
+    def send_baseline(self) -> None:
+        """Once per node (first start, or the first start of an agent that has this): every
+        watched file with hash, mode and owner, and the content of small non-secret text files,
+        so the hub can recreate configuration the agent never saw change."""
+        entries, size = [], 0
+        parts: list[list[wire.BaselineFile]] = []
+        for path, fsize, mode, uid, gid, sha, content in self.db.execute(
+                "SELECT path, size, mode, uid, gid, sha256, content FROM file_baseline ORDER BY path"):
+            if isinstance(content, bytes):
+                content = content.decode("utf-8", "replace")
+            secret = not self.may_send_content(path, mode or 0)
+            entries.append(wire.BaselineFile(path, fsize or 0, mode or 0, uid or 0, gid or 0, sha,
+                                             secret, None if secret else content))
+            size += len(content or "")
+            if len(entries) >= BASELINE_PART_FILES or size >= BASELINE_PART_BYTES:
+                parts.append(entries)
+                entries, size = [], 0
+        if entries or not parts:
+            parts.append(entries)
+        now = time.time()
+        sent = [self.emit(wire.FileBaseline(ts=now, files=files, part=i, parts=len(parts)))
+                for i, files in enumerate(parts, 1)]
+        if all(sent):  # a part shed by a full queue: the whole baseline goes again next start
+            self.state.set(BASELINE_SENT, now)
+
     # -- inotify -----------------------------------------------------------------------
 
     def on_readable(self) -> None:
@@ -276,6 +305,8 @@ class FilesCollector(Collector):
         self.db.execute("BEGIN")
         self.scan_all(quiet=first_run)
         self.db.execute("COMMIT")
+        if not self.state.get(BASELINE_SENT):
+            self.send_baseline()
         loop.add_reader(self.inotify.fileno(), self.on_readable)
         try:
             await asyncio.Event().wait()

@@ -82,9 +82,15 @@ def file_content(db: sqlite3.Connection, node: str, path: str, sha256: str | Non
     if not sha256:
         return None
     content: str | None = None
+    since = 0  # the agent's first-start inventory, when there is one, is where history starts
+    if _has(db, "file_baseline"):
+        row = db.execute("SELECT content, seq FROM file_baseline WHERE node = ? AND path = ?",
+                         (node, path)).fetchone()
+        if row is not None:
+            content, since = row
     for action, diff, secret, size in db.execute(
-            "SELECT action, diff, secret, size FROM file_changes WHERE node = ? AND path = ? ORDER BY seq",
-            (node, path)):
+            "SELECT action, diff, secret, size FROM file_changes WHERE node = ? AND path = ?"
+            " AND seq > ? ORDER BY seq", (node, path, since)):
         if secret or action in ("delete", "move"):
             content = None
         elif action == "create":  # an empty file has no diff at all

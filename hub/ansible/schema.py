@@ -25,3 +25,23 @@ def m600_exports(db: sqlite3.Connection) -> None:
         CREATE INDEX exports_node ON exports(node, created);
         """
     )
+
+
+@migration
+def m610_file_baseline(db: sqlite3.Connection) -> None:
+    script(db,
+        """
+        -- The watched files as each agent found them at its first start (file_baseline events):
+        -- the starting content that later diffs in file_changes apply to, so an export
+        -- recreates configuration older than the agent.
+        CREATE TABLE file_baseline (
+            node TEXT NOT NULL,
+            path TEXT NOT NULL,
+            sha256 TEXT,
+            content TEXT,              -- small non-secret text files only
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            PRIMARY KEY (node, path)
+        );
+        """
+    )

@@ -51,7 +51,8 @@ _NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
 _LABEL_BAD = re.compile(r"[^a-zA-Z0-9_]")
 _PAIR = re.compile(r'\s*([^=\s,]+)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 RESERVED = {"node", "job", "instance", "__name__"}
-OWN_PREFIXES = ("homelab_node_", "homelab_hub_", "homelab_alerts", "homelab_proposals")
+OWN_PREFIXES = ("homelab_node_", "homelab_hub_", "homelab_alerts", "homelab_proposals", "homelab_check_",
+                "homelab_notify_")
 
 
 def metric_name(name: str) -> str:
@@ -159,6 +160,24 @@ class FleetCollector:
         yield GaugeMetricFamily("homelab_hub_database_bytes", "Size of homelab.db with its WAL.", value=size)
         yield from self._by_state("alerts", "homelab_alerts", "Alerts by state.")
         yield from self._by_state("proposals", "homelab_proposals", "Proposals by state.")
+        yield from self._by_state("notify_outbox", "homelab_notify_outbox", "Notifications by state (docs/notify.md).")
+        yield from self._checks()
+
+    def _checks(self):
+        """Active checks (docs/checks.md), as blackbox_exporter's probe_success and duration."""
+        labels = ["node", "check", "type"]
+        ok = GaugeMetricFamily("homelab_check_up", "1 if the active check's last run succeeded.", labels=labels)
+        ms = GaugeMetricFamily("homelab_check_latency_ms", "Latency of the check's last run.", labels=labels)
+        days = GaugeMetricFamily("homelab_check_cert_days", "Days until the certificate the check saw expires.", labels=labels)
+        if _table_columns(self.db, "checks"):
+            for node, name, kind, up, latency, cert_days in self.db.execute(
+                    "SELECT node, name, type, ok, latency_ms, cert_days FROM checks ORDER BY node, name"):
+                ok.add_metric([node, name, kind], up)
+                if latency is not None:
+                    ms.add_metric([node, name, kind], latency)
+                if cert_days is not None:
+                    days.add_metric([node, name, kind], cert_days)
+        yield from (ok, ms, days)
 
     def host_text(self) -> str:
         """The host series in exposition format, one family per metric name (label sets may

@@ -31,7 +31,7 @@ async def _test_all(urls: list[str], hooks: list[str], timeout: float) -> list[t
         for url in hooks:
             err = await send.post_json(s, url, [{"version": 1, "test": True, "summary": body,
                                                  "sent_at": time.time()}])
-            out.append((url.split("?", 1)[0], err and err[0]))
+            out.append((send.scrub(url.split("?", 1)[0], url), err and err[0]))
     return out
 
 

@@ -58,10 +58,11 @@ def render(rows: list[tuple]) -> tuple[str, str, str]:
 
 class Courier:
     def __init__(self, writer: Writer, targets: Targets, rate: int = 20, retries: int = 8,
-                 backoff: float = 2.0, resend: float = 60.0, timeout: float = 20.0, tick: float = 1.0):
+                 backoff: float = 2.0, resend: float = 60.0, timeout: float = 20.0, tick: float = 1.0,
+                 keep: float = 90 * 86400.0):
         self.writer, self.t = writer, targets
         self.rate, self.retries, self.backoff = rate, retries, backoff
-        self.resend, self.timeout, self.tick = resend, timeout, tick
+        self.resend, self.timeout, self.tick, self.keep = resend, timeout, tick, keep
         self.urls = targets.by_id()
         self.sent_times: dict[str, deque] = defaultdict(deque)
         self.stopping = asyncio.Event()
@@ -76,7 +77,7 @@ class Courier:
             if n := await self.writer.run(outbox.recover):
                 log.warning("notify: %d notification(s) interrupted by a crash are sent again", n)
             self._seed_rate()
-            last_resend = 0.0
+            last_resend = last_prune = 0.0
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as s:
                 while not self.stopping.is_set():
                     try:
@@ -84,6 +85,11 @@ class Courier:
                         if self.t.alertmanager and time.monotonic() - last_resend >= self.resend:
                             last_resend = time.monotonic()
                             await self.resend_firing(s)
+                        if time.monotonic() - last_prune >= 3600:  # what is done is kept a while
+                            last_prune = time.monotonic()
+                            await self.writer.run(lambda db: db.execute(
+                                "DELETE FROM notify_outbox WHERE state IN ('sent', 'failed')"
+                                " AND created < ?", (time.time() - self.keep,)))
                     except Exception:  # noqa: BLE001 - a bad round must not end notifications
                         log.exception("notify: delivery round failed")
                     await aio.wait(self.stopping, self.tick)
@@ -107,12 +113,12 @@ class Courier:
     async def round(self, s: aiohttp.ClientSession) -> None:
         assert self.db is not None
         now = time.time()
-        if self.t.apprise:
-            (last,) = self.db.execute(
-                "SELECT last_id FROM notify_cursor WHERE name = 'proposal_transitions'").fetchone()
-            (top,) = self.db.execute("SELECT coalesce(max(id), 0) FROM proposal_transitions").fetchone()
-            if top > last:
-                await self.writer.run(lambda db: outbox.scan_transitions(db, self.t, now))
+        # the cursor moves even with no apprise target, so adding one later is not a flood
+        (last,) = self.db.execute(
+            "SELECT last_id FROM notify_cursor WHERE name = 'proposal_transitions'").fetchone()
+        (top,) = self.db.execute("SELECT coalesce(max(id), 0) FROM proposal_transitions").fetchone()
+        if top > last:
+            await self.writer.run(lambda db: outbox.scan_transitions(db, self.t, now))
         groups: dict[tuple[str, str], list[tuple]] = defaultdict(list)
         for row in self.db.execute(DUE_SQL, (now,)):
             groups[(row[1], row[2])].append(row)
@@ -134,14 +140,17 @@ class Courier:
         await self.writer.run(lambda db: db.execute(
             f"UPDATE notify_outbox SET state = 'sending', attempts = attempts + 1"
             f" WHERE id IN ({','.join('?' * len(ids))})", ids))
-        if channel == "apprise":
-            title, body, kind = render(rows)
-            err = await send.apprise_send_async(url, title, body, kind, self.timeout)
-        else:
-            items = [json.loads(r[7]) for r in rows]
-            if channel == "alertmanager":
-                url = f"{url.rstrip('/')}/api/v2/alerts"
-            err = await send.post_json(s, url, items)
+        try:
+            if channel == "apprise":
+                title, body, kind = render(rows)
+                err = await send.apprise_send_async(url, title, body, kind, self.timeout)
+            else:
+                items = [json.loads(r[7]) for r in rows]
+                if channel == "alertmanager":
+                    url = f"{url.rstrip('/')}/api/v2/alerts"
+                err = await send.post_json(s, url, items)
+        except Exception as e:  # noqa: BLE001 - a plugin's surprise is a failed attempt, not
+            err = (f"{type(e).__name__}: {e}", False)  # rows stuck in 'sending' until restart
         now = time.time()
         if err is None:
             if channel == "apprise":
@@ -176,8 +185,10 @@ class Courier:
         try:
             from hub.rules.alerts import decode
 
+            # only alerts Alertmanager was told of (not rules with notify: false)
             firing = [decode(r) for r in self.db.execute(
-                "SELECT * FROM alerts WHERE state = 'firing' ORDER BY id LIMIT 1000")]
+                "SELECT * FROM alerts a WHERE state = 'firing' AND EXISTS (SELECT 1 FROM notify_outbox o"
+                " WHERE o.alert_id = a.id AND o.channel = 'alertmanager') ORDER BY id LIMIT 1000")]
         finally:
             self.db.row_factory = None
         firing = [a for a in firing if a["firing_at"] is not None]

@@ -109,11 +109,12 @@ def listener(t: Targets):
 
 
 PROPOSAL_SQL = (
-    "SELECT t.id, t.to_state, t.note, p.id, p.node, p.rule, p.playbook, p.params, p.why,"
+    "SELECT t.id, t.ts, t.to_state, p.id, p.node, p.rule, p.playbook, p.params, p.why,"
     " p.reason, p.exit_code, a.severity FROM proposal_transitions t"
     " JOIN proposals p ON p.id = t.proposal_id LEFT JOIN alerts a ON a.id = p.alert_id"
     " WHERE t.id > ? ORDER BY t.id LIMIT 500"
 )
+STALE = 6 * 3600.0  # transitions older than this are history, not news (notify was off then)
 
 
 def _proposal_text(state: str, pid: int, node: str, rule: str | None, playbook: str,
@@ -137,8 +138,10 @@ def scan_transitions(db: sqlite3.Connection, t: Targets, now: float) -> int:
     if not rows:
         return 0
     out = []
-    for tid, state, _note, pid, node, rule, playbook, params, why, reason, code, asev in rows:
+    for tid, ts, state, pid, node, rule, playbook, params, why, reason, code, asev in rows:
         last = tid
+        if ts < now - STALE:
+            continue
         if state in ASK_STATES:
             topic, sev = "proposal", asev or "warning"
         elif state in FIX_STATES:

@@ -37,6 +37,7 @@ def m700_notify_outbox(db: sqlite3.Connection) -> None:
             error TEXT
         );
         CREATE INDEX notify_outbox_due ON notify_outbox(state, next_at);
+        CREATE INDEX notify_outbox_alert ON notify_outbox(alert_id, channel);
         -- How far the outbox has read append-only tables it watches (proposal_transitions).
         CREATE TABLE notify_cursor (name TEXT PRIMARY KEY, last_id INTEGER NOT NULL);
         INSERT INTO notify_cursor (name, last_id)

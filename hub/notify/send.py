@@ -39,6 +39,23 @@ def check_url(url: str) -> str:
     return plugin.url(privacy=True).split("?", 1)[0]  # the query is apprise's defaults: noise
 
 
+def scrub(text: str, url: str) -> str:
+    """An error message without the URL's secrets (they may echo it back; errors are stored
+    in notify_outbox, which Datasette shows): its password, user, and long path or query parts."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    from agent.redact import redact
+
+    u = urlsplit(url)
+    parts = [u.password, u.username, *u.path.split("/"), *(v for _, v in parse_qsl(u.query))]
+    # a token in the host place (tgram://BOT_ID:TOKEN/...): long pieces only, names stay
+    parts += [p for p in u.netloc.rpartition("@")[2].split(":") if len(p) >= 20]
+    for p in sorted({unquote(p) for p in parts if p and len(p) >= 6} | {p for p in parts if p and len(p) >= 6},
+                    key=len, reverse=True):
+        text = text.replace(p, "***")
+    return redact(text)[0]
+
+
 def masked(url: str) -> str:
     try:
         return check_url(url)
@@ -58,7 +75,7 @@ def apprise_send(url: str, title: str, body: str, kind: str) -> tuple[str, bool]
     if ok:
         return None
     lines = [ln.strip() for ln in captured.getvalue().splitlines() if ln.strip()]
-    return (lines[-1][:300] if lines else "not delivered"), False
+    return scrub(lines[-1][:300] if lines else "not delivered", url), False
 
 
 async def post_json(s: aiohttp.ClientSession, url: str, body: Any) -> tuple[str, bool] | None:
@@ -68,9 +85,9 @@ async def post_json(s: aiohttp.ClientSession, url: str, body: Any) -> tuple[str,
                 return None
             text = (await r.text())[:200]
             # a 4xx other than 429 will not change its mind on retry
-            return f"HTTP {r.status}: {text}", 400 <= r.status < 500 and r.status != 429
+            return scrub(f"HTTP {r.status}: {text}", url), 400 <= r.status < 500 and r.status != 429
     except (TimeoutError, aiohttp.ClientError, OSError) as e:
-        return f"{type(e).__name__}: {e}", False
+        return scrub(f"{type(e).__name__}: {e}", url), False
 
 
 async def apprise_send_async(url: str, title: str, body: str, kind: str, timeout: float):

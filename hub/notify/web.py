@@ -42,7 +42,7 @@ async def _notify(app: web.Application) -> AsyncIterator[None]:
     if not t.enabled:
         yield
         return
-    courier = Courier(app[WRITER], t, rate=settings.notify_rate_limit)
+    courier = Courier(app[WRITER], t, rate=settings.notify_rate_limit, keep=settings.event_retention)
     app[COURIER] = courier
     on_alert = outbox.listener(t)
     app[ALERT_LISTENERS].append(on_alert)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # Requirements of the project that only the hub uses; the node's venv skips them.
 HUB_ONLY = {"datasette", "sqlite-utils", "rich", "jsonschema", "prometheus-client", "tailscale",
-            "llama-cpp-python"}
+            "llama-cpp-python", "apprise"}
 WHEEL_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+\.whl$")
 SOURCE_PARTS = ("agent", "hub", "pyproject.toml", "README.md", "playbooks", "systemd", "rules", "datasette")
 

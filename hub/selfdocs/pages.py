@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 TIMELINE = 50  # recent changes listed per node
 # Event kinds after which a node's page may read differently (the debounced rebuild).
 RELEVANT_KINDS = frozenset({"inventory", "package", "package_inventory", "service", "file",
-                            "device", "pending_updates"})
+                            "device", "pending_updates", "check", "container", "file_baseline"})
 
 
 def utc(ts: float | None) -> str:
@@ -151,9 +151,39 @@ def _alerts(twin: Twin) -> str:
             (twin.node,))])
 
 
+# Only what changes when something happens (state, since, outages, expiry day), never the
+# latency of the last run: the page is rebuilt after each check and must not churn.
+CHECK_OUTAGES_SQL = (
+    "SELECT name, sum(down) FROM (SELECT name, ok = 0 AND lag(ok, 1, 1) OVER"
+    " (PARTITION BY name ORDER BY ts) = 1 AS down FROM check_results WHERE node = ? AND ts > ?)"
+    " GROUP BY name"
+)
+
+
+def _checks(twin: Twin) -> str:
+    db, node = twin.db, twin.node
+    rows = db.execute("SELECT * FROM checks WHERE node = ? ORDER BY name", (node,)).fetchall()
+    if not rows:
+        return "_no active checks run from this node_"
+    newest = max(r["ts"] for r in rows)
+    outages = dict(db.execute(CHECK_OUTAGES_SQL, (node, newest - 7 * 86400)).fetchall())
+    return table(("check", "type", "target", "state", "certificate expires", "outages (7 days)"), [
+        (r["name"], r["type"], r["target"],
+         f"{'up' if r['ok'] else 'DOWN'} since {utc(r['since'])}" + ("" if r["ok"] else f": {r['error']}"),
+         utc(r["cert_expires"])[:10] if r["cert_expires"] else "", outages.get(r["name"]) or 0)
+        for r in rows])
+
+
+def _containers(twin: Twin) -> str:
+    return table(("container", "image", "state", "health", "restarts", "engine", "since"), [
+        (r["name"], r["image"], r["state"], r["health"], r["restarts"], r["engine"], utc(r["changed"]))
+        for r in twin.containers()])
+
+
 SECTIONS = (
     ("Overview", _overview), ("Disks", _disks), ("Network interfaces", _interfaces),
     ("Packages", _packages), ("Enabled services", _services), ("Watched files", _files),
+    ("Containers", _containers), ("Active checks", _checks),
     ("Open alerts", _alerts), ("Recent changes", _timeline),
 )
 

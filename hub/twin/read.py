@@ -130,6 +130,10 @@ class Twin:
                             " max(changed) FROM files WHERE node = ?", (self.node,)).fetchone()
         return {"watched": r[0], "deleted": r[1], "last_change": r[2]}
 
+    def containers(self) -> list[dict[str, Any]]:
+        """Containers the node's engine reports now (removed ones are history only)."""
+        return self._all("SELECT * FROM containers WHERE node = ? AND state != 'removed' ORDER BY name")
+
     def facts(self) -> dict[str, dict[str, Any]]:
         """What ``facts`` collectors report now: {source: {key: value}}."""
         out: dict[str, dict[str, Any]] = {}

@@ -97,3 +97,25 @@ def test_bad_settings_are_named(bad, message):
     with pytest.raises(ValueError) as e:
         parse_checks(bad)
     assert message in str(e.value)
+
+
+def test_an_older_hub_keeps_the_new_kinds_as_unknown_events(monkeypatch):
+    """A hub from before check/container/file_baseline decodes them as Unknown (stored, not
+    projected) instead of refusing the batch: its decoder simply lacks the types."""
+    import time
+    from typing import Union
+
+    import msgspec
+
+    from agent import wire
+
+    new = (wire.CheckResult, wire.Container, wire.FileBaseline)
+    old_types = tuple(t for t in wire.AnyEvent.__args__ if t not in new)
+    monkeypatch.setattr(wire, "event_decoder", msgspec.msgpack.Decoder(Union[old_types]))  # noqa: UP007
+    monkeypatch.setattr(wire, "KINDS", frozenset(t.__struct_config__.tag for t in old_types))
+    events = [wire.CheckResult(ts=time.time(), name="c", type="tcp", target="h:1", ok=True, latency_ms=1.0),
+              wire.Container(ts=time.time(), name="web", id="a", image="nginx", state="running"),
+              wire.FileBaseline(ts=time.time(), files=[wire.BaselineFile("/etc/hosts", 1, 0o644, 0, 0)])]
+    for ev in events:
+        got = wire.decode_event(wire.encode_event(ev))
+        assert isinstance(got, wire.Unknown) and got.kind == ev.__struct_config__.tag

@@ -23,11 +23,16 @@ class Harness:
         self.flags = {"watch": [str(self.root)], "state_dir": tmp_path, **flags}
         self.state = State(tmp_path / "state.db")
         self.events: list[wire.FileChange] = []
+        self.baselines: list[wire.FileBaseline] = []  # the first-start inventory, apart
         self.task = None
+
+    def _emit(self, ev) -> bool:
+        (self.baselines if isinstance(ev, wire.FileBaseline) else self.events).append(ev)
+        return True
 
     async def start(self):
         settings = load(AGENT_OPTS, self.flags, None, env={})
-        self.col = FilesCollector(settings, self.events.append, self.state)
+        self.col = FilesCollector(settings, self._emit, self.state)
         self.task = asyncio.create_task(self.col.run())
         await async_wait_for(lambda: self.col.inotify is not None and self.col.wd_path, 5, what="watches")
 
@@ -56,6 +61,46 @@ async def h(tmp_path):
 async def test_first_run_is_a_quiet_baseline(h):
     await asyncio.sleep(0.5)
     assert h.events == []
+
+
+async def test_first_start_inventories_the_watched_files_once(tmp_path, monkeypatch):
+    from agent.collectors import files as files_mod
+
+    monkeypatch.setattr(files_mod, "BASELINE_PART_FILES", 2)  # parts, without 500 files
+    h = Harness(tmp_path)
+    (h.root / "hosts").write_text("127.0.0.1 localhost\n")
+    (h.root / "sub").mkdir()
+    (h.root / "sub" / "app.conf").write_text("a=1\n")
+    (h.root / "shadow").write_text("root:$6$salt$hash:19000::::::\n")
+    os.chmod(h.root / "shadow", 0o600)
+    (h.root / "blob.bin").write_bytes(b"\0\1\2")
+    for scratch in ("hosts.swp", "x.tmp", "hosts~", "sources.list.dpkg-old", ".#app.conf"):
+        (h.root / scratch).write_text("scratch\n")
+    await h.start()
+    try:
+        await async_wait_for(lambda: h.baselines, 5, what="the baseline")
+    finally:
+        await h.stop()
+    assert h.events == []  # an inventory, not a burst of "create" changes
+    assert [(b.part, b.parts) for b in h.baselines] == [(1, 2), (2, 2)]
+    got = {f.path: f for b in h.baselines for f in b.files}
+    assert sorted(got) == sorted(str(h.root / n) for n in ("hosts", "sub/app.conf", "shadow", "blob.bin"))
+    hosts = got[str(h.root / "hosts")]
+    assert hosts.content == "127.0.0.1 localhost\n" and hosts.mode == 0o644 and not hosts.secret
+    assert hosts.uid == os.getuid() and hosts.size == 20 and len(hosts.sha256) == 64
+    shadow = got[str(h.root / "shadow")]
+    assert shadow.secret and shadow.content is None and shadow.sha256 and shadow.mode == 0o600
+    assert "$6$" not in b"".join(wire.encode_event(b) for b in h.baselines).decode("latin-1")
+    assert got[str(h.root / "blob.bin")].content is None  # binary: hash, mode and owner only
+    # the next start does not send it again
+    h.baselines.clear()
+    await h.start()
+    try:
+        (h.root / "new.conf").write_text("n\n")
+        await h.expect(1, "a change after restart")
+    finally:
+        await h.stop()
+    assert h.baselines == []
 
 
 async def test_modify_has_hash_and_diff(h):

@@ -45,6 +45,10 @@ def events(now: float) -> list[wire.Event]:
         wire.Command(ts=now - 40, command="grep -r PermitRootLogin /etc/ssh", cwd="/root", user="root", exit_code=0, duration_ms=5),
         wire.Log(ts=now - 30, source="/var/log/auth.log", program="sshd", pid=42, severity=6,
                  message="Accepted publickey for alice from 192.168.1.20 port 50000 ssh2"),
+        wire.CheckResult(ts=now - 20, name="site", type="http", target="https://nas.lan/", ok=False,
+                         latency_ms=12.5, status=502, error="HTTP 502", cert_days=40.0),
+        wire.Container(ts=now - 10, name="jellyfin", id="abc", image="jellyfin/jellyfin", state="running",
+                       health="healthy", restarts=2),  # healthy: no alert, so no model at work
     ]
     return out
 
@@ -117,6 +121,9 @@ def test_stored_queries_return_what_went_in(datasette):
     touched = rows(datasette, "commands_touching_path", path="/etc/ssh")
     assert [r["command"] for r in touched] == ["grep -r PermitRootLogin /etc/ssh"]
     assert rows(datasette, "commands_touching_path", path="/srv") == []
+    assert [(r["name"], r["ok"], r["uptime_pct"]) for r in rows(datasette, "checks_now")] == [("site", 0, 0.0)]
+    assert [r["error"] for r in rows(datasette, "check_history", node="nas", name="site", hours="")] == ["HTTP 502"]
+    assert [(r["name"], r["health"]) for r in rows(datasette, "containers_now")] == [("jellyfin", "healthy")]
     hist = rows(datasette, "metric_history", name="cpu_percent", node="nas", hours="")
     assert hist == [] or all(h["node"] == "nas" for h in hist)  # 1-minute rollups lag by two minutes
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -68,6 +69,22 @@ async def test_agent_checks_reach_the_twin_and_the_shipped_rules(rules_hub, tmp_
                        for d in (4, 5)]  # 5 days less the seconds since it was made
     (down,) = h.query("SELECT count(*) FROM checks_down WHERE node = 'n1'")[0]
     assert down == 1
+    # the node page: state and since, the expiry day, outages; not the jittery latency
+    from hub.selfdocs import pages
+    from hub.store import connect
+
+    db = connect(h.data_dir / "homelab.db", readonly=True)
+    try:
+        page = pages.node_page(db, "n1")
+        again = pages.node_page(db, "n1")
+    finally:
+        db.close()
+    section = page.split("## Active checks")[1].split("## ")[0]
+    assert f"| web-cert | tls | localhost:{tls_site.port} | up since " in section
+    assert "| db | tcp | 127.0.0.1:" in section and "| DOWN since " in section
+    (db_line,) = [line for line in section.splitlines() if line.startswith("| db |")]
+    assert "ConnectionRefusedError" in db_line and db_line.endswith("|  | 1 |")  # no cert, 1 outage
+    assert page == again
 
 
 async def test_hub_runs_its_own_checks_as_a_node(rules_hub, tmp_path, tls_site):  # noqa: F811
@@ -78,6 +95,17 @@ async def test_hub_runs_its_own_checks_as_a_node(rules_hub, tmp_path, tls_site):
         "SELECT 1 FROM alerts WHERE rule = 'certificate-expiring' AND state = 'firing' AND node = 'hub'"),
         60, what="certificate-expiring on the hub's own check")
     assert h.query("SELECT credential_hash FROM nodes WHERE name = 'hub'") == [(None,)]
+    # and for Prometheus, as blackbox_exporter's probe_success would be
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s, s.get(f"{h.url}/metrics") as r:
+        text = await r.text()
+    assert 'homelab_check_up{check="db",node="hub",type="tcp"} 0.0' in text
+    assert 'homelab_check_up{check="web-cert",node="hub",type="tls"} 1.0' in text
+    days = re.search(r'homelab_check_cert_days\{check="web-cert",node="hub",type="tls"\} (\S+)', text)
+    assert days and 4.9 < float(days.group(1)) <= 5.0
+    assert 'homelab_check_latency_ms{check="site",node="hub",type="http"}' in text
+    assert "homelab_notify_outbox" in text
 
 
 async def test_hub_checks_refuse_an_enrolled_node_name(rules_hub, tmp_path):  # noqa: F811

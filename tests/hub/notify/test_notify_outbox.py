@@ -221,3 +221,121 @@ async def test_restart_mid_outbox_loses_nothing_and_sends_nothing_twice(tmp_path
     assert told(ntfy).count("[critical] srv-touched on n1\n/srv/conf.d/a modify") == 1, ntfy.messages
     states = query(data_dir, "SELECT state, count(*) FROM notify_outbox GROUP BY state")
     assert dict(states).get("sending", 0) == 0
+    import subprocess
+
+    listed = subprocess.run([sys.executable, "-m", "hub", "notify", "list", "--state", "sent", "--data-dir",
+                             str(data_dir)], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "[critical] srv-touched on n1" in listed.stdout and " sent " in listed.stdout
+    assert " x2 " in listed.stdout  # the one that failed once, then went out
+
+
+async def test_old_sent_and_failed_rows_are_pruned_pending_ones_never(rules_hub, tmp_path, ntfy):  # noqa: F811
+    from hub.notify.outbox import INSERT, target_id
+
+    data_dir = tmp_path / "hubp"
+    first = await rules_hub(data_dir=data_dir)
+    old, now = time.time() - 3600, time.time()
+    rows = [(old, "apprise", target_id(ntfy.url()), "firing", "warning", "n1", None, None, f"t{i}", "b", None,
+             now + 86400) for i in range(4)]
+
+    def fill(db):
+        db.executemany(INSERT, rows)
+        db.execute("UPDATE notify_outbox SET state = 'sent' WHERE title = 't0'")
+        db.execute("UPDATE notify_outbox SET state = 'failed' WHERE title = 't1'")
+        db.execute("UPDATE notify_outbox SET state = 'sent', created = ? WHERE title = 't2'", (now,))
+
+    await _writer(first).run(fill)
+    await first.runner.cleanup()
+    h = await rules_hub(data_dir=data_dir, notify_urls=[ntfy.url()], event_retention=60)
+    await async_wait_for(lambda: len(h.query("SELECT 1 FROM notify_outbox")) == 2, 30, what="the prune")
+    assert h.query("SELECT title, state FROM notify_outbox ORDER BY title") == [("t2", "sent"), ("t3", "pending")]
+
+
+async def test_notify_test_says_which_target_failed(tmp_path, ntfy, mailbox):
+    import subprocess
+
+    dead = f"ntfy://alice:hunter2secret@127.0.0.1:{free_port()}/homelab"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMELAB_")}
+    env["HOMELAB_HUB_NOTIFY_URLS"] = f"{ntfy.url('phone')} {mailbox.url()} {dead}"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "hub", "notify", *args, "--data-dir", str(tmp_path / "hub")],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    r = await asyncio.to_thread(cli, "test", "--timeout", "10")
+    assert r.returncode == 1 and "1 of 3 target(s) failed" in r.stderr, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"ok      ntfy://127.0.0.1:{ntfy.port}/phone"
+    assert lines[1].startswith(f"ok      mailto://127.0.0.1:{mailbox.port}")
+    assert lines[2].startswith(f"FAILED  ntfy://alice:****@127.0.0.1:{dead.split(':')[3].split('/')[0]}/homelab  (")
+    assert "hunter2secret" not in r.stdout + r.stderr
+    assert [m["topic"] for m in ntfy.messages] == ["phone"] and ntfy.messages[0]["title"] == "homelab: test notification"
+    assert "Subject: homelab: test notification" in mailbox.mails[0]
+    env["HOMELAB_HUB_NOTIFY_URLS"] = "ntfy://127.0.0.1:1/x bogus://nothing"
+    r = await asyncio.to_thread(cli, "test")
+    assert r.returncode == 1 and "notify_urls[1]: not an apprise URL apprise can use (scheme 'bogus')" in r.stderr
+
+
+async def test_alertmanager_resend_covers_only_alerts_it_was_told_of(tmp_path):
+    """Alertmanager forgets alerts not re-sent; a rule with notify: false never reaches it."""
+    import aiohttp
+
+    from hub.notify.deliver import Courier
+    from hub.notify.outbox import Targets, alert_rows
+    from hub.store import Writer
+
+    got = []
+
+    async def alerts_api(request):
+        got.extend(await request.json())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/api/v2/alerts", alerts_api)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    writer = Writer(tmp_path / "homelab.db")
+    writer.start()
+    t = Targets(alertmanager=f"http://127.0.0.1:{port}", generator_url="http://hub")
+    now = time.time()
+    base = {"key": ["n1"], "node": "n1", "state": "firing", "transition": "firing", "severity": "warning",
+            "value": None, "count": 1, "first_seen": now, "last_seen": now, "firing_at": now,
+            "pending_at": now, "resolved_at": None, "labels": {"alertname": "x"}, "annotations": {}, "fields": {},
+            "propose": []}
+
+    def fill(db):
+        from hub.notify.outbox import INSERT
+        from hub.rules import alerts
+
+        told = {**base, "id": 1, "rule": "told", "events": []}
+        quiet = {**base, "id": 2, "rule": "quiet", "notify": False, "events": []}
+        alerts.apply(db, [told, quiet], [], {})
+        db.executemany(INSERT, alert_rows(t, {**told, "rule_name": "told"}, now)
+                       + alert_rows(t, {**quiet, "rule_name": "quiet"}, now))
+
+    try:
+        await writer.run(fill)
+        courier = Courier(writer, t)
+        from hub.store import connect
+
+        courier.db = connect(writer.path, readonly=True)
+        async with aiohttp.ClientSession() as s:
+            await courier.resend_firing(s)
+        courier.db.close()
+    finally:
+        await asyncio.to_thread(writer.stop)
+        await runner.cleanup()
+    assert [a["generatorURL"] for a in got] == ["http://hub/alerts/1"]
+
+
+def test_errors_are_scrubbed_of_the_urls_secrets():
+    from hub.notify.send import scrub
+
+    url = "tgram://123456:AAF-bot-token-0123456789/987654321?from=hunter2secret"
+    said = "POST https://api.telegram.org/bot123456:AAF-bot-token-0123456789/sendMessage failed (hunter2secret)"
+    clean = scrub(said, url)
+    assert "AAF-bot-token" not in clean and "hunter2secret" not in clean and "api.telegram.org" in clean
+    assert scrub("HTTP 503 from ntfy.example.org", "ntfys://ntfy.example.org/alerts") == "HTTP 503 from ntfy.example.org"
