@@ -25,7 +25,7 @@ import aiohttp
 from agent import aio
 from hub.notify import outbox, send
 from hub.notify.outbox import Targets
-from hub.rules.notify import alertmanager_payload
+from hub.rules import alertmanager_payload
 from hub.store import Writer
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class Courier:
         assert self.db is not None and self.t.alertmanager
         self.db.row_factory = sqlite3.Row
         try:
-            from hub.rules.alerts import decode
+            from hub.rules import decode_alert as decode
 
             # only alerts Alertmanager was told of (not rules with notify: false)
             firing = [decode(r) for r in self.db.execute(

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from hub.rules.notify import alertmanager_payload, webhook_payload
+from hub.rules import alertmanager_payload, webhook_payload
 
 SEVERITIES = ("info", "warning", "critical")
 CHANNELS = ("apprise", "webhook", "alertmanager")
