@@ -138,7 +138,9 @@ def tick(db: sqlite3.Connection, now: float, settings) -> bool:
     more |= _delete_before(db, "samples", min(int(now - settings.raw_retention), done_1m))
     more |= _delete_before(db, "samples_1m", min(int(now - settings.minute_retention), done_1h))
     more |= _delete_before(db, "samples_1h", int(now - settings.hour_retention))
-    more |= _delete_events(db, "kind = 'metrics' AND ts < ?", (now - settings.raw_retention,))
+    # a metrics event is its samples again as JSON: the samples table answers for it
+    metrics_cut = now - min(settings.metrics_event_retention, settings.raw_retention)
+    more |= _delete_events(db, "kind = 'metrics' AND ts < ?", (metrics_cut,))
     more |= _delete_events(db, "kind IN ('processes') AND ts < ?", (now - settings.raw_retention,))
     more |= _expire_events(db, now - settings.event_retention)
     more |= expire_history(db, now - settings.event_retention)
