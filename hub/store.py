@@ -31,8 +31,8 @@ from hub.schema import migrate
 log = logging.getLogger(__name__)
 
 # A group commit stops growing here: a job (an alert the rules engine stores, a join) waits
-# for at most the group in progress, ~40 ms at this size (bench rules under saturation).
-GROUP_MAX_EVENTS = 2_000
+# for at most the group in progress: one agent batch of up to 1,000 events (bench rules).
+GROUP_MAX_EVENTS = 1_000
 _WAKE = object()  # in the ingest queue: a job is waiting in the job queue
 KIND_OF = {t: t.__struct_config__.tag for t in wire.AnyEvent.__args__}
 
