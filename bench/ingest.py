@@ -106,6 +106,7 @@ def writer_alone(senders: int, n: int, batch: int, workdir: Path) -> float:
 
     path = workdir / "writer.db"
     w = Writer(path)  # not started: _try_commit runs here
+    w.db.execute("PRAGMA wal_autocheckpoint = 1000")  # checkpoints in COMMIT, as the baseline's
     loop = asyncio.new_event_loop()
     items = []
     for idx in range(senders):

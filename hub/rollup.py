@@ -100,6 +100,33 @@ def _delete_events(db, where: str, args: tuple) -> bool:
     return len(ids) == DELETE_CHUNK
 
 
+def _slim_metrics_events(db, cutoff: float) -> bool:
+    """Drop `samples` from the JSON of metrics events older than cutoff, in bounded steps.
+    A metrics event is its samples again as JSON, the largest table of a node-year; the
+    samples table holds the same values. The rows stay (counts, times, sequence numbers: every
+    stored query answers as before) until raw_retention. Late events below the watermark
+    keep their samples until they expire."""
+    done = _get(db, "metrics_events_slim") or 0
+    hi = int(cutoff)
+    if hi <= done:
+        return False
+    row = db.execute(
+        "SELECT ts FROM events WHERE kind = 'metrics' AND ts >= ? AND ts < ? ORDER BY ts LIMIT 1 OFFSET ?",
+        (done, hi, DELETE_CHUNK),
+    ).fetchone()
+    if row is not None:
+        hi = max(int(row[0]), done + 1)
+    rows = db.execute(
+        "SELECT id, node, seq, ts, kind, json_remove(data, '$.samples') FROM events"
+        " WHERE kind = 'metrics' AND ts >= ? AND ts < ?", (done, hi)).fetchall()
+    # Delete and insert, not UPDATE: a row shrunk in place leaves its page nearly empty for
+    # good, while a delete merges underfull pages (the events table only appends).
+    db.executemany("DELETE FROM events WHERE id = ?", [(r[0],) for r in rows])
+    db.executemany("INSERT INTO events (id, node, seq, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?)", rows)
+    _set(db, "metrics_events_slim", hi)
+    return hi < int(cutoff)
+
+
 def _expire_events(db, cutoff: float) -> bool:
     """Oldest events by id (ids follow arrival, so this walks the rowid, not a ts scan)."""
     first = db.execute("SELECT min(id) FROM events").fetchone()[0]
@@ -138,6 +165,7 @@ def tick(db: sqlite3.Connection, now: float, settings) -> bool:
     more |= _delete_before(db, "samples", min(int(now - settings.raw_retention), done_1m))
     more |= _delete_before(db, "samples_1m", min(int(now - settings.minute_retention), done_1h))
     more |= _delete_before(db, "samples_1h", int(now - settings.hour_retention))
+    more |= _slim_metrics_events(db, now - min(settings.metrics_event_retention, settings.raw_retention))
     more |= _delete_events(db, "kind = 'metrics' AND ts < ?", (now - settings.raw_retention,))
     more |= _delete_events(db, "kind IN ('processes') AND ts < ?", (now - settings.raw_retention,))
     more |= _expire_events(db, now - settings.event_retention)

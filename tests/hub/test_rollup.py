@@ -59,6 +59,16 @@ def test_rollups_match_and_retention_deletes(tmp_path):
             seq[node] += len(batch)
         now = T0 + 3 * 3600 + 600
         _tick_all(w, now, settings)
+        # metrics events lose their samples from `data` after an hour (the samples table has
+        # them); the rows stay, so counts and times answer as before
+        cut = now - settings.metrics_event_retention
+        ev = dict(w.db.execute("SELECT ts < ?, count(*) FROM events WHERE kind = 'metrics'"
+                               " AND json_extract(data, '$.samples') IS NOT NULL GROUP BY 1", (cut,)).fetchall())
+        assert ev == {0: 2 * (3 * 360 - int(cut - T0) // 10)}
+        assert w.db.execute("SELECT count(*) FROM events WHERE kind = 'metrics'").fetchone()[0] == 2 * 3 * 360
+        assert w.db.execute("SELECT data FROM events WHERE kind = 'metrics' ORDER BY id LIMIT 1").fetchone()[0] \
+            == f'{{"kind":"metrics","ts":{float(T0)}}}'
+        assert w.db.execute("SELECT count(*) FROM samples").fetchone()[0] == 2 * 2 * 3 * 360
         got = {(r[0], r[1], r[2]): (r[3], r[4], r[5], r[6]) for r in w.db.execute(
             "SELECT s.node, s.key, p.ts, p.avg, p.min, p.max, p.n FROM samples_1m p JOIN series s ON s.id = p.series")}
         for (node, key, b), vals in expect_1m.items():
