@@ -36,6 +36,14 @@ PACKAGES = sorted([
     "systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "iproute2", "procps", "curl",
     "openssh-server", "openssh-client", "sshpass", "nftables", "prometheus-node-exporter",
 ])
+HOOKS = (
+    # every node gets its own identity at first boot
+    'rm -f "$1"/etc/hostname; : > "$1"/etc/machine-id',
+    # and its own ssh host keys, made before sshd's config test on the first start
+    'rm -f "$1"/etc/ssh/ssh_host_*; mkdir -p "$1"/etc/systemd/system/ssh.service.d; '
+    'printf "[Service]\\nExecStartPre=\\nExecStartPre=/usr/bin/ssh-keygen -A\\nExecStartPre=/usr/sbin/sshd -t\\n" '
+    '> "$1"/etc/systemd/system/ssh.service.d/lab-keys.conf',
+)
 CACHE = Path(os.environ.get("HOMELAB_LAB_CACHE", "/var/cache/homelab-lab"))
 CGROUP_HIERARCHIES = ("systemd", "unified")  # hybrid hosts have both; pure v2 only the root
 BUILD_TIMEOUT = 900
@@ -53,7 +61,7 @@ def run(argv: list[str], timeout: float = 60, check: bool = True, **kw) -> subpr
 
 
 def image_key() -> str:
-    return hashlib.sha256(f"{SUITE}\n{' '.join(PACKAGES)}\nv1".encode()).hexdigest()[:12]
+    return hashlib.sha256("\n".join([SUITE, *PACKAGES, *HOOKS]).encode()).hexdigest()[:12]
 
 
 def check_host() -> None:
@@ -85,10 +93,7 @@ def image(cache: Path = CACHE) -> Path:
                 "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
                 "--dpkgopt=path-include=/usr/share/doc/*/copyright",
                 "--dpkgopt=path-exclude=/usr/share/locale/*",
-                # every node gets its own identity at first boot
-                "--customize-hook=rm -f \"$1\"/etc/hostname; : > \"$1\"/etc/machine-id",
-                # ssh host keys are made per node (Node.sshd), not shared by every node
-                "--customize-hook=rm -f \"$1\"/etc/ssh/ssh_host_*",
+                *(f"--customize-hook={h}" for h in HOOKS),
                 SUITE, str(part), *sources[:1]]
         r = run(argv, timeout=BUILD_TIMEOUT, check=False)
         if r.returncode != 0:
@@ -97,6 +102,9 @@ def image(cache: Path = CACHE) -> Path:
         shutil.rmtree(root, ignore_errors=True)
         os.replace(part, root)
         (base / "ready").write_text(" ".join(PACKAGES) + "\n")
+    for old in cache.iterdir():  # images of other package lists are never used again
+        if old.is_dir() and old != base and (old / "ready").exists():
+            shutil.rmtree(old, ignore_errors=True)
     return root
 
 
