@@ -18,8 +18,10 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import pty
 import re
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -27,6 +29,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from pathlib import Path
 
@@ -329,6 +332,44 @@ class Node:
     def env() -> list[str]:
         return ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
                 "LANG=C.UTF-8", "TERM=dumb"]
+
+    def login_shell(self, user: str, lines: list[str], timeout: float = 60) -> str:
+        """Type ``lines`` into ``user``'s login shell (su -l) on a pseudo-terminal, as a person
+        at a console would, then exit; return what the terminal showed."""
+        master, slave = pty.openpty()
+        # script(1) inside the node: the shell's terminal is one of the node's own /dev/pts
+        argv = self.enter_argv() + ["/usr/bin/env", "-i", "TERM=dumb", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                                    "/usr/bin/script", "-q", "-e", "-c", f"/bin/su -l {user}", "/dev/null"]
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        os.close(slave)
+        seen = bytearray()
+
+        def read_until(done, limit: float) -> None:
+            deadline = time.monotonic() + limit
+            while not done() and time.monotonic() < deadline:
+                r, _, _ = select.select([master], [], [], 0.2)
+                if r:
+                    try:
+                        seen.extend(os.read(master, 65536))
+                    except OSError:  # the shell is gone
+                        return
+
+        try:
+            for i, line in enumerate(lines):
+                mark = f"lab-prompt-{i}"
+                os.write(master, f"{line}\necho {mark}\n".encode())
+                # the shell echoes what is typed; the mark printed on a line of its own is the output
+                read_until(lambda m=mark: f"\n{m}\r\n".encode() in seen, timeout)
+            os.write(master, b"exit\n")
+            read_until(lambda: proc.poll() is not None, timeout)
+            proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            os.close(master)
+        return seen.decode("utf-8", "replace")
 
     def write(self, path: str, text: str, mode: int = 0o644) -> None:
         self.sh(f"umask 022; cat > '{path}' && chmod {mode:o} '{path}'", input=text)
