@@ -479,6 +479,7 @@ class Lab:
         self.image = image()
         self.net = Net()
         self.nodes: dict[str, Node] = {}
+        self.made = 0
         self.hub: Hub | None = None
         self.hub_env = hub_env
 
@@ -494,7 +495,8 @@ class Lab:
     def node(self, name: str) -> Node:
         if not NAME_RE.match(name):
             raise ValueError(f"node name {name!r}: use 1-20 of a-z, 0-9, -")
-        n = Node(self, name, len(self.nodes) + 1)
+        self.made += 1  # never reused: a stopped node's namespace lives until close()
+        n = Node(self, name, self.made)
         self.nodes[name] = n  # before start: a failed boot is still torn down
         return n.start()
 
