@@ -29,7 +29,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import termios
 import time
 from pathlib import Path
 
@@ -340,8 +339,7 @@ class Node:
         # script(1) inside the node: the shell's terminal is one of the node's own /dev/pts
         argv = self.enter_argv() + ["/usr/bin/env", "-i", "TERM=dumb", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
                                     "/usr/bin/script", "-q", "-e", "-c", f"/bin/su -l {user}", "/dev/null"]
-        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                                preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
         os.close(slave)
         seen = bytearray()
 
@@ -356,6 +354,7 @@ class Node:
                         return
 
         try:
+            read_until(lambda: b"$ " in seen, timeout)  # the login shell's first prompt
             for i, line in enumerate(lines):
                 mark = f"lab-prompt-{i}"
                 os.write(master, f"{line}\necho {mark}\n".encode())
