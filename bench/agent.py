@@ -5,6 +5,12 @@ changed every 10 s), shipping to a real hub. Measured over the window after a wa
 RSS (peak and mean, the agent and any children it runs) and CPU as % of one core
 (including finished children). Baseline in the same run: Debian's prometheus-node-exporter
 scraped every 10 s, measured the same way; ratio = agent / node_exporter.
+
+--systemd (as root): the same comparison on a booted Debian node of the node lab
+(tests/lab/nodelab.py, docs/lab.md): the agent installed by the hub's one-liner and running
+under its hardened unit with every collector on (journald included), against the
+prometheus-node-exporter unit in the same node; a file under /etc changes and the exporter is
+scraped every 10 s. Each side is its unit's processes, read from the node's cgroup on the host.
 """
 
 from __future__ import annotations
@@ -62,12 +68,75 @@ def measure(procs: dict[str, psutil.Process], seconds: float, tick=None) -> dict
     return out
 
 
+def unit_main_process(node, unit: str) -> psutil.Process:
+    """The unit's main process as the host sees it: in the unit's cgroup, not a child of
+    another process there (the agent's journalctl is its child, counted in its tree)."""
+    for d in node.cgroup:  # nspawn puts the node's tree under payload/
+        for procs in d.rglob(f"system.slice/{unit}/cgroup.procs"):
+            pids = {int(x) for x in procs.read_text().split()}
+            for pid in pids:
+                p = psutil.Process(pid)
+                if p.ppid() not in pids:
+                    return p
+    raise RuntimeError(f"{unit} has no process in {node.name}'s cgroup")
+
+
+def main_systemd(a) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "lab"))
+    import nodelab
+
+    try:
+        lab = nodelab.Lab(Path(tempfile.mkdtemp(prefix="bench-agent-lab-"))).up()
+    except nodelab.LabUnavailable as e:
+        sys.exit(f"bench agent --systemd: {e}")
+    try:
+        node = lab.node("bench")
+        node.enroll()
+        node.sh("systemctl enable --now prometheus-node-exporter")
+        assert lab.hub is not None
+        nodelab.poll(lambda: lab.hub.query("SELECT 1 FROM logs WHERE node = 'bench'"), 60,
+                     what="the agent shipping journal lines")
+        time.sleep(a.warmup)
+        procs = {"agent": unit_main_process(node, "homelab-agent.service"),
+                 "node_exporter": unit_main_process(node, "prometheus-node-exporter.service")}
+
+        def tick(n: int) -> None:
+            if n % 10 == 0:
+                node.sh(f"echo 'changed = {n}' > /etc/lab-bench.conf")
+                threading.Thread(target=lambda: urllib.request.urlopen(
+                    f"http://{node.addr}:9100/metrics", timeout=5).read(), daemon=True).start()
+
+        res = measure(procs, a.seconds, tick)
+        alive = node.sh("systemctl is-active homelab-agent", check=False).stdout.strip() == "active"
+        collectors = node.sh("journalctl -u homelab-agent --no-pager -o cat | grep -c 'stepping aside'",
+                             check=False).stdout.strip()
+        shipped = lab.hub.query("SELECT kind, count(*) FROM events WHERE node = 'bench' GROUP BY kind")
+    finally:
+        lab.close()
+    ag, ne = res["agent"], res["node_exporter"]
+    print(json.dumps({
+        "bench": "agent", "mode": "systemd", "seconds": a.seconds, "agent_alive": alive,
+        "collectors_stepped_aside": int(collectors or 0), "events_by_kind": dict(shipped),
+        "rss_mb": round(ag["rss_mb_peak"], 1), "rss_mb_mean": round(ag["rss_mb_mean"], 1),
+        "cpu_percent": round(ag["cpu_percent"], 3),
+        "baseline": {"name": "prometheus-node-exporter.service @10s scrape, same node",
+                     "rss_mb": round(ne["rss_mb_peak"], 1), "cpu_percent": round(ne["cpu_percent"], 3)},
+        "rss_ratio": round(ag["rss_mb_peak"] / ne["rss_mb_peak"], 2),
+        "cpu_ratio": round(ag["cpu_percent"] / ne["cpu_percent"], 2) if ne["cpu_percent"] else None,
+    }))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench agent")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--warmup", type=float, default=15)
+    ap.add_argument("--systemd", action="store_true",
+                    help="measure in a booted node of the lab, both under their units (root)")
     a = ap.parse_args()
+    if a.systemd:
+        main_systemd(a)
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-agent-"))
     hub = Hub(work / "hub").start()
     agent = exporter = None

@@ -3,9 +3,14 @@ given with ``--log-file`` (``settings.log_files``), always.
 
 journald: a ``journalctl -o json --follow`` subprocess. Its position is the cursor of the
 last entry handled, kept in ``STATE_DIR/journal.cursor`` and handed back with
-``--cursor-file`` on the next start, so a restart neither repeats nor skips entries. (We write
-that file ourselves: journalctl only updates it when it exits cleanly, and a killed agent
-would lose it.) The first start begins at the end of the journal.
+``--after-cursor`` on the next start, so a restart neither repeats nor skips entries. Only the
+agent writes that file. (Not ``--cursor-file``: journalctl writes it itself on a clean exit,
+with the last entry it *printed*; when the unit stops, systemd sends SIGTERM to journalctl
+too, and entries still in the pipe, never handled, were skipped for good.) With a saved
+cursor, a plain ``journalctl --after-cursor`` first reads everything up to now, and only then
+``--follow`` takes over: journalctl 252 with ``--follow`` shows the current boot only, so the
+lines written between the last read and a reboot were never shipped (both seen in the node
+lab, docs/lab.md). The first start begins at the end of the journal.
 
 Files: each is read from its saved (device, inode, offset), kept in the agent's state.db.
 Rotation (a new inode at the path) first finishes the old file (kept open until the new one
@@ -331,21 +336,35 @@ class LogsCollector(Collector):
 
     # -- journald ---------------------------------------------------------------------------
 
-    def journal_argv(self) -> list[str]:
-        argv = ["journalctl", "-o", "json", "--follow", "--no-pager", f"--cursor-file={self.cursor_file}"]
+    def journal_argv(self, follow: bool = True) -> list[str]:
+        argv = ["journalctl", "-o", "json", "--no-pager"] + (["--follow"] if follow else [])
         if LogsCollector.output_fields:  # systemd >= 236; saves parsing fields we drop anyway
             argv.append(f"--output-fields={JOURNAL_FIELDS}")
-        if not self.cursor_file.exists():
+        cursor = self._cursor or self.saved_cursor()
+        if cursor:
+            argv.append(f"--after-cursor={cursor}")
+        else:
             argv.append("--lines=0")  # first start: from now on
         if self.settings.journal_dir:
             argv.append(f"--directory={self.settings.journal_dir}")
         return argv
 
+    def saved_cursor(self) -> str:
+        try:
+            return self.cursor_file.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
     async def follow_journal(self) -> None:
+        if self._cursor or self.saved_cursor():
+            await self.read_journal(self.journal_argv(follow=False))  # catch up, every boot
+        await self.read_journal(self.journal_argv(follow=True))
+
+    async def read_journal(self, argv: list[str]) -> None:
         import json
 
         self._proc = proc = await asyncio.create_subprocess_exec(
-            *self.journal_argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, limit=MAX_MESSAGE * 4)
         assert proc.stdout is not None and proc.stderr is not None
         try:
@@ -358,6 +377,8 @@ class LogsCollector(Collector):
                 if not line:
                     err = (await proc.stderr.read(4000)).decode(errors="replace").strip()
                     code = await proc.wait()
+                    if code == 0 and "--follow" not in argv:
+                        return
                     if "output-fields" in err:  # an old journalctl: without it next time
                         LogsCollector.output_fields = False
                     raise RuntimeError(f"journalctl exited with {code}: {err or 'no message'}")

@@ -188,7 +188,11 @@ class Artifacts:
 def source_digest() -> str:
     """SHA-256 over what nodes run: the agent package, pyproject, shipped playbooks/units."""
     h = hashlib.sha256()
-    roots = [Path(__file__).resolve().parent.parent / "agent", paths.REPO / "pyproject.toml",
+    import agent
+
+    # the agent package itself, wherever it is imported from (this module's own location
+    # moved once, and a digest over a missing directory served stale wheels to every node)
+    roots = [Path(agent.__file__).resolve().parent, paths.REPO / "pyproject.toml",
              paths.shipped("playbooks"), paths.shipped("systemd")]
     for root in roots:
         files = sorted(root.rglob("*")) if root.is_dir() else [root] if root.is_file() else []

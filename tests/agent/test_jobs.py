@@ -224,6 +224,19 @@ async def test_output_is_bounded_env_minimal_stdin_closed(node, monkeypatch):
     assert "PLAYBOOK_MODE=run" in res.output
 
 
+async def test_without_systemd_the_output_says_the_playbook_ran_as_a_direct_child(node, monkeypatch):
+    from agent import jobs
+
+    # where systemd is PID 1 the run is a transient unit (tests/lab); here it cannot be
+    monkeypatch.setattr(jobs, "systemd_booted", lambda: False)
+    node.install(body="echo ran")
+    res = await node.runner.handle(node.job())
+    assert res.status == "succeeded"
+    first, rest = res.output.split("\n", 1)
+    assert "systemd is not PID 1 here" in first and "direct child" in first
+    assert rest == "ran\n"
+
+
 async def test_failed_script_reports_exit_code(node):
     node.install(body="echo boom >&2; exit 7")
     res = await node.runner.handle(node.job())

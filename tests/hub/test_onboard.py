@@ -242,3 +242,18 @@ def test_offline_hub_builds_from_its_wheelhouse_only(tmp_path, bootstrap_cache):
     with pytest.raises(HubError, match="failed"):
         broken.ensure()
     assert not broken.ready()
+
+
+def test_bootstrap_digest_covers_the_agent_package(tmp_path, monkeypatch):
+    # a changed agent must never be served from a stale wheel (the digest once hashed a
+    # directory that no longer existed after hub/ was split into capability packages)
+    import agent
+    from hub.onboarding.bundle import source_digest
+
+    pkg = tmp_path / "agent"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("x = 1\n")
+    monkeypatch.setattr(agent, "__file__", str(pkg / "__init__.py"))
+    before = source_digest()
+    (pkg / "__init__.py").write_text("x = 2\n")
+    assert source_digest() != before

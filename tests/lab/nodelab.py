@@ -18,8 +18,10 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import pty
 import re
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -36,6 +38,14 @@ PACKAGES = sorted([
     "systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "iproute2", "procps", "curl",
     "openssh-server", "openssh-client", "sshpass", "nftables", "prometheus-node-exporter",
 ])
+HOOKS = (
+    # every node gets its own identity at first boot
+    'rm -f "$1"/etc/hostname; : > "$1"/etc/machine-id',
+    # and its own ssh host keys, made before sshd's config test on the first start
+    'rm -f "$1"/etc/ssh/ssh_host_*; mkdir -p "$1"/etc/systemd/system/ssh.service.d; '
+    'printf "[Service]\\nExecStartPre=\\nExecStartPre=/usr/bin/ssh-keygen -A\\nExecStartPre=/usr/sbin/sshd -t\\n" '
+    '> "$1"/etc/systemd/system/ssh.service.d/lab-keys.conf',
+)
 CACHE = Path(os.environ.get("HOMELAB_LAB_CACHE", "/var/cache/homelab-lab"))
 CGROUP_HIERARCHIES = ("systemd", "unified")  # hybrid hosts have both; pure v2 only the root
 BUILD_TIMEOUT = 900
@@ -53,7 +63,7 @@ def run(argv: list[str], timeout: float = 60, check: bool = True, **kw) -> subpr
 
 
 def image_key() -> str:
-    return hashlib.sha256(f"{SUITE}\n{' '.join(PACKAGES)}\nv1".encode()).hexdigest()[:12]
+    return hashlib.sha256("\n".join([SUITE, *PACKAGES, *HOOKS]).encode()).hexdigest()[:12]
 
 
 def check_host() -> None:
@@ -85,10 +95,7 @@ def image(cache: Path = CACHE) -> Path:
                 "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
                 "--dpkgopt=path-include=/usr/share/doc/*/copyright",
                 "--dpkgopt=path-exclude=/usr/share/locale/*",
-                # every node gets its own identity at first boot
-                "--customize-hook=rm -f \"$1\"/etc/hostname; : > \"$1\"/etc/machine-id",
-                # ssh host keys are made per node (Node.sshd), not shared by every node
-                "--customize-hook=rm -f \"$1\"/etc/ssh/ssh_host_*",
+                *(f"--customize-hook={h}" for h in HOOKS),
                 SUITE, str(part), *sources[:1]]
         r = run(argv, timeout=BUILD_TIMEOUT, check=False)
         if r.returncode != 0:
@@ -97,6 +104,9 @@ def image(cache: Path = CACHE) -> Path:
         shutil.rmtree(root, ignore_errors=True)
         os.replace(part, root)
         (base / "ready").write_text(" ".join(PACKAGES) + "\n")
+    for old in cache.iterdir():  # images of other package lists are never used again
+        if old.is_dir() and old != base and (old / "ready").exists():
+            shutil.rmtree(old, ignore_errors=True)
     return root
 
 
@@ -322,6 +332,44 @@ class Node:
         return ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
                 "LANG=C.UTF-8", "TERM=dumb"]
 
+    def login_shell(self, user: str, lines: list[str], timeout: float = 60) -> str:
+        """Type ``lines`` into ``user``'s login shell (su -l) on a pseudo-terminal, as a person
+        at a console would, then exit; return what the terminal showed."""
+        master, slave = pty.openpty()
+        # script(1) inside the node: the shell's terminal is one of the node's own /dev/pts
+        argv = self.enter_argv() + ["/usr/bin/env", "-i", "TERM=dumb", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                                    "/usr/bin/script", "-q", "-e", "-c", f"/bin/su -l {user}", "/dev/null"]
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        os.close(slave)
+        seen = bytearray()
+
+        def read_until(done, limit: float) -> None:
+            deadline = time.monotonic() + limit
+            while not done() and time.monotonic() < deadline:
+                r, _, _ = select.select([master], [], [], 0.2)
+                if r:
+                    try:
+                        seen.extend(os.read(master, 65536))
+                    except OSError:  # the shell is gone
+                        return
+
+        try:
+            read_until(lambda: b"$ " in seen, timeout)  # the login shell's first prompt
+            for i, line in enumerate(lines):
+                mark = f"lab-prompt-{i}"
+                os.write(master, f"{line}\necho {mark}\n".encode())
+                # the shell echoes what is typed; the mark printed on a line of its own is the output
+                read_until(lambda m=mark: f"\n{m}\r\n".encode() in seen, timeout)
+            os.write(master, b"exit\n")
+            read_until(lambda: proc.poll() is not None, timeout)
+            proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            os.close(master)
+        return seen.decode("utf-8", "replace")
+
     def write(self, path: str, text: str, mode: int = 0o644) -> None:
         self.sh(f"umask 022; cat > '{path}' && chmod {mode:o} '{path}'", input=text)
 
@@ -430,6 +478,7 @@ class Lab:
         self.image = image()
         self.net = Net()
         self.nodes: dict[str, Node] = {}
+        self.made = 0
         self.hub: Hub | None = None
         self.hub_env = hub_env
 
@@ -445,7 +494,8 @@ class Lab:
     def node(self, name: str) -> Node:
         if not NAME_RE.match(name):
             raise ValueError(f"node name {name!r}: use 1-20 of a-z, 0-9, -")
-        n = Node(self, name, len(self.nodes) + 1)
+        self.made += 1  # never reused: a stopped node's namespace lives until close()
+        n = Node(self, name, self.made)
         self.nodes[name] = n  # before start: a failed boot is still torn down
         return n.start()
 
