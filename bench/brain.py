@@ -26,8 +26,9 @@ import yaml
 from agent import playbook as pbm
 from bench._brainfleet import alert_of, build_fleet, load_incidents
 from hub.brain import ask as askmod
-from hub.brain.model import default_model_path, get_model
+from hub.brain.model import default_model_path
 from hub.brain.propose import answer_schema, decide
+from hub.brain.worker import get_worker
 from hub.paths import shipped
 from hub.store import connect
 
@@ -46,8 +47,10 @@ def norm_rows(rows: list[list]) -> list[str]:
 
 
 def score_incidents(mdl: Any, incidents: list[dict], books: dict, db_path: Path, now: float) -> dict:
-    right = params_right = valid = schema_ok = unsafe = 0
+    right = params_right = valid = schema_ok = unsafe = crashes = timeouts = 0
     lat: list[float] = []
+    spent: dict[str, list[float]] = {"load_ms": [], "prompt_ms": [], "gen_ms": [], "prompt_tokens": [],
+                                     "completion_tokens": []}
     misses = []
     db = connect(db_path, readonly=True)
     try:
@@ -58,9 +61,19 @@ def score_incidents(mdl: Any, incidents: list[dict], books: dict, db_path: Path,
             r = decide(alert_of(inc, now), cands, books, model=mdl, db=db, record=rows.append)
             lat.append(time.perf_counter() - t)
             row = rows[0]
+            crashes += "crashed" in str(row.get("outcome"))
+            timeouts += "timed out" in str(row.get("outcome"))
+            for k, v in {**(row.get("timings") or {}), "prompt_tokens": row.get("prompt_tokens"),
+                         "completion_tokens": row.get("completion_tokens")}.items():
+                if v is not None and k in spent:
+                    spent[k].append(v)
             exp = inc["expect"]
-            exp_params = pbm.validate_params(books[exp["playbook"]], exp.get("params") or {})
-            ok = r["playbook"] == exp["playbook"]
+            if exp["playbook"] == "none":  # the right outcome is to propose nothing
+                ok = r["playbook"] is None
+                exp_params = {}
+            else:
+                exp_params = pbm.validate_params(books[exp["playbook"]], exp.get("params") or {})
+                ok = r["playbook"] == exp["playbook"]
             right += ok
             params_right += ok and r["params"] == exp_params
             # schema: the model's raw output against the schema it was constrained by
@@ -95,7 +108,8 @@ def score_incidents(mdl: Any, incidents: list[dict], books: dict, db_path: Path,
     n = len(incidents)
     return {"playbook_accuracy": round(right / n, 3), "param_accuracy": round(params_right / n, 3),
             "param_validity": round(valid / n, 3), "schema_valid": round(schema_ok / n, 3),
-            "unsafe": round(unsafe / n, 3), "incidents": n, "incident_p50_s": pct(lat, 0.5),
+            "unsafe": round(unsafe / n, 3), "unsafe_count": unsafe, "crashes": crashes, "timeouts": timeouts,
+            "mean": {k: round(sum(v) / len(v), 1) for k, v in spent.items() if v}, "incidents": n, "incident_p50_s": pct(lat, 0.5),
             "incident_p95_s": pct(lat, 0.95), "_lat_i": lat, "incident_misses": misses}
 
 
@@ -165,15 +179,16 @@ def main() -> None:
         models["none"] = run_model("none", None, incidents, questions, books, inc_db, fleet, now, a.only)
         default = None if a.no_default else default_model_path()
         if default is not None:
-            mdl = get_model(str(default))
+            mdl = get_worker(default)
             models["default"] = run_model(f"default ({default.name})", mdl, incidents, questions, books, inc_db,
                                           fleet, now, a.only)
         for p in a.model:
-            models[p] = run_model(p, get_model(p, n_ctx=4096), incidents, questions, books, inc_db, fleet, now, a.only)
+            models[p] = run_model(p, get_worker(Path(p), n_ctx=4096), incidents, questions, books, inc_db, fleet, now, a.only)
     head_key = "default" if "default" in models else (a.model[0] if a.model else "none")
     head = models[head_key]
     base = models["none"]
-    keys = ("playbook_accuracy", "param_validity", "schema_valid", "unsafe", "question_accuracy", "p50_s", "p95_s")
+    keys = ("playbook_accuracy", "param_validity", "schema_valid", "unsafe", "crashes", "timeouts", "question_accuracy",
+            "p50_s", "p95_s", "incident_p50_s", "incident_p95_s", "mean")
     out: dict[str, Any] = {"bench": "brain", "model": head["model"]}
     out.update({k: head.get(k) for k in keys})
     out["baseline"] = {k: base.get(k) for k in keys}

@@ -272,18 +272,18 @@ def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], *,
     own_db = db is None
     if own_db:
         db = runtime.read_db()
+    refused = []
     try:
         ctx = ctxmod.build(db, alert)
         shield = guards.protected(db)
+        for c in list(cands):  # before the model: it never sees a fix the guards refuse
+            why = guards.check(db, alert, c["playbook"], playbooks[c["playbook"]], c["params"], shield)
+            if why:
+                refused.append(why)
+                cands.remove(c)
     finally:
         if own_db and db is not None:
             db.close()
-    refused = []
-    for c in list(cands):  # before the model: it never sees a fix that would block our own
-        why = guards.refuse(c["playbook"], playbooks[c["playbook"]], c["params"], shield)
-        if why:
-            refused.append(why)
-            cands.remove(c)
     data = ctx.render()
     ids = ctx.shown_ids()
     fix = guards.culprit(cands, playbooks, " ".join(it.text for it in ctx.items))
@@ -331,7 +331,7 @@ def _ask_model(mdl: Any, text: str, ranked: list[dict], cands: list[dict], playb
     except ModelError as e:
         return _first(cands, playbooks, f"rule's first choice ({e})"[:RATIONALE_MAX], fix), f"fallback: {e}"[:500]
     row.update(raw_output=out.text[:20000], prompt_tokens=out.prompt_tokens,
-               completion_tokens=out.completion_tokens)
+               completion_tokens=out.completion_tokens, timings=out.timings)
     try:
         res = check_answer(parse_json(out.text), ranked, playbooks, ids)
     except (ModelError, Rejected) as e:
