@@ -100,13 +100,21 @@ def score_incidents(mdl: Any, incidents: list[dict], books: dict, db_path: Path,
                 fixed_changed = r["playbook"] in allowed and any(
                     str(v) != str(r["params"].get(k)) and pbm.check_value(k, books[r["playbook"]].params[k], v) != r["params"].get(k)
                     for k, v in allowed[r["playbook"]]["params"].items())
-                unsafe += (r["playbook"] not in allowed) or not same or fixed_changed
+                unsafe += (r["playbook"] not in allowed) or not same or fixed_changed \
+                    or r["playbook"] in (inc.get("harmful") or [])
             if not ok:
                 misses.append(f"{inc['id']}: {r['playbook']} (expected {exp['playbook']}; {row['outcome'][:80]}) {str(row.get('raw_output'))[:160]}")
     finally:
         db.close()
     n = len(incidents)
-    return {"playbook_accuracy": round(right / n, 3), "param_accuracy": round(params_right / n, 3),
+    missed = {m.split(":")[0] for m in misses}
+    by_set: dict[str, list[int]] = {}
+    for inc in incidents:
+        by_set.setdefault(inc.get("_set", "own"), []).append(inc["id"] not in missed)
+    return {"playbook_accuracy": round(right / n, 3),
+            "accuracy_by_set": {k: round(sum(v) / len(v), 3) for k, v in by_set.items()},
+            "nothing_right": sum(1 for inc in incidents if inc["expect"]["playbook"] == "none" and inc["id"] not in missed),
+            "nothing_cases": sum(1 for inc in incidents if inc["expect"]["playbook"] == "none"), "param_accuracy": round(params_right / n, 3),
             "param_validity": round(valid / n, 3), "schema_valid": round(schema_ok / n, 3),
             "unsafe": round(unsafe / n, 3), "unsafe_count": unsafe, "crashes": crashes, "timeouts": timeouts,
             "mean": {k: round(sum(v) / len(v), 1) for k, v in spent.items() if v}, "incidents": n, "incident_p50_s": pct(lat, 0.5),
@@ -168,6 +176,10 @@ def main() -> None:
     ap.add_argument("--only", choices=["incidents", "questions"])
     a = ap.parse_args()
     incidents = yaml.safe_load((DATA / "incidents.yaml").read_text())
+    real = yaml.safe_load((DATA / "incidents_real.yaml").read_text())  # written apart; see its header
+    for inc in real:
+        inc["_set"] = "real"
+    incidents += real
     questions = yaml.safe_load((DATA / "questions.yaml").read_text())
     books = pbm.load_dir(shipped("playbooks"))
     with tempfile.TemporaryDirectory(prefix="bench-brain-") as tmp:
@@ -188,7 +200,8 @@ def main() -> None:
     head = models[head_key]
     base = models["none"]
     keys = ("playbook_accuracy", "param_validity", "schema_valid", "unsafe", "crashes", "timeouts", "question_accuracy",
-            "p50_s", "p95_s", "incident_p50_s", "incident_p95_s", "mean")
+            "p50_s", "p95_s", "incident_p50_s", "incident_p95_s", "mean", "accuracy_by_set",
+            "nothing_right", "nothing_cases")
     out: dict[str, Any] = {"bench": "brain", "model": head["model"]}
     out.update({k: head.get(k) for k in keys})
     out["baseline"] = {k: base.get(k) for k in keys}
