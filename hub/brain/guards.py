@@ -130,11 +130,12 @@ def check(db: sqlite3.Connection | None, alert: dict, pb_name: str, pb: Any, par
 
 # A culprit named in the evidence -> the playbooks that fix exactly that.
 CULPRITS: list[tuple[re.Pattern, tuple[str, ...]]] = [
-    (re.compile(r"(/var/log/journal|journald?\b.*\b(size|disk|usage|large|[0-9.]+ ?[GM]i?B?))|systemd-journal", re.I),
+    (re.compile(r"/var/log/journal|journal(s|d)?\b[^.]*\b(size|disk.usage|take up|[0-9.]+ ?[GM]i?B?)\b", re.I),
      ("journal-vacuum",)),
     (re.compile(r"(^|[\s'\"=(])/(var/)?tmp\b", re.I), ("clean-tmp",)),
     (re.compile(r"/var/log/[^\s]+\.(log|[0-9])|logrotate|log files? (grew|growing|large)", re.I), ("logrotate-force",)),
-    (re.compile(r"/var/cache/apt|apt-get autoremove|old kernels?|linux-image-[0-9]", re.I), ("apt-autoremove",)),
+    (re.compile(r"/var/cache/apt|apt(-get)? autoremove|no longer required|old kernels?|linux-image-[0-9]", re.I),
+     ("apt-autoremove",)),
 ]
 REPORTS = ("read-only",)
 

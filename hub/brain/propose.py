@@ -10,6 +10,7 @@ rule's first candidate stands, and the fallback is recorded in ``brain_decisions
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -227,6 +228,25 @@ def check_answer(ans: Any, cands: list[dict], playbooks: dict[str, Any], ids: li
     return {"playbook": name, "params": final, "rationale": rationale, "evidence": list(dict.fromkeys(evidence))}
 
 
+def closed_answer(text: str) -> str:
+    """The answer with a rationale cut off by ``max_tokens`` closed: the rationale is the last
+    field, generated after the choice, its parameters and evidence, so an answer that ran out of
+    tokens there is complete in everything that matters. Anything else is left as it is (and
+    fails to parse); the result is validated in full either way."""
+    t = text.rstrip()
+    at = t.rfind('"rationale"')
+    if at < 0 or t.endswith("}"):
+        return text
+    body = t[at + len('"rationale"'):].lstrip()
+    if not body.startswith(":") or not body[1:].lstrip().startswith('"'):
+        return text
+    if len(re.findall(r'(?<!\\)"', body)) % 2 == 0:  # the string itself was closed
+        return text
+    while t.endswith("\\"):
+        t = t[:-1]  # a dangling escape would swallow the closing quote
+    return t + '"}'
+
+
 def prompt(alert_line: str, cands: list[dict], playbooks: dict[str, Any], data: str) -> str:
     lines = [f"ALERT: {alert_line}", "CHOICES:"]
     for c in cands:
@@ -333,7 +353,7 @@ def _ask_model(mdl: Any, text: str, ranked: list[dict], cands: list[dict], playb
     row.update(raw_output=out.text[:20000], prompt_tokens=out.prompt_tokens,
                completion_tokens=out.completion_tokens, timings=out.timings)
     try:
-        res = check_answer(parse_json(out.text), ranked, playbooks, ids)
+        res = check_answer(parse_json(closed_answer(out.text)), ranked, playbooks, ids)
     except (ModelError, Rejected) as e:
         return _first(cands, playbooks, "rule's first choice (model answer rejected)", fix), f"fallback: {e}"[:500]
     outcome = "abstained: evidence ranker's choice" if res.pop("abstained", False) else "accepted"
