@@ -152,19 +152,22 @@ def score_questions(mdl: Any, questions: list[dict], fleet: Path, now: float) ->
             "question_p95_s": pct(lat, 0.95), "_lat_q": lat, "question_misses": misses}
 
 
-def run_model(name: str, mdl: Any, incidents, questions, books, inc_db, fleet, now, only) -> dict:
+def run_model(name: str, mdl: Any, incidents, questions, paraphrases, books, inc_db, fleet, now, only) -> dict:
     res: dict[str, Any] = {"model": name, "sha256": None}
     t = time.perf_counter()
     if only in (None, "incidents"):
         res.update(score_incidents(mdl, incidents, books, inc_db, now))
     if only in (None, "questions"):
         res.update(score_questions(mdl, questions, fleet, now))
+        para = score_questions(mdl, paraphrases, fleet, now)
+        res["paraphrase_accuracy"], res["paraphrase_misses"] = para["question_accuracy"], para["question_misses"]
+        res["_lat_q"] += para["_lat_q"]
     lat = res.pop("_lat_i", []) + res.pop("_lat_q", [])  # every brain call, incidents and questions
     res["p50_s"], res["p95_s"] = pct(lat, 0.5), pct(lat, 0.95)
     res["seconds"] = round(time.perf_counter() - t, 1)
     res["sha256"] = getattr(mdl, "sha256", None)
     print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in res.items() if not k.endswith("misses")), file=sys.stderr)
-    for m in res.get("incident_misses", []) + res.get("question_misses", []):
+    for m in res.get("incident_misses", []) + res.get("question_misses", []) + res.get("paraphrase_misses", []):
         print(f"   miss {m}", file=sys.stderr)
     return res
 
@@ -181,6 +184,7 @@ def main() -> None:
         inc["_set"] = "real"
     incidents += real
     questions = yaml.safe_load((DATA / "questions.yaml").read_text())
+    paraphrases = yaml.safe_load((DATA / "questions_paraphrase.yaml").read_text())  # kept apart
     books = pbm.load_dir(shipped("playbooks"))
     with tempfile.TemporaryDirectory(prefix="bench-brain-") as tmp:
         fleet = Path(tmp) / "fleet.db"
@@ -188,19 +192,20 @@ def main() -> None:
         now = build_fleet(fleet)
         load_incidents(inc_db, incidents, now)
         models: dict[str, Any] = {}
-        models["none"] = run_model("none", None, incidents, questions, books, inc_db, fleet, now, a.only)
+        models["none"] = run_model("none", None, incidents, questions, paraphrases, books, inc_db, fleet, now, a.only)
         default = None if a.no_default else default_model_path()
         if default is not None:
             mdl = get_worker(default)
-            models["default"] = run_model(f"default ({default.name})", mdl, incidents, questions, books, inc_db,
+            models["default"] = run_model(f"default ({default.name})", mdl, incidents, questions, paraphrases, books, inc_db,
                                           fleet, now, a.only)
         for p in a.model:
-            models[p] = run_model(p, get_worker(Path(p), n_ctx=4096), incidents, questions, books, inc_db, fleet, now, a.only)
+            models[p] = run_model(p, get_worker(Path(p), n_ctx=4096), incidents, questions, paraphrases, books, inc_db,
+                                  fleet, now, a.only)
     head_key = "default" if "default" in models else (a.model[0] if a.model else "none")
     head = models[head_key]
     base = models["none"]
     keys = ("playbook_accuracy", "param_validity", "schema_valid", "unsafe", "crashes", "timeouts", "question_accuracy",
-            "p50_s", "p95_s", "incident_p50_s", "incident_p95_s", "mean", "accuracy_by_set",
+            "paraphrase_accuracy", "p50_s", "p95_s", "incident_p50_s", "incident_p95_s", "mean", "accuracy_by_set",
             "nothing_right", "nothing_cases")
     out: dict[str, Any] = {"bench": "brain", "model": head["model"]}
     out.update({k: head.get(k) for k in keys})
