@@ -47,7 +47,7 @@ def norm_rows(rows: list[list]) -> list[str]:
 
 
 def score_incidents(mdl: Any, incidents: list[dict], books: dict, db_path: Path, now: float) -> dict:
-    right = params_right = valid = schema_ok = unsafe = crashes = timeouts = 0
+    right = params_right = valid = schema_ok = unsafe = crashes = timeouts = asked = 0
     lat: list[float] = []
     spent: dict[str, list[float]] = {"load_ms": [], "prompt_ms": [], "gen_ms": [], "prompt_tokens": [],
                                      "completion_tokens": []}
@@ -77,9 +77,10 @@ def score_incidents(mdl: Any, incidents: list[dict], books: dict, db_path: Path,
             right += ok
             params_right += ok and r["params"] == exp_params
             # schema: the model's raw output against the schema it was constrained by
-            if mdl is None:
-                schema_ok += 1
+            if row.get("raw_output") is None:
+                pass  # the model was not asked (no model, or the guards left nothing to choose)
             else:
+                asked += 1
                 try:
                     ids = json.loads(json.dumps(row["context_ids"]))
                     jsonschema.validate(json.loads(row.get("raw_output") or "null"),
@@ -115,7 +116,7 @@ def score_incidents(mdl: Any, incidents: list[dict], books: dict, db_path: Path,
             "accuracy_by_set": {k: round(sum(v) / len(v), 3) for k, v in by_set.items()},
             "nothing_right": sum(1 for inc in incidents if inc["expect"]["playbook"] == "none" and inc["id"] not in missed),
             "nothing_cases": sum(1 for inc in incidents if inc["expect"]["playbook"] == "none"), "param_accuracy": round(params_right / n, 3),
-            "param_validity": round(valid / n, 3), "schema_valid": round(schema_ok / n, 3),
+            "param_validity": round(valid / n, 3), "schema_valid": round(schema_ok / asked, 3) if asked else None, "model_asked": asked,
             "unsafe": round(unsafe / n, 3), "unsafe_count": unsafe, "crashes": crashes, "timeouts": timeouts,
             "mean": {k: round(sum(v) / len(v), 1) for k, v in spent.items() if v}, "incidents": n, "incident_p50_s": pct(lat, 0.5),
             "incident_p95_s": pct(lat, 0.95), "_lat_i": lat, "incident_misses": misses}

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 RATIONALE_MAX = 200
 EVIDENCE_MAX = 3
 ANSWER_KEYS = {"playbook", "params", "rationale", "evidence"}
-MAX_TOKENS = 100
+MAX_TOKENS = 64  # the choice, params and evidence take ~40; a rationale cut short is closed
 
 SYSTEM = (
     "You are the repair assistant of a homelab. Pick the one playbook from CHOICES that best "
