@@ -27,7 +27,7 @@ from agent import playbook as pbm
 from bench._brainfleet import alert_of, build_fleet, load_incidents
 from hub.brain import ask as askmod
 from hub.brain.model import default_model_path
-from hub.brain.propose import answer_schema, decide
+from hub.brain.propose import answer_schema, closed_answer, decide
 from hub.brain.worker import get_worker
 from hub.paths import shipped
 from hub.store import connect
@@ -83,7 +83,8 @@ def score_incidents(mdl: Any, incidents: list[dict], books: dict, db_path: Path,
                 asked += 1
                 try:
                     ids = json.loads(json.dumps(row["context_ids"]))
-                    jsonschema.validate(json.loads(row.get("raw_output") or "null"),
+                    # the answer as used: a rationale cut off at max_tokens closed (propose.closed_answer)
+                    jsonschema.validate(json.loads(closed_answer(row.get("raw_output") or "null")),
                                         answer_schema(_ranked(cands, books), books, ids))
                     schema_ok += 1
                 except (jsonschema.ValidationError, json.JSONDecodeError):
