@@ -247,6 +247,17 @@ def closed_answer(text: str) -> str:
     return t + '"}'
 
 
+def alert_line(alert: dict) -> str:
+    """The ALERT line: rule, node and summary. The full alert (labels, state...) is the first
+    DATA item already; saying it twice cost ~30 tokens of prompt evaluation per decision."""
+    ann = alert.get("annotations") if isinstance(alert.get("annotations"), dict) else {}
+    summary = alert.get("summary") or ann.get("summary")
+    rule = alert.get("rule") if isinstance(alert.get("rule"), str) else alert.get("rule_name")
+    if not isinstance(summary, str) or not summary:
+        return ctxmod.alert_text(alert)
+    return f"{rule or 'alert'} on {alert.get('node')}: {summary}"
+
+
 def prompt(alert_line: str, cands: list[dict], playbooks: dict[str, Any], data: str) -> str:
     lines = [f"ALERT: {alert_line}", "CHOICES:"]
     for c in cands:
@@ -309,7 +320,7 @@ def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], *,
     fix = guards.culprit(cands, playbooks, " ".join(it.text for it in ctx.items))
     ranked = shortlist(guards.culprit_first(rank_candidates(cands, playbooks, ctx), playbooks, fix),
                        shortlist_ratio)  # best first
-    text = prompt(ctxmod.clean(ctxmod.alert_text(alert), 400), ranked, playbooks, data)
+    text = prompt(ctxmod.clean(alert_line(alert), 400), ranked, playbooks, data)
     row: dict[str, Any] = {
         "purpose": "propose", "alert_id": alert.get("id"), "node": alert.get("node"),
         "prompt": SYSTEM + "\n\n" + text, "context_ids": ids,
