@@ -163,7 +163,7 @@ TEMPLATES: list[Template] = [
              {"node": "", "limit": "100"}),
     Template("file_changes", "File changes",
              "Changes to watched files (under a path, if given), newest first.",
-             "edits edited changed change anyone configs files file modified config configuration edited etc written watched contents",
+             "edits edited anyone configs files file modified config configuration edited etc written watched contents",
              "SELECT node, datetime(ts, 'unixepoch') AS time, action, path, size FROM file_changes"
              " WHERE ts >= :since AND " + NODE + " AND (:path IS NULL OR path = :path OR path LIKE :path || '/%')"
              " ORDER BY ts DESC LIMIT :limit", {"path": "", "node": "", "since": "", "limit": "100"}, "24h"),
