@@ -169,7 +169,7 @@ class WorkerModel:
             raise ModelError(f"model worker busy: {self.queue_max} requests already waiting")
         try:
             t0 = time.monotonic()
-            if not self._lock.acquire(timeout=timeout):
+            if not self._lock.acquire(timeout=max(timeout, 0.0)):
                 raise ModelError(f"model timed out after {timeout:g} s waiting for the worker")
             try:
                 self._budget = timeout  # what the caller asked for, named when it is missed
