@@ -211,6 +211,9 @@ def load_incidents(path: Path | str, incidents: list[dict], now: float) -> None:
     writer.start()
     try:
         for inc in incidents:
+            for name, addr in (inc.get("fleet") or {}).items():  # other enrolled nodes, with addresses
+                writer.run_sync(lambda db, n=name, a=addr: db.execute(
+                    "INSERT OR REPLACE INTO nodes (name, created, address) VALUES (?, ?, ?)", (n, now, a)))
             ingest(writer, inc["id"], incident_events(inc, now))
     finally:
         writer.stop()

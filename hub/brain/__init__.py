@@ -4,7 +4,8 @@
 - ``ask`` answers questions from query templates (ask.py), ``explain`` tells an alert's story
   (explain.py), ``digest`` finds maintenance to propose (digest.py)
 
-Nothing here imports llama_cpp until a model is actually used.
+The model itself runs in a worker process (worker.py): the hub never imports llama_cpp, and a
+crash or hang in it costs one decision, recorded with its reason.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ _NOT_USERS = {"the", "a", "an", "node", "nodes", "host", "me", "who", "whom", "n
 
 _PERIOD_WORDS = re.compile(
     r"\b(last|past|previous|since|ago|today|yesterday|tonight|this|within|recently|lately|\d+|"
-    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"now|currently|monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
     r"(minute|min|hour|day|week|month|year)s?)\b", re.I)
 
 SYSTEM = ("You map a homelab question to the one query template that answers it. "
@@ -195,8 +195,9 @@ def retrieve(q: str, found: dict[str, Any]) -> list[tuple[Template, float]]:
     global _bm25
     if _bm25 is None:
         _bm25 = BM25([_doc(t) for t in TEMPLATES])
-    # Periods and numbers are parameters, not topics: "last 3 days" must not pull "last seen".
-    topic = _PERIOD_WORDS.sub(" ", q)
+    # Periods and numbers are parameters, not topics: "last 3 days" must not pull "last seen";
+    # nor are paths: "/etc/ssh/sshd_config" must not pull "ssh logins".
+    topic = _PERIOD_WORDS.sub(" ", _PATH.sub(" path ", q))
     scored = []
     for i, s in enumerate(_bm25.scores(topic)):
         t = TEMPLATES[i]
@@ -359,12 +360,66 @@ def ask(question: str, db_path: Path | str, *, model: Any = runtime.DEFAULT, fre
         result = {"kind": "template", "template": chosen.id, "title": chosen.title, "sql": chosen.sql,
                   "args": args, "columns": cols, "rows": rows, "truncated": trunc, "chosen_by": how}
     result["answer"] = summarize(result.get("title") or "Query", result["columns"], result["rows"], result["truncated"])
+    if result["kind"] == "template":
+        chosen_t = BY_ID[result["template"]]
+        result["reading"] = reading(chosen_t, result["args"], now)
+        result["answer"] = f"Read as: {result['reading']}.\n{result['answer']}"
+        result["alternatives"] = [] if result["rows"] else alternatives(chosen_t, ranked, found, now)
+        if result["alternatives"]:
+            result["answer"] += "\nOther readings: " + "; ".join(f'"{a}"' for a in result["alternatives"])
     result.update(question=q, params={k: v for k, v in found.items()}, candidates=[t.id for t, _ in top])
     row["model_sha256"] = getattr(mdl, "sha256", None) if mdl is not None else None
     row["parsed"] = {"template": result.get("template"), "args": result.get("args"), "sql": result.get("sql")}
     row["latency_ms"] = int((time.monotonic() - t0) * 1000)
     result["decision_id"] = runtime.record(row) if record is runtime.DEFAULT else (record(row) if record else None)
     return result
+
+
+def _period(secs: float) -> str:
+    for name, unit in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400), ("hour", 3600),
+                       ("minute", 60)):
+        if secs >= unit and abs(secs / unit - round(secs / unit)) < 0.05:
+            n = round(secs / unit)
+            return name if n == 1 else f"{n} {name}s"
+    return f"{max(1, round(secs / 60))} minutes"
+
+
+def _scope(args: dict[str, Any], now: float) -> str:
+    """The parameters as words: " on web1 for nginx.service under /etc in the last 7 days"."""
+    out = ""
+    for k, fmt in (("node", " on {}"), ("unit", " for {}"), ("package", " for package {}"), ("path", " under {}"),
+                   ("user", " by {}"), ("text", ' mentioning "{}"')):
+        if args.get(k):
+            out += fmt.format(args[k])
+    if args.get("since") is not None:
+        out += f" in the last {_period(now - float(args['since']))}"
+    return out
+
+
+def reading(t: Template, args: dict[str, Any], now: float) -> str:
+    """How the question was read, in words a person can check: which query, over what."""
+    doc = t.doc.rstrip(".")
+    return f"{t.title.lower()}{_scope(args, now)} ({doc[0].lower()}{doc[1:]})"
+
+
+def alternatives(chosen: Template, ranked: list[tuple[Template, float]], found: dict[str, Any], now: float,
+                 n: int = 2) -> list[str]:
+    """The next readings as questions that are ready to run: each is checked to be read back as
+    its own template (a suggestion that would only repeat this answer is no suggestion)."""
+    out: list[str] = []
+    for t, score in ranked[1:8]:
+        if len(out) >= n or score <= 0 or t is chosen:
+            continue
+        if any(v == "!" and k not in found for k, v in t.params.items()):
+            continue
+        args = {k: found[k] for k in t.params if k in found and k != "since"}
+        if "since" in t.params and "since" in found:
+            args["since"] = now - float(found["since"])
+        q = f"{t.title.lower()}{_scope(args, now)}"
+        back = retrieve(q, extract(q, {}, now) | {k: v for k, v in found.items() if k in ("node", "unit", "package")})
+        if back and back[0][0] is t:
+            out.append(q)
+    return out
 
 
 def summarize(title: str, cols: list[str], rows: list[list], truncated: bool) -> str:

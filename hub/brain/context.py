@@ -35,7 +35,7 @@ _CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 @dataclass
 class Item:
     id: str
-    kind: str  # alert, cause (an event the rule linked), event, fact, kb
+    kind: str  # alert, cause (an event the rule linked), telling (see telling_events), event, fact, kb
     text: str
     ts: float | None = None
 
@@ -190,6 +190,35 @@ def recent_events(db: sqlite3.Connection, node: str | None, until: float, window
     return items
 
 
+TELLING_S = 86400.0
+
+
+def telling_events(db: sqlite3.Connection, node: str | None, until: float, words: list[str],
+                   limit: int = 3) -> list[Item]:
+    """Older or routine (info) events that name a culprit (guards.CULPRITS) or the alert's own
+    subject (its label values): a journald "System Journal is 11.9G" line two hours before a
+    disk alert is the evidence, though recent_events leaves it out."""
+    from hub.brain.guards import CULPRITS
+
+    if not node:
+        return []
+    rows = _rows(db, "SELECT id, ts, kind, data FROM events WHERE node = ? AND kind IN ('log', 'file', 'command')"
+                 " AND ts BETWEEN ? AND ? ORDER BY ts DESC, id DESC LIMIT 400", (node, until - TELLING_S, until + 60))
+    pats = [p for p, _ in CULPRITS] + [re.compile(re.escape(w)) for w in words if len(w) >= 4]
+    items: list[Item] = []
+    for r in rows:
+        try:
+            text = summarize_event(r["kind"], json.loads(r["data"]))
+        except (json.JSONDecodeError, TypeError):
+            continue
+        if any(p.search(text) for p in pats):
+            items.append(Item(f"E{r['id']}", "telling", clean(text), r["ts"]))
+            if len(items) >= limit:
+                break
+    items.reverse()
+    return items
+
+
 def twin_facts(db: sqlite3.Connection, node: str | None) -> list[str]:
     """Current state of the node, as short sentences."""
     if not node:
@@ -265,5 +294,9 @@ def build(db: sqlite3.Connection | None, alert: dict, *, max_events: int = MAX_E
     causes = cause_events(db, aid)
     seen = {it.id for it in causes}
     recent = [it for it in recent_events(db, node, alert_ts(alert), limit=max_events) if it.id not in seen]
-    ctx.items += causes + recent
+    seen |= {it.id for it in recent}
+    labels = alert.get("labels") if isinstance(alert.get("labels"), dict) else {}
+    telling = [it for it in telling_events(db, node, alert_ts(alert), [str(v) for v in labels.values()])
+               if it.id not in seen]
+    ctx.items += causes + sorted(telling + recent, key=lambda it: it.ts or 0)
     return ctx

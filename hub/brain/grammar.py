@@ -100,12 +100,17 @@ def grammar_schema(schema: Any, patterns: bool = False) -> Any:
     return schema
 
 
+SPACE_RULE = re.compile(r'^space ::= .*$', re.M)
+
+
 def to_gbnf(schema: dict, patterns: bool = True) -> str:
-    """GBNF text for ``schema``; ValueError when the converter itself gives up."""
+    """GBNF text for ``schema``; ValueError when the converter itself gives up. The JSON is
+    compact: the converter lets the model put a space after every brace, colon and comma, and
+    each one is a generated token (about a quarter of a decision's answer)."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        return json_schema_to_gbnf(json.dumps(grammar_schema(schema, patterns)))
+        return SPACE_RULE.sub('space ::= ""', json_schema_to_gbnf(json.dumps(grammar_schema(schema, patterns))))
     except (AssertionError, ValueError, KeyError, NotImplementedError, RecursionError, TypeError) as e:
         raise ValueError(f"schema not expressible as a grammar: {type(e).__name__}: {e}") from None
 

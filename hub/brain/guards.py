@@ -6,7 +6,9 @@ the model being sensible, and they hold when there is no model at all.
    knows), the hub's own addresses, loopback, link-local, unspecified, or the tailnet's ranges
    (100.64.0.0/10, fd7a:115c:a1e0::/48). The candidate is refused with the reason, and the
    proposal worker puts that reason on the audit record.
-2. Evidence before reports: when the evidence in front of the model names a culprit (a large
+2. Nothing to restart: a unit the twin shows active again since the alert began is not
+   restarted (``recovered``).
+3. Evidence before reports: when the evidence in front of the model names a culprit (a large
    journal, a full /tmp of old files, a failed unit) and one candidate fixes exactly that, it
    ranks above a read-only report (see ``culprit_first``).
 """
@@ -96,13 +98,44 @@ def refuse(pb_name: str, pb: Any, params: dict, shield: list[tuple[Net, str]]) -
     return None
 
 
+# Playbooks that restart something, and the parameter naming the unit they restart.
+RESTARTS = {"restart-unit": "unit"}
+
+
+def recovered(db: sqlite3.Connection | None, alert: dict, pb_name: str, params: dict) -> str | None:
+    """Why restarting is pointless: the twin shows the unit active again since the alert began."""
+    key = RESTARTS.get(pb_name)
+    if db is None or key is None or not params.get(key):
+        return None
+    from hub.brain.context import alert_ts
+
+    try:
+        row = db.execute("SELECT active, changed FROM services WHERE node = ? AND unit = ?",
+                         (alert.get("node"), params[key])).fetchone()
+    except sqlite3.Error:
+        return None  # no twin on this hub
+    since = alert.get("first_seen") or alert_ts(alert)
+    if row and row[0] == "active" and since and row[1] >= float(since):
+        return f"{pb_name} not needed: {params[key]} is active again since the alert began"
+    return None
+
+
+def check(db: sqlite3.Connection | None, alert: dict, pb_name: str, pb: Any, params: dict,
+          shield: list[tuple[Net, str]] | None = None) -> str | None:
+    """Every guard on one fix (refuse, recovered): the first reason it may not be proposed."""
+    if shield is None:
+        shield = protected(db)
+    return refuse(pb_name, pb, params, shield) or recovered(db, alert, pb_name, params)
+
+
 # A culprit named in the evidence -> the playbooks that fix exactly that.
 CULPRITS: list[tuple[re.Pattern, tuple[str, ...]]] = [
-    (re.compile(r"(/var/log/journal|journald?\b.*\b(size|disk|usage|large|[0-9.]+ ?[GM]i?B?))|systemd-journal", re.I),
+    (re.compile(r"/var/log/journal|journal(s|d)?\b[^.]*\b(size|disk.usage|take up|[0-9.]+ ?[GM]i?B?)\b", re.I),
      ("journal-vacuum",)),
     (re.compile(r"(^|[\s'\"=(])/(var/)?tmp\b", re.I), ("clean-tmp",)),
     (re.compile(r"/var/log/[^\s]+\.(log|[0-9])|logrotate|log files? (grew|growing|large)", re.I), ("logrotate-force",)),
-    (re.compile(r"/var/cache/apt|apt-get autoremove|old kernels?|linux-image-[0-9]", re.I), ("apt-autoremove",)),
+    (re.compile(r"/var/cache/apt|apt(-get)? autoremove|no longer required|old kernels?|linux-image-[0-9]", re.I),
+     ("apt-autoremove",)),
 ]
 REPORTS = ("read-only",)
 

@@ -10,6 +10,7 @@ rule's first candidate stands, and the fallback is recorded in ``brain_decisions
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 RATIONALE_MAX = 200
 EVIDENCE_MAX = 3
 ANSWER_KEYS = {"playbook", "params", "rationale", "evidence"}
-MAX_TOKENS = 100
+MAX_TOKENS = 64  # the choice, params and evidence take ~40; a rationale cut short is closed
 
 SYSTEM = (
     "You are the repair assistant of a homelab. Pick the one playbook from CHOICES that best "
@@ -227,6 +228,36 @@ def check_answer(ans: Any, cands: list[dict], playbooks: dict[str, Any], ids: li
     return {"playbook": name, "params": final, "rationale": rationale, "evidence": list(dict.fromkeys(evidence))}
 
 
+def closed_answer(text: str) -> str:
+    """The answer with a rationale cut off by ``max_tokens`` closed: the rationale is the last
+    field, generated after the choice, its parameters and evidence, so an answer that ran out of
+    tokens there is complete in everything that matters. Anything else is left as it is (and
+    fails to parse); the result is validated in full either way."""
+    t = text.rstrip()
+    at = t.rfind('"rationale"')
+    if at < 0 or t.endswith("}"):
+        return text
+    body = t[at + len('"rationale"'):].lstrip()
+    if not body.startswith(":") or not body[1:].lstrip().startswith('"'):
+        return text
+    if len(re.findall(r'(?<!\\)"', body)) % 2 == 0:  # the string itself was closed
+        return text
+    while t.endswith("\\"):
+        t = t[:-1]  # a dangling escape would swallow the closing quote
+    return t + '"}'
+
+
+def alert_line(alert: dict) -> str:
+    """The ALERT line: rule, node and summary. The full alert (labels, state...) is the first
+    DATA item already; saying it twice cost ~30 tokens of prompt evaluation per decision."""
+    ann = alert.get("annotations") if isinstance(alert.get("annotations"), dict) else {}
+    summary = alert.get("summary") or ann.get("summary")
+    rule = alert.get("rule") if isinstance(alert.get("rule"), str) else alert.get("rule_name")
+    if not isinstance(summary, str) or not summary:
+        return ctxmod.alert_text(alert)
+    return f"{rule or 'alert'} on {alert.get('node')}: {summary}"
+
+
 def prompt(alert_line: str, cands: list[dict], playbooks: dict[str, Any], data: str) -> str:
     lines = [f"ALERT: {alert_line}", "CHOICES:"]
     for c in cands:
@@ -272,24 +303,24 @@ def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], *,
     own_db = db is None
     if own_db:
         db = runtime.read_db()
+    refused = []
     try:
         ctx = ctxmod.build(db, alert)
         shield = guards.protected(db)
+        for c in list(cands):  # before the model: it never sees a fix the guards refuse
+            why = guards.check(db, alert, c["playbook"], playbooks[c["playbook"]], c["params"], shield)
+            if why:
+                refused.append(why)
+                cands.remove(c)
     finally:
         if own_db and db is not None:
             db.close()
-    refused = []
-    for c in list(cands):  # before the model: it never sees a fix that would block our own
-        why = guards.refuse(c["playbook"], playbooks[c["playbook"]], c["params"], shield)
-        if why:
-            refused.append(why)
-            cands.remove(c)
     data = ctx.render()
     ids = ctx.shown_ids()
     fix = guards.culprit(cands, playbooks, " ".join(it.text for it in ctx.items))
     ranked = shortlist(guards.culprit_first(rank_candidates(cands, playbooks, ctx), playbooks, fix),
                        shortlist_ratio)  # best first
-    text = prompt(ctxmod.clean(ctxmod.alert_text(alert), 400), ranked, playbooks, data)
+    text = prompt(ctxmod.clean(alert_line(alert), 400), ranked, playbooks, data)
     row: dict[str, Any] = {
         "purpose": "propose", "alert_id": alert.get("id"), "node": alert.get("node"),
         "prompt": SYSTEM + "\n\n" + text, "context_ids": ids,
@@ -331,9 +362,9 @@ def _ask_model(mdl: Any, text: str, ranked: list[dict], cands: list[dict], playb
     except ModelError as e:
         return _first(cands, playbooks, f"rule's first choice ({e})"[:RATIONALE_MAX], fix), f"fallback: {e}"[:500]
     row.update(raw_output=out.text[:20000], prompt_tokens=out.prompt_tokens,
-               completion_tokens=out.completion_tokens)
+               completion_tokens=out.completion_tokens, timings=out.timings)
     try:
-        res = check_answer(parse_json(out.text), ranked, playbooks, ids)
+        res = check_answer(parse_json(closed_answer(out.text)), ranked, playbooks, ids)
     except (ModelError, Rejected) as e:
         return _first(cands, playbooks, "rule's first choice (model answer rejected)", fix), f"fallback: {e}"[:500]
     outcome = "abstained: evidence ranker's choice" if res.pop("abstained", False) else "accepted"

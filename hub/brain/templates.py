@@ -71,7 +71,7 @@ TEMPLATES: list[Template] = [
              " ORDER BY value DESC LIMIT :limit", {"node": "", "limit": "10"}),
     Template("failed_units", "Failed units",
              "systemd units that are in the failed state now.",
-             "failed units services systemd crashed broken down failing dead not running",
+             "broke failed units services systemd crashed broken down failing dead not running",
              "SELECT node, unit, sub, result, restarts, datetime(changed, 'unixepoch') AS since FROM services"
              " WHERE active = 'failed' AND " + NODE + " ORDER BY changed DESC LIMIT :limit",
              {"node": "", "limit": "50"}),
@@ -109,7 +109,7 @@ TEMPLATES: list[Template] = [
              {"package": "!", "node": "", "limit": "100"}),
     Template("commands_path", "Commands that touched a path",
              "Shell commands whose text mentions a path, newest first.",
-             "commands touched path file directory ran on edited deleted chmod who touched",
+             "who edited edit vim nano vi sed tee by hand commands touched path file directory ran on edited deleted chmod who touched",
              "SELECT node, datetime(ts, 'unixepoch') AS time, json_extract(data, '$.user') AS user,"
              " json_extract(data, '$.cwd') AS cwd, json_extract(data, '$.command') AS command FROM events"
              " WHERE kind = 'command' AND ts >= :since AND " + NODE +
@@ -125,7 +125,7 @@ TEMPLATES: list[Template] = [
              {"user": "!", "node": "", "since": "", "limit": "50"}, "7d"),
     Template("failed_commands", "Failed commands",
              "Shell commands that exited non-zero, newest first.",
-             "failed commands errors exit code nonzero unsuccessful broke",
+             "failed commands errors exit code nonzero unsuccessful",
              "SELECT node, datetime(ts, 'unixepoch') AS time, json_extract(data, '$.user') AS user,"
              " json_extract(data, '$.command') AS command, json_extract(data, '$.exit_code') AS exit_code"
              " FROM events WHERE kind = 'command' AND json_extract(data, '$.exit_code') != 0 AND ts >= :since"
@@ -138,7 +138,7 @@ TEMPLATES: list[Template] = [
              " ORDER BY ts DESC LIMIT :limit", {"node": "", "since": "", "limit": "50"}),
     Template("nodes_offline", "Offline nodes",
              "Nodes not heard from recently (silent for longer than the offline threshold, 3 minutes).",
-             "offline down unreachable not reporting stopped reporting went silent dead missing nodes machines hosts lost contact gone quiet",
+             "anything offline unreachable dark alive up responding reachable ping offline down unreachable not reporting stopped reporting went silent dead missing nodes machines hosts lost contact gone quiet",
              "SELECT name AS node, datetime(last_seen, 'unixepoch') AS last_seen,"
              " round((strftime('%s', 'now') - last_seen) / 60.0, 1) AS minutes_silent FROM nodes"
              " WHERE last_seen IS NULL OR last_seen < strftime('%s', 'now') - 180 ORDER BY last_seen LIMIT :limit",
@@ -157,13 +157,13 @@ TEMPLATES: list[Template] = [
              {"node": "", "since": "", "limit": "100"}),
     Template("alerts_open", "Open alerts",
              "Alerts pending or firing right now.",
-             "open active firing now current ongoing unresolved alerts right now",
+             "alerting open active firing now current ongoing unresolved alerts right now",
              "SELECT id, node, rule, severity, state, summary, datetime(first_seen, 'unixepoch') AS started"
              " FROM alerts WHERE state != 'resolved' AND " + NODE + " ORDER BY first_seen DESC LIMIT :limit",
              {"node": "", "limit": "100"}),
     Template("file_changes", "File changes",
              "Changes to watched files (under a path, if given), newest first.",
-             "files file modified config configuration edited etc written watched contents",
+             "edits edited anyone configs files file modified config configuration edited etc written watched contents",
              "SELECT node, datetime(ts, 'unixepoch') AS time, action, path, size FROM file_changes"
              " WHERE ts >= :since AND " + NODE + " AND (:path IS NULL OR path = :path OR path LIKE :path || '/%')"
              " ORDER BY ts DESC LIMIT :limit", {"path": "", "node": "", "since": "", "limit": "100"}, "24h"),

@@ -85,8 +85,11 @@ class WorkerModel:
             argv += ["--factory", self.factory]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      env=env, close_fds=True, start_new_session=True)
+        try:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          env=env, close_fds=True, start_new_session=True)
+        except OSError as e:  # out of processes or memory: this decision falls back, a later one retries
+            self._fail(f"model worker could not start: {e}")
         self._buf = b""
         self.starts += 1
         threading.Thread(target=self._drain_stderr, args=(self._proc,), daemon=True,
@@ -166,7 +169,7 @@ class WorkerModel:
             raise ModelError(f"model worker busy: {self.queue_max} requests already waiting")
         try:
             t0 = time.monotonic()
-            if not self._lock.acquire(timeout=timeout):
+            if not self._lock.acquire(timeout=max(timeout, 0.0)):
                 raise ModelError(f"model timed out after {timeout:g} s waiting for the worker")
             try:
                 self._budget = timeout  # what the caller asked for, named when it is missed

@@ -272,8 +272,8 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
             problems.append(f"{cand.get('playbook') if isinstance(cand, dict) else cand}: {e}")
             log.warning("rule %s proposed an invalid fix: %s", rule, e)
             continue
-        refused = guards.refuse(pb.name, pb, params, guards.protected(app[READ_DB]))
-        if refused:  # never block an enrolled node, the hub, loopback or the tailnet (hub/brain/guards.py)
+        refused = guards.check(app[READ_DB], alert, pb.name, pb, params)
+        if refused:  # e.g. never block an enrolled node, the hub or the tailnet (hub/brain/guards.py)
             problems.append(refused)
             log.warning("rule %s proposed a fix the guards refuse: %s", rule, refused)
             continue

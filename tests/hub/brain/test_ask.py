@@ -159,3 +159,24 @@ def test_periods(text, hours):
     now = dt.datetime(2026, 11, 25, 18, 0, tzinfo=dt.UTC).timestamp()  # a Wednesday
     got = askmod.parse_since(text, now)
     assert (got is None and hours is None) or got == pytest.approx(hours * 3600)
+
+
+def test_every_answer_says_how_it_read_the_question(fleet):
+    path, now = fleet
+    out = askmod.ask("is anything offline right now?", path, model=None, record=None, now=now)
+    assert out["template"] == "nodes_offline"
+    assert out["answer"].startswith("Read as: offline nodes (nodes not heard from recently")
+    out = askmod.ask("history of nginx.service on web1", path, model=None, record=None, now=now)
+    assert out["answer"].startswith("Read as: a unit's history on web1 for nginx.service in the last month (")
+    assert out["rows"] and out["alternatives"] == []
+
+
+def test_nothing_found_offers_two_readings_that_run_as_offered(fleet):
+    path, now = fleet
+    out = askmod.ask("who edited /etc/ssh/sshd_config this week?", path, model=None, record=None, now=now)
+    assert out["rows"] == [] and len(out["alternatives"]) == 2, out
+    assert "Other readings: " in out["answer"]
+    for alt in out["alternatives"]:
+        again = askmod.ask(alt, path, model=None, record=None, now=now)
+        assert again["template"] != out["template"]
+        assert again["reading"].startswith(alt)  # the suggestion is read back as itself

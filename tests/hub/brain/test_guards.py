@@ -121,3 +121,18 @@ async def test_the_proposal_worker_refuses_it_on_the_audit_record(hub, monkeypat
     [(data,)] = hub.query("SELECT data FROM audit WHERE action = 'candidate refused'")
     assert "block-address refused: address=192.168.1.20/32 would block enrolled node nas's address" in \
         json.loads(data)["reason"]
+
+
+def test_a_unit_active_again_is_not_restarted(db, books):
+    now = time.time()
+    alert = {"id": 11, "rule": "unit-failed", "node": "nas", "summary": "nginx.service failed", "first_seen": now - 90}
+    cands = [{"playbook": "restart-unit", "params": {"unit": "nginx.service"}}]
+    db.execute("INSERT INTO services (node, unit, active, changed, seq) VALUES ('nas', 'nginx.service', 'failed', ?, 1)",
+               (now - 100,))
+    db.commit()
+    assert decide(alert, cands, books, model=None, db=db, record=[].append)["playbook"] == "restart-unit"
+    db.execute("UPDATE services SET active = 'active', changed = ? WHERE unit = 'nginx.service'", (now - 10,))
+    db.commit()
+    rows: list[dict] = []
+    r = decide(alert, cands, books, model=FakeModel("{}"), db=db, record=rows.append)
+    assert r["playbook"] is None and "active again" in r["rationale"] and rows[0]["outcome"] == "refused"

@@ -221,3 +221,13 @@ def test_grammar_schema_drops_patterns_that_could_escape_the_string():
         "a": {"type": "string", "pattern": "^/tmp/.*$", "maxLength": 256},
         "b": {"type": "string", "pattern": "^[0-9]{1,6}[KMG]$", "description": "x"}}}, patterns=True)
     assert s["properties"] == {"a": {"type": "string"}, "b": {"type": "string", "pattern": "^[0-9]{1,6}[KMG]$"}}
+
+
+def test_a_rationale_cut_off_by_max_tokens_is_closed_not_lost(db):
+    text = '{"playbook": "journal-vacuum", "params": {}, "evidence": ["A7"], "rationale": "the journal is 8G and gro'
+    r = decide(ALERT, CANDS, playbooks(), model=FakeModel(text))
+    assert (r["playbook"], r["rationale"]) == ("journal-vacuum", "the journal is 8G and gro")
+    assert rows(db)[0]["outcome"] == "accepted"
+    # cut off anywhere else, it is not an answer
+    r = decide(ALERT, CANDS, playbooks(), model=FakeModel('{"playbook": "journal-vacuum", "params": {'))
+    assert r["playbook"] == "restart-unit" and rows(db)[1]["outcome"].startswith("fallback: output is not valid JSON")

@@ -131,3 +131,38 @@ def test_real_model_in_the_worker_survives_the_grammar_that_crashed_it():
         assert w.sha256 and len(w.sha256) == 64
     finally:
         w.close()
+
+
+def test_ask_goes_through_the_same_worker_and_survives_its_crash(tmp_path, monkeypatch):
+    """ask (like propose) uses runtime.model(): the worker. A crash mid-question -> the
+    retriever's reading stands with the reason logged; the next question is answered."""
+    import sys
+
+    from hub.brain import ask as askmod
+    from hub.brain import runtime, worker
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+    from bench._brainfleet import build_fleet
+
+    path = tmp_path / "homelab.db"
+    now = build_fleet(path)
+    monkeypatch.setenv("HOMELAB_MODEL", str(tmp_path / "standin.gguf"))
+    import types
+
+    runtime.configure(types.SimpleNamespace(brain_shortlist=0.0), path, None, factory=STANDIN)  # always ask
+    try:
+        q = "which units have failed?"
+        out = askmod.ask(q, path, now=now, free_sql=False)
+        w = runtime.model()
+        assert isinstance(w, worker.WorkerModel) and w.starts == 1 and out["chosen_by"] == "model"
+        crashed = askmod.ask(q + " SEGFAULT", path, now=now, free_sql=False)
+        assert crashed["chosen_by"] == "retriever" and crashed["answer"].startswith("Read as: ")
+        import sqlite3
+
+        rows = sqlite3.connect(path).execute("SELECT outcome FROM brain_decisions WHERE purpose = 'ask'"
+                                             " ORDER BY id").fetchall()
+        assert rows[-1][0] == "fallback: model worker crashed: signal 11 (SIGSEGV)"
+        assert askmod.ask(q, path, now=now, free_sql=False)["chosen_by"] == "model" and w.starts == 2
+    finally:
+        runtime.configure(None, None, None)
+        worker.close_all()
