@@ -17,9 +17,13 @@ from collections.abc import Callable
 Migration = Callable[[sqlite3.Connection], None]
 
 # Columns no reader but the hub's own auth code may see: a rule's SQL, the brain's `ask`,
-# `db export` and Datasette all get NULL (or nothing) for them.
+# `db export` and Datasette all get NULL for them.
 SECRET_COLUMNS = frozenset({("nodes", "credential_hash"), ("join_tokens", "token_hash"),
                             ("jobs", "signature")})
+# What nodes printed (job and check output can carry file contents): the CLI shows it to the
+# administrator; Datasette hides it too unless `datasette_private = false`.
+PRIVATE_COLUMNS = SECRET_COLUMNS | {("jobs", "output"), ("proposals", "output"),
+                                    ("proposals", "verify_output")}
 
 
 def migration_set() -> tuple[list[Migration], Callable[[Migration], Migration]]:

@@ -18,11 +18,9 @@ import sqlite3
 from pathlib import Path
 
 from datasette import hookimpl
+from hub.schema import PRIVATE_COLUMNS
 
-HIDDEN = frozenset({
-    ("nodes", "credential_hash"), ("join_tokens", "token_hash"),
-    ("jobs", "output"), ("proposals", "output"), ("proposals", "verify_output"),
-})
+HIDDEN = PRIVATE_COLUMNS
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from markupsafe import Markup, escape
 
 from datasette import hookimpl
+from hub.schema import SECRET_COLUMNS as SECRET_COLUMNS_BY_TABLE
 
 TIME_COLUMNS = {
     "ts", "created", "updated", "changed", "expires", "used", "last_seen", "first_seen", "seen",
@@ -26,7 +27,7 @@ JSON_COLUMNS = {
     "data", "labels", "annotations", "fields", "propose", "params", "approval_params", "evidence",
     "candidates", "parsed", "facts", "context_ids", "key", "manifest", "outcome_data",
 }
-SECRET_COLUMNS = {"credential_hash", "token_hash", "signature", "payload"}
+SECRET_COLUMNS = {column for _table, column in SECRET_COLUMNS_BY_TABLE} | {"payload"}
 OUTPUT_COLUMNS = {"output", "verify_output", "raw_output", "diff", "script", "prompt"}
 LO, HI = 946684800, 4102444800  # 2000-01-01 .. 2100-01-01
 

@@ -20,6 +20,8 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from hub.schema import SECRET_COLUMNS
+
 MISSING = object()
 Path_ = tuple  # a path into the YAML document, e.g. ("rules", 0, "event", "where")
 Pred = Callable[[Any, dict], bool]
@@ -294,7 +296,6 @@ _OP_NAMES = {v: k for k, v in vars(sqlite3).items() if k.startswith("SQLITE_") a
 
 
 SECRET_TABLES = {"join_tokens"}
-SECRET_COLUMNS = {("nodes", "credential_hash")}
 
 
 class ReadOnlyGuard:
