@@ -18,7 +18,8 @@ from hub.brain.model import default_model_path
 from hub.brain.templates import TEMPLATES
 from hub.paths import shipped
 
-pytestmark = pytest.mark.model
+# Not marked `model`: it needs the default model's vocabulary only (loaded vocab-only in well
+# under a second), and it must run wherever the suite runs.
 
 CHILD = r"""
 import json, sys
