@@ -19,4 +19,19 @@ def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], **kw:
     return _decide(alert, candidates, playbooks, **kw)
 
 
-__all__ = ["decide"]
+def guard(db: Any, alert: dict, pb_name: str, pb: Any, params: dict) -> str | None:
+    """Why a candidate fix must not be proposed (blocking our own, restarting what recovered),
+    or None: the deterministic guards, whatever chose the candidate (hub/brain/guards.py)."""
+    from hub.brain.guards import check
+
+    return check(db, alert, pb_name, pb, params)
+
+
+def model_path(setting: str | None) -> Any:
+    """The GGUF file the ``model`` setting names (None: disabled, or nothing installed)."""
+    from hub.brain.model import resolve_path
+
+    return resolve_path(setting)
+
+
+__all__ = ["decide", "guard", "model_path"]

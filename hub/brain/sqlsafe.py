@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.errors import BadRequest
+from hub.schema import SECRET_COLUMNS
 
 ROW_LIMIT = 200
 TIME_LIMIT = 3.0
@@ -20,7 +21,7 @@ SQL_MAX = 2000
 # Secrets a question never needs: join tokens (refused), credential hashes and signed job
 # payloads (read as NULL).
 DENY_TABLES = {"join_tokens", "kb_training"}
-DENY_COLUMNS = {("nodes", "credential_hash"), ("jobs", "signature"), ("jobs", "payload")}
+DENY_COLUMNS = SECRET_COLUMNS | {("jobs", "payload")}
 ALLOWED_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                    getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
 DENY_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}

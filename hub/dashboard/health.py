@@ -89,9 +89,9 @@ def writer_queue(url: str, token: str | None, data_dir: Path) -> int | None:
 def brain(db: sqlite3.Connection, settings, running: bool) -> dict:
     """The brain reports nothing of its own yet: its configured model, and its last logged
     decision (brain_decisions) when there is one."""
-    from hub.brain.model import resolve_path
+    from hub.brain import model_path
 
-    path = resolve_path(getattr(settings, "model", None))
+    path = model_path(getattr(settings, "model", None))
     out = {"model": str(path) if path else None,
            "model_present": bool(path and Path(path).exists()),
            "state": "not running" if not running else ("on (the model loads at its first decision)"

@@ -36,7 +36,7 @@ from aiohttp import web
 from agent import wire
 from agent.playbook import Playbook
 from hub import audit
-from hub.brain import guards
+from hub.brain import guard
 from hub.ingest import authenticate
 from hub.keys import ALERT_LISTENERS, READ_DB, SETTINGS, SIGNING_KEY, WRITER
 from hub.playbooks import Registry
@@ -272,7 +272,7 @@ async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple
             problems.append(f"{cand.get('playbook') if isinstance(cand, dict) else cand}: {e}")
             log.warning("rule %s proposed an invalid fix: %s", rule, e)
             continue
-        refused = guards.check(app[READ_DB], alert, pb.name, pb, params)
+        refused = guard(app[READ_DB], alert, pb.name, pb, params)
         if refused:  # e.g. never block an enrolled node, the hub or the tailnet (hub/brain/guards.py)
             problems.append(refused)
             log.warning("rule %s proposed a fix the guards refuse: %s", rule, refused)
