@@ -34,4 +34,12 @@ def model_path(setting: str | None) -> Any:
     return resolve_path(setting)
 
 
-__all__ = ["decide", "guard", "model_path"]
+def worker_state() -> list[dict]:
+    """The model workers this hub has started (pid while alive, starts, failures, the last
+    failure's reason); empty before the first decision."""
+    from hub.brain.worker import workers_state
+
+    return workers_state()
+
+
+__all__ = ["decide", "guard", "model_path", "worker_state"]

@@ -231,6 +231,14 @@ _workers: dict[tuple, WorkerModel] = {}
 _workers_lock = threading.Lock()
 
 
+def workers_state() -> list[dict]:
+    """Every model worker this process has, without starting one: what `status` shows."""
+    with _workers_lock:
+        ws = list(_workers.values())
+    return [{"model": w.path, "pid": w.pid, "starts": w.starts, "failures": w._failures,
+             "last_failure": w._last_failure or None, "busy": w.busy} for w in ws]
+
+
 def get_worker(path: Path, n_ctx: int = 2048, n_threads: int = 1, factory: str | None = None) -> WorkerModel:
     """The process-wide worker for this model and shape (started on first use or warm())."""
     key = (str(path), n_ctx, n_threads, factory)

@@ -63,8 +63,8 @@ def hub_pid(data_dir: Path) -> str | None:
             return f.read().strip() or "pid unknown"
 
 
-def writer_queue(url: str, token: str | None, data_dir: Path) -> int | None:
-    """The running hub's writer queue depth, from its own /metrics."""
+def hub_metrics(url: str, token: str | None, data_dir: Path) -> dict[str, float]:
+    """The running hub's own figures (writer queue, brain worker), from its /metrics."""
     req = urllib.request.Request(f"{url}/metrics")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
@@ -76,17 +76,18 @@ def writer_queue(url: str, token: str | None, data_dir: Path) -> int | None:
         try:
             ctx = pinned_context(cert_path(data_dir).read_text())
         except OSError:
-            return None
+            return {}
     try:
         with urllib.request.urlopen(req, timeout=3, context=ctx) as r:
             text = r.read().decode()
     except (OSError, ValueError):
-        return None
-    m = re.search(r"^homelab_hub_writer_queue_depth\s+([0-9.e+]+)$", text, re.M)
-    return int(float(m.group(1))) if m else None
+        return {}
+    return {m.group(1): float(m.group(2)) for m in re.finditer(
+        r"^(homelab_hub_writer_queue_depth|homelab_brain_worker_[a-z]+?)(?:_total)?\s+([0-9.e+]+)$",
+        text, re.M)}
 
 
-def brain(db: sqlite3.Connection, settings, running: bool) -> dict:
+def brain(db: sqlite3.Connection, settings, running: bool, figures: dict[str, float]) -> dict:
     """The brain reports nothing of its own yet: its configured model, and its last logged
     decision (brain_decisions) when there is one."""
     from hub.brain import model_path
@@ -96,6 +97,11 @@ def brain(db: sqlite3.Connection, settings, running: bool) -> dict:
            "model_present": bool(path and Path(path).exists()),
            "state": "not running" if not running else ("on (the model loads at its first decision)"
                                                         if path else "off (no model)")}
+    if running and path and figures.get("homelab_brain_worker_starts"):
+        up = figures.get("homelab_brain_worker_up", 0) > 0
+        failures = int(figures.get("homelab_brain_worker_failures", 0))
+        out["state"] = (f"worker {'running' if up else 'stopped'}, started "
+                        f"{int(figures['homelab_brain_worker_starts'])}x, {failures} failure(s)")
     try:
         row = db.execute("SELECT ts, purpose, outcome, latency_ms FROM brain_decisions"
                          " ORDER BY id DESC LIMIT 1").fetchone()
@@ -132,13 +138,15 @@ def status(settings) -> dict:
     if pid:
         with contextlib.suppress(OSError):
             url = (Path(settings.data_dir) / URL_FILE).read_text().strip() or None
+    figures = hub_metrics(url, settings.metrics_token, settings.data_dir) if url else {}
     nodes = node_list(path, settings.offline_after)
     size = db_bytes(settings.data_dir)
     rules, errors = load_paths(rule_paths(settings))
     out = {
         "version": __version__, "data_dir": str(settings.data_dir), "database": str(path),
         "hub": {"running": pid is not None, "pid": pid, "url": url,
-                "writer_queue": writer_queue(url, settings.metrics_token, settings.data_dir) if url else None},
+                "writer_queue": (int(figures["homelab_hub_writer_queue_depth"])
+                                 if "homelab_hub_writer_queue_depth" in figures else None)},
         "nodes": {"total": len(nodes), "online": sum(n["state"] == "online" for n in nodes),
                   "offline": [n["name"] for n in nodes if n["state"] != "online"]},
         "database_bytes": size, "growth_per_day": {}, "last_backup": last_backup(settings),
@@ -151,7 +159,7 @@ def status(settings) -> dict:
                 out["growth_per_day"] = {f"{d}d": growth(db, size, now, d) for d in (1, 7)}
             except sqlite3.OperationalError:  # a database older than the size history
                 pass
-            out["brain"] = brain(db, settings, pid is not None)
+            out["brain"] = brain(db, settings, pid is not None, figures)
         finally:
             db.close()
     return out

@@ -34,6 +34,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.utils import floatToGoString
 
 from agent import wire
+from hub.brain import worker_state
 from hub.config import db_path
 from hub.keys import CRED_CACHE, SETTINGS, STATS, WRITER
 from hub.project import MAX_SERIES_PER_NODE, split_key
@@ -146,6 +147,13 @@ class FleetCollector:
             hub_events.add_metric([k], w.stats.get(k, 0))
         yield hub_events
         yield GaugeMetricFamily("homelab_hub_writer_queue_depth", "Jobs and batches waiting for the writer thread.", value=w.depth)
+        workers = worker_state()
+        yield GaugeMetricFamily("homelab_brain_worker_up", "1 while the model's worker process runs (it starts at the first decision).",
+                                value=sum(1 for s in workers if s["pid"]))
+        yield CounterMetricFamily("homelab_brain_worker_starts", "Model worker processes started.",
+                                  value=sum(s["starts"] for s in workers))
+        yield CounterMetricFamily("homelab_brain_worker_failures", "Model workers that crashed, hung or could not load (each cost one decision).",
+                                  value=sum(s["failures"] for s in workers))
         req = CounterMetricFamily("homelab_hub_requests", "Hub request counters (rejections by HTTP status, joins, unknown kinds, Loki).", labels=["what"])
         for k, v in sorted(app[STATS].items()):
             req.add_metric([k], v)

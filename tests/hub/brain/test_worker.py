@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -166,3 +168,36 @@ def test_ask_goes_through_the_same_worker_and_survives_its_crash(tmp_path, monke
     finally:
         runtime.configure(None, None, None)
         worker.close_all()
+
+
+def test_worker_state_is_on_metrics_and_in_status(monkeypatch):
+    """What `homelab-hub status` reads: the hub's /metrics names the worker's starts and failures."""
+    from hub.brain import worker as wmod
+    from hub.dashboard.health import brain as brain_status
+
+    w = wmod.get_worker(Path("/models/standin.gguf"), factory=STANDIN)
+    try:
+        decision(w)
+        decision(w, "SEGFAULT plexmediaserver.service failed")
+        [state] = [s for s in wmod.workers_state() if s["model"] == "/models/standin.gguf"]
+        assert state["starts"] == 1 and state["failures"] == 1 and state["pid"] is None
+        assert "signal 11" in state["last_failure"]
+        figures = {"homelab_brain_worker_up": 0.0, "homelab_brain_worker_starts": 1.0,
+                   "homelab_brain_worker_failures": 1.0}
+
+        class S:
+            model = __file__  # any file: status names the configured model
+
+        shown = brain_status(sqlite3.connect(":memory:"), S(), True, figures)
+        assert shown["state"] == "worker stopped, started 1x, 1 failure(s)"
+    finally:
+        wmod.close_all()
+
+
+async def test_status_reads_the_writer_and_the_worker_from_a_real_hubs_metrics(hub):
+    from hub.dashboard.health import hub_metrics
+
+    figures = await asyncio.to_thread(hub_metrics, hub.url, None, hub.data_dir)
+    assert figures["homelab_hub_writer_queue_depth"] >= 0
+    assert {"homelab_brain_worker_up", "homelab_brain_worker_starts",
+            "homelab_brain_worker_failures"} <= set(figures), figures
