@@ -93,7 +93,7 @@ class Window:
                 self._extremes()
             return float(self.lo if fn == "min" else self.hi)  # type: ignore[arg-type]
         # predict: least-squares line through the window, read at now + horizon
-        if n < 2 or self.items[-1][0] - self.items[0][0] < span / 4:
+        if n < 2 or self.t0 is None or self.items[-1][0] - self.items[0][0] < span / 4:
             return None  # too little history: a line through two close points predicts noise
         var = self.stt - self.st * self.st / n
         if var <= 1e-9:
