@@ -142,7 +142,8 @@ class HubClient:
         if method == "HEAD":
             return b""
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            chunks, total = [], 0
+            chunks: list[bytes] = []
+            total = 0
             while True:
                 n = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
                 if n == 0:

@@ -13,6 +13,7 @@ import hmac
 import json
 import socket
 import ssl
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from .http import HubClient
@@ -60,7 +61,7 @@ async def join(hub_url: str, token: str, fingerprint: str | None = None) -> tupl
     return body["node"], body
 
 
-async def join_and_save(hub_url: str, token: str, state_dir, fingerprint: str | None = None) -> str:
+async def join_and_save(hub_url: str, token: str, state_dir: Path, fingerprint: str | None = None) -> str:
     """Join and persist the identity (credential, hub key, pinned certificate). Returns the node."""
     from .config import write_identity
 

@@ -115,7 +115,8 @@ def _header(text: str, path: Path) -> tuple[str, int]:
         i += 1
     if i >= len(lines) or lines[i].strip() != "# ---":
         raise PlaybookError(path, i + 1, None, "no header: expected '# ---' after the shebang")
-    body, start = [], i + 2
+    body: list[str] = []
+    start = i + 2
     for j in range(i + 1, len(lines)):
         line = lines[j]
         if line.strip() == "# ---":

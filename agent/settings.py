@@ -85,6 +85,8 @@ class Opt:
 class Settings:
     """Resolved settings: attribute access, plus where each value came from."""
 
+    config_file: Path | None  # set by load_process: the file it read (or would have)
+
     def __init__(self, values: dict[str, Any], sources: dict[str, str]):
         self.__dict__.update(values)
         self._sources = sources

@@ -119,7 +119,7 @@ class Spool:
             last_seq = seq
             freed += len(data)
         cur.close()
-        if last_seq is None:
+        if last_seq is None or first_seq is None:  # both are set together
             return
         marker = wire.encode_event(
             wire.Dropped(ts=time.time(), first_seq=first_seq, count=count, reason="spool full")
@@ -132,7 +132,8 @@ class Spool:
 
     def read(self, max_events: int, max_bytes: int) -> list[tuple[int, bytes]]:
         """The oldest pending events, at most max_events and (roughly) max_bytes."""
-        out, size = [], 0
+        out: list[tuple[int, bytes]] = []
+        size = 0
         for seq, data in self.db.execute(
             "SELECT seq, data FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (self.acked_hi, max_events)
         ):

@@ -108,6 +108,9 @@ class FileBaseline(Event, frozen=True, tag="file_baseline"):
 
 # --- devices, packages, services ------------------------------------------------------
 
+DeviceSource = Literal["udev", "kernel"]
+PackageAction = Literal["install", "upgrade", "downgrade", "remove", "purge"]
+
 
 class Device(Event, frozen=True, tag="device"):
     action: Str  # add, remove, change, bind, unbind, ...
@@ -120,12 +123,12 @@ class Device(Event, frozen=True, tag="device"):
     serial: Str | None = None
     driver: Str | None = None
     bus: Str | None = None
-    source: Literal["udev", "kernel"] = "udev"
+    source: DeviceSource = "udev"
     old_sys_path: Str | None = None  # for "move" (a renamed interface): where it was
 
 
 class Package(Event, frozen=True, tag="package"):
-    action: Literal["install", "upgrade", "downgrade", "remove", "purge"]
+    action: PackageAction
     manager: Str
     name: Str
     version: Str | None = None

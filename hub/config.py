@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from agent.config import parse_checks_setting
 from agent.settings import (
@@ -100,7 +101,7 @@ def data_dir_of(flag: Path | str | None) -> Path:
     return home_dir(flag, "HOMELAB_HUB_DATA_DIR", default_data_dir())
 
 
-def load_settings(**flags) -> Settings:
+def load_settings(**flags: Any) -> Settings:
     return load_process(HUB_OPTS, flags, "data_dir", "HOMELAB_HUB_DATA_DIR", default_data_dir(),
                         "HOMELAB_HUB_CONFIG", "hub.toml")
 

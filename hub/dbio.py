@@ -118,7 +118,7 @@ def import_rows(path: Path, table: str, rows: list[dict[str, Any]], name: str) -
     conn.execute("PRAGMA foreign_keys = ON")
     try:
         db = sqlite_utils.Database(conn)
-        t = db[table]
+        t = db.table(table)  # IMPORTABLE names tables, never views
         columns = {c.name for c in t.columns}
         for i, row in enumerate(rows, 1):
             unknown = set(row) - columns

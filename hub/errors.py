@@ -1,6 +1,8 @@
 """Domain errors. They become HTTP errors in one middleware (app.py) and
 click.ClickException at the CLI edge (cli.py), nowhere else."""
 
+from typing import Any
+
 
 class HubError(Exception):
     status = 500
@@ -25,7 +27,7 @@ class NotFound(HubError):
 class Conflict(HubError):
     status = 409
 
-    def __init__(self, message: str, **extra):
+    def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.extra = extra
 

@@ -81,7 +81,7 @@ def _why_not(e: OSError) -> str:
     return {errno.EADDRINUSE: "the port is in use (another hub, or another program)",
             errno.EADDRNOTAVAIL: "that address is not on this machine",
             errno.EACCES: "permission denied (ports below 1024 need privileges)"}.get(
-        e.errno, e.strerror or str(e))
+        e.errno or 0, e.strerror or str(e))  # no errno (None) is none of them
 
 
 def check_port(host: str, port: int) -> None:

@@ -66,7 +66,7 @@ def _lineage(dev: Any):
         n += 1
 
 
-def describe(dev: Any, action: str, source: str) -> wire.Device:
+def describe(dev: Any, action: str, source: wire.DeviceSource) -> wire.Device:
     """A Device event from a pyudev device (from the monitor or from enumeration)."""
     vendor = _prop(dev, "ID_VENDOR_FROM_DATABASE", "ID_VENDOR_ENC", "ID_VENDOR")
     model = _prop(dev, "ID_MODEL_FROM_DATABASE", "ID_MODEL_ENC", "ID_MODEL")
@@ -106,7 +106,7 @@ class DevicesCollector(Collector):
             raise ValueError("device_subsystems is empty: list subsystems, or '*' for all")
         self.all = "*" in subs
         self.subsystems = frozenset(subs)
-        self.source = "udev" if os.path.exists("/run/udev/control") else "kernel"
+        self.source: wire.DeviceSource = "udev" if os.path.exists("/run/udev/control") else "kernel"
         self.monitor: Any = None
         self.present: dict[str, str] = {}  # device path -> subsystem
         self._save: asyncio.TimerHandle | None = None

@@ -62,7 +62,7 @@ def cpu_model() -> str | None:
 
 
 def disks() -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         names = sorted(os.listdir("/sys/block"))
     except OSError:

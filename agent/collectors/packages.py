@@ -25,6 +25,7 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import msgspec
@@ -44,6 +45,8 @@ PENDING_START_DELAY = (300.0, 900.0)  # seconds after start before the first pen
 # --- log parsing (one function per manager: line -> Package or None) ------------------
 
 DPKG_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (install|upgrade|remove|purge) (\S+) (\S+) (\S+)$")
+DPKG_ACTIONS: dict[str, wire.PackageAction] = {
+    "install": "install", "upgrade": "upgrade", "remove": "remove", "purge": "purge"}
 
 
 def _split_arch(pkg: str) -> tuple[str, str | None]:
@@ -60,7 +63,8 @@ def parse_dpkg(line: str) -> wire.Package | None:
     m = DPKG_RE.match(line)
     if not m:
         return None
-    when, action, pkg, old, new = m.groups()
+    when, verb, pkg, old, new = m.groups()
+    action = DPKG_ACTIONS[verb]
     name, arch = _split_arch(pkg)
     ts = time.mktime(time.strptime(when, "%Y-%m-%d %H:%M:%S"))
     old, new = _none(old), _none(new)
@@ -73,12 +77,13 @@ def parse_dpkg(line: str) -> wire.Package | None:
 
 
 RPM_RE = re.compile(r"^(\S+) SUBDEBUG (Installed|Upgrade|Downgrade|Erase|Reinstall|Reinstalled|Obsoleted|Upgraded|Downgraded|Installing|Upgrading|Erased): (\S+)$")
-RPM_ACTIONS = {"Installed": "install", "Upgrade": "upgrade", "Downgrade": "downgrade", "Erase": "remove", "Reinstall": "upgrade"}
+RPM_ACTIONS: dict[str, wire.PackageAction] = {"Installed": "install", "Upgrade": "upgrade", "Downgrade": "downgrade", "Erase": "remove", "Reinstall": "upgrade"}
 
 
 def _nevra(s: str) -> tuple[str, str, str | None]:
     """'bash-5.2.15-3.fc38.x86_64' -> ('bash', '5.2.15-3.fc38', 'x86_64')."""
-    base, _, arch = s.rpartition(".")
+    base, _, tail = s.rpartition(".")
+    arch: str | None = tail
     if not base:
         base, arch = s, None
     parts = base.rsplit("-", 2)
@@ -125,7 +130,8 @@ def parse_pacman(line: str) -> wire.Package | None:
     if verb == "removed":
         return wire.Package(ts=ts, action="remove", manager="pacman", name=name, old_version=old)
     if verb in ("upgraded", "downgraded"):
-        return wire.Package(ts=ts, action=verb[:-1], manager="pacman", name=name, version=new, old_version=old)
+        return wire.Package(ts=ts, action="upgrade" if verb == "upgraded" else "downgrade",
+                            manager="pacman", name=name, version=new, old_version=old)
     return wire.Package(ts=ts, action="install" if verb == "installed" else "upgrade", manager="pacman", name=name, version=old)
 
 
@@ -227,7 +233,7 @@ async def run_cmd(*argv: str, ok: tuple[int, ...] = (0,)) -> str:
 class Manager:
     name = ""
     log_path = ""
-    parse = staticmethod(lambda line: None)
+    parse: Callable[[str], wire.Package | None] = staticmethod(lambda line: None)
 
     @classmethod
     def present(cls) -> bool:
@@ -251,8 +257,8 @@ class Dpkg(Manager):
     async def inventory(self) -> list[wire.PackageInfo]:
         out = await run_cmd("dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Architecture}\t${db:Status-Abbrev}\n")
         try:
-            with open(self.extended_states) as f:
-                auto = parse_extended_states(f.read())
+            with open(self.extended_states) as fh:
+                auto = parse_extended_states(fh.read())
         except OSError:
             auto = set()  # no apt: everything was installed by hand
         pkgs = []

@@ -112,8 +112,9 @@ def create(data_dir: Path, out: Path, config_file: Path | None = None) -> Backup
              "sha256": sha256_file(p)}
             for name, p in members
         ]
+        created = time.time()
         manifest = {
-            "format": FORMAT, "created": time.time(), "hub_version": __version__,
+            "format": FORMAT, "created": created, "hub_version": __version__,
             "data_dir": str(data_dir), "files": files, "nodes": nodes,
         }
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
@@ -123,7 +124,7 @@ def create(data_dir: Path, out: Path, config_file: Path | None = None) -> Backup
         try:
             with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
                 ti = tarfile.TarInfo(MANIFEST)
-                ti.size, ti.mode, ti.mtime = len(body), 0o600, int(manifest["created"])
+                ti.size, ti.mode, ti.mtime = len(body), 0o600, int(created)
                 tar.addfile(ti, io.BytesIO(body))
                 for name, p in members:
                     ti = tar.gettarinfo(str(p), arcname=name)

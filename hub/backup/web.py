@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from agent.settings import Settings
 from hub.backup import archive as backup
 from hub.backup.archive import LOCK_NAME
 from hub.keys import SETTINGS
@@ -52,7 +53,7 @@ def archives(directory: Path) -> list[Path]:
     return sorted(Path(directory).glob(PATTERN))  # names sort by time (UTC stamp)
 
 
-def take(settings) -> Path:
+def take(settings: Settings) -> Path:
     """One automatic backup into backup_dir, then prune to backup_keep. Blocking."""
     d = Path(settings.backup_dir)
     d.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from hub.kb import classify, ingest
 from hub.kb.ingest import Skip, Summary
@@ -76,7 +77,7 @@ def add(db: sqlite3.Connection, targets: Iterable[str], *, category: str | None 
             summary.warnings.append((source, msg))
 
         try:
-            kw = dict(category=category, tags=tags, node=node, warn=warn, max_bytes=max_bytes)
+            kw: dict[str, Any] = dict(category=category, tags=tags, node=node, warn=warn, max_bytes=max_bytes)
             doc = ingest.fetch(source, **kw) if path is None else ingest.from_path(path, **kw)
             if doc.category is not None and doc.category not in cats:
                 warn(f"category {doc.category!r} is not one of {', '.join(cats)}; classified instead")

@@ -156,7 +156,7 @@ def choose(title: str, text: str, kind: str, categories: Sequence[str], model: M
     """(category, how it was chosen: model | learned | rules | default)."""
     if _chooser is not None and use_chooser:
         picked = _chooser(title, text, categories)
-        if picked in categories:
+        if picked is not None and picked in categories:
             return picked, "model"
     if kind == "code" and "snippet" in categories:
         return "snippet", "rules"  # a code file is a snippet whatever it talks about

@@ -48,11 +48,12 @@ class _Extractor(HTMLParser):
 
     # -- parser callbacks ---------------------------------------------------------------
 
-    def handle_starttag(self, tag: str, attrs) -> None:
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "meta":
             a = dict(attrs)
-            if a.get("property") == "og:title" and a.get("content"):
-                self.og_title = a["content"].strip()
+            content = a.get("content")
+            if a.get("property") == "og:title" and content:
+                self.og_title = content.strip()
             return
         if tag in _VOID:
             if tag == "br" and not self._drop:

@@ -131,7 +131,7 @@ def save(db: sqlite3.Connection, doc: Doc, cats: Sequence[str], model: classify.
     return status, doc_id
 
 
-def _learn(db, doc_id: int, category: str, how: str, title: str, body: str, now: float) -> None:
+def _learn(db: sqlite3.Connection, doc_id: int, category: str, how: str, title: str, body: str, now: float) -> None:
     db.execute(
         "INSERT INTO kb_training (document_id, category, source, text, created) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (document_id) DO UPDATE SET category = excluded.category,"

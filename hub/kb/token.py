@@ -39,4 +39,6 @@ def existing_token(data_dir: Path) -> str | None:
 
 def is_admin(data_dir: Path, presented: str) -> bool:
     token = existing_token(data_dir)
-    return bool(token) and hmac.compare_digest(token.encode(), presented.encode())
+    if not token:
+        return False
+    return hmac.compare_digest(token.encode(), presented.encode())

@@ -98,7 +98,8 @@ def check(path, data_dir) -> None:
     files = sorted(target.glob("*.sh")) if target.is_dir() else [target]
     if not files:
         raise click.ClickException(f"no *.sh playbooks in {target}")
-    failed, names = 0, {}
+    failed = 0
+    names: dict[str, Path] = {}
     for f in files:
         problems = []
         try:

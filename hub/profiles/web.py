@@ -28,7 +28,7 @@ def apply_due(db, settings) -> list[tuple[str, str, list[int] | str]]:
     applied (profile missing or invalid) is marked with the error, not retried forever."""
     from hub.playbooks import Registry
 
-    done = []
+    done: list[tuple[str, str, list[int] | str]] = []
     due = profiles.due(db)
     if not due:
         return done

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import click
 
+from agent.settings import Settings
 from hub.cli import data_dir_option, domain_errors, settings_from
 from hub.config import db_path
 from hub.proposals.policy_cli import policy
@@ -22,7 +23,7 @@ from hub.terminal import clean
 
 
 @contextlib.contextmanager
-def _db(data_dir, write: bool = False) -> Iterator[tuple[sqlite3.Connection, object]]:
+def _db(data_dir, write: bool = False) -> Iterator[tuple[sqlite3.Connection, Settings]]:
     from hub.store import connect, open_db
 
     s = settings_from(data_dir=data_dir)

@@ -22,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import importlib
 import json
 import logging
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -47,7 +49,7 @@ from hub.rules import SERVICE as RULES_SERVICE
 
 log = logging.getLogger(__name__)
 
-STATE = web.AppKey("proposals_state", object)
+STATE: web.AppKey[State] = web.AppKey("proposals_state")
 MAX_WAIT = 30.0
 TICK = 1.0
 _json_event = msgspec.json.Decoder(wire.AnyEvent)
@@ -198,8 +200,7 @@ async def _step(app: web.Application, st: State) -> None:
         except Exception as e:  # noqa: BLE001 - one bad request must not block the others
             log.exception("proposal request %s failed", r[0])
             err = f"error: {type(e).__name__}: {e}"[:1000]
-            await writer.run(lambda db, rid=r[0], err=err: db.execute(
-                "UPDATE proposal_requests SET done = ?, outcome = ? WHERE id = ?", (time.time(), err, rid)))
+            await writer.run(functools.partial(_request_failed, rid=r[0], outcome=err))
 
     rules = app.get(RULES_SERVICE)
     verdict = rules.verdict if rules is not None else None
@@ -249,6 +250,10 @@ def _policy_waiting(db) -> bool:
 def _due(db, now: float) -> bool:
     """Anything for the tick to do? (A read, so an idle hub adds no write per second.)"""
     return bool(db.execute(DUE_SQL, {"now": now}).fetchone()[0])
+
+
+def _request_failed(db: sqlite3.Connection, rid: int, outcome: str) -> None:
+    db.execute("UPDATE proposal_requests SET done = ?, outcome = ? WHERE id = ?", (time.time(), outcome, rid))
 
 
 async def _handle_request(app, st: State, books: dict[str, Playbook], row: tuple) -> None:
@@ -439,7 +444,8 @@ async def jobs_handler(request: web.Request) -> web.Response:
         rows = dispatch.pending(request.app[READ_DB], node, now)
         if rows:
             ids = [r["id"] for r in rows]
-            await request.app[WRITER].run(lambda db, i=ids, t=now: dispatch.mark_delivered(db, node, i, t))
+            await request.app[WRITER].run(
+                functools.partial(dispatch.mark_delivered, node=node, ids=ids, now=now))
             return web.json_response({"jobs": [{"payload": r["payload"], "signature": r["signature"]} for r in rows]})
         left = deadline - time.monotonic()
         if left <= 0 or st.stopping.is_set():

@@ -206,13 +206,9 @@ def compile_condition(spec: Any, scope: Scope, at: Path_) -> Pred:
             if not isinstance(val, list) or not val:
                 raise CompileError(f"{key} needs a non-empty list of conditions", here)
             subs = [compile_condition(c, scope, (*here, i)) for i, c in enumerate(val)]
-            if key == "all":
-                preds.append(lambda ev, ex, s=subs: all(p(ev, ex) for p in s))
-            else:
-                preds.append(lambda ev, ex, s=subs: any(p(ev, ex) for p in s))
+            preds.append(_and(subs) if key == "all" else _any(subs))
         elif key == "not":
-            sub = compile_condition(val, scope, here)
-            preds.append(lambda ev, ex, s=sub: not s(ev, ex))
+            preds.append(_not(compile_condition(val, scope, here)))
         elif key == "macro":
             preds.append(scope.macro(val, here))
         else:
@@ -253,6 +249,14 @@ def _and(preds: list[Pred]) -> Pred:
         a, b, c = preds
         return lambda ev, ex: a(ev, ex) and b(ev, ex) and c(ev, ex)
     return lambda ev, ex: all(p(ev, ex) for p in preds)
+
+
+def _any(preds: list[Pred]) -> Pred:
+    return lambda ev, ex: any(p(ev, ex) for p in preds)
+
+
+def _not(pred: Pred) -> Pred:
+    return lambda ev, ex: not pred(ev, ex)
 
 
 # --- templates ------------------------------------------------------------------------

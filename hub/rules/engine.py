@@ -67,7 +67,9 @@ class Instance:
         self.linked = 0
         self.fired_at: float | None = None
         self.window: Window | None = Window() if rule.agg_fn else None
-        self.pending_at = self.firing_at = self.resolved_at = None
+        self.pending_at: float | None = None
+        self.firing_at: float | None = None
+        self.resolved_at: float | None = None
         self.rendered: dict = {}
         self.last_eval = 0.0  # when the condition was last evaluated (on data, not a hold)
 
@@ -164,7 +166,7 @@ class Engine:
                 self._metrics(node, event_id, event, t)
             if "metrics" not in self.by_kind:
                 return
-        plan = self.plans.get(kind)
+        plan = self.plans.get(kind) if kind is not None else None
         if plan is None:
             return
         rules, index = plan
@@ -219,7 +221,7 @@ class Engine:
                 return  # a false condition for a key we do not track: nothing to do
             inst = self.instances[(r.name, key)] = Instance(r, key)
         inst.node = node
-        if r.agg_fn:
+        if r.agg_fn and inst.window is not None:  # the instance has a window iff its rule aggregates
             v = 1.0 if r.agg_field is None else _plain(r.agg_field(event, extra))
             inst.window.add(t, v, event_id)
             inst.window.expire(t - r.window)
@@ -314,7 +316,7 @@ class Engine:
         dead = []
         for k, inst in self.instances.items():
             r = inst.rule
-            if inst.window is not None:
+            if inst.window is not None and r.agg_fn is not None:
                 if inst.window.expire(now - r.window) or r.agg_fn == "predict":
                     value = inst.extra["value"] = inst.window.value(r.agg_fn, now, r.window, r.horizon)
                     active = value is not None and (r.when is None or r.when(inst.event, inst.extra))

@@ -206,7 +206,7 @@ def compile_rule(spec: dict, path: tuple, doc: Doc, macros: dict, macro_paths: d
             except CompileError:
                 pass  # reported below with its path
         extras = frozenset({"node", "value", *captures})
-        known = (known | struct_fields(r.kind) | captures) if struct_fields(r.kind) else None
+        known = (set(BASE_FIELDS) | struct_fields(r.kind) | captures) if struct_fields(r.kind) else None
     elif src == "metric":
         m = spec["metric"]
         r.kind, r.metric = "metrics", m if isinstance(m, str) else m["name"]

@@ -42,8 +42,9 @@ def periodic_rows(db: sqlite3.Connection, rule: Rule, now: float) -> list[dict]:
     if rule.source == "absent":
         sql, params = ABSENT_SQL, {"now": now, "absent_for": rule.absent_for}
     else:
+        assert rule.sql is not None, rule.name  # the loader gives every query rule its SQL
         sql, params = rule.sql, {"now": now}
-    cols, rows = run_query(db, sql, params, rule.timeout)  # type: ignore[arg-type]
+    cols, rows = run_query(db, sql, params, rule.timeout)
     return [dict(zip(cols, tuple(r), strict=True)) for r in rows]
 
 
@@ -59,7 +60,7 @@ class RulesService:
         self.read_db = connect(writer.path, readonly=True)
         self.engine = Engine(rules, next_id=alerts.next_id(self.read_db))
         self.engine.restore(alerts.open_alerts(self.read_db))
-        self.stats = {"events": 0, "records": 0, "store_failures": 0, "lag_max": 0}
+        self.stats: dict[str, float] = {"events": 0, "records": 0, "store_failures": 0, "lag_max": 0}
         self._thread = threading.Thread(target=self._run, name="hub-rules", daemon=True)
         self._stop = threading.Event()
         self.loader = loader  # for reloads: every rule file again, (rules, errors)

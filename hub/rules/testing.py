@@ -66,7 +66,7 @@ def _dur(doc: Doc, path: tuple, v: Any) -> float:
 class _Twin:
     """An in-memory hub schema the case's events are stored and projected into."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         migrate(self.db)
         self.seq: dict[str, int] = {}

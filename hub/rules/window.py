@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 MAX_WINDOW = 200_000  # entries per instance: a flood sheds its oldest evidence, not memory
@@ -15,7 +16,7 @@ class Window:
 
     __slots__ = ("items", "n", "st", "sv", "stt", "stv", "lo", "hi", "t0")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.items: deque = deque()
         self._reset()
 
@@ -28,7 +29,7 @@ class Window:
     def __len__(self) -> int:
         return len(self.items)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[float, Any, int | None]]:
         return iter(self.items)
 
     def add(self, t: float, v: Any, eid: int | None) -> None:
@@ -93,7 +94,7 @@ class Window:
                 self._extremes()
             return float(self.lo if fn == "min" else self.hi)  # type: ignore[arg-type]
         # predict: least-squares line through the window, read at now + horizon
-        if n < 2 or self.items[-1][0] - self.items[0][0] < span / 4:
+        if n < 2 or self.t0 is None or self.items[-1][0] - self.items[0][0] < span / 4:
             return None  # too little history: a line through two close points predicts noise
         var = self.stt - self.st * self.st / n
         if var <= 1e-9:

@@ -32,7 +32,7 @@ def utc(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def size(n: int | None) -> str:
+def size(n: float | None) -> str:
     if n is None:
         return ""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

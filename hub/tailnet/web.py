@@ -97,7 +97,8 @@ async def tailnet_middleware(request: web.Request, handler):
         return await handler(request)  # no tailscaled here: nothing to ask, no cost
     if request.path == "/v1/join":
         resp = await handler(request)
-        if resp.status == 200 and isinstance(resp, web.Response) and resp.body:
+        if (resp.status == 200 and isinstance(resp, web.Response)
+                and isinstance(resp.body, bytes | bytearray) and resp.body):
             asked, ident = await _whois(request)
             if asked:
                 node = json.loads(resp.body)["node"]

@@ -32,7 +32,8 @@ def apply_snapshot(db: sqlite3.Connection, node: str, seq: int, ts: float, sourc
     old = dict(db.execute("SELECT key, value FROM twin_facts WHERE node = ? AND source = ?",
                           (node, source)).fetchall())
     baseline = old.pop("", None) is None
-    changes, upserts = [], [(node, source, "", "{}", ts, seq)]
+    changes: list[tuple[str, int, float, str, str, str, str | None, str | None]] = []
+    upserts = [(node, source, "", "{}", ts, seq)]
     for key, value in items.items():
         was = old.pop(key, None)
         if was == value:
