@@ -172,7 +172,7 @@ async def _tls(c: Check) -> dict:
 
 async def _dns(c: Check) -> dict:
     infos = await asyncio.get_running_loop().getaddrinfo(c.target, None, type=socket.SOCK_STREAM)
-    found = sorted({i[4][0] for i in infos})
+    found = sorted({str(i[4][0]) for i in infos})
     out: dict = {"detail": " ".join(found)[:4000]}
     missing = [a for a in c.expect_address if a not in found]
     if missing:

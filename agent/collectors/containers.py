@@ -161,7 +161,9 @@ class ContainersCollector(Collector):
                 except ValueError as e:  # an engine without cgroup stats: state still counts
                     log.debug("containers: %s", e)
                     stats = {}
-                pct, self.cpu[c["id"]] = cpu_percent(self.cpu.get(c["id"]), stats)
+                pct, ticks = cpu_percent(self.cpu.get(c["id"]), stats)
+                if ticks is not None:
+                    self.cpu[c["id"]] = ticks
                 label = '{name="' + c["name"].replace("\\", "\\\\").replace('"', '\\"') + '"}'
                 if pct is not None:
                     samples[f"container_cpu_percent{label}"] = pct

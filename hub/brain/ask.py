@@ -237,7 +237,8 @@ def is_howto(q: str) -> bool:
 def _kb(q: str, path: Path) -> dict:
     from hub.store import connect
 
-    out = {"kind": "kb", "template": None, "sql": None, "columns": ["id", "title", "snippet", "source"], "rows": []}
+    out: dict[str, Any] = {"kind": "kb", "template": None, "sql": None,
+                           "columns": ["id", "title", "snippet", "source"], "rows": []}
     try:
         from hub import kb
     except ImportError:

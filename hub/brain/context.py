@@ -50,7 +50,8 @@ class Context:
 
     def _kept(self, max_chars: int) -> list[Item]:
         """Alert, facts and notes first; then as many events as fit, newest kept."""
-        kept, used = [], 0
+        kept: list[Item] = []
+        used = 0
         for it in self.items:
             if it.kind != "event":
                 n = len(it.id) + len(it.text) + 4
@@ -141,7 +142,7 @@ def _rows(db: sqlite3.Connection, sql: str, args: tuple = ()) -> list[sqlite3.Ro
         return []
 
 
-def _event_item(r: sqlite3.Row) -> Item | None:
+def _event_item(r: sqlite3.Row | dict[str, Any]) -> Item | None:
     try:
         d = json.loads(r["data"])
     except (json.JSONDecodeError, TypeError):
@@ -256,7 +257,7 @@ def kb_passages(db: sqlite3.Connection, query: str, limit: int = MAX_KB) -> list
     Integration point: hub.kb.search(db, query, limit) -> [{passage_id, title, snippet, ...}].
     """
     try:
-        from hub import kb  # type: ignore[attr-defined]
+        from hub import kb
         search = kb.search
     except (ImportError, AttributeError):
         return []
@@ -295,7 +296,7 @@ def build(db: sqlite3.Connection | None, alert: dict, *, max_events: int = MAX_E
     seen = {it.id for it in causes}
     recent = [it for it in recent_events(db, node, alert_ts(alert), limit=max_events) if it.id not in seen]
     seen |= {it.id for it in recent}
-    labels = alert.get("labels") if isinstance(alert.get("labels"), dict) else {}
+    labels: dict = alert["labels"] if isinstance(alert.get("labels"), dict) else {}
     telling = [it for it in telling_events(db, node, alert_ts(alert), [str(v) for v in labels.values()])
                if it.id not in seen]
     ctx.items += causes + sorted(telling + recent, key=lambda it: it.ts or 0)

@@ -185,7 +185,7 @@ def check_answer(ans: Any, cands: list[dict], playbooks: dict[str, Any], ids: li
         raise Rejected(f"answer has keys that are not allowed: {', '.join(sorted(map(str, extra)))[:100]}")
     name = ans.get("playbook")
     allowed = {c["playbook"]: c for c in cands}
-    if name != "none" and name not in allowed:
+    if not isinstance(name, str) or (name != "none" and name not in allowed):
         raise Rejected(f"playbook {str(name)[:64]!r} is not one of the choices offered ({', '.join(allowed)})")
     rationale = ans.get("rationale", "")
     if not isinstance(rationale, str) or len(rationale) > RATIONALE_MAX:
@@ -250,7 +250,7 @@ def closed_answer(text: str) -> str:
 def alert_line(alert: dict) -> str:
     """The ALERT line: rule, node and summary. The full alert (labels, state...) is the first
     DATA item already; saying it twice cost ~30 tokens of prompt evaluation per decision."""
-    ann = alert.get("annotations") if isinstance(alert.get("annotations"), dict) else {}
+    ann: dict = alert["annotations"] if isinstance(alert.get("annotations"), dict) else {}
     summary = alert.get("summary") or ann.get("summary")
     rule = alert.get("rule") if isinstance(alert.get("rule"), str) else alert.get("rule_name")
     if not isinstance(summary, str) or not summary:

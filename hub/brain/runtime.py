@@ -77,7 +77,8 @@ def insert(db: sqlite3.Connection, row: dict) -> int:
         f"INSERT INTO brain_decisions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
         [vals.get(c) for c in COLUMNS],
     )
-    return int(cur.lastrowid)
+    assert cur.lastrowid is not None  # an INSERT just ran
+    return cur.lastrowid
 
 
 def record(row: dict) -> int | None:

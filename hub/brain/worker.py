@@ -101,7 +101,7 @@ class WorkerModel:
         if not msg.get("ready"):
             self._fail(f"model worker could not load the model: {msg.get('error')}")
         self.sha256, self.load_ms = msg.get("sha256"), msg.get("load_ms")
-        log.info("model worker %d ready in %s ms (%s)", self._proc.pid, self.load_ms, self.path)
+        log.info("model worker %s ready in %s ms (%s)", self.pid, self.load_ms, self.path)
 
     def _drain_stderr(self, proc: subprocess.Popen) -> None:
         for raw in proc.stderr or ():

@@ -77,9 +77,9 @@ def is_admin(request: web.Request, data_dir) -> bool:
         return True
     token = existing_token(data_dir)
     cookie = request.cookies.get(COOKIE, "")
-    return bool(token and cookie) and hmac.compare_digest(cookie, session_value(token))
+    return token is not None and bool(cookie) and hmac.compare_digest(cookie, session_value(token))
 
 
 def token_ok(data_dir, presented: str) -> bool:
     token = existing_token(data_dir)
-    return bool(token and presented) and hmac.compare_digest(token.encode(), presented.strip().encode())
+    return token is not None and bool(presented) and hmac.compare_digest(token.encode(), presented.strip().encode())

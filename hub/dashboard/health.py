@@ -10,6 +10,7 @@ import sqlite3
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from hub.config import db_path
 
@@ -93,7 +94,7 @@ def brain(db: sqlite3.Connection, settings, running: bool, figures: dict[str, fl
     from hub.brain import model_path
 
     path = model_path(getattr(settings, "model", None))
-    out = {"model": str(path) if path else None,
+    out: dict[str, Any] = {"model": str(path) if path else None,
            "model_present": bool(path and Path(path).exists()),
            "state": "not running" if not running else ("on (the model loads at its first decision)"
                                                         if path else "off (no model)")}
@@ -108,7 +109,8 @@ def brain(db: sqlite3.Connection, settings, running: bool, figures: dict[str, fl
     except sqlite3.OperationalError:
         row = None
     if row:
-        out["last_decision"] = {"ts": row[0], "purpose": row[1], "outcome": row[2], "latency_ms": row[3]}
+        out["last_decision"] = {"ts": row[0], "purpose": row[1], "outcome": row[2],
+                                "latency_ms": row[3]}
     return out
 
 

@@ -45,7 +45,7 @@ def render(rows: list[tuple]) -> tuple[str, str, str]:
         return title, body, "resolved" if good else sev
     firing = [r for r in rows if r[3] == "firing"]
     worst = max((r[4] for r in firing), key=outbox.rank, default="info")
-    counts = defaultdict(int)
+    counts: defaultdict[str, int] = defaultdict(int)
     for r in rows:
         counts[r[3]] += 1
     title = f"homelab: {len(rows)} notifications (" + ", ".join(

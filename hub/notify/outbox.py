@@ -87,7 +87,7 @@ def alert_rows(t: Targets, alert: dict, now: float) -> list[tuple]:
     rec = {**alert, "rule": alert.get("rule_name") or alert.get("rule")}
     title, body = _alert_text(alert)
     common = (tr, sev, alert.get("node"), alert.get("id"), None, title, body)
-    rows = []
+    rows: list[tuple] = []
     if rank(sev) >= rank(t.min_severity):
         rows += [(now, "apprise", target_id(u), *common, None, now + t.group_wait) for u in t.apprise]
     if t.webhooks:
