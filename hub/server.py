@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import signal
@@ -135,20 +134,12 @@ def refuse_if_in_use(data_dir: Path) -> None:
     """One line instead of two hubs fighting over one database: a serving hub holds an
     exclusive flock on DATA_DIR/hub.lock (hub/backup/web.py). Probing it (lock, then release)
     leaves the lock to the app, which takes it for as long as it serves."""
-    from hub.backup import LOCK_NAME
+    from hub.backup import lock_holder
 
-    lock = Path(data_dir) / LOCK_NAME
-    if not lock.exists():
-        return
-    with open(lock, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(f, fcntl.LOCK_UN)
-        except BlockingIOError:
-            f.seek(0)
-            who = f.read().strip() or "pid unknown"
-            raise Conflict(f"{data_dir} is in use by another hub ({who}); stop it first, or pass "
-                           f"another --data-dir") from None
+    who = lock_holder(data_dir)
+    if who:
+        raise Conflict(f"{data_dir} is in use by another hub ({who}); stop it first, or pass "
+                       f"another --data-dir")
 
 
 def _stop_event() -> asyncio.Event:

@@ -223,20 +223,31 @@ def verify(archive: Path, into: Path) -> dict:
     return manifest
 
 
+def lock_holder(data_dir: Path) -> str | None:
+    """'pid N' of the hub serving ``data_dir`` (it holds an exclusive flock on its lock file,
+    hub/backup/web.py), or None. The probe takes the lock and releases it at once, leaving it
+    to the app that takes it for as long as it serves."""
+    lock = Path(data_dir) / LOCK_NAME
+    if not lock.exists():
+        return None
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            f.seek(0)
+            return f.read().strip() or "pid unknown"
+
+
 def hub_running(data_dir: Path) -> str | None:
     """Why we think a hub is using ``data_dir`` right now, or None.
 
     Two checks: the lock a serving hub holds (hub/backup/web.py), and, for hubs of an
     older build or other tools, any process with the database open (Linux /proc)."""
-    lock = data_dir / LOCK_NAME
-    if lock.exists():
-        with open(lock, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(f, fcntl.LOCK_UN)
-            except BlockingIOError:
-                f.seek(0)
-                return f"a hub holds {lock} ({f.read().strip() or 'pid unknown'})"
+    who = lock_holder(data_dir)
+    if who:
+        return f"a hub holds {data_dir / LOCK_NAME} ({who})"
     target = str((data_dir / DB_NAME).resolve())
     me = os.getpid()
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import sqlite3
@@ -48,20 +47,10 @@ def growth(db: sqlite3.Connection, now_bytes: int, now: float, days: float) -> f
 
 
 def hub_pid(data_dir: Path) -> str | None:
-    """'pid N' of the hub serving data_dir (it holds hub.lock), or None."""
-    from hub.backup import LOCK_NAME
+    """'pid N' of the hub serving data_dir, or None."""
+    from hub.backup import lock_holder
 
-    lock = Path(data_dir) / LOCK_NAME
-    if not lock.exists():
-        return None
-    with open(lock, "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return None
-        except BlockingIOError:
-            f.seek(0)
-            return f.read().strip() or "pid unknown"
+    return lock_holder(data_dir)
 
 
 def hub_metrics(url: str, token: str | None, data_dir: Path) -> dict[str, float]:
