@@ -68,7 +68,7 @@ def imports() -> list[dict]:
 
 
 COLLECTOR = """
-import asyncio, json, os, resource, tempfile, time
+import asyncio, json, os, resource, shutil, tempfile, time
 from pathlib import Path
 from agent import collectors
 from agent.config import AGENT_OPTS
@@ -85,6 +85,7 @@ s = load(AGENT_OPTS, {{'state_dir': tmp, 'watch': ['/etc']}}, None, env={{}})
 cls = collectors.load({name!r})
 why = cls.unavailable(s)
 if why:
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({{'unavailable': why}}))
     raise SystemExit
 n = [0]
@@ -118,6 +119,7 @@ async def main():
         close()
 
 asyncio.run(main())
+shutil.rmtree(tmp, ignore_errors=True)
 out['events'] = n[0]
 print(json.dumps(out))
 """

@@ -232,6 +232,15 @@ def m005_samples_by_series_only(db: sqlite3.Connection) -> None:
         db.execute(f"DROP INDEX IF EXISTS {table}_ts")
 
 
+@migration
+def m006_events_kind_node_ts(db: sqlite3.Connection) -> None:
+    """A node's events of one kind in time order: "events per node and kind, last 24 hours"
+    becomes one range count per (kind, node) instead of a day of index entries sorted into
+    groups (datasette's event_counts: 70 -> 12 ms at 10 nodes, bench queries), and "this
+    node's logs since T" a range. (kind, ts, node) stays for time ranges across nodes."""
+    db.execute("CREATE INDEX IF NOT EXISTS events_kind_node_ts ON events(kind, node, ts)")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Run every migration not yet recorded; return the names run."""
     db.execute(

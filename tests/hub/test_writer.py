@@ -39,3 +39,25 @@ async def test_a_job_runs_before_the_waiting_backlog(tmp_path):
         assert await w.run(lambda db: db.execute("SELECT count(*) FROM logs").fetchone()[0]) == 8 * per
     finally:
         await loop.run_in_executor(None, w.stop)
+
+
+async def test_checkpoints_run_beside_the_writer(tmp_path):
+    """The writer never checkpoints inside COMMIT (wal_autocheckpoint = 0); its checkpoint
+    thread copies committed pages into the database file while the writer goes on."""
+    w = Writer(tmp_path / "homelab.db")
+    w.db.execute("INSERT INTO nodes (name, created) VALUES ('n1', 0)")
+    assert w.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    db_file = tmp_path / "homelab.db"
+    loop = asyncio.get_running_loop()
+    w.start()
+    try:
+        size0 = db_file.stat().st_size
+        for k in range(5):
+            f = _frame(1 + k * 1000, 1000)
+            await w.ingest("n1", f, _json_of(f), None)
+        deadline = loop.time() + 30
+        while db_file.stat().st_size <= size0:  # pages reach the file only by a checkpoint
+            assert loop.time() < deadline, "no checkpoint within 30 s"
+            await asyncio.sleep(0.05)
+    finally:
+        await loop.run_in_executor(None, w.stop)
