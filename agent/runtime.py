@@ -58,10 +58,10 @@ class Agent:
             self.queue.put_nowait(event)
             return True
         except asyncio.QueueFull:
-            self.shed[source or event.__struct_config__.tag] += 1
+            self.shed[source or str(event.__struct_config__.tag)] += 1
             return False
 
-    def notice(self, source: str, level: str, message: str) -> None:
+    def notice(self, source: str, level: wire.NoticeLevel, message: str) -> None:
         log.log(logging.WARNING if level != "info" else logging.INFO, "%s: %s", source, message)
         self.emit(wire.Notice(ts=time.time(), source=source, level=level, message=message[:4000]))
 

@@ -50,11 +50,14 @@ class Dropped(Event, frozen=True, tag="dropped"):
     reason: Str
 
 
+NoticeLevel = Literal["info", "warning", "error"]
+
+
 class Notice(Event, frozen=True, tag="notice"):
     """Something a person should know about the agent itself (a collector stepping aside)."""
 
     source: Str
-    level: Literal["info", "warning", "error"]
+    level: NoticeLevel
     message: Str
 
 

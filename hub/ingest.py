@@ -75,7 +75,7 @@ def _json_of(frame: wire.Frame) -> list[str]:
             out.append(enc(e).decode())
             continue
         try:  # a kind this hub does not know is kept as JSON; some msgpack has no JSON form
-            out.append(enc(msgspec.msgpack.decode(e.raw)).decode())
+            out.append(enc(msgspec.msgpack.decode(e.raw or b"")).decode())
         except (TypeError, ValueError, msgspec.MsgspecError, RecursionError) as err:
             raise BadRequest(f"events[{i}] (kind {e.kind!r}) cannot be stored as JSON: {err}") from None
     return out

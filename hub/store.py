@@ -17,6 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 GROUP_MAX_EVENTS = 1_000
 _WAKE = object()  # in the ingest queue: a job is waiting in the job queue
 CHECKPOINT_EVERY = 0.5  # seconds between WAL checkpoints, run beside the writer
-KIND_OF = {t: t.__struct_config__.tag for t in wire.AnyEvent.__args__}
+KIND_OF = {t: t.__struct_config__.tag for t in typing.get_args(wire.AnyEvent)}
 
 
 def connect(path: Path | str, *, readonly: bool = False, timeout: float = 5.0) -> sqlite3.Connection:

@@ -77,7 +77,7 @@ class MetricsCollector(Collector):
                 if k in prev and v >= prev[k]:
                     s[k] = round((v - prev[k]) / dt, 1)
         self._prev_io = (now, io)
-        temps = getattr(psutil, "sensors_temperatures", lambda: {})()
+        temps: dict[str, list] = getattr(psutil, "sensors_temperatures", lambda: {})()
         for chip, entries in (temps or {}).items():
             for i, t in enumerate(entries):
                 if t.current is not None:

@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 LATEST = web.AppKey("metrics_latest", dict)
 BACKLOG = web.AppKey("metrics_spool_backlog", dict)
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
-FLEET = web.AppKey("metrics_fleet", object)
 
 BACKLOG_HEADER = "Homelab-Spool-Backlog"
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
@@ -202,8 +201,9 @@ class FleetCollector:
         for (node, key), value in list(latest.items()):
             if node not in fresh:
                 continue
-            hit = lines.get((node, key), False)
-            if hit is False:
+            try:
+                hit = lines[(node, key)]
+            except KeyError:
                 hit = lines[(node, key)] = _series_line(node, key)
             if hit is None:
                 continue
@@ -232,6 +232,9 @@ class FleetCollector:
 
 def _escape(v: str) -> str:
     return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+
+
+FLEET = web.AppKey("metrics_fleet", FleetCollector)
 
 
 def _series_line(node: str, key: str) -> tuple[str, str, str] | None:
@@ -286,7 +289,7 @@ async def _context(app: web.Application) -> AsyncIterator[None]:
     app[WRITER].subscribers.append(_subscriber(app[LATEST]))
     registry = CollectorRegistry(auto_describe=False)
     fleet = FleetCollector(app, db)
-    registry.register(fleet)  # type: ignore[arg-type]
+    registry.register(fleet)
     app[REGISTRY] = registry
     app[FLEET] = fleet
     yield
