@@ -1,7 +1,9 @@
 """Background tasks of the running hub, with one start/cancel lifecycle for all of them.
 
 A task is started when the app starts (after storage is open) and cancelled and awaited when
-it stops, so nothing outlives the hub's data directory or swallows its shutdown.
+it stops, so nothing outlives the hub's data directory or swallows its shutdown. Two tasks stop
+by a flag first instead (the proposal worker and the notification courier): a send or a job
+in flight finishes and is recorded once, and cancelling is their fallback.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from aiohttp import web
 from hub.brain import runtime
 from hub.config import db_path
 from hub.keys import READ_DB, SETTINGS, WRITER
+from hub.tasks import running
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,10 @@ async def _configure(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     runtime.configure(settings, db_path(settings.data_dir), app[WRITER])
     every = float(getattr(settings, "brain_digest_every", 0) or 0)
-    task = asyncio.create_task(_digest_loop(app, every)) if every > 0 else None
-    yield
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with contextlib.AsyncExitStack() as tasks:
+        if every > 0:
+            await tasks.enter_async_context(running(_digest_loop(app, every), "brain-digest"))
+        yield
     runtime.configure(settings, db_path(settings.data_dir), None)
     from hub.brain import worker
 

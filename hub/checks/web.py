@@ -18,6 +18,7 @@ from agent.collectors.checks import parse_checks, run_forever
 from agent.settings import SettingsError
 from hub.keys import SETTINGS, WRITER
 from hub.store import Writer
+from hub.tasks import running
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +56,22 @@ async def _prune(writer: Writer, keep: float) -> None:
 
 async def _checks(app: web.Application) -> AsyncIterator[None]:
     settings, writer = app[SETTINGS], app[WRITER]
-    tasks = [asyncio.create_task(_prune(writer, settings.event_retention), name="checks-prune")]
-    checks = parse_checks(settings.checks or [])
-    if checks:
-        node = settings.checks_node
-        await writer.run(lambda db: claim_node(db, node))
-        q: asyncio.Queue = asyncio.Queue(maxsize=10_000)
+    async with contextlib.AsyncExitStack() as tasks:
+        await tasks.enter_async_context(running(_prune(writer, settings.event_retention), "checks-prune"))
+        checks = parse_checks(settings.checks or [])
+        if checks:
+            node = settings.checks_node
+            await writer.run(lambda db: claim_node(db, node))
+            q: asyncio.Queue = asyncio.Queue(maxsize=10_000)
 
-        def emit(ev: wire.CheckResult) -> None:
-            with contextlib.suppress(asyncio.QueueFull):  # bounded: shed rather than grow
-                q.put_nowait(ev)
+            def emit(ev: wire.CheckResult) -> None:
+                with contextlib.suppress(asyncio.QueueFull):  # bounded: shed rather than grow
+                    q.put_nowait(ev)
 
-        tasks += [asyncio.create_task(run_forever(checks, emit), name="checks-run"),
-                  asyncio.create_task(_ship(writer, node, q), name="checks-ship")]
-        log.info("checks: the hub runs %d check(s) as node %r", len(checks), node)
-    yield
-    for t in tasks:
-        t.cancel()
-    await asyncio.wait(tasks, timeout=10)
+            await tasks.enter_async_context(running(run_forever(checks, emit), "checks-run"))
+            await tasks.enter_async_context(running(_ship(writer, node, q), "checks-ship"))
+            log.info("checks: the hub runs %d check(s) as node %r", len(checks), node)
+        yield
 
 
 def setup(app: web.Application) -> None:

@@ -10,7 +10,6 @@ ingest or the event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
@@ -30,6 +29,7 @@ from hub.errors import HubError
 from hub.keys import SETTINGS, WRITER
 from hub.nodes import require_node
 from hub.store import connect
+from hub.tasks import running
 
 log = logging.getLogger(__name__)
 DB = web.AppKey("dashboard_db", sqlite3.Connection)
@@ -81,14 +81,11 @@ async def _ctx(app: web.Application) -> AsyncIterator[None]:
     app[HOSTS] = access.allowed_hosts(public_url(settings), status)
     app[DB] = connect(db_path(settings.data_dir), readonly=True)
     app[LOCK] = threading.Lock()
-    sizes = asyncio.create_task(_record_sizes(app), name="db-sizes")
     url_file = settings.data_dir / health.URL_FILE
     url_file.write_text(_local_url(settings) + "\n")  # for `status` to find this hub's /metrics
-    yield
+    async with running(_record_sizes(app), "db-sizes"):
+        yield
     url_file.unlink(missing_ok=True)
-    sizes.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sizes
     app[DB].close()
 
 
