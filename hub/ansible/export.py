@@ -113,33 +113,23 @@ def _has(db: sqlite3.Connection, table: str) -> bool:
 def snapshot(db: sqlite3.Connection, node: str) -> dict:
     """What the node is now, as far as recreating it goes. Sorted, JSON-ready."""
     check_node_name(node)
-    from hub.nodes import require_node
+    from hub.twin import Twin
 
-    require_node(db, node)
+    twin = Twin(db, node)
     row = db.execute("SELECT name, address FROM nodes WHERE name = ?", (node,)).fetchone()
-    host = None
-    if _has(db, "inventory"):
-        inv = db.execute("SELECT primary_ip, tailscale_ip, hostname FROM inventory WHERE node = ?", (node,)).fetchone()
-        if inv:
-            host = address(inv[1]) or address(inv[0])
+    inv = twin.inventory()
+    host = (address(inv["tailscale_ip"]) or address(inv["primary_ip"])) if inv else None
     packages: dict[str, dict[str, str]] = {}
-    if _has(db, "packages"):
-        for manager, name, version in db.execute(
-                "SELECT manager, name, version FROM packages WHERE node = ? AND state = 'installed'"
-                " AND coalesce(manual, 1) ORDER BY manager, name", (node,)):
-            packages.setdefault(manager, {})[name] = version or ""
-    services = {}
-    if _has(db, "services"):
-        for unit, active in db.execute(
-                "SELECT unit, active FROM services WHERE node = ? AND enabled = 'enabled' ORDER BY unit", (node,)):
-            services[unit] = {"active": active == "active"}
+    for p in twin.packages(manual_only=True):
+        packages.setdefault(p["manager"], {})[p["name"]] = p["version"] or ""
+    services = {s["unit"]: {"active": s["active"] == "active"}
+                for s in sorted(twin.services(enabled=True), key=lambda s: s["unit"])}
     files = {}
-    for path, mode, uid, gid, sha, secret in db.execute(
-            "SELECT path, mode, uid, gid, sha256, secret FROM files WHERE node = ? AND deleted = 0 ORDER BY path",
-            (node,)):
-        content = None if secret else file_content(db, node, path, sha)
-        files[path] = {"mode": None if mode is None else f"{mode:04o}", "uid": uid, "gid": gid,
-                       "sha256": sha, "secret": bool(secret), "content": content}
+    for f in twin.files():
+        content = None if f["secret"] else file_content(db, node, f["path"], f["sha256"])
+        files[f["path"]] = {"mode": None if f["mode"] is None else f"{f['mode']:04o}", "uid": f["uid"],
+                            "gid": f["gid"], "sha256": f["sha256"], "secret": bool(f["secret"]),
+                            "content": content}
     return {"node": node, "host": host or address(row[1]), "packages": packages, "services": services, "files": files}
 
 

@@ -294,7 +294,8 @@ SCHEMA_HINT = (
     "Tables: nodes(name,last_seen), events(id,node,ts,kind,data JSON), metrics_latest(node,name,labels,value),"
     " services(node,unit,active), packages(node,name,version,state), package_changes(node,ts,action,name,version),"
     " file_changes(node,ts,action,path), device_changes(node,ts,action,subsystem,vendor,model),"
-    " inventory(node,os,kernel,memory_bytes), mounts(node,mountpoint,total_bytes,used_bytes),"
+    " inventory(node,os,kernel,memory_bytes), mounts(node,mountpoint,total_bytes) (how full:"
+    " metrics_latest name 'disk_used_ratio', labels 'mount=\"/\"'),"
     " alerts(id,node,rule,severity,state,first_seen), changes(node,ts,kind,subject,action,detail)."
     " Times are Unix seconds."
 )

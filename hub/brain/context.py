@@ -224,30 +224,37 @@ def twin_facts(db: sqlite3.Connection, node: str | None) -> list[str]:
     """Current state of the node, as short sentences."""
     if not node:
         return []
+    from hub.errors import NotFound
+    from hub.twin import Twin
+
+    try:
+        twin = Twin(db, node)
+    except (NotFound, sqlite3.OperationalError):
+        return []
     facts: list[str] = []
-    for r in _rows(db, "SELECT os, kernel, cpu_count, memory_bytes FROM inventory WHERE node = ?", (node,)):
-        mem = f"{r['memory_bytes'] / 2**30:.1f} GiB" if r["memory_bytes"] else "?"
-        facts.append(f"node {node}: {r['os']}, kernel {r['kernel']}, {r['cpu_count']} cpus, {mem} memory")
-    for r in _rows(db,
-            "SELECT mountpoint, fstype, total_bytes, used_bytes FROM mounts WHERE node = ? AND total_bytes > 0"
-            " ORDER BY 1.0 * used_bytes / total_bytes DESC LIMIT 3", (node,)):
-        facts.append(f"mount {r['mountpoint']} ({r['fstype']}) {100.0 * r['used_bytes'] / r['total_bytes']:.0f}% used"
-                     f" of {r['total_bytes'] / 2**30:.1f} GiB")
+    inv = twin.inventory()
+    if inv:
+        mem = f"{inv['memory_bytes'] / 2**30:.1f} GiB" if inv["memory_bytes"] else "?"
+        facts.append(f"node {node}: {inv['os']}, kernel {inv['kernel']}, {inv['cpu_count']} cpus, {mem} memory")
+    fullest = sorted((m for m in twin.mounts() if m["used_ratio"] is not None and m["total_bytes"]),
+                     key=lambda m: -m["used_ratio"])[:3]
+    for m in fullest:
+        facts.append(f"mount {m['mountpoint']} ({m['fstype']}) {100.0 * m['used_ratio']:.0f}% used"
+                     f" of {m['total_bytes'] / 2**30:.1f} GiB")
     for r in _rows(db,
             "SELECT name, labels, value FROM metrics_latest WHERE node = ? AND name IN"
             " ('disk_used_ratio', 'memory_used_ratio', 'swap_used_ratio', 'load1', 'cpu_percent')"
             " ORDER BY name, labels LIMIT 8", (node,)):
         facts.append(f"metric {r['name']}{{{r['labels']}}} = {r['value']:.3g}" if r["labels"]
                      else f"metric {r['name']} = {r['value']:.3g}")
-    failed = [r["unit"] for r in _rows(db,
-              "SELECT unit FROM services WHERE node = ? AND active = 'failed' ORDER BY unit LIMIT 6", (node,))]
+    failed = [s["unit"] for s in twin.services(failed=True, limit=6)]
     if failed:
-        facts.append("failed units: " + ", ".join(failed))
-    for r in _rows(db, "SELECT count(*) AS n, sum(security) AS s FROM pending_updates WHERE node = ?", (node,)):
-        if r["n"]:
-            facts.append(f"{r['n']} pending package updates ({r['s'] or 0} security)")
-    for r in _rows(db, "SELECT name, cpu_percent, rss_bytes FROM processes WHERE node = ? ORDER BY rank LIMIT 3", (node,)):
-        facts.append(f"top process {r['name']} cpu {r['cpu_percent']:.0f}% rss {r['rss_bytes'] / 2**20:.0f} MiB")
+        facts.append("failed units: " + ", ".join(sorted(failed)))
+    pending = twin.pending_counts()
+    if pending["total"]:
+        facts.append(f"{pending['total']} pending package updates ({pending['security']} security)")
+    for p in twin.processes(limit=3):
+        facts.append(f"top process {p['name']} cpu {p['cpu_percent']:.0f}% rss {p['rss_bytes'] / 2**20:.0f} MiB")
     return facts
 
 

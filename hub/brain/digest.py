@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hub.twin import mount_usage
+
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
@@ -75,12 +77,13 @@ def temp_growth(db) -> list[dict]:
             out.append({"node": r["node"], "check": "temp_growth",
                         "finding": f"{r['dir']} holds {r['bytes'] / GIB:.1f} GiB of watched files",
                         "playbook": "clean-tmp", "params": {"path": r["dir"]}})
-    for r in _rows(db, "SELECT node, mountpoint, 1.0 * used_bytes / total_bytes AS ratio FROM mounts"
-                       " WHERE mountpoint IN ('/tmp', '/var/tmp') AND total_bytes > 0"):
-        if r["ratio"] >= TMP_MOUNT_RATIO and (r["node"], r["mountpoint"]) not in seen:
-            out.append({"node": r["node"], "check": "temp_growth",
-                        "finding": f"{r['mountpoint']} is {100 * r['ratio']:.0f}% full",
-                        "playbook": "clean-tmp", "params": {"path": r["mountpoint"]}})
+    for m in mount_usage(db):
+        ratio, key = m["used_ratio"], (m["node"], m["mountpoint"])
+        if m["mountpoint"] in ("/tmp", "/var/tmp") and ratio is not None and ratio >= TMP_MOUNT_RATIO \
+                and key not in seen:
+            out.append({"node": m["node"], "check": "temp_growth",
+                        "finding": f"{m['mountpoint']} is {100 * ratio:.0f}% full",
+                        "playbook": "clean-tmp", "params": {"path": m["mountpoint"]}})
     return out
 
 

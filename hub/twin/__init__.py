@@ -2,6 +2,6 @@
 
 Read it through ``Twin`` (one node) and ``changes`` (any nodes): hub/twin/read.py."""
 
-from hub.twin.read import CHANGE_KINDS, Twin, changes
+from hub.twin.read import CHANGE_KINDS, Twin, changes, mount_usage
 
-__all__ = ["CHANGE_KINDS", "Twin", "changes"]
+__all__ = ["CHANGE_KINDS", "Twin", "changes", "mount_usage"]

@@ -21,6 +21,22 @@ def _rows(db: sqlite3.Connection, sql: str, args: tuple = ()) -> list[dict[str, 
     return [dict(r) for r in db.execute(sql, args)]
 
 
+# How full a mount is lives in metrics (the latest disk_used_ratio{mount="..."} sample), not
+# in the inventory's mounts table, which says only how big it is.
+MOUNT_USAGE_SQL = (
+    "SELECT m.node, m.mountpoint, m.device, m.fstype, m.options, m.total_bytes, l.value AS used_ratio"
+    " FROM mounts m LEFT JOIN metrics_latest l ON l.node = m.node AND l.name = 'disk_used_ratio'"
+    " AND l.labels = 'mount=\"' || m.mountpoint || '\"'"
+)
+
+
+def mount_usage(db: sqlite3.Connection, node: str | None = None) -> list[dict[str, Any]]:
+    """Every mount (of ``node``, or of every node) with ``used_ratio`` (None: no sample yet)."""
+    where = " WHERE m.node = ?" if node is not None else ""
+    return _rows(db, MOUNT_USAGE_SQL + where + " ORDER BY m.node, m.mountpoint",
+                 (node,) if node is not None else ())
+
+
 def changes(db: sqlite3.Connection, node: str | None, since: float,
             kinds: tuple[str, ...] = CHANGE_KINDS, limit: int = 10_000,
             newest_first: bool = False) -> list[dict[str, Any]]:
@@ -59,7 +75,8 @@ class Twin:
                          " WHERE node = ? ORDER BY name")
 
     def mounts(self) -> list[dict[str, Any]]:
-        return self._all("SELECT * FROM mounts WHERE node = ? ORDER BY mountpoint")
+        """Mounts with their size and ``used_ratio`` (the latest sample; None before one)."""
+        return mount_usage(self.db, self.node)
 
     def disks(self) -> list[dict[str, Any]]:
         return self._all("SELECT name, size_bytes, model, serial, rotational, removable FROM disks"
