@@ -146,7 +146,7 @@ def run_fleet(tmp_path, fleet, hub_process, partition: float) -> None:
                     done = False
             return done
 
-        wait_for(all_ingested, 40, interval=0.5, what="every node's first file change")
+        wait_for(all_ingested, 120, interval=0.5, what="every node's first file change")
 
         # partition node2 while it keeps producing
         victim, vp, vwatched = agents[2]

@@ -2,8 +2,8 @@
 
 A network namespace this test creates is the node: a real agent tails the auth log of a small
 stand-in sshd there (it accepts a connection, writes sshd's "Failed password ... from ADDR"
-line and hangs up). An attacker in the root namespace connects from its own address several
-times a second. The hub (root namespace, on the link's address) evaluates the shipped
+line and hangs up). An attacker in a namespace of its own, linked to the node's, connects
+several times a second. The hub (root namespace, on the link's address) evaluates the shipped
 `ssh-brute-force` rule, copied under another name with its 10 minute window shortened to 30 s
 so the test does not wait ten minutes (condition, extraction, `keep_firing_for: 30m` and the
 candidate are the shipped ones). A person approves `block-address`; the agent runs it inside the
@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -86,24 +85,34 @@ class LinkHub(HubProcess):
 
 @pytest.fixture
 def link():
-    """A namespace for the node, a veth link to it; the root side has the hub's address and
-    the attacker's."""
+    """A namespace for the node with a veth link to the hub (root side, NET.1; node NET.2),
+    and one for the attacker with its own link to the node (node ATK.1; attacker ATK.2): an
+    attacker on the hub's own machine would be one the guards rightly refuse to block."""
     tag = secrets.token_hex(3)
-    ns, root_end, ns_end = f"heal{tag}", f"healr{tag}", f"healn{tag}"
+    ns, atk, root_end, ns_end = f"heal{tag}", f"healatk{tag}", f"healr{tag}", f"healn{tag}"
+    a_node, a_atk = f"heala{tag}", f"healb{tag}"
     net = f"10.{180 + secrets.randbelow(20)}.{secrets.randbelow(250) + 1}"
+    atk_net = f"10.{200 + secrets.randbelow(20)}.{secrets.randbelow(250) + 1}"
     ip("netns", "add", ns)
+    ip("netns", "add", atk)
     try:
         ip("link", "add", root_end, "type", "veth", "peer", "name", ns_end)
         ip("link", "set", ns_end, "netns", ns)
         ip("addr", "add", f"{net}.1/24", "dev", root_end)
-        ip("addr", "add", f"{net}.3/24", "dev", root_end)
         ip("link", "set", root_end, "up")
         ip("-n", ns, "addr", "add", f"{net}.2/24", "dev", ns_end)
         ip("-n", ns, "link", "set", ns_end, "up")
         ip("-n", ns, "link", "set", "lo", "up")
-        yield ns, net
+        ip("-n", ns, "link", "add", a_node, "type", "veth", "peer", "name", a_atk)
+        ip("-n", ns, "link", "set", a_atk, "netns", atk)
+        ip("-n", ns, "addr", "add", f"{atk_net}.1/24", "dev", a_node)
+        ip("-n", ns, "link", "set", a_node, "up")
+        ip("-n", atk, "addr", "add", f"{atk_net}.2/24", "dev", a_atk)
+        ip("-n", atk, "link", "set", a_atk, "up")
+        yield ns, atk, net, atk_net
     finally:
         ip("link", "del", root_end, check=False)
+        ip("netns", "del", atk, check=False)
         ip("netns", "del", ns, check=False)
 
 
@@ -113,31 +122,50 @@ def shipped_rule_for_test() -> str:
     return text.replace("aggregate: {fn: count, window: 10m}", "aggregate: {fn: count, window: 30s}")
 
 
+ATTACKER = """
+import socket, sys, time
+dst, log = sys.argv[1], sys.argv[2]
+with open(log, "a", buffering=1) as out:
+    for _ in range(2400):  # at most 10 minutes, a few times a second
+        s = socket.socket()
+        s.settimeout(0.5)
+        try:
+            s.connect((dst, 2222))
+            out.write("ok\\n")
+        except OSError:
+            out.write("failed\\n")
+        finally:
+            s.close()
+        time.sleep(0.25)
+"""
+
+
 class Attacker:
-    """Connects to the node's sshd from its own address a few times a second."""
+    """Connects to the node's sshd a few times a second from its own namespace; counts."""
 
-    def __init__(self, src: str, dst: str):
-        self.src, self.dst = src, dst
-        self.ok = self.failed = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+    def __init__(self, ns: str, dst: str, log: Path):
+        self.ns, self.dst, self.log = ns, dst, log
+        self.proc: Proc | None = None
 
-    def run(self) -> None:
-        while not self.stop.wait(0.25):
-            s = socket.socket()
-            s.settimeout(0.5)
-            try:
-                s.bind((self.src, 0))
-                s.connect((self.dst, 2222))
-                self.ok += 1
-            except OSError:
-                self.failed += 1
-            finally:
-                s.close()
+    def start(self) -> Proc:
+        self.proc = Proc(["ip", "netns", "exec", self.ns, sys.executable, "-c", ATTACKER, self.dst,
+                          str(self.log)], self.log.with_suffix(".err"))
+        return self.proc
+
+    def _count(self, word: str) -> int:
+        return self.log.read_text().split().count(word) if self.log.exists() else 0
+
+    @property
+    def ok(self) -> int:
+        return self._count("ok")
+
+    @property
+    def failed(self) -> int:
+        return self._count("failed")
 
 
 def test_brute_force_blocked_and_verified_while_the_alert_is_held(tmp_path, link, monkeypatch):
-    ns, net = link
+    ns, atk, net, atk_net = link
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "ssh.yaml").write_text(shipped_rule_for_test())
@@ -148,20 +176,20 @@ def test_brute_force_blocked_and_verified_while_the_alert_is_held(tmp_path, link
     monkeypatch.setenv("HOMELAB_MODEL", "none")
     monkeypatch.setenv("HOMELAB_HUB_VERIFY_WINDOW", "20")
     procs: list[Proc] = []
-    attacker = Attacker(f"{net}.3", f"{net}.2")
+    attacker = Attacker(atk, f"{atk_net}.1", tmp_path / "attacker.log")
     try:
         hub = LinkHub(tmp_path / "hub", f"{net}.1", free_port(), tmp_path / "hub.log").start()
         procs.append(hub.proc)  # type: ignore[arg-type]
         state, auth_log = tmp_path / "agent", tmp_path / "auth.log"
         auth_log.touch()
         join_agent(hub.url, hub.enroll("node1"), state)
-        procs.append(Proc(["ip", "netns", "exec", ns, sys.executable, "-c", FAKE_SSHD, f"{net}.2", str(auth_log)],
+        procs.append(Proc(["ip", "netns", "exec", ns, sys.executable, "-c", FAKE_SSHD, "0.0.0.0", str(auth_log)],
                           tmp_path / "sshd.log"))
         procs.append(Proc(["ip", "netns", "exec", ns, sys.executable, "-m", "agent", "run", "--state-dir", str(state),
                            "--collectors", "logs", "--log-file", str(auth_log)], tmp_path / "agent.log",
                           {"HOMELAB_AGENT_HEARTBEAT": "1", "HOMELAB_AGENT_LOG_JOURNAL": "false"}))
         wait_for(lambda: hub.query("SELECT last_seen FROM nodes WHERE name = 'node1'")[0][0], 30, what="agent online")
-        attacker.thread.start()
+        procs.append(attacker.start())
 
         # (the shipped rule fires on the same attack too; its own proposal just waits)
         pid = wait_for(lambda: hub.query("SELECT id FROM proposals WHERE playbook = 'block-address'"
@@ -169,7 +197,7 @@ def test_brute_force_blocked_and_verified_while_the_alert_is_held(tmp_path, link
                        what=f"a proposal (hub log: {hub.log}; agent log: {tmp_path / 'agent.log'})")[0][0]
         p = json.loads(hub_cli(hub.data_dir, "proposals", "show", str(pid), "--json").stdout)
         assert (p["state"], p["rule"], p["params"]) == ("proposed", "e2e-ssh-brute-force",
-                                                        {"address": f"{net}.3/32", "duration": "3600"})
+                                                        {"address": f"{atk_net}.2/32", "duration": "3600"})
         r = hub_cli(hub.data_dir, "approve", str(pid), "--yes")
         assert r.returncode == 0, r.stderr
         wait_for(lambda: hub.query("SELECT state FROM proposals WHERE id = ?", (pid,))[0][0]
@@ -194,6 +222,5 @@ def test_brute_force_blocked_and_verified_while_the_alert_is_held(tmp_path, link
         v = hub_cli(hub.data_dir, "audit", "verify")
         assert v.returncode == 0 and "intact" in v.stdout, v.stderr
     finally:
-        attacker.stop.set()
         for p_ in reversed(procs):
             p_.terminate()
