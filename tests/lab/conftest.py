@@ -18,7 +18,10 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
     try:
-        lab = nodelab.Lab(tmp_path_factory.mktemp("lab"))
+        # plus the lab's own rules (tests/lab/rules): scenarios reach playbooks no shipped
+        # rule proposes yet through the real rule -> proposal -> approve path
+        lab = nodelab.Lab(tmp_path_factory.mktemp("lab"),
+                          hub_env={"HOMELAB_HUB_RULES_DIR": str(Path(__file__).parent / "rules")})
     except nodelab.LabUnavailable as e:
         pytest.skip(f"node lab unavailable: {e}")
     lab.up()
