@@ -252,6 +252,7 @@ if [ "$SYSTEMD" = yes ]; then
     # The unit's socket (/run/homelab-agent, reachable by every user); a .bash file that
     # /etc/profile's *.sh loop skips, sourced only by bash (sh -l must not parse it).
     "$AGENT" shell-hook bash --socket /run/homelab-agent/commands.sock >/etc/profile.d/homelab-agent.bash.tmp
+    # shellcheck disable=SC2016 # written as is: the login shell expands it, not this script
     printf '%s\n' '# homelab-agent: report interactive bash commands to the local agent' \
       '[ -n "${BASH_VERSION:-}" ] && [ -r /etc/profile.d/homelab-agent.bash ] && . /etc/profile.d/homelab-agent.bash' \
       >/etc/profile.d/homelab-agent.sh.tmp

@@ -227,7 +227,10 @@ class Node:
         enter = "; ".join(f"echo $$ > {d}/cgroup.procs" for d in self.cgroup)
         argv = ["systemd-nspawn", "-q", "-b", "--register=no", "--keep-unit", "-M", self.name,
                 "-D", str(self.root), f"--network-namespace-path=/run/netns/{self.ns}",
-                "--console=read-only", "--link-journal=no", "--resolv-conf=off", "--timezone=off"]
+                "--console=read-only", "--link-journal=no", "--resolv-conf=off", "--timezone=off",
+                # root on a real machine administers its network (nftables for block-address);
+                # nspawn keeps it only with --private-network, here the node's own namespace
+                "--capability=CAP_NET_ADMIN"]
         with open(self.console, "ab") as out:
             self.proc = subprocess.Popen(["/bin/sh", "-c", f'{enter}; exec "$@"', "nspawn", *argv],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -1,0 +1,24 @@
+"""A playbook that changes the machine acts on the machine, not on the agent's sandbox: the
+shipped unit gives the agent a private /tmp, so clean-tmp run inside it would have cleaned that
+and still reported "verified". As its own transient unit it cleans the node's real /tmp."""
+
+from __future__ import annotations
+
+from nodelab import poll
+
+
+def test_clean_tmp_cleans_the_real_tmp_not_the_agents_private_one(lab, enrolled):
+    node = enrolled()
+    hub = lab.hub
+    node.sh("for i in 1 2 3; do head -c 100000 /dev/zero > /tmp/lab-old-$i; touch -d '2 days ago' /tmp/lab-old-$i; done;"
+            " echo new > /tmp/lab-new")
+    node.sh("touch /etc/lab-clean-tmp")  # the lab rule's marker (tests/lab/rules/lab.yaml)
+    pid = poll(lambda: hub.query("SELECT id FROM proposals WHERE node = ? AND playbook = 'clean-tmp' "
+                                 "AND state = 'proposed'", (node.name,)), 120,
+               what="a clean-tmp proposal")[0][0]
+    hub.cli("approve", str(pid), "--yes")
+    state = poll(lambda: (s := hub.query("SELECT state FROM proposals WHERE id = ?", (pid,))[0][0])
+                 in ("verified", "not verified", "failed") and s, 180, what=f"proposal {pid} to end")
+    assert state == "verified", hub.cli("proposals", "show", str(pid)).stdout
+    left = node.sh("ls /tmp").stdout.split()
+    assert "lab-new" in left and not [f for f in left if f.startswith("lab-old-")], left
