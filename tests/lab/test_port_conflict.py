@@ -37,7 +37,7 @@ def test_port_conflict_gets_diagnostics_and_no_restart_loop(lab, enrolled):
                          "AND params LIKE '%web-b.service%' ORDER BY id", (node.name, playbook))
 
     # diagnostics: the read-only unit-logs ran without anyone approving, and say why
-    diag = poll(lambda: [p for p in proposals("unit-logs") if p[1] in ("succeeded", "verified")], 180,
+    diag = poll(lambda: [p for p in proposals("unit-logs") if p[1] == "diagnosed"], 180,
                 what="unit-logs run by itself for web-b")
     detail = hub.cli("proposals", "show", str(diag[0][0])).stdout
     assert "Address already in use" in detail, detail
