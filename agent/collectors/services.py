@@ -33,7 +33,8 @@ TIMEOUT = 30.0
 def parse_show(text: str) -> list[dict[str, str]]:
     """Parse ``systemctl show -p A,B unit1 unit2 ...``: KEY=VALUE lines, units separated by
     an empty line. Values may contain '='; only the first one splits."""
-    units, cur = [], {}
+    units: list[dict[str, str]] = []
+    cur: dict[str, str] = {}
     for line in text.split("\n"):  # not splitlines(): values may hold \x85 or \u2028
         if not line.strip():
             if cur:
@@ -81,6 +82,7 @@ def changes(last: dict[str, list], now: dict[str, tuple], ts: float, baseline: b
         old = last.get(unit)
         if old is not None and tuple(old[:4]) == st[:4]:
             continue
+        previous: str | None
         if old is None and not baseline:
             previous = "inactive"  # a unit that appeared since: it was not there, now it is
         else:
