@@ -83,6 +83,15 @@ def shipped_playbooks() -> Path:
     return bases[0] / "playbooks"
 
 
+async def _tail(proc: asyncio.subprocess.Process, buf: bytearray) -> None:
+    """Read a job's output into ``buf``, keeping its last OUTPUT_MAX bytes (the end says why)."""
+    assert proc.stdout is not None
+    while chunk := await proc.stdout.read(65536):
+        buf.extend(chunk)
+        if len(buf) > OUTPUT_MAX:
+            del buf[: len(buf) - OUTPUT_MAX]
+
+
 class Refused(Exception):
     def __init__(self, reason: str, job_id: str = "?", playbook: str = "?"):
         super().__init__(reason)
@@ -274,15 +283,7 @@ class JobRunner:
             return self._result(job, pb, "failed", None, "", started, f"cannot start bash: {e}")
         self.current = proc
         buf = bytearray()
-
-        async def pump() -> None:
-            assert proc.stdout is not None
-            while chunk := await proc.stdout.read(65536):
-                buf.extend(chunk)
-                if len(buf) > OUTPUT_MAX:
-                    del buf[: len(buf) - OUTPUT_MAX]
-
-        reader = asyncio.create_task(pump())
+        reader = asyncio.create_task(_tail(proc, buf))
         status, reason = None, None
         try:
             await asyncio.wait_for(proc.wait(), pb.timeout)
@@ -330,15 +331,7 @@ class JobRunner:
             return self._result(job, pb, "failed", None, "", started, f"cannot start systemd-run: {e}")
         self.current = proc
         buf = bytearray()
-
-        async def pump() -> None:
-            assert proc.stdout is not None
-            while chunk := await proc.stdout.read(65536):
-                buf.extend(chunk)
-                if len(buf) > OUTPUT_MAX:
-                    del buf[: len(buf) - OUTPUT_MAX]
-
-        reader = asyncio.create_task(pump())
+        reader = asyncio.create_task(_tail(proc, buf))
         try:
             # RuntimeMaxSec ends it; the margin covers systemd's stop timeout and a slow start
             await asyncio.wait_for(proc.wait(), pb.timeout + 30)
