@@ -40,7 +40,9 @@ def enrolled(lab, request):
     made = []
 
     def make(suffix: str = "", **_) -> nodelab.Node:
-        name = f"{request.node.name.removeprefix('test_')[:14]}{suffix}".replace("_", "-").strip("-")
+        # two tests may share a 12-character stem; the lab's node count keeps names apart
+        stem = request.node.name.removeprefix("test_")[:12].replace("_", "-").strip("-")
+        name = f"{stem}-{lab.made + 1}{suffix}"
         node = lab.node(name)
         made.append(node)
         node.enroll()

@@ -484,6 +484,7 @@ class Lab:
         self.net = Net()
         self.nodes: dict[str, Node] = {}
         self.made = 0
+        self.names: set[str] = set()  # the hub outlives nodes: a reused name would mix their rows
         self.hub: Hub | None = None
         self.hub_env = hub_env
 
@@ -499,6 +500,9 @@ class Lab:
     def node(self, name: str) -> Node:
         if not NAME_RE.match(name):
             raise ValueError(f"node name {name!r}: use 1-20 of a-z, 0-9, -")
+        if name in self.names:
+            raise ValueError(f"node name {name!r} was already used in this lab: the hub keeps its rows")
+        self.names.add(name)
         self.made += 1  # never reused: a stopped node's namespace lives until close()
         n = Node(self, name, self.made)
         self.nodes[name] = n  # before start: a failed boot is still torn down
