@@ -145,7 +145,12 @@ HISTORY_TABLES = ("logs", "commands", "file_changes", "package_changes", "servic
 
 def expire_history(db: sqlite3.Connection, cutoff: float, chunk: int = DELETE_CHUNK) -> bool:
     """Delete up to `chunk` rows older than cutoff from each history table (full-text indexes
-    follow by trigger). True when more are waiting."""
+    follow by trigger). True when more are waiting. A watched file's content at the cutoff is
+    kept first (the Ansible export rebuilds files from their history)."""
+    from hub.ansible import fold_file_history
+
+    if db.execute("SELECT 1 FROM file_changes WHERE ts < ? LIMIT 1", (cutoff,)).fetchone():
+        fold_file_history(db, cutoff)
     more = False
     for table in HISTORY_TABLES:
         cur = db.execute(

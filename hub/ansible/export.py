@@ -13,7 +13,6 @@ What goes in is only what the hub knows for certain:
 from __future__ import annotations
 
 import datetime
-import hashlib
 import ipaddress
 import json
 import re
@@ -24,83 +23,17 @@ from pathlib import Path
 
 import yaml
 
+from hub.ansible.history import file_content
 from hub.auth import check_node_name
 from hub.errors import NotFound
 
 MANIFEST = "export.json"
-HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 # Everything below comes from nodes, and Ansible templates any "{{ ... }}" in variables on
 # the controller: only names and paths made of plain characters go into the playbook.
 SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9_.,:@%+=/-]*$")
 SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+\\-]{0,254}$")
 APT_MANAGERS = {"dpkg", "apt"}
 DNF_MANAGERS = {"rpm", "dnf", "yum"}
-
-
-# -- file content from diffs ----------------------------------------------------------------
-
-
-def apply_diff(old: str, diff: str) -> str | None:
-    """Apply a unified diff (as difflib writes it) to ``old``; None if it does not apply."""
-    src = old.splitlines(keepends=True)
-    out: list[str] = []
-    pos = 0
-    lines = diff.splitlines(keepends=True)
-    i = 0
-    while i < len(lines) and not lines[i].startswith("@@"):
-        i += 1
-    while i < len(lines):
-        m = HUNK_RE.match(lines[i])
-        if not m:
-            return None  # truncated or not a diff
-        start = int(m.group(1)) - (0 if m.group(2) == "0" else 1)
-        if start < pos:
-            return None
-        out += src[pos:start]
-        pos = start
-        i += 1
-        while i < len(lines) and not lines[i].startswith("@@"):
-            line = lines[i]
-            tag, body = line[:1], line[1:]
-            if tag == " " or tag == "-":
-                if pos >= len(src) or src[pos] != body:
-                    return None
-                if tag == " ":
-                    out.append(body)
-                pos += 1
-            elif tag == "+":
-                out.append(body)
-            elif tag != "\\":
-                return None
-            i += 1
-    out += src[pos:]
-    return "".join(out)
-
-
-def file_content(db: sqlite3.Connection, node: str, path: str, sha256: str | None) -> str | None:
-    """The file's current content rebuilt from its change history, if it matches ``sha256``."""
-    if not sha256:
-        return None
-    content: str | None = None
-    since = 0  # the agent's first-start inventory, when there is one, is where history starts
-    if _has(db, "file_baseline"):
-        row = db.execute("SELECT content, seq FROM file_baseline WHERE node = ? AND path = ?",
-                         (node, path)).fetchone()
-        if row is not None:
-            content, since = row
-    for action, diff, secret, size in db.execute(
-            "SELECT action, diff, secret, size FROM file_changes WHERE node = ? AND path = ?"
-            " AND seq > ? ORDER BY seq", (node, path, since)):
-        if secret or action in ("delete", "move"):
-            content = None
-        elif action == "create":  # an empty file has no diff at all
-            content = apply_diff("", diff) if diff else ("" if size == 0 else None)
-        elif action == "modify":
-            content = apply_diff(content, diff) if content is not None and diff else None
-        # attrib: content unchanged
-    if content is None or hashlib.sha256(content.encode()).hexdigest() != sha256:
-        return None
-    return content
 
 
 # -- the node as data ---------------------------------------------------------------------

@@ -8,13 +8,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from selfdoc_helpers import FakeNode, created, modified, packages, service
 
-from hub.ansible import export as ansible
+from hub.ansible import history
 
 ANSIBLE = Path(sys.executable).with_name("ansible-playbook")
 pytestmark = pytest.mark.skipif(not ANSIBLE.exists(), reason="ansible-core is not installed (test extra)")
@@ -45,10 +46,10 @@ def test_apply_diff_round_trip_and_refusals():
     a = "one\ntwo\nthree\n"
     b = "zero\none\nthree\nfour\n"
     d = "".join(difflib.unified_diff(a.splitlines(True), b.splitlines(True), "a", "b"))
-    assert ansible.apply_diff(a, d) == b
-    assert ansible.apply_diff("", "".join(difflib.unified_diff([], a.splitlines(True), "/dev/null", "b"))) == a
-    assert ansible.apply_diff("something else\n", d) is None  # context does not match
-    assert ansible.apply_diff(a, d[:-5] + "\n... diff truncated ...\n") is None
+    assert history.apply_diff(a, d) == b
+    assert history.apply_diff("", "".join(difflib.unified_diff([], a.splitlines(True), "/dev/null", "b"))) == a
+    assert history.apply_diff("something else\n", d) is None  # context does not match
+    assert history.apply_diff(a, d[:-5] + "\n... diff truncated ...\n") is None
 
 
 async def test_export_check_apply_and_drift(hub, tmp_path):
@@ -137,3 +138,32 @@ async def test_hostile_names_from_a_node_never_reach_ansible_or_escape_the_expor
     check = run_playbook(out, tmp_path, "--check")
     assert check.returncode == 0, check.stdout[-3000:]
     assert not (tmp_path / "pwned").exists()
+
+
+async def test_a_file_changed_long_ago_is_still_exported_after_its_history_expires(hub):
+    """Retention deletes file history older than event_retention; each file's content at that
+    horizon is kept as its starting point first, so the export still rebuilds it."""
+    from hub.rollup import expire_history
+
+    conf, other = "/etc/app/app.conf", "/etc/app/other.conf"
+    node = await FakeNode(hub, "old1").join()
+    old, recent = time.time() - 200 * 86400, time.time() - 60
+    await node.send(
+        created(conf, "a = 1\n", ts=old),
+        modified(conf, "a = 1\n", "a = 1\nb = 2\n", ts=old + 1),
+        created(other, "x\n", ts=old + 2),
+        modified(other, "x\n", "x\ny\n", ts=recent),  # half of its history is old
+    )
+
+    def contents(db):
+        rows = db.execute("SELECT path, sha256 FROM files WHERE node = 'old1'").fetchall()
+        return {p: history.file_content(db, "old1", p, sha) for p, sha in rows}
+
+    before = await hub.writer.run(contents)
+    assert before == {conf: "a = 1\nb = 2\n", other: "x\ny\n"}
+    assert await hub.writer.run(lambda db: expire_history(db, time.time() - 90 * 86400)) is False
+    assert hub.query("SELECT path FROM file_changes WHERE node = 'old1'") == [(other,)]
+    assert await hub.writer.run(contents) == before
+    # a second pass has nothing left to fold and changes nothing
+    assert await hub.writer.run(lambda db: history.fold_history(db, time.time() - 90 * 86400)) == 0
+    assert await hub.writer.run(contents) == before
