@@ -65,7 +65,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("checks", "active checks (HTTP, TCP, TLS, DNS) run by the hub and the agents",
                ("schema", "project", "web")),
     Capability("containers", "Docker and Podman containers on the nodes", ("schema", "project")),
-    Capability("selfdocs", "node pages written from the twin", ("web", "cli")),
+    Capability("docs", "node pages written from the twin", ("web", "cli")),
     Capability("tailnet", "Tailscale identity and device sync", ("web", "cli")),
     Capability("twin", "each node's current state and its history", ("schema", "project", "cli")),
     Capability("ansible", "the Ansible export and drift; the configuration baseline it starts from",

@@ -19,8 +19,8 @@ from selfdoc_helpers import (
 )
 
 from hub.errors import NotFound
-from hub.selfdocs import pages as docsgen
-from hub.selfdocs.web import REBUILDER
+from hub.docs import pages as docsgen
+from hub.docs.web import REBUILDER
 from hub.store import connect
 
 

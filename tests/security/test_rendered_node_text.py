@@ -17,7 +17,7 @@ from markdown_it import MarkdownIt
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import wire
-from hub.selfdocs import pages
+from hub.docs import pages
 from hub.store import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
