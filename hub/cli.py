@@ -60,7 +60,6 @@ def deprecated(cmd: click.Command, old: str, new: str) -> click.Command:
     alias.help = f"Deprecated spelling of `homelab-hub {new}`."
     callback = cmd.callback
 
-    @functools.wraps(callback)  # type: ignore[arg-type]
     def warn(*a, **kw):
         click.echo(f"warning: `homelab-hub {old}` is deprecated; use `homelab-hub {new}`", err=True)
         return callback(*a, **kw) if callback else None

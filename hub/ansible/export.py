@@ -1,5 +1,5 @@
 """Configuration as code: an Ansible inventory and playbook that recreate a node from a fresh
-OS install, and the node's state as a manifest that `drift` compares against later.
+OS install, and the node's state as a manifest that `ansible drift` compares against later.
 
 What goes in is only what the hub knows for certain:
 - packages installed by hand (not their dependencies), per package manager;
