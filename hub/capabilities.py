@@ -24,8 +24,9 @@ class Hook:
 
 HOOKS: dict[str, Hook] = {h.module: h for h in (
     Hook("schema", "MIGRATIONS",
-         "its tables and views: named migrations from `hub.schema.migration_set()`; all run in "
-         "name order on open, keyed by name alone"),
+         "its tables: named migrations from `hub.schema.migration_set()`; all run in name order "
+         "on open, keyed by name alone. Its views, if any: `VIEWS`, name -> SELECT, one "
+         "definition each, (re)created after the migrations whenever the stored SQL differs"),
     Hook("project", "@hub.project.handles",
          "event handlers that fill its tables inside the writer's transaction (ingest's hot path)"),
     Hook("web", "setup(app)",

@@ -71,6 +71,18 @@ def test_every_capability_and_hook_is_documented():
         assert f"`{hook}.py`" in DOC and spec.provides in DOC, f"hook {hook} undocumented"
 
 
+def test_views_have_one_definition_and_no_migration_makes_one():
+    import inspect
+
+    from hub.schema import all_migrations, all_views
+
+    assert "`VIEWS`" in DOC
+    assert all_views()  # and no two modules define the same view (all_views refuses)
+    for fn in all_migrations():
+        assert not re.search(r"\b(CREATE|DROP)\s+VIEW\b", inspect.getsource(fn), re.I), (
+            f"{fn.__name__} makes a view: define it once in its module's VIEWS instead")
+
+
 def _owner(path: Path) -> str:
     rel = path.relative_to(HUB).parts
     return rel[0] if len(rel) > 1 else "<core>"
