@@ -51,7 +51,9 @@ def _walk(cmd: click.Command, path: list[str], out: list[str]) -> None:
         out.append(f"### `{' '.join(path)}`\n\n```\n{cmd.get_help(ctx).strip()}\n```\n")
     if isinstance(cmd, click.Group):
         for name in sorted(cmd.list_commands(ctx)):
-            _walk(cmd.get_command(ctx, name), [*path, name], out)
+            sub = cmd.get_command(ctx, name)
+            if sub is not None and not sub.hidden:  # deprecated spellings stay out of the reference
+                _walk(sub, [*path, name], out)
 
 
 def cli_reference() -> str:

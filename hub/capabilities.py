@@ -24,8 +24,9 @@ class Hook:
 
 HOOKS: dict[str, Hook] = {h.module: h for h in (
     Hook("schema", "MIGRATIONS",
-         "its tables and views: named migrations from `hub.schema.migration_set()`; all run in "
-         "name order on open, keyed by name alone"),
+         "its tables: named migrations from `hub.schema.migration_set()`; all run in name order "
+         "on open, keyed by name alone. Its views, if any: `VIEWS`, name -> SELECT, one "
+         "definition each, (re)created after the migrations whenever the stored SQL differs"),
     Hook("project", "@hub.project.handles",
          "event handlers that fill its tables inside the writer's transaction (ingest's hot path)"),
     Hook("web", "setup(app)",
@@ -65,7 +66,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("checks", "active checks (HTTP, TCP, TLS, DNS) run by the hub and the agents",
                ("schema", "project", "web")),
     Capability("containers", "Docker and Podman containers on the nodes", ("schema", "project")),
-    Capability("selfdocs", "node pages written from the twin", ("web", "cli")),
+    Capability("docs", "node pages written from the twin", ("web", "cli")),
     Capability("tailnet", "Tailscale identity and device sync", ("web", "cli")),
     Capability("twin", "each node's current state and its history", ("schema", "project", "cli")),
     Capability("ansible", "the Ansible export and drift; the configuration baseline it starts from",

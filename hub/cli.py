@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -49,6 +50,22 @@ def domain_errors(fn):
             raise click.ClickException(str(e)) from None
 
     return wrapper
+
+
+def deprecated(cmd: click.Command, old: str, new: str) -> click.Command:
+    """``cmd`` under a spelling it had before (``old``, e.g. "export ansible"), for the scripts
+    that still use it: hidden from --help, and it says the new spelling on stderr, once."""
+    alias = copy.copy(cmd)
+    alias.name, alias.hidden = old.split()[-1], True
+    alias.help = f"Deprecated spelling of `homelab-hub {new}`."
+    callback = cmd.callback
+
+    def warn(*a, **kw):
+        click.echo(f"warning: `homelab-hub {old}` is deprecated; use `homelab-hub {new}`", err=True)
+        return callback(*a, **kw) if callback else None
+
+    alias.callback = warn
+    return alias
 
 
 NAMES = ("node", "rule")

@@ -5,12 +5,17 @@ nodes/events/metrics/files, are below). A migration is keyed by its function nam
 moving one between modules changes nothing for an existing database. All of them run in name
 order, whichever module holds them: the number ranges keep a capability's own together
 (m0xx core, m1xx twin, m2xx rules, m3xx proposals, m4xx brain, m5xx knowledge base, m6xx
-self-documentation and profiles). One that has run is never edited, only followed by a new one.
+docs, ansible and profiles). One that has run is never edited, only followed by a new one.
+
+Views are not migrations: each has one definition, in the ``VIEWS`` of the module that owns it
+(name -> SELECT), and ``migrate`` (re)creates a view whenever the SQL stored in the database
+is not that definition, so changing a view is editing its one definition.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import textwrap
 import time
 from collections.abc import Callable
 
@@ -150,22 +155,6 @@ def m002_metrics(db: sqlite3.Connection) -> None:
         -- Rollup watermarks: everything before `done` has been aggregated into `target`.
         CREATE TABLE rollup_state (target TEXT PRIMARY KEY, done INTEGER NOT NULL);
 
-        CREATE VIEW metrics AS
-            SELECT s.node, s.name, s.labels, datetime(p.ts, 'unixepoch') AS time, p.ts, p.value
-            FROM samples p JOIN series s ON s.id = p.series;
-        CREATE VIEW metrics_1m AS
-            SELECT s.node, s.name, s.labels, datetime(p.ts, 'unixepoch') AS time, p.ts,
-                   p.avg, p.min, p.max, p.n
-            FROM samples_1m p JOIN series s ON s.id = p.series;
-        CREATE VIEW metrics_1h AS
-            SELECT s.node, s.name, s.labels, datetime(p.ts, 'unixepoch') AS time, p.ts,
-                   p.avg, p.min, p.max, p.n
-            FROM samples_1h p JOIN series s ON s.id = p.series;
-        -- Latest value of every series (raw window).
-        CREATE VIEW metrics_latest AS
-            SELECT s.node, s.name, s.labels, s.key, p.ts, datetime(p.ts, 'unixepoch') AS time, p.value
-            FROM series s JOIN samples p ON p.series = s.id
-            WHERE p.ts = (SELECT max(ts) FROM samples WHERE series = s.id);
         """
     )
 
@@ -212,15 +201,6 @@ def m004_events_kind_ts_node(db: sqlite3.Connection) -> None:
     # brain) without a table lookup per row; it replaces the (kind, ts) index it extends.
     db.execute("CREATE INDEX events_kind_ts_node ON events(kind, ts, node)")
     db.execute("DROP INDEX events_kind_ts")
-    # The distinct kinds by one index seek each (a loose index scan), so a time-range query
-    # can say `kind IN (SELECT kind FROM event_kinds) AND ts > ...` and use the index above
-    # however many millions of events there are.
-    db.execute(
-        "CREATE VIEW event_kinds AS WITH RECURSIVE k(kind) AS ("
-        " SELECT min(kind) FROM events"
-        " UNION ALL SELECT (SELECT min(kind) FROM events WHERE kind > k.kind) FROM k WHERE k.kind IS NOT NULL)"
-        " SELECT kind FROM k WHERE kind IS NOT NULL"
-    )
 
 
 @migration
@@ -241,25 +221,101 @@ def m006_events_kind_node_ts(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS events_kind_node_ts ON events(kind, node, ts)")
 
 
+# Views: one definition each. hub.schema.migrate (re)creates a view after the migrations
+# whenever its stored SQL differs from this; a migration never creates or drops one.
+VIEWS = {
+    "metrics": """
+        SELECT s.node, s.name, s.labels, datetime(p.ts, 'unixepoch') AS time, p.ts, p.value
+        FROM samples p JOIN series s ON s.id = p.series
+    """,
+    "metrics_1m": """
+        SELECT s.node, s.name, s.labels, datetime(p.ts, 'unixepoch') AS time, p.ts,
+               p.avg, p.min, p.max, p.n
+        FROM samples_1m p JOIN series s ON s.id = p.series
+    """,
+    "metrics_1h": """
+        SELECT s.node, s.name, s.labels, datetime(p.ts, 'unixepoch') AS time, p.ts,
+               p.avg, p.min, p.max, p.n
+        FROM samples_1h p JOIN series s ON s.id = p.series
+    """,
+    # Latest value of every series (raw window).
+    "metrics_latest": """
+        SELECT s.node, s.name, s.labels, s.key, p.ts, datetime(p.ts, 'unixepoch') AS time, p.value
+        FROM series s JOIN samples p ON p.series = s.id
+        WHERE p.ts = (SELECT max(ts) FROM samples WHERE series = s.id)
+    """,
+    # The distinct kinds by one index seek each (a loose index scan), so a time-range query
+    # can say `kind IN (SELECT kind FROM event_kinds) AND ts > ...` and use events(kind, ts,
+    # node) however many millions of events there are.
+    "event_kinds": """
+        WITH RECURSIVE k(kind) AS (
+            SELECT min(kind) FROM events
+            UNION ALL SELECT (SELECT min(kind) FROM events WHERE kind > k.kind) FROM k WHERE k.kind IS NOT NULL)
+        SELECT kind FROM k WHERE kind IS NOT NULL
+    """,
+}
+
+
+def all_views() -> dict[str, str]:
+    """Every view, the core's and each capability's: name -> its CREATE VIEW statement."""
+    from hub.capabilities import modules
+
+    found: dict[str, str] = {}
+    for views in [VIEWS, *(getattr(m, "VIEWS", {}) for m in modules("schema"))]:
+        for name, select in views.items():
+            if name in found:
+                raise RuntimeError(f"two definitions of the view {name}")
+            found[name] = f"CREATE VIEW {name} AS\n{textwrap.dedent(select).strip()}"
+    return found
+
+
+def _stale_views(db: sqlite3.Connection, views: dict[str, str]) -> list[str]:
+    stored = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'").fetchall())
+    return [name for name, sql in views.items() if stored.get(name) != sql]
+
+
+def _in_transaction(db: sqlite3.Connection, fn: Callable[[], None]) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        fn()
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
-    """Run every migration not yet recorded; return the names run."""
+    """Run every migration not yet recorded, then (re)create every view whose stored SQL is
+    not its definition in a ``VIEWS``; return the names of the migrations run.
+
+    A view's definition lives in one place, never in a migration: views are dropped before
+    migrations run (a migration may alter a table a view reads) and made afresh after them."""
     db.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)"
     )
     done = {r[0] for r in db.execute("SELECT name FROM _migrations")}
-    ran = []
-    for fn in all_migrations():
-        if fn.__name__ in done:
-            continue
-        db.execute("BEGIN IMMEDIATE")
-        try:
+    pending = [fn for fn in all_migrations() if fn.__name__ not in done]
+    views = all_views()
+    if not pending and not _stale_views(db, views):
+        return []  # the usual open: nothing to write
+    if pending:
+        def drop() -> None:
+            for name in views:
+                db.execute(f"DROP VIEW IF EXISTS {name}")
+
+        _in_transaction(db, drop)
+    for fn in pending:
+        def run(fn: Migration = fn) -> None:
             fn(db)
-            db.execute(
-                "INSERT INTO _migrations (name, applied) VALUES (?, ?)", (fn.__name__, time.time())
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        ran.append(fn.__name__)
-    return ran
+            db.execute("INSERT INTO _migrations (name, applied) VALUES (?, ?)",
+                       (fn.__name__, time.time()))
+
+        _in_transaction(db, run)
+
+    def recreate() -> None:  # checked again under the write lock: another process may be first
+        for name in _stale_views(db, views):
+            db.execute(f"DROP VIEW IF EXISTS {name}")
+            db.execute(views[name])
+
+    _in_transaction(db, recreate)
+    return [fn.__name__ for fn in pending]

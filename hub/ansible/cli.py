@@ -1,4 +1,4 @@
-"""`homelab-hub export ansible NODE -o DIR` and `homelab-hub drift NODE`."""
+"""`homelab-hub ansible export NODE -o DIR` and `homelab-hub ansible drift NODE`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from hub.cli import data_dir_option, domain_errors, settings_from
+from hub.cli import data_dir_option, deprecated, domain_errors, settings_from
 from hub.config import db_path
 
 
@@ -20,20 +20,20 @@ def _read_db(s):
 
 
 @click.group()
-def export() -> None:
-    """Turn what the hub knows about a node into configuration as code."""
+def ansible() -> None:
+    """Configuration as code: a node as an Ansible playbook, and what drifted since."""
 
 
-@export.command("ansible")
+@ansible.command("export")
 @click.argument("node")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory for inventory.ini, site.yml, host_vars/, files/ and README.md.")
 @data_dir_option
 @domain_errors
-def export_ansible(node, out, data_dir) -> None:
+def export_cmd(node, out, data_dir) -> None:
     """Write an inventory and playbook that recreate NODE from a fresh OS install.
 
-    The export is also recorded as the baseline `homelab-hub drift NODE` compares against."""
+    The export is also recorded as the baseline `homelab-hub ansible drift NODE` compares against."""
     from hub.ansible import export as ansible
     from hub.server import public_url
     from hub.store import open_db
@@ -59,14 +59,14 @@ def export_ansible(node, out, data_dir) -> None:
                + (f"; {manual} files are manual steps (see {out}/README.md)" if manual else ""))
 
 
-@click.command()
+@ansible.command("drift")
 @click.argument("node")
 @click.option("--baseline", default="last-export", show_default=True,
               help="'last-export', or an export directory / export.json to compare with.")
 @click.option("--exit-code", is_flag=True, help="Exit 1 when there is drift (for scripts), like git diff.")
 @data_dir_option
 @domain_errors
-def drift(node, baseline, exit_code, data_dir) -> None:
+def drift_cmd(node, baseline, exit_code, data_dir) -> None:
     """Show what differs on NODE now from its last export (or a chosen baseline)."""
     from hub.ansible import export as ansible
     s = settings_from(data_dir=data_dir)
@@ -91,4 +91,9 @@ def drift(node, baseline, exit_code, data_dir) -> None:
         click.get_current_context().exit(1)
 
 
-COMMANDS = [export, drift]
+COMMANDS = [
+    ansible,
+    click.Group("export", hidden=True, help="Deprecated: see `homelab-hub ansible`.",
+                commands=[deprecated(export_cmd, "export ansible", "ansible export")]),
+    deprecated(drift_cmd, "drift", "ansible drift"),
+]

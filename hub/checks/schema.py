@@ -44,12 +44,20 @@ def m800_checks(db: sqlite3.Connection) -> None:
         );
         CREATE INDEX check_results_node_name_ts ON check_results(node, name, ts);
         CREATE INDEX check_results_ts ON check_results(ts);
-        CREATE VIEW checks_down AS
-            SELECT node, name, type, target, error, datetime(since, 'unixepoch') AS down_since
-            FROM checks WHERE ok = 0;
-        CREATE VIEW check_uptime_24h AS
-            SELECT node, name, count(*) AS runs, round(100.0 * sum(ok) / count(*), 2) AS uptime_pct,
-                   round(avg(latency_ms), 1) AS avg_latency_ms, round(max(latency_ms), 1) AS max_latency_ms
-            FROM check_results WHERE ts > unixepoch() - 86400 GROUP BY node, name;
         """
     )
+
+
+# Views: one definition each. hub.schema.migrate (re)creates a view after the migrations
+# whenever its stored SQL differs from this; a migration never creates or drops one.
+VIEWS = {
+    "checks_down": """
+        SELECT node, name, type, target, error, datetime(since, 'unixepoch') AS down_since
+        FROM checks WHERE ok = 0
+    """,
+    "check_uptime_24h": """
+        SELECT node, name, count(*) AS runs, round(100.0 * sum(ok) / count(*), 2) AS uptime_pct,
+               round(avg(latency_ms), 1) AS avg_latency_ms, round(max(latency_ms), 1) AS max_latency_ms
+        FROM check_results WHERE ts > unixepoch() - 86400 GROUP BY node, name
+    """,
+}

@@ -97,9 +97,16 @@ def m500_kb(db: sqlite3.Connection) -> None:
             INSERT INTO kb_passages_fts (rowid, heading_path, text)
             VALUES (new.id, new.heading_path, new.text);
         END;
-        CREATE VIEW kb_search_passages AS
-            SELECT p.id AS passage_id, d.id AS document_id, d.title, p.heading_path, p.text,
-                   d.category, d.node, d.source, datetime(d.date, 'unixepoch') AS date
-            FROM kb_passages p JOIN kb_documents d ON d.id = p.document_id;
         """
     )
+
+
+# Views: one definition each. hub.schema.migrate (re)creates a view after the migrations
+# whenever its stored SQL differs from this; a migration never creates or drops one.
+VIEWS = {
+    "kb_search_passages": """
+        SELECT p.id AS passage_id, d.id AS document_id, d.title, p.heading_path, p.text,
+               d.category, d.node, d.source, datetime(d.date, 'unixepoch') AS date
+        FROM kb_passages p JOIN kb_documents d ON d.id = p.document_id
+    """,
+}

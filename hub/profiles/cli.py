@@ -1,4 +1,4 @@
-"""`homelab-hub profile ...`: node profiles, applied as proposals a person approves."""
+"""`homelab-hub profiles ...`: node profiles, applied as proposals a person approves."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 
 import click
 
-from hub.cli import data_dir_option, domain_errors, settings_from
+from hub.cli import data_dir_option, deprecated, domain_errors, settings_from
 from hub.config import db_path
 
 
@@ -38,32 +38,32 @@ def _dir(s):
 
 
 @click.group()
-def profile() -> None:
+def profiles() -> None:
     """Node profiles: packages, config files and dotfiles for new machines."""
 
 
-@profile.command("list")
+@profiles.command("list")
 @data_dir_option
 @domain_errors
 def list_(data_dir) -> None:
     """List the profiles in profiles_dir (each is validated)."""
-    from hub.profiles import spec as profiles
+    from hub.profiles import spec
     s = settings_from(data_dir=data_dir)
-    found = profiles.all_profiles(_dir(s))
+    found = spec.all_profiles(_dir(s))
     if not found:
         click.echo(f"no profiles in {_dir(s)}", err=True)
     for p in found:
         click.echo(f"{p.name}\t{len(p.packages)} packages, {len(p.files)} files\t{p.description}")
 
 
-@profile.command("show")
+@profiles.command("show")
 @click.argument("name")
 @data_dir_option
 @domain_errors
 def show(name, data_dir) -> None:
     """Show what profile NAME would install and write."""
-    from hub.profiles import spec as profiles
-    p = profiles.find(_dir(settings_from(data_dir=data_dir)), name)
+    from hub.profiles import spec
+    p = spec.find(_dir(settings_from(data_dir=data_dir)), name)
     click.echo(f"{p.name}: {p.description}")
     click.echo(f"packages: {' '.join(p.packages) or '-'}")
     for f in p.files:
@@ -71,22 +71,22 @@ def show(name, data_dir) -> None:
         click.echo(f"file {where}  mode {f.mode} owner {f.owner}  {len(f.content)} bytes")
 
 
-@profile.command("assign")
+@profiles.command("assign")
 @click.argument("node")
 @click.argument("name")
 @data_dir_option
 @domain_errors
 def assign(node, name, data_dir) -> None:
     """Apply profile NAME to NODE as proposals as soon as NODE first reports (use right after enroll)."""
-    from hub.profiles import spec as profiles
+    from hub.profiles import spec
     s = settings_from(data_dir=data_dir)
-    profiles.find(_dir(s), name)  # refuse a missing or invalid profile now, not later
+    spec.find(_dir(s), name)  # refuse a missing or invalid profile now, not later
     with _write_db(s) as db:
-        profiles.assign(db, node, name)
+        spec.assign(db, node, name)
     click.echo(f"profile {name} assigned to {node}: its proposals appear when {node} first reports")
 
 
-@profile.command("apply")
+@profiles.command("apply")
 @click.argument("node")
 @click.argument("name")
 @data_dir_option
@@ -94,16 +94,16 @@ def assign(node, name, data_dir) -> None:
 def apply(node, name, data_dir) -> None:
     """Propose applying profile NAME to NODE now (approve with `homelab-hub approve ID`)."""
     from hub.playbooks import Registry
-    from hub.profiles import spec as profiles
+    from hub.profiles import spec
     from hub.proposals import os_user
 
     s = settings_from(data_dir=data_dir)
-    p = profiles.find(_dir(s), name)
+    p = spec.find(_dir(s), name)
     with _write_db(s) as db:
-        ids = profiles.propose(db, Registry.from_settings(s), node, p, actor=os_user(),
+        ids = spec.propose(db, Registry.from_settings(s), node, p, actor=os_user(),
                                ttl=getattr(s, "proposal_ttl", 86400.0))
     click.echo(f"proposed {len(ids)} change(s) for {node}: {' '.join(map(str, ids))}")
     click.echo("review with `homelab-hub proposals`, then `homelab-hub approve ID`", err=True)
 
 
-COMMANDS = [profile]
+COMMANDS = [profiles, deprecated(profiles, "profile", "profiles")]

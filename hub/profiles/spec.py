@@ -19,7 +19,7 @@ A profile is a YAML file in ``profiles_dir``::
 Applying a profile to a node never changes it directly: it creates proposals of the shipped
 playbooks ``install-packages`` (all packages, one proposal) and ``write-file`` (one per file),
 which a person approves with ``homelab-hub approve`` like any other fix. A profile assigned
-to a node (``homelab-hub profile assign``) is applied once, when the node first reports.
+to a node (``homelab-hub profiles assign``) is applied once, when the node first reports.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Applies assigned node profiles once their node first reports: the proposals appear for a
 person to approve; nothing runs by itself. Polls the tiny node_profiles table, because
-`homelab-hub profile assign` writes it from another process."""
+`homelab-hub profiles assign` writes it from another process."""
 
 from __future__ import annotations
 

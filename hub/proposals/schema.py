@@ -109,11 +109,6 @@ def m300_proposals(db: sqlite3.Connection) -> None:
             BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
         CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
             BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
-        CREATE VIEW proposals_open AS
-            SELECT id, datetime(created, 'unixepoch') AS created, state, node, rule, playbook, risk,
-                   params, why
-            FROM proposals
-            WHERE state IN ('proposed', 'approved', 'dispatched', 'running', 'succeeded');
         """
     )
 
@@ -165,3 +160,15 @@ def m303_policies(db: sqlite3.Connection) -> None:
         CREATE INDEX policy_runs_policy ON policy_runs(policy_id, started);
         """
     )
+
+
+# Views: one definition each. hub.schema.migrate (re)creates a view after the migrations
+# whenever its stored SQL differs from this; a migration never creates or drops one.
+VIEWS = {
+    "proposals_open": """
+        SELECT id, datetime(created, 'unixepoch') AS created, state, node, rule, playbook, risk,
+               params, why
+        FROM proposals
+        WHERE state IN ('proposed', 'approved', 'dispatched', 'running', 'succeeded')
+    """,
+}

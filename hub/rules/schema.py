@@ -43,11 +43,6 @@ def m200_alerts(db: sqlite3.Connection) -> None:
             event_id INTEGER NOT NULL,
             PRIMARY KEY (alert_id, event_id)
         ) WITHOUT ROWID;
-        CREATE VIEW alerts_open AS
-            SELECT id, rule, node, state, severity, summary, value, count,
-                   datetime(first_seen, 'unixepoch') AS first_seen,
-                   datetime(last_seen, 'unixepoch') AS last_seen, labels, annotations
-            FROM alerts WHERE state != 'resolved';
         """
     )
 
@@ -68,3 +63,15 @@ def m201_rule_reloads(db: sqlite3.Connection) -> None:
         );
         """
     )
+
+
+# Views: one definition each. hub.schema.migrate (re)creates a view after the migrations
+# whenever its stored SQL differs from this; a migration never creates or drops one.
+VIEWS = {
+    "alerts_open": """
+        SELECT id, rule, node, state, severity, summary, value, count,
+               datetime(first_seen, 'unixepoch') AS first_seen,
+               datetime(last_seen, 'unixepoch') AS last_seen, labels, annotations
+        FROM alerts WHERE state != 'resolved'
+    """,
+}

@@ -49,10 +49,6 @@ def m101_logs(db: sqlite3.Connection) -> None:
             INSERT INTO logs_fts (logs_fts, rowid, message) VALUES ('delete', old.id, old.message);
             INSERT INTO logs_fts (rowid, message) VALUES (new.id, new.message);
         END;
-        CREATE VIEW log_lines AS
-            SELECT l.id, l.node, datetime(l.ts, 'unixepoch') AS time, l.ts, l.host, l.program,
-                   l.pid, l.unit, l.facility, s.name AS severity, l.source, l.message
-            FROM logs l LEFT JOIN log_severities s ON s.severity = l.severity;
         """
     )
 
@@ -96,10 +92,6 @@ def m102_commands(db: sqlite3.Connection) -> None:
                 VALUES ('delete', old.id, old.command, old.cwd);
             INSERT INTO commands_fts (rowid, command, cwd) VALUES (new.id, new.command, new.cwd);
         END;
-        CREATE VIEW command_history AS
-            SELECT id, node, datetime(ts, 'unixepoch') AS time, ts, user, cwd, command,
-                   exit_code, duration_ms, tty, shell, redacted
-            FROM commands;
         """
     )
 
@@ -260,43 +252,6 @@ def m110_twin(db: sqlite3.Connection) -> None:
             seq INTEGER NOT NULL,
             PRIMARY KEY (node, pid)
         );
-
-        -- What changed on each node, one timeline: packages, files, services, devices.
-        CREATE VIEW changes AS
-            SELECT node, ts, datetime(ts, 'unixepoch') AS time, 'package' AS kind,
-                   name || CASE WHEN arch IS NOT NULL AND arch != '' THEN ':' || arch ELSE '' END AS subject,
-                   action,
-                   CASE WHEN old_version IS NOT NULL AND version IS NOT NULL THEN old_version || ' -> ' || version
-                        ELSE coalesce(version, old_version, '') END AS detail,
-                   seq
-            FROM package_changes
-            UNION ALL
-            SELECT node, ts, datetime(ts, 'unixepoch'), 'file', path, action,
-                   CASE WHEN src_path IS NOT NULL THEN 'from ' || src_path
-                        WHEN sha256 IS NOT NULL THEN 'sha256 ' || substr(sha256, 1, 12)
-                        ELSE '' END,
-                   seq
-            FROM file_changes
-            UNION ALL
-            SELECT node, ts, datetime(ts, 'unixepoch'), 'service', unit, active,
-                   coalesce(previous, '?') || ' -> ' || active
-                   || CASE WHEN result IS NOT NULL AND result != 'success' THEN ' (' || result || ')' ELSE '' END
-                   || CASE WHEN restarts THEN ' restarts=' || restarts ELSE '' END,
-                   seq
-            FROM service_changes
-            UNION ALL
-            SELECT node, ts, datetime(ts, 'unixepoch'), 'device', sys_path, action,
-                   trim(subsystem || coalesce(' ' || dev_node, '') || coalesce(' ' || vendor, '')
-                        || coalesce(' ' || model, '') || coalesce(' driver=' || driver, '')),
-                   seq
-            FROM device_changes;
-
-        CREATE VIEW failed_units AS
-            SELECT node, unit, sub, result, restarts, datetime(changed, 'unixepoch') AS since
-            FROM services WHERE active = 'failed';
-        CREATE VIEW installed_packages AS
-            SELECT node, manager, name, arch, version, manual, datetime(changed, 'unixepoch') AS changed
-            FROM packages WHERE state = 'installed';
         """
     )
 
@@ -307,36 +262,6 @@ def m111_device_moves(db: sqlite3.Connection) -> None:
     script(db,
         """
         ALTER TABLE device_changes ADD COLUMN old_sys_path TEXT;
-        DROP VIEW changes;
-        CREATE VIEW changes AS
-            SELECT node, ts, datetime(ts, 'unixepoch') AS time, 'package' AS kind,
-                   name || CASE WHEN arch IS NOT NULL AND arch != '' THEN ':' || arch ELSE '' END AS subject,
-                   action,
-                   CASE WHEN old_version IS NOT NULL AND version IS NOT NULL THEN old_version || ' -> ' || version
-                        ELSE coalesce(version, old_version, '') END AS detail,
-                   seq
-            FROM package_changes
-            UNION ALL
-            SELECT node, ts, datetime(ts, 'unixepoch'), 'file', path, action,
-                   CASE WHEN src_path IS NOT NULL THEN 'from ' || src_path
-                        WHEN sha256 IS NOT NULL THEN 'sha256 ' || substr(sha256, 1, 12)
-                        ELSE '' END,
-                   seq
-            FROM file_changes
-            UNION ALL
-            SELECT node, ts, datetime(ts, 'unixepoch'), 'service', unit, active,
-                   coalesce(previous, '?') || ' -> ' || active
-                   || CASE WHEN result IS NOT NULL AND result != 'success' THEN ' (' || result || ')' ELSE '' END
-                   || CASE WHEN restarts THEN ' restarts=' || restarts ELSE '' END,
-                   seq
-            FROM service_changes
-            UNION ALL
-            SELECT node, ts, datetime(ts, 'unixepoch'), 'device', sys_path, action,
-                   trim(subsystem || coalesce(' ' || dev_node, '') || coalesce(' ' || vendor, '')
-                        || coalesce(' ' || model, '') || coalesce(' driver=' || driver, '')
-                        || coalesce(' from ' || old_sys_path, '')),
-                   seq
-            FROM device_changes;
         """
     )
 
@@ -360,22 +285,8 @@ def m113_file_changes_node_ts(db: sqlite3.Connection) -> None:
 
 @migration
 def m114_twin_summary(db: sqlite3.Connection) -> None:
-    """One row per node with the twin's headline numbers (a fleet overview for Datasette)."""
-    script(db,
-        """
-        CREATE VIEW twin_summary AS
-            SELECT n.name AS node,
-                   i.hostname, i.os, i.kernel, i.cpu_count, i.memory_bytes, i.primary_ip, i.tailscale_ip,
-                   datetime(i.updated, 'unixepoch') AS inventory_updated,
-                   (SELECT count(*) FROM packages p WHERE p.node = n.name AND p.state = 'installed') AS packages,
-                   (SELECT count(*) FROM pending_updates u WHERE u.node = n.name) AS pending_updates,
-                   (SELECT count(*) FROM pending_updates u WHERE u.node = n.name AND u.security) AS security_updates,
-                   (SELECT count(*) FROM services s WHERE s.node = n.name AND s.active = 'failed') AS failed_units,
-                   (SELECT count(*) FROM devices d WHERE d.node = n.name AND d.present) AS devices,
-                   (SELECT max(ts) FROM package_changes c WHERE c.node = n.name) AS last_package_change
-            FROM nodes n LEFT JOIN inventory i ON i.node = n.name;
-        """
-    )
+    """Created the twin_summary view, which VIEWS below now defines. Kept, empty, so the
+    databases that recorded it still know every name they ran."""
 
 
 @migration
@@ -406,3 +317,70 @@ def m115_facts(db: sqlite3.Connection) -> None:
         CREATE INDEX twin_fact_changes_node_ts ON twin_fact_changes(node, ts);
         """
     )
+
+
+# Views: one definition each. hub.schema.migrate (re)creates a view after the migrations
+# whenever its stored SQL differs from this; a migration never creates or drops one.
+VIEWS = {
+    "log_lines": """
+        SELECT l.id, l.node, datetime(l.ts, 'unixepoch') AS time, l.ts, l.host, l.program,
+               l.pid, l.unit, l.facility, s.name AS severity, l.source, l.message
+        FROM logs l LEFT JOIN log_severities s ON s.severity = l.severity
+    """,
+    "command_history": """
+        SELECT id, node, datetime(ts, 'unixepoch') AS time, ts, user, cwd, command,
+               exit_code, duration_ms, tty, shell, redacted
+        FROM commands
+    """,
+    # What changed on each node, one timeline: packages, files, services, devices.
+    "changes": """
+        SELECT node, ts, datetime(ts, 'unixepoch') AS time, 'package' AS kind,
+               name || CASE WHEN arch IS NOT NULL AND arch != '' THEN ':' || arch ELSE '' END AS subject,
+               action,
+               CASE WHEN old_version IS NOT NULL AND version IS NOT NULL THEN old_version || ' -> ' || version
+                    ELSE coalesce(version, old_version, '') END AS detail,
+               seq
+        FROM package_changes
+        UNION ALL
+        SELECT node, ts, datetime(ts, 'unixepoch'), 'file', path, action,
+               CASE WHEN src_path IS NOT NULL THEN 'from ' || src_path
+                    WHEN sha256 IS NOT NULL THEN 'sha256 ' || substr(sha256, 1, 12)
+                    ELSE '' END,
+               seq
+        FROM file_changes
+        UNION ALL
+        SELECT node, ts, datetime(ts, 'unixepoch'), 'service', unit, active,
+               coalesce(previous, '?') || ' -> ' || active
+               || CASE WHEN result IS NOT NULL AND result != 'success' THEN ' (' || result || ')' ELSE '' END
+               || CASE WHEN restarts THEN ' restarts=' || restarts ELSE '' END,
+               seq
+        FROM service_changes
+        UNION ALL
+        SELECT node, ts, datetime(ts, 'unixepoch'), 'device', sys_path, action,
+               trim(subsystem || coalesce(' ' || dev_node, '') || coalesce(' ' || vendor, '')
+                    || coalesce(' ' || model, '') || coalesce(' driver=' || driver, '')
+                    || coalesce(' from ' || old_sys_path, '')),
+               seq
+        FROM device_changes
+    """,
+    "failed_units": """
+        SELECT node, unit, sub, result, restarts, datetime(changed, 'unixepoch') AS since
+        FROM services WHERE active = 'failed'
+    """,
+    "installed_packages": """
+        SELECT node, manager, name, arch, version, manual, datetime(changed, 'unixepoch') AS changed
+        FROM packages WHERE state = 'installed'
+    """,
+    "twin_summary": """
+        SELECT n.name AS node,
+               i.hostname, i.os, i.kernel, i.cpu_count, i.memory_bytes, i.primary_ip, i.tailscale_ip,
+               datetime(i.updated, 'unixepoch') AS inventory_updated,
+               (SELECT count(*) FROM packages p WHERE p.node = n.name AND p.state = 'installed') AS packages,
+               (SELECT count(*) FROM pending_updates u WHERE u.node = n.name) AS pending_updates,
+               (SELECT count(*) FROM pending_updates u WHERE u.node = n.name AND u.security) AS security_updates,
+               (SELECT count(*) FROM services s WHERE s.node = n.name AND s.active = 'failed') AS failed_units,
+               (SELECT count(*) FROM devices d WHERE d.node = n.name AND d.present) AS devices,
+               (SELECT max(ts) FROM package_changes c WHERE c.node = n.name) AS last_package_change
+        FROM nodes n LEFT JOIN inventory i ON i.node = n.name
+    """,
+}

@@ -107,13 +107,22 @@ def test_alerts_at_80_columns_keep_the_summary(fleet_dir):
     assert "first seen" in hub_cli(fleet_dir, "alerts", columns=160).stdout
 
 
-@pytest.mark.parametrize("args", [("twin", "nas"), ("changes", "nas"), ("export", "ansible", "nas", "-o", "x"),
-                                  ("drift", "nas"), ("docs", "build", "nas"), ("kb", "list", "--node", "nas"),
+@pytest.mark.parametrize("args", [("twin", "nas"), ("changes", "nas"), ("ansible", "export", "nas", "-o", "x"),
+                                  ("ansible", "drift", "nas"), ("docs", "build", "nas"), ("kb", "list", "--node", "nas"),
                                   ("ask", "what", "changed", "on", "nas", "yesterday")])
 def test_unknown_node_suggests_the_closest_everywhere(fleet_dir, args):
     r = hub_cli(fleet_dir, *args, ok=False)
     assert r.returncode == 1
     assert r.stderr.strip() == "Error: no node 'nas'; did you mean nas01?", r.stderr
+
+
+@pytest.mark.parametrize("old,new", [(("export", "ansible"), "ansible export"), (("drift",), "ansible drift")])
+def test_old_spellings_still_work_and_name_the_new_one(fleet_dir, old, new):
+    r = hub_cli(fleet_dir, *old, "nas", *(("-o", "x") if "export" in old else ()), ok=False)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        f"warning: `homelab-hub {' '.join(old)}` is deprecated; use `homelab-hub {new}`",
+        "Error: no node 'nas'; did you mean nas01?"], r.stderr
 
 
 def test_changes_without_node_lists_every_node(fleet_dir):

@@ -66,7 +66,7 @@ async def test_export_check_apply_and_drift(hub, tmp_path):
         modified(old, "was here before the agent\n", "changed\n", ts=14),  # no full history
     )
     out = tmp_path / "export"
-    r = hub_cli(hub.data_dir, "export", "ansible", "web1", "-o", str(out))
+    r = hub_cli(hub.data_dir, "ansible", "export", "web1", "-o", str(out))
     assert "2 packages, 2 services, 2 files; 2 files are manual steps" in r.stdout
     assert (out / "files" / conf.lstrip("/")).read_text() == "listen = 8080\nworkers = 4\n"
     hv = yaml.safe_load((out / "host_vars/web1.yml").read_text())
@@ -92,13 +92,17 @@ async def test_export_check_apply_and_drift(hub, tmp_path):
     assert Path(conf).read_text() == "listen = 8080\nworkers = 4\n"
     assert Path(conf).stat().st_mode & 0o777 == 0o640 and Path(motd).read_text() == ""
 
-    assert "web1: no drift since the export of" in hub_cli(hub.data_dir, "drift", "web1").stdout
+    now = hub_cli(hub.data_dir, "ansible", "drift", "web1")
+    assert "web1: no drift since the export of" in now.stdout
+    old = hub_cli(hub.data_dir, "drift", "web1")  # the spelling before `ansible drift`
+    assert old.stdout == now.stdout
+    assert old.stderr == "warning: `homelab-hub drift` is deprecated; use `homelab-hub ansible drift`\n"
     await node.send(
         packages(("bash", "5.3", True), ("tmux", "3.3a", True), ("libc6", "2.36", False), ts=20),
         service("cron.service", enabled="disabled", ts=21),
         modified(conf, "listen = 8080\nworkers = 4\n", "listen = 9090\nworkers = 4\n", ts=22, mode=0o600),
     )
-    r = hub_cli(hub.data_dir, "drift", "web1", "--exit-code", ok=False)
+    r = hub_cli(hub.data_dir, "ansible", "drift", "web1", "--exit-code", ok=False)
     assert r.returncode == 1, r.stderr
     text = r.stdout
     for needle in ("packages (dpkg):", "  ~ bash 5.2 -> 5.3", "  - coreutils 9.1", "  + tmux 3.3a",
@@ -106,15 +110,15 @@ async def test_export_check_apply_and_drift(hub, tmp_path):
                    f"  ~ {conf}: content changed", "      -listen = 8080", "      +listen = 9090"):
         assert needle in text, (needle, text)
     assert "libc6" not in text
-    by_dir = hub_cli(hub.data_dir, "drift", "web1", "--baseline", str(out)).stdout
+    by_dir = hub_cli(hub.data_dir, "ansible", "drift", "web1", "--baseline", str(out)).stdout
     assert "  + tmux 3.3a" in by_dir
-    bad = hub_cli(hub.data_dir, "drift", "web1", "--baseline", str(tmp_path), ok=False)
+    bad = hub_cli(hub.data_dir, "ansible", "drift", "web1", "--baseline", str(tmp_path), ok=False)
     assert bad.returncode != 0 and "no such export manifest" in bad.stderr
-    other = hub_cli(hub.data_dir, "drift", "nobody", "--baseline", str(out), ok=False)
+    other = hub_cli(hub.data_dir, "ansible", "drift", "nobody", "--baseline", str(out), ok=False)
     assert other.returncode != 0 and "an export of 'web1', not of 'nobody'" in other.stderr
-    never = hub_cli(hub.data_dir, "drift", "nobody", ok=False)
+    never = hub_cli(hub.data_dir, "ansible", "drift", "nobody", ok=False)
     assert never.returncode != 0 and "no node 'nobody'" in never.stderr
-    typo = hub_cli(hub.data_dir, "drift", "web", ok=False)
+    typo = hub_cli(hub.data_dir, "ansible", "drift", "web", ok=False)
     assert typo.returncode != 0 and "no node 'web'; did you mean web1?" in typo.stderr
     shutil.rmtree(target)
 
@@ -129,7 +133,7 @@ async def test_hostile_names_from_a_node_never_reach_ansible_or_escape_the_expor
         created("/../../../escaped", "x\n", ts=11),
     )
     out = tmp_path / "deep" / "export"
-    hub_cli(hub.data_dir, "export", "ansible", "evil", "-o", str(out))
+    hub_cli(hub.data_dir, "ansible", "export", "evil", "-o", str(out))
     hv = (out / "host_vars/evil.yml").read_text()
     assert "lookup" not in hv and "escaped" not in hv
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "deep" / "escaped").exists()

@@ -1,7 +1,7 @@
 """A configuration baseline end to end: a real agent inventories its watched files at first
-start; `export ansible` recreates them; the export is applied with a real
+start; `ansible export` recreates them; the export is applied with a real
 `ansible-playbook --connection=local` to a fresh node (the same path, emptied); a fresh agent
-re-enrolled as the node inventories it again; `drift` finds nothing."""
+re-enrolled as the node inventories it again; `ansible drift` finds nothing."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ async def test_export_applied_to_a_fresh_node_has_no_drift(hub, tmp_path):
     assert not hub.query("SELECT 1 FROM file_changes WHERE node = 'n1'")  # an inventory, not changes
 
     out = tmp_path / "export"
-    r = await asyncio.to_thread(hub_cli, hub.data_dir, "export", "ansible", "n1", "-o", str(out))
+    r = await asyncio.to_thread(hub_cli, hub.data_dir, "ansible", "export", "n1", "-o", str(out))
     assert "4 files; 1 files are manual steps" in r.stdout, r.stdout
     hv = yaml.safe_load((out / "host_vars/n1.yml").read_text())
     assert {Path(f["dest"]).relative_to(root).as_posix(): f["mode"] for f in hv["homelab_files"]} == {
@@ -85,7 +85,7 @@ async def test_export_applied_to_a_fresh_node_has_no_drift(hub, tmp_path):
             60, what="the fresh node's inventory")
     finally:
         await asyncio.to_thread(b.terminate)
-    d = await asyncio.to_thread(hub_cli, hub.data_dir, "drift", "n1", "--exit-code")
+    d = await asyncio.to_thread(hub_cli, hub.data_dir, "ansible", "drift", "n1", "--exit-code")
     assert "n1: no drift since the export of" in d.stdout, d.stdout
     # and drift does see a difference on the fresh node
     (root / "hosts").write_text("127.0.0.1 localhost\n")
@@ -95,5 +95,5 @@ async def test_export_applied_to_a_fresh_node_has_no_drift(hub, tmp_path):
                              60, what="the change reported")
     finally:
         await asyncio.to_thread(c.terminate)
-    d = await asyncio.to_thread(hub_cli, hub.data_dir, "drift", "n1", "--exit-code", ok=False)
+    d = await asyncio.to_thread(hub_cli, hub.data_dir, "ansible", "drift", "n1", "--exit-code", ok=False)
     assert d.returncode == 1 and f"  ~ {root / 'hosts'}: content changed" in d.stdout, d.stdout

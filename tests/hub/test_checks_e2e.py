@@ -70,7 +70,7 @@ async def test_agent_checks_reach_the_twin_and_the_shipped_rules(rules_hub, tmp_
     (down,) = h.query("SELECT count(*) FROM checks_down WHERE node = 'n1'")[0]
     assert down == 1
     # the node page: state and since, the expiry day, outages; not the jittery latency
-    from hub.selfdocs import pages
+    from hub.docs import pages
     from hub.store import connect
 
     db = connect(h.data_dir / "homelab.db", readonly=True)

@@ -46,7 +46,7 @@ async def test_unhealthy_container_gets_a_restart_proposed(rules_hub, tmp_path):
         ("web", "nginx:1.27", "running", "unhealthy", "docker")]
     assert h.query("SELECT state, health, previous FROM container_changes WHERE name = 'web' ORDER BY seq") == [
         ("running", "healthy", None), ("running", "unhealthy", "running/healthy")]
-    from hub.selfdocs import pages
+    from hub.docs import pages
     from hub.store import connect
 
     db = connect(h.data_dir / "homelab.db", readonly=True)

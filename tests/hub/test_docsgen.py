@@ -18,9 +18,9 @@ from selfdoc_helpers import (
     service,
 )
 
+from hub.docs import pages as docsgen
+from hub.docs.web import REBUILDER
 from hub.errors import NotFound
-from hub.selfdocs import pages as docsgen
-from hub.selfdocs.web import REBUILDER
 from hub.store import connect
 
 

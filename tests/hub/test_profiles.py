@@ -70,12 +70,13 @@ async def test_assigned_profile_becomes_proposals_when_the_node_reports(hub):
     write_profile(hub.data_dir / "profiles")
     token = hub.enroll("newbox")
     assert token
-    r = subprocess.run([sys.executable, "-m", "hub", "profile", "assign", "newbox", "workstation",
+    r = subprocess.run([sys.executable, "-m", "hub", "profiles", "assign", "newbox", "workstation",
                         "--data-dir", str(hub.data_dir)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     bad = subprocess.run([sys.executable, "-m", "hub", "profile", "assign", "newbox", "nope",
                           "--data-dir", str(hub.data_dir)], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "no profile 'nope'" in bad.stderr
+    assert "warning: `homelab-hub profile` is deprecated; use `homelab-hub profiles`\n" in bad.stderr
     assert query(hub.data_dir, "SELECT count(*) FROM proposals")[0][0] == 0  # not before it reports
 
     node = FakeNode(hub, "newbox")

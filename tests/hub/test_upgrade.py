@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from hub.schema import all_migrations
+from hub.schema import all_migrations, all_views
 from hub.store import open_db
 
 OLD = Path(__file__).resolve().parent.parent / "data" / "hub-0.1.0.db"
@@ -53,4 +53,38 @@ def test_the_previous_release_database_upgrades_with_nothing_lost(tmp_path):
     assert db.execute("SELECT count(*) FROM changes WHERE node = 'nas01'").fetchone()[0] >= 3
     assert db.execute("SELECT hostname FROM twin_summary").fetchone()[0] == "nas01"
     assert db.execute("SELECT count(*) FROM logs_fts WHERE logs_fts MATCH 'password'").fetchone()[0] == 1
+    db.close()
+
+
+def _views(db: sqlite3.Connection) -> dict[str, str]:
+    return dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'view'"))
+
+
+def test_views_are_the_same_after_a_fresh_create_and_an_upgrade(tmp_path):
+    fresh = open_db(tmp_path / "fresh" / "homelab.db")
+    shutil.copy(OLD, tmp_path / "homelab.db")
+    upgraded = open_db(tmp_path / "homelab.db")
+    assert _views(fresh) == _views(upgraded) == all_views()
+    fresh.close()
+    upgraded.close()
+
+
+def test_a_changed_view_definition_is_applied_on_the_next_open(tmp_path, monkeypatch):
+    import hub.twin.schema
+
+    path = tmp_path / "homelab.db"
+    open_db(path).close()
+    db = open_db(path)  # nothing changed: the schema is not written again
+    version = db.execute("PRAGMA schema_version").fetchone()[0]
+    db.close()
+    db = open_db(path)
+    assert db.execute("PRAGMA schema_version").fetchone()[0] == version
+    db.close()
+
+    monkeypatch.setitem(hub.twin.schema.VIEWS, "failed_units",
+                        "SELECT node, unit, 'changed' AS note FROM services WHERE active = 'failed'")
+    db = open_db(path)
+    assert _views(db)["failed_units"] == all_views()["failed_units"]
+    assert "'changed' AS note" in _views(db)["failed_units"]
+    assert [d[0] for d in db.execute("SELECT * FROM failed_units").description] == ["node", "unit", "note"]
     db.close()

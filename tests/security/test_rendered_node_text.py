@@ -17,7 +17,7 @@ from markdown_it import MarkdownIt
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import wire
-from hub.selfdocs import pages
+from hub.docs import pages
 from hub.store import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
@@ -47,7 +47,7 @@ async def test_hostile_facts_do_not_reach_the_ansible_inventory(hub, tmp_path):
     await node.send(hostile_inventory(pwned), packages(("bash", "5.2", True), ("`x`\n# owned <b>", "1", True)),
                     service("a`b.service"))
     out = tmp_path / "export"
-    r = subprocess.run([sys.executable, "-m", "hub", "export", "ansible", "evil", "-o", str(out),
+    r = subprocess.run([sys.executable, "-m", "hub", "ansible", "export", "evil", "-o", str(out),
                         "--data-dir", str(hub.data_dir)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     inv = subprocess.run([str(BIN / "ansible-inventory"), "-i", "inventory.ini", "--list"], cwd=out,

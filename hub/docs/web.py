@@ -15,8 +15,8 @@ from pathlib import Path
 from aiohttp import web
 
 from hub.config import db_path
+from hub.docs import pages as docsgen
 from hub.keys import ALERT_LISTENERS, READ_DB, SETTINGS, WRITER
-from hub.selfdocs import pages as docsgen
 from hub.store import connect
 from hub.tasks import running
 

@@ -25,7 +25,7 @@ def docs() -> None:
 @domain_errors
 def build(node, data_dir, out, git_dir) -> None:
     """Write the pages for every node (or just NODE). Unchanged pages are not rewritten."""
-    from hub.selfdocs import pages as docsgen
+    from hub.docs import pages as docsgen
     from hub.store import connect
 
     s = settings_from(data_dir=data_dir)

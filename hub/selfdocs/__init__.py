@@ -1,1 +1,0 @@
-"""selfdocs: see docs/architecture.md."""
