@@ -38,6 +38,9 @@ consider() {  # fix kib
   echo "reclaimable: $1 $2 KiB"
   if [ "$2" -gt "$best_kib" ]; then best="$1"; best_kib="$2"; fi
 }
+# find, du and dpkg-query exit 1 when a file vanishes mid-walk (a live /tmp), a directory is
+# unreadable or a package went meanwhile; what they did read is still the answer, so their
+# status must not end the report under pipefail.
 seen=" "
 for d in /tmp /var/tmp "$PARAM_PATH"; do
   case "$d" in /tmp | /tmp/* | /var/tmp | /var/tmp/*) ;; *) continue ;; esac
@@ -45,11 +48,11 @@ for d in /tmp /var/tmp "$PARAM_PATH"; do
   case "$seen" in *" $d "*) continue ;; esac
   seen="$seen$d "
   # what clean-tmp deletes at age 1d: files not modified for a day
-  kib=$(find "$d" -xdev -mindepth 1 -type f -mmin +1440 -printf '%k\n' 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  kib=$( (find "$d" -xdev -mindepth 1 -type f -mmin +1440 -printf '%k\n' 2>/dev/null || true) | awk '{s += $1} END {print s + 0}')
   consider "clean-tmp $d" "$kib"
 done
 if [ -d /var/log/journal ] && [ "$(mount_of /var/log/journal)" = "$target" ]; then
-  kib=$(du -sk /var/log/journal 2>/dev/null | cut -f1)
+  kib=$( (du -sk /var/log/journal 2>/dev/null || true) | awk '{print $1 + 0}')
   consider journal-vacuum "$(( kib > 204800 ? kib - 204800 : 0 ))"  # journal-vacuum keeps 200M
 fi
 if command -v apt-get >/dev/null && [ "$(mount_of /usr)" = "$target" ]; then
@@ -57,14 +60,14 @@ if command -v apt-get >/dev/null && [ "$(mount_of /usr)" = "$target" ]; then
   kib=0
   if [ -n "$pkgs" ]; then
     # shellcheck disable=SC2086 # one package name per word
-    kib=$(dpkg-query -W -f='${Installed-Size}\n' $pkgs 2>/dev/null | awk '{s += $1} END {print s + 0}')
+    kib=$( (dpkg-query -W -f='${Installed-Size}\n' $pkgs 2>/dev/null || true) | awk '{s += $1} END {print s + 0}')
   fi
   consider apt-autoremove "$kib"
 fi
 if [ -d /var/log ] && [ "$(mount_of /var/log)" = "$target" ]; then
   # logs of 10 MiB and more that logrotate would compress (about nine tenths freed)
-  kib=$(find /var/log -xdev -type f -size +10M ! -name '*.gz' ! -name '*.xz' ! -name '*.journal*' \
-        -printf '%k\n' 2>/dev/null | awk '{s += $1} END {print int(s * 0.9)}')
+  kib=$( (find /var/log -xdev -type f -size +10M ! -name '*.gz' ! -name '*.xz' ! -name '*.journal*' \
+        -printf '%k\n' 2>/dev/null || true) | awk '{s += $1} END {print int(s * 0.9)}')
   consider logrotate-force "$kib"
 fi
 echo "largest reclaimable: $best"

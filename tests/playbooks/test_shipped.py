@@ -245,3 +245,19 @@ def test_block_address_rollback_and_refusals(netns_pair):
         assert r.returncode == 4 and "refusing" in r.stderr
     with pytest.raises(ValueError):
         pbm.validate_params(BOOKS["block-address"], {"address": "1.2.3.4; nft flush ruleset"})
+
+
+def test_disk_report_survives_a_walk_that_meets_vanishing_files(tmp_path):
+    """On a busy /tmp, find exits 1 when a file goes between listing and stat (CI saw the
+    report die there under pipefail). A find that prints what it read and then exits 1, as the
+    real one does then, must not end the report."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "find").write_text('#!/bin/sh\n/usr/bin/find "$@"\necho "find: a file vanished" >&2\nexit 1\n')
+    (shim / "find").chmod(0o755)
+    old = tmp_path / "old"
+    old.write_bytes(b"\0" * 100_000)
+    os.utime(old, (1, 1))
+    r = run("disk-report", params={"path": str(tmp_path), "top": 5}, path=f"{shim}:{PATH}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "largest reclaimable:" in r.stdout, r.stdout
