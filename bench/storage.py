@@ -84,7 +84,7 @@ async def simulate(days: float, interval: float, work: Path, quick: bool = False
 
     def finish(db):
         counts = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                  for t in ("events", "samples", "samples_1m", "samples_1h", "series")}
+                  for t in ("events", "samples", "samples_1m", "samples_10m", "samples_1h", "series")}
         return counts
 
     counts = await writer.run(finish)
