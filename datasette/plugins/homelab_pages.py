@@ -102,27 +102,31 @@ async def dashboard(datasette, request):
     db = datasette.get_database(DB)
     t1 = time.time()
     t0 = (t1 - HOURS * 3600) // BUCKET * BUCKET  # whole buckets
-    charts = []
-    for title, name, point, ymax in CHARTS:
-        rows = await db.execute(CHART_SQL.format(point=point), {"name": name, "t0": int(t0)})
-        series: dict[str, list[tuple[float, float]]] = {}
-        for r in rows:
-            series.setdefault(r["node"], []).append((r["b"], r["v"]))
-        charts.append(svg_chart(title, series, t0, t1, ymax))
-    nodes = (await db.execute(
-        "SELECT name, last_seen, clock_skew FROM nodes ORDER BY name")).rows
-    open_alerts = await _count(db, "alerts", "state = 'firing'")
-    open_proposals = await _count(db, "proposals", "state = 'proposed'")
+
+    def read(conn):
+        # Every read in one trip to Datasette's thread (seven hand-offs between the loop and
+        # the thread were a fifth of the page on a busy machine), rows as plain tuples.
+        cur = conn.cursor()
+        cur.row_factory = None
+        charts = []
+        for title, name, point, ymax in CHARTS:
+            series: dict[str, list[tuple[float, float]]] = {}
+            for node, b, v in cur.execute(CHART_SQL.format(point=point), {"name": name, "t0": int(t0)}):
+                series.setdefault(node, []).append((b, v))
+            charts.append(svg_chart(title, series, t0, t1, ymax))
+        nodes = [{"name": r[0], "last_seen": r[1], "clock_skew": r[2]}
+                 for r in cur.execute("SELECT name, last_seen, clock_skew FROM nodes ORDER BY name")]
+        tables = {r[0] for r in cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+        def count(table: str, where: str) -> int | None:
+            return cur.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0] if table in tables else None
+
+        return {"charts": charts, "nodes": nodes, "open_alerts": count("alerts", "state = 'firing'"),
+                "open_proposals": count("proposals", "state = 'proposed'")}
+
+    data = await db.execute_fn(read)
     return Response.html(await datasette.render_template("homelab_dashboard.html", {
-        "charts": charts, "nodes": [dict(n) for n in nodes], "now": t1, "hours": HOURS,
-        "open_alerts": open_alerts, "open_proposals": open_proposals,
-    }, request=request))
-
-
-async def _count(db, table: str, where: str):
-    if not await db.table_exists(table):
-        return None
-    return (await db.execute(f"SELECT count(*) FROM {table} WHERE {where}")).first()[0]
+        **data, "now": t1, "hours": HOURS}, request=request))
 
 
 async def search(datasette, request):
