@@ -406,3 +406,26 @@ def m115_facts(db: sqlite3.Connection) -> None:
         CREATE INDEX twin_fact_changes_node_ts ON twin_fact_changes(node, ts);
         """
     )
+
+
+@migration
+def m116_events_full(db: sqlite3.Connection) -> None:
+    """A log line is stored once, in ``logs``: its ``events`` row keeps kind and time (and a
+    severity ``logs`` cannot hold). ``events_full`` is ``events`` with every field in ``data``,
+    for whoever reads a log event's fields from ``data`` (the brain's context, an alert's
+    causes). Rows stored before keep their whole JSON and are shown as they are.
+    (hub/twin/activity.py EVENT_DATA is the same expression, for Datasette's ``events``.)"""
+    script(db,
+        """
+        CREATE VIEW events_full AS
+            SELECT e.id, e.node, e.seq, e.ts, e.kind,
+                   CASE WHEN e.kind = 'log' AND json_extract(e.data, '$.message') IS NULL THEN coalesce((
+                       SELECT json_patch(json_object('kind', 'log'), json_object(
+                           'source', l.source, 'message', l.message, 'program', l.program, 'pid', l.pid,
+                           'severity', coalesce(l.severity, json_extract(e.data, '$.severity')),
+                           'facility', l.facility, 'host', l.host, 'unit', l.unit, 'ts', e.ts))
+                       FROM logs l WHERE l.node = e.node AND l.seq = e.seq), e.data)
+                   ELSE e.data END AS data
+            FROM events e;
+        """
+    )
