@@ -85,11 +85,11 @@ def svg_chart(title: str, series: dict[str, list[tuple[float, float]]], t0: floa
              f'<line x1="{pad}" y1="22" x2="{pad}" y2="{h - pad}" stroke="#999"/>',
              f'<text x="2" y="28" font-size="10">{top:.0f}</text><text x="2" y="{h - pad}" font-size="10">0</text>',
              f'<text x="{pad}" y="{h - 18}" font-size="10">-{HOURS}h</text><text x="{w - 30}" y="{h - 18}" font-size="10">now</text>']
-    span = max(t1 - t0, 1)
+    xk, yk, y0 = (w - pad - 6) / max(t1 - t0, 1), (h - pad - 22) / top, h - pad
     for i, (node, pts) in enumerate(sorted(series.items())):
         color = PALETTE[i % len(PALETTE)]
-        coords = " ".join(
-            f"{pad + (t - t0) / span * (w - pad - 6):.1f},{h - pad - min(v, top) / top * (h - pad - 22):.1f}" for t, v in pts)
+        # ~6,000 points a page: constants hoisted, a list for join (a quarter of the drawing)
+        coords = " ".join([f"{pad + (t - t0) * xk:.1f},{y0 - (v if v < top else top) * yk:.1f}" for t, v in pts])
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{coords}"><title>{html.escape(node)}</title></polyline>')
         parts.append(f'<text x="{w - 150}" y="{30 + 12 * i}" font-size="11" fill="{color}" class="legend">{html.escape(node)}</text>')
     if not values:
