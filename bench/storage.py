@@ -1,4 +1,4 @@
-"""python -m bench storage [--days 365] [--interval 10]
+"""python -m bench storage [--days 365] [--interval 10] [--logs 0]
 
 One node at default settings for a simulated year: a metrics event every `interval`
 seconds carrying the series the real metrics collector reports on this machine, through
@@ -6,6 +6,9 @@ the real path (wire encode -> frame decode -> JSON -> writer -> projections), wi
 hub's rollup and retention run on the simulated clock as the hub runs them. Reports the
 database size at the end. Baseline, same run: the size the raw samples alone would take
 without rollups and retention (rows x measured bytes per row), i.e. Uptime Kuma's design.
+
+--logs N adds N syslog-like lines a day (bench queries sends ~4,800), kept for
+event_retention (90 days) as the hub keeps them; --quick sends only the lines retention keeps.
 """
 
 from __future__ import annotations
@@ -45,7 +48,22 @@ def db_bytes(path: Path) -> int:
     return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal")) if os.path.exists(p))
 
 
-async def simulate(days: float, interval: float, work: Path, quick: bool = False) -> dict:
+PROGRAMS = ["sshd", "cron", "kernel", "nginx", "systemd", "dockerd", "smartd"]
+
+
+def log_lines(rng: random.Random, t: float, n: int) -> list[wire.Log]:
+    out = []
+    for _ in range(n):
+        prog = rng.choice(PROGRAMS)
+        out.append(wire.Log(
+            ts=t + rng.random() * 3600, source="journald", program=prog, pid=rng.randint(100, 9999),
+            severity=rng.choice([3, 4, 6, 6, 6]), unit=f"{prog}.service",
+            message=f"{prog} worker {rng.randint(1, 50)} handled request from 10.0.0.{rng.randint(1, 254)}"
+                    f" in {rng.randint(1, 500)} ms"))
+    return out
+
+
+async def simulate(days: float, interval: float, work: Path, quick: bool = False, logs_per_day: int = 0) -> dict:
     settings = load_settings(data_dir=work)
     writer = Writer(work / "homelab.db")
     writer.start()
@@ -59,7 +77,9 @@ async def simulate(days: float, interval: float, work: Path, quick: bool = False
     # quick size is ~12% low and its ratio to the raw baseline ~5% low.
     raw_from = days * DAY - settings.raw_retention - 3600
     minute_from = raw_from - settings.minute_retention - 3600
+    logs_from = days * DAY - settings.event_retention - DAY
     seq = 0
+    n_logs = 0
     t_wall = time.perf_counter()
     samples_total = 0
     events: list = []
@@ -72,6 +92,12 @@ async def simulate(days: float, interval: float, work: Path, quick: bool = False
             vals = {key: (v * (0.9 + 0.2 * rng.random()) if v else 0.0) for key, v in template.items()}
             events.append((seq, wire.encode_event(wire.Metrics(ts=ts, samples=vals))))
             samples_total += len(vals) * int(step / interval)  # what a real node sends
+        if logs_per_day and (not quick or hour * 3600 >= logs_from):
+            k = logs_per_day // 24 + (1 if rng.random() < logs_per_day % 24 / 24 else 0)
+            for line in log_lines(rng, start + hour * 3600, k):
+                seq += 1
+                events.append((seq, wire.encode_event(line)))
+            n_logs += k
         if sparse and (hour + 1) % 24:
             continue  # and a day per batch and per rollup round: the same rows, fewer commits
         frame = wire.decode_batch(wire.encode_batch("n1", start + hour * 3600, events))
@@ -83,9 +109,10 @@ async def simulate(days: float, interval: float, work: Path, quick: bool = False
     elapsed = time.perf_counter() - t_wall
 
     def finish(db):
-        counts = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                  for t in ("events", "samples", "samples_1m", "samples_1h", "series")}
-        return counts
+        have = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("events", "samples", "samples_1m", "samples_10m", "samples_1h", "series", "logs")
+                if t in have}
 
     counts = await writer.run(finish)
     writer.stop()
@@ -102,7 +129,7 @@ async def simulate(days: float, interval: float, work: Path, quick: bool = False
     db.close()
     size = db_bytes(work / "homelab.db")
     return {"size_bytes": size, "counts": counts, "series": len(template), "events": seq,
-            "samples_total": samples_total, "raw_bytes_per_row": raw_bytes_per_row, "elapsed_s": elapsed, "tables_mb": tables}
+            "samples_total": samples_total, "log_lines_sent": n_logs, "raw_bytes_per_row": raw_bytes_per_row, "elapsed_s": elapsed, "tables_mb": tables}
 
 
 def main() -> None:
@@ -112,10 +139,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true",
                     help="send hours that end as aggregates sparsely: ~1 minute; the ratio within ~5%% of a full run, "
                          "the absolute size ~12%% low (fuller B-tree pages; docs/performance.md)")
+    ap.add_argument("--logs", type=int, default=0, help="log lines a day (default 0: metrics only)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-storage-"))
     try:
-        r = asyncio.run(simulate(a.days, a.interval, work, a.quick))
+        r = asyncio.run(simulate(a.days, a.interval, work, a.quick, a.logs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     # The database after the simulated span (not extrapolated: retention windows make
@@ -124,6 +152,7 @@ def main() -> None:
     baseline_mb = r["samples_total"] * r["raw_bytes_per_row"] / 1e6
     print(json.dumps({
         "bench": "storage", "quick": a.quick, "days": a.days, "interval_s": a.interval, "series": r["series"],
+        "logs_per_day": a.logs, "log_lines_sent": r["log_lines_sent"],
         "mb_per_series_year": round(mb / r["series"], 3),
         "events": r["events"], "mb_per_node_year": round(mb, 1),
         "baseline_raw_mb_per_node_year": round(baseline_mb, 1),

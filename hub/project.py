@@ -1,7 +1,9 @@
 """Projection of events into typed tables, inside the writer's transaction.
 
-Every event is stored verbatim in ``events``; a handler registered here for its type
-also writes the typed rows (metric samples, file history, twin state). Handlers only
+Every event is stored in ``events``; a handler registered here for its type also writes the
+typed rows (metric samples, file history, twin state). A handler whose table holds every field
+of the event may return a slimmer ``data`` for its ``events`` row, so the event is stored once
+(log lines: ``events_full`` puts their fields back for readers of ``data``). Handlers only
 append rows; the projector runs one ``executemany`` per statement at flush, in the order
 the statements were first used, so a batch costs a handful of SQLite calls.
 Handlers must keep per-kind ordering inside one statement (upserts, not delete+insert).
@@ -21,7 +23,7 @@ from hub import rollup
 # hundred; samples of series past the bound are kept only in ``events`` and counted.
 MAX_SERIES_PER_NODE = 5000
 
-Handler = Callable[["Projector", str, int, float, Any], None]
+Handler = Callable[["Projector", str, int, float, Any], "str | None"]
 HANDLERS: dict[type, Handler] = {}
 
 
@@ -87,10 +89,10 @@ class Projector:
         run at flush, after the row statements, in the order deferred."""
         self.deferred.append(fn)
 
-    def add(self, node: str, seq: int, ts: float, event: Any) -> None:
+    def add(self, node: str, seq: int, ts: float, event: Any) -> str | None:
+        """Project one event; a str is the ``data`` to store for it instead of its JSON."""
         fn = self._handlers.get(type(event))
-        if fn is not None:
-            fn(self, node, seq, ts, event)
+        return None if fn is None else fn(self, node, seq, ts, event)
 
     def series_id(self, node: str, key: str) -> int | None:
         """The series' id; None when it is new and the node is at MAX_SERIES_PER_NODE."""

@@ -1,6 +1,7 @@
 """Metric rollups and retention, done in bounded steps inside the writer.
 
-Raw samples -> 1-minute aggregates -> 1-hour aggregates. Each target keeps a watermark
+Raw samples -> 1-minute aggregates -> 1-hour aggregates, and 1-minute -> 10-minute aggregates
+kept two days for the fleet dashboard's day of 10-minute points. Each target keeps a watermark
 in ``rollup_state``: buckets before it are final. Late samples (a laptop back from
 suspend with a backlog) lower the watermark in the same transaction that stores them
 (see ``lower_watermark``), so their buckets are recomputed. Raw rows are deleted only
@@ -13,6 +14,8 @@ import sqlite3
 
 STEP_1M = 6 * 3600  # at most this much raw time aggregated per tick
 STEP_1H = 7 * 86400
+STEP_10M = 86400
+KEEP_10M = 2 * 86400  # the dashboard draws the last 24 hours
 DELETE_CHUNK = 20_000
 SETTLE = 120  # seconds a minute bucket stays open for stragglers
 
@@ -60,23 +63,27 @@ def _oldest(db, table) -> int | None:
     ).fetchone()[0]
 
 
-def _roll(db, source, target, width, step, now_bucket_end, weighted) -> bool:
+def _roll(db, source, target, width, step, now_bucket_end, weighted, since: int = 0) -> bool:
     done = _get(db, target)
-    if done is None:
+    if done is None:  # a new target starts at the oldest source row it keeps
         first = _oldest(db, source)
         if first is None:
             return False
-        done = first // width * width
+        done = max(first, since) // width * width
     end = min(now_bucket_end, done + step) // width * width
     if end <= done:
         _set(db, target, done)
         return False
     _aggregate(db, source, target, width, done, end, weighted)
     _set(db, target, end)
-    if target == "samples_1m":  # the hours these minutes fall into must be recomputed
+    if target == "samples_1m":  # the hours and 10 minutes these minutes fall into are recomputed
         db.execute(
             "UPDATE rollup_state SET done = ? WHERE target = 'samples_1h' AND done > ?",
             (done // 3600 * 3600, done),
+        )
+        db.execute(
+            "UPDATE rollup_state SET done = ? WHERE target = 'samples_10m' AND done > ?",
+            (done // 600 * 600, done),
         )
     return end < now_bucket_end // width * width
 
@@ -165,11 +172,14 @@ def tick(db: sqlite3.Connection, now: float, settings) -> bool:
     """One bounded step of rollup and retention. Returns True when more work is waiting."""
     more = _roll(db, "samples", "samples_1m", 60, STEP_1M, int(now) - SETTLE, weighted=False)
     more |= _roll(db, "samples_1m", "samples_1h", 3600, STEP_1H, _get(db, "samples_1m") or 0, weighted=True)
+    more |= _roll(db, "samples_1m", "samples_10m", 600, STEP_10M, _get(db, "samples_1m") or 0, weighted=True,
+                  since=int(now - KEEP_10M))
     done_1m = _get(db, "samples_1m") or 0
     done_1h = _get(db, "samples_1h") or 0
     more |= _delete_before(db, "samples", min(int(now - settings.raw_retention), done_1m))
     more |= _delete_before(db, "samples_1m", min(int(now - settings.minute_retention), done_1h))
     more |= _delete_before(db, "samples_1h", int(now - settings.hour_retention))
+    more |= _delete_before(db, "samples_10m", int(now - KEEP_10M))
     more |= _slim_metrics_events(db, now - min(settings.metrics_event_retention, settings.raw_retention))
     more |= _delete_events(db, "kind = 'metrics' AND ts < ?", (now - settings.raw_retention,))
     more |= _delete_events(db, "kind IN ('processes') AND ts < ?", (now - settings.raw_retention,))

@@ -352,9 +352,11 @@ class Writer:
                     kinds = [KIND_OF.get(type(e)) or e.kind for e in evs]
                     tss = [e.ts for e in evs]
                     ids = range(next_id, next_id + n_new)
+                    for i, (seq, ts, ev) in enumerate(zip(seqs, tss, evs, strict=True)):
+                        slim = add(node, seq, ts, ev)
+                        if slim is not None:  # its fields are in a table of their own
+                            datas[i] = slim  # a slice: the item's own list is untouched
                     event_rows.extend(zip(ids, repeat(node), seqs, tss, kinds, datas))
-                    for seq, ts, ev in zip(seqs, tss, evs, strict=True):
-                        add(node, seq, ts, ev)
                     if want_committed:
                         committed.extend(map(Committed, ids, repeat(node), seqs, tss, kinds, evs))
                     next_id += n_new

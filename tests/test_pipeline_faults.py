@@ -34,7 +34,7 @@ def fill_spool(state_dir, n: int) -> str:
 
 
 def stored_checksum(hub, node: str) -> tuple[int, str, bool]:
-    rows = hub.query("SELECT seq, json_extract(data, '$.message') FROM events WHERE node = ? AND kind = 'log' ORDER BY seq", (node,))
+    rows = hub.query("SELECT seq, json_extract(data, '$.message') FROM events_full WHERE node = ? AND kind = 'log' ORDER BY seq", (node,))
     h = hashlib.sha256()
     for _, m in rows:
         h.update(m.encode())

@@ -9,6 +9,9 @@ Credential hashes and job outputs read as NULL, in table pages, stored queries a
 alike (an SQLite authorizer, so no query can get round it), and job_result events lose their
 ``output`` field, unless the administrator sets ``datasette_private = true``
 (HOMELAB_HUB_DATASETTE_PRIVATE) in the hub's settings.
+
+Either way ``events`` reads as ``events_full``: a log line's fields, stored once in ``logs``, are
+back in its ``data``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from datasette import hookimpl
 from hub.schema import PRIVATE_COLUMNS
+from hub.twin import EVENT_DATA
 
 HIDDEN = PRIVATE_COLUMNS
 LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -40,28 +44,38 @@ def _authorizer(action, arg1, arg2, dbname, source):
     if action == sqlite3.SQLITE_READ:
         if (arg1, arg2) in HIDDEN:
             return sqlite3.SQLITE_IGNORE  # the column reads as NULL
-        if (arg1, arg2, dbname, source) == ("events", "data", "main", None):
-            return sqlite3.SQLITE_IGNORE  # `main.events` named directly, around the view below
+        if (arg1, arg2, dbname) == ("events", "data", "main") and source != "events":
+            return sqlite3.SQLITE_IGNORE  # `main.events` or `main.events_full`, around the views below
     return sqlite3.SQLITE_OK
 
 
-def _events_without_job_output(conn) -> None:
-    """Job output also travels in the job_result event: a TEMP view named ``events`` (found
-    before main.events by any query that says just ``events``) drops its ``output`` field."""
+def _events_view(conn, private: bool) -> None:
+    """A TEMP view named ``events`` (found before main.events by any query that says just
+    ``events``) with log lines' fields back in ``data``; job output also travels in the
+    job_result event, and unless ``private`` its ``output`` field is dropped. ``events_full``
+    (a view in hub/twin/schema.py) reads the same, through it."""
     cols = [r[1] for r in conn.execute("PRAGMA main.table_info(events)")]
     if "data" not in cols or "kind" not in cols:
         return
-    select = ", ".join(
-        "CASE WHEN kind = 'job_result' THEN json_remove(data, '$.output') ELSE data END AS data"
-        if c == "data" else f'"{c}"' for c in cols)
-    conn.execute(f"CREATE TEMP VIEW IF NOT EXISTS events AS SELECT {select} FROM main.events")
+    full = EVENT_DATA if _has(conn, "logs") else "e.data"
+    data = full if private else f"CASE WHEN e.kind = 'job_result' THEN json_remove(e.data, '$.output') ELSE {full} END"
+    select = ", ".join(f"{data} AS data" if c == "data" else f'e."{c}"' for c in cols)
+    conn.execute(f"CREATE TEMP VIEW IF NOT EXISTS events AS SELECT {select} FROM main.events e")
+    if _has(conn, "events_full"):
+        conn.execute("CREATE TEMP VIEW IF NOT EXISTS events_full AS SELECT * FROM events")
+
+
+def _has(conn, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM main.sqlite_master WHERE name = ?", (name,)).fetchone() is not None
 
 
 @hookimpl
 def prepare_connection(conn, database, datasette):
-    if database == "homelab" and not _show_private(datasette):
-        _events_without_job_output(conn)
-        conn.set_authorizer(_authorizer)
+    if database == "homelab":
+        private = _show_private(datasette)
+        _events_view(conn, private)
+        if not private:
+            conn.set_authorizer(_authorizer)
 
 
 def host_allowed(host: str, bound: str | None) -> bool:

@@ -157,7 +157,7 @@ def cause_events(db: sqlite3.Connection, alert_id: Any, limit: int = 6) -> list[
     if alert_id is None:
         return []
     rows = _rows(db,
-        "SELECT e.id, e.ts, e.kind, e.data FROM alert_events a JOIN events e ON e.id = a.event_id"
+        "SELECT e.id, e.ts, e.kind, e.data FROM alert_events a JOIN events_full e ON e.id = a.event_id"
         " WHERE a.alert_id = ? AND e.kind NOT IN ('metrics', 'processes', 'inventory', 'package_inventory')"
         " ORDER BY e.id DESC LIMIT ?", (alert_id, limit))
     items = [it for it in map(_event_item, rows) if it is not None]
@@ -172,7 +172,7 @@ def recent_events(db: sqlite3.Connection, node: str | None, until: float, window
         return []
     marks = ",".join("?" * len(EVENT_KINDS))
     rows = _rows(db,
-        f"SELECT id, ts, kind, data FROM events WHERE node = ? AND kind IN ({marks})"
+        f"SELECT id, ts, kind, data FROM events_full WHERE node = ? AND kind IN ({marks})"
         " AND ts BETWEEN ? AND ? ORDER BY ts DESC, id DESC LIMIT ?",
         (node, *EVENT_KINDS, until - window, until + 60, limit * 4))
     items = []
@@ -203,7 +203,7 @@ def telling_events(db: sqlite3.Connection, node: str | None, until: float, words
 
     if not node:
         return []
-    rows = _rows(db, "SELECT id, ts, kind, data FROM events WHERE node = ? AND kind IN ('log', 'file', 'command')"
+    rows = _rows(db, "SELECT id, ts, kind, data FROM events_full WHERE node = ? AND kind IN ('log', 'file', 'command')"
                  " AND ts BETWEEN ? AND ? ORDER BY ts DESC, id DESC LIMIT 400", (node, until - TELLING_S, until + 60))
     pats = [p for p, _ in CULPRITS] + [re.compile(re.escape(w)) for w in words if len(w) >= 4]
     items: list[Item] = []

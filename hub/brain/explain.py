@@ -67,11 +67,11 @@ def explain(alert_id: int, db_path: Path | str) -> dict:
             if ts:
                 timeline.append({"ts": ts, "id": f"A{alert_id}", "what": f"alert {alert['rule']} {label}"})
         causes = _rows(db,
-            "SELECT e.id, e.ts, e.kind, e.data FROM alert_events a JOIN events e ON e.id = a.event_id"
+            "SELECT e.id, e.ts, e.kind, e.data FROM alert_events a JOIN events_full e ON e.id = a.event_id"
             " WHERE a.alert_id = ? ORDER BY e.ts LIMIT ?", (alert_id, TIMELINE_MAX))
         marks = ",".join("?" * len(EVENT_KINDS))
         around = _rows(db,
-            f"SELECT id, ts, kind, data FROM events WHERE node = ? AND kind IN ({marks}) AND ts BETWEEN ? AND ?"
+            f"SELECT id, ts, kind, data FROM events_full WHERE node = ? AND kind IN ({marks}) AND ts BETWEEN ? AND ?"
             " ORDER BY ts DESC LIMIT ?", (alert.get("node"), *EVENT_KINDS, start - BEFORE_S, end, TIMELINE_MAX))
         seen = set()
         for r, cause in [(r, True) for r in causes] + [(r, False) for r in around]:

@@ -170,23 +170,20 @@ TEMPLATES: list[Template] = [
     Template("log_errors", "Error logs",
              "Log lines at error severity or worse (syslog 0-3), newest first.",
              "errors logs error messages syslog journal critical severe log errors",
-             "SELECT node, datetime(ts, 'unixepoch') AS time, json_extract(data, '$.program') AS program,"
-             " json_extract(data, '$.message') AS message FROM events WHERE kind = 'log'"
-             " AND json_extract(data, '$.severity') <= 3 AND ts >= :since AND " + NODE +
+             "SELECT node, datetime(ts, 'unixepoch') AS time, program, message FROM logs"
+             " WHERE severity <= 3 AND ts >= :since AND " + NODE +
              " ORDER BY ts DESC LIMIT :limit", {"node": "", "since": "", "limit": "50"}, "24h"),
     Template("log_search", "Logs mentioning a text",
              "Log lines containing a text (quote it in the question), newest first.",
              "logs mentioning containing search grep lines with text message said",
-             "SELECT node, datetime(ts, 'unixepoch') AS time, json_extract(data, '$.program') AS program,"
-             " json_extract(data, '$.message') AS message FROM events WHERE kind = 'log'"
-             " AND instr(json_extract(data, '$.message'), :text) > 0 AND ts >= :since AND " + NODE +
+             "SELECT node, datetime(ts, 'unixepoch') AS time, program, message FROM logs"
+             " WHERE instr(message, :text) > 0 AND ts >= :since AND " + NODE +
              " ORDER BY ts DESC LIMIT :limit", {"text": "!", "node": "", "since": "", "limit": "50"}),
     Template("ssh_logins", "SSH logins",
              "Successful SSH logins (sshd 'Accepted ...' lines), newest first.",
              "ssh logins logged in login accepted authentication sshd who logged remote access",
-             "SELECT node, datetime(ts, 'unixepoch') AS time, json_extract(data, '$.message') AS message"
-             " FROM events WHERE kind = 'log' AND json_extract(data, '$.program') = 'sshd'"
-             " AND json_extract(data, '$.message') LIKE 'Accepted %' AND ts >= :since AND " + NODE +
+             "SELECT node, datetime(ts, 'unixepoch') AS time, message"
+             " FROM logs WHERE program = 'sshd' AND message LIKE 'Accepted %' AND ts >= :since AND " + NODE +
              " ORDER BY ts DESC LIMIT :limit", {"node": "", "since": "", "limit": "50"}),
     Template("pending_updates", "Pending updates",
              "Package updates waiting per node, with how many are security updates.",

@@ -109,6 +109,8 @@ def node_series(db: sqlite3.Connection, node: str, start: float, end: float, now
     # a third of a 30-day answer).
     pct = ",".join(str(s) for s, r in series.items() if CHART_OF[r["name"]].scale != 1.0)
     scale = f" * CASE WHEN series IN ({pct}) THEN 100.0 ELSE 1.0 END" if pct else ""
+    cur = db.cursor()
+    cur.row_factory = None  # plain tuples: a sqlite3.Row per point was a fifth of the Python time
     for table, lo, hi in bounds if ids else ():
         col = "value" if table == "samples" else "avg"
         if widths[table] == bucket:  # rows are buckets already: no GROUP BY (a temp b-tree)
@@ -117,7 +119,7 @@ def node_series(db: sqlite3.Connection, node: str, start: float, end: float, now
         else:
             sql = (f"SELECT series, ts / {bucket} * {bucket} AS b, round(avg({col}){scale}, 4)"
                    f" FROM {table} WHERE series IN ({ids}) AND ts >= ? AND ts < ? GROUP BY series, b")
-        for sid, b, v in db.execute(sql, (lo, hi)):
+        for sid, b, v in cur.execute(sql, (lo, hi)):
             points[sid][b] = v
     xs = sorted({b for p in points.values() for b in p})
     index = {x: i for i, x in enumerate(xs)}
@@ -133,9 +135,13 @@ def node_series(db: sqlite3.Connection, node: str, start: float, end: float, now
             p = points[sid]
             label = s["name"] if len(c.names) > 1 else ""
             extra = label_text(s["labels"])
-            values: list[float | None] = [None] * len(xs)
-            for b, v in p.items():
-                values[index[b]] = v
+            values: list[float | None]
+            if len(p) == len(xs):  # every bucket, in time order (tiers come oldest first, rows in key order)
+                values = list(p.values())
+            else:
+                values = [None] * len(xs)
+                for b, v in p.items():
+                    values[index[b]] = v
             lines.append({"label": " ".join(x for x in (_short(label), extra) if x) or c.title,
                           "values": values})
         if lines:

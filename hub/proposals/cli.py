@@ -151,7 +151,7 @@ def show(pid, data_dir, as_json) -> None:
             eid = e if isinstance(e, int) else (int(e.split(":", 1)[1]) if isinstance(e, str) and e.startswith("event:")
                                                 and e.split(":", 1)[1].isdigit() else None)
             if eid is not None:
-                row = db.execute("SELECT id, node, kind, ts, data FROM events WHERE id = ?", (eid,)).fetchone()
+                row = db.execute("SELECT id, node, kind, ts, data FROM events_full WHERE id = ?", (eid,)).fetchone()
                 if row:
                     events[e if isinstance(e, int) else str(e)] = dict(row)
         jobs = [dict(r) for r in db.execute(

@@ -10,8 +10,12 @@ batch: one odd agent must not wedge its own ingest. ``OR IGNORE`` makes a replay
 
 from __future__ import annotations
 
+import msgspec
+
 from agent import wire
 from hub.project import Projector, handles
+
+_encode = msgspec.json.Encoder().encode
 
 LOG_SQL = (
     "INSERT OR IGNORE INTO logs (node, seq, ts, source, host, program, pid, unit, facility,"
@@ -35,12 +39,30 @@ COMMAND_FTS = _fts_once("commands", "command, cwd")
 
 
 @handles(wire.Log)
-def _log(p: Projector, node: str, seq: int, ts: float, ev: wire.Log) -> None:
+def _log(p: Projector, node: str, seq: int, ts: float, ev: wire.Log) -> str:
+    """The line into ``logs``; its ``events`` row keeps only what ``logs`` cannot hold (kind,
+    time, and a severity outside 0-7), so a line is stored once (``events_full``, a view in hub/twin/schema.py)."""
     sev = ev.severity if ev.severity is not None and 0 <= ev.severity <= 7 else None
     p.emit(LOG_SQL, (node, seq, ts, ev.source, ev.host, ev.program, ev.pid, ev.unit,
                      ev.facility, sev, ev.message))
     for sql in LOG_FTS:
         p.emit_once(sql)
+    if sev is None and ev.severity is not None:
+        return _encode({"kind": "log", "ts": ts, "severity": ev.severity}).decode()
+    return _encode({"kind": "log", "ts": ts}).decode()
+
+
+# An events row's data with a log line's fields put back from ``logs`` (the events table
+# aliased ``e``): what the ``events_full`` view and Datasette's ``events`` show. Keys in the
+# order and with the omissions of the agent's own JSON (msgspec, omit_defaults).
+EVENT_DATA = (
+    "CASE WHEN e.kind = 'log' AND json_extract(e.data, '$.message') IS NULL THEN coalesce(("
+    "SELECT json_patch(json_object('kind', 'log'), json_object("
+    "'source', l.source, 'message', l.message, 'program', l.program, 'pid', l.pid,"
+    " 'severity', coalesce(l.severity, json_extract(e.data, '$.severity')), 'facility', l.facility,"
+    " 'host', l.host, 'unit', l.unit, 'ts', e.ts)) FROM logs l WHERE l.node = e.node AND l.seq = e.seq), e.data)"
+    " ELSE e.data END"
+)
 
 
 @handles(wire.Command)

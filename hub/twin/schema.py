@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from hub.schema import migration_set, script
+from hub.twin.activity import EVENT_DATA
 
 MIGRATIONS, migration = migration_set()
 
@@ -382,5 +383,14 @@ VIEWS = {
                (SELECT count(*) FROM devices d WHERE d.node = n.name AND d.present) AS devices,
                (SELECT max(ts) FROM package_changes c WHERE c.node = n.name) AS last_package_change
         FROM nodes n LEFT JOIN inventory i ON i.node = n.name
+    """,
+    # events with every field in data: a log line is stored once, in logs, and its events row
+    # keeps only kind and time (and a severity logs cannot hold); whoever reads a log event's
+    # fields from data (the brain's context, an alert's causes) reads this. Rows stored before
+    # keep their whole JSON and are shown as they are. Datasette's events view uses the same
+    # expression (hub.twin.EVENT_DATA).
+    "events_full": f"""
+        SELECT e.id, e.node, e.seq, e.ts, e.kind, {EVENT_DATA} AS data
+        FROM events e
     """,
 }

@@ -266,7 +266,7 @@ def agent_pids(proc) -> int:
 
 def shipped(h, source: str) -> list[str]:
     return [r[0] for r in h.query(
-        "SELECT json_extract(data, '$.message') FROM events WHERE kind = 'log' AND json_extract(data, '$.source') = ?"
+        "SELECT json_extract(data, '$.message') FROM events_full WHERE kind = 'log' AND json_extract(data, '$.source') = ?"
         " ORDER BY seq", (source,))]
 
 

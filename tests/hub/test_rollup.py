@@ -78,6 +78,15 @@ def test_rollups_match_and_retention_deletes(tmp_path):
         hours = {(r[0], r[1]): (r[2], r[3]) for r in w.db.execute(
             "SELECT s.node, p.ts, p.n, p.max FROM samples_1h p JOIN series s ON s.id = p.series WHERE s.key = 'cpu'")}
         assert hours[("a", T0)] == (360, 16.0) and hours[("b", T0 + 3600)] == (360, 160.0)
+        # 10-minute rows (the fleet dashboard's points) against the raw values of their window
+        tens = {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in w.db.execute(
+            "SELECT s.node, p.ts, p.avg, p.min, p.max, p.n FROM samples_10m p JOIN series s ON s.id = p.series"
+            " WHERE s.key = 'cpu'")}
+        assert len(tens) == 2 * 3 * 6  # every whole 10 minutes of three hours, both nodes
+        for (node, b), (avg, mn, mx, n) in tens.items():
+            vals = [v for m in range(b, b + 600, 60) for v in expect_1m[(node, "cpu", m)]]
+            assert (mn, mx, n) == (min(vals), max(vals), len(vals))
+            assert abs(avg - sum(vals) / len(vals)) < 1e-9
 
         # a late sample from node a lowers the watermark; its minute is recomputed
         _ingest(w, "a", seq["a"] + 1, [(T0 + 5, {"cpu": 1000.0})])
@@ -86,6 +95,10 @@ def test_rollups_match_and_retention_deletes(tmp_path):
             "SELECT p.max, p.n FROM samples_1m p JOIN series s ON s.id = p.series"
             " WHERE s.node = 'a' AND s.key = 'cpu' AND p.ts = ?", (T0,)).fetchone()
         assert tuple(row) == (1000.0, 7)  # six at 10 s plus the straggler at +5 s
+        row = w.db.execute(
+            "SELECT p.max, p.n FROM samples_10m p JOIN series s ON s.id = p.series"
+            " WHERE s.node = 'a' AND s.key = 'cpu' AND p.ts = ?", (T0,)).fetchone()
+        assert tuple(row) == (1000.0, 61)  # and its 10 minutes
 
         # a day later the raw rows go (they are rolled up), the aggregates stay
         later = now + settings.raw_retention + 3600
@@ -93,6 +106,7 @@ def test_rollups_match_and_retention_deletes(tmp_path):
         assert w.db.execute("SELECT count(*) FROM samples").fetchone()[0] == 0
         assert w.db.execute("SELECT count(*) FROM samples_1m").fetchone()[0] == 2 * 2 * 180
         assert w.db.execute("SELECT count(*) FROM events WHERE kind = 'metrics'").fetchone()[0] == 0
+        assert w.db.execute("SELECT count(*) FROM samples_10m").fetchone()[0] == 2 * 2 * 18  # kept two days
 
         # retention is bounded per step and still finishes
         old = rollup.DELETE_CHUNK

@@ -53,6 +53,9 @@ def test_the_previous_release_database_upgrades_with_nothing_lost(tmp_path):
     assert db.execute("SELECT count(*) FROM changes WHERE node = 'nas01'").fetchone()[0] >= 3
     assert db.execute("SELECT hostname FROM twin_summary").fetchone()[0] == "nas01"
     assert db.execute("SELECT count(*) FROM logs_fts WHERE logs_fts MATCH 'password'").fetchone()[0] == 1
+    # log events stored whole before log lines were stored once read the same through events_full
+    assert db.execute("SELECT id, data FROM events_full ORDER BY id").fetchall() \
+        == db.execute("SELECT id, data FROM events ORDER BY id").fetchall()
     db.close()
 
 

@@ -79,6 +79,9 @@ def secret_db(tmp_path, monkeypatch):
     db.execute("INSERT INTO events (node, seq, ts, kind, data) VALUES ('n1', 1, 1, 'job_result', ?)",
                ('{"kind":"job_result","job_id":"job_1","status":"succeeded","output":"db_password=HUNTER2"}',))
     db.execute("INSERT INTO events (node, seq, ts, kind, data) VALUES ('n1', 2, 2, 'log', '{\"message\":\"hi\"}')")
+    # a log line as stored now: once, in logs; its events row keeps kind and time
+    db.execute("INSERT INTO events (node, seq, ts, kind, data) VALUES ('n1', 3, 3, 'log', '{\"kind\":\"log\",\"ts\":3.0}')")
+    db.execute("INSERT INTO logs (node, seq, ts, source, message) VALUES ('n1', 3, 3.0, 'journald', 'once')")
     db.execute("COMMIT")
     db.close()
     return data
@@ -115,11 +118,16 @@ def test_datasette_hides_credentials_and_job_output(secret_db, tmp_path):
         assert status == 200 and len(rows) == 1 and "HUNTER2" not in str(rows), rows
         assert '"status":"succeeded"' in rows[0]["data"]
         for sql in ("select data from events", "select data from main.events",
-                    "select json_extract(data, '$.output') as o from events"):
+                    "select json_extract(data, '$.output') as o from events",
+                    "select data from events_full", "select data from main.events_full",
+                    "select json_extract(data, '$.output') as o from main.events_full"):
             status, rows = get(f"{base}/homelab.json", sql=sql)
             assert status == 200 and "HUNTER2" not in str(rows), (sql, rows)
-        status, rows = get(f"{base}/homelab.json", sql="select data from events where kind = 'log'")
-        assert rows == [{"data": '{"message":"hi"}'}]
+        status, rows = get(f"{base}/homelab.json", sql="select data from events where kind = 'log' order by seq")
+        assert rows == [{"data": '{"message":"hi"}'},
+                        {"data": '{"kind":"log","source":"journald","message":"once","ts":3.0}'}]
+        status, rows = get(f"{base}/homelab.json", sql="select data from events_full where seq = 3")
+        assert rows == [{"data": '{"kind":"log","source":"journald","message":"once","ts":3.0}'}]
     finally:
         p.terminate()
     # the administrator asks: then they are there
@@ -130,6 +138,9 @@ def test_datasette_hides_credentials_and_job_output(secret_db, tmp_path):
         status, rows = get(f"{base}/homelab.json", sql="select json_extract(data, '$.output') as o from events"
                                                        " where kind = 'job_result'")
         assert rows == [{"o": "db_password=HUNTER2"}]
+        status, rows = get(f"{base}/homelab.json", sql="select json_extract(data, '$.message') as m from events"
+                                                       " where seq = 3")
+        assert rows == [{"m": "once"}]
     finally:
         p.terminate()
 

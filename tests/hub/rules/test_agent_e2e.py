@@ -25,7 +25,7 @@ def test_agent_tailing_auth_log_to_ssh_alert(tmp_path, hub_process, agent_proces
     agent_process(state, "--collectors", "logs", "--log-file", str(auth))
 
     def logged(marker: str) -> bool:
-        return bool(hub.query("SELECT 1 FROM events WHERE kind = 'log' AND json_extract(data, '$.message') = ?",
+        return bool(hub.query("SELECT 1 FROM events_full WHERE kind = 'log' AND json_extract(data, '$.message') = ?",
                               (marker,)))
 
     # the agent reads a new file from its end: keep marking until it is following
