@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import hubwheels
@@ -36,11 +36,23 @@ def install(node: nodelab.Node, workdir: Path) -> None:
     wait_answering(node)
 
 
+def http_status(node: nodelab.Node, path: str = "/") -> int | None:
+    """The HTTP status the hub in ``node`` answers with on its port, from the host; None if it
+    does not answer."""
+    conn = http.client.HTTPConnection(node.addr, PORT, timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return None
+    finally:
+        conn.close()
+
+
 def wait_answering(node: nodelab.Node, timeout: float = 90) -> None:
     def answers() -> bool:
-        with socket.socket() as s:
-            s.settimeout(2)
-            return s.connect_ex((node.addr, PORT)) == 0
+        status = http_status(node)
+        return status is not None and status < 500
     try:
         nodelab.poll(answers, timeout, what=f"the hub in {node.name} to answer on {node.addr}:{PORT}")
     except AssertionError as e:

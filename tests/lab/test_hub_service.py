@@ -30,6 +30,8 @@ def test_hub_installed_as_documented_runs_under_its_unit(lab, tmp_path):
 def run_scenario(lab, hub: nodelab.Node) -> None:
     assert hub.sh("systemctl is-enabled homelab-hub").stdout.strip() == "enabled"
     assert hub.sh("systemctl is-active homelab-hub").stdout.strip() == "active"
+    # it answers on its port from another machine (here: the host, on the lab's bridge)
+    assert hubnode.http_status(hub, "/") in (200, 302, 303, 401), hubnode.http_status(hub, "/")
 
     # private data: the directory 0700, the database 0600, owned by the unit's user
     modes = hub.sh(f"stat -c '%a %U' {hubnode.DATA} {hubnode.DATA}/homelab.db").stdout.split()
