@@ -3,6 +3,7 @@ says, then a second node enrolls against it with the one-liner (tests/lab/hubnod
 
 from __future__ import annotations
 
+import json
 import sys
 
 import hubnode
@@ -36,6 +37,11 @@ def run_scenario(lab, hub: nodelab.Node) -> None:
     # private data: the directory 0700, the database 0600, owned by the unit's user
     modes = hub.sh(f"stat -c '%a %U' {hubnode.DATA} {hubnode.DATA}/homelab.db").stdout.split()
     assert modes == ["700", "homelab", "600", "homelab"], modes
+
+    # without the [ai] extra and without a model: the hub runs, and says the brain is off
+    status = json.loads(hubnode.cli(hub, "status --json").stdout)
+    assert status["hub"]["running"] and status["brain"]["state"] == "off (no model)", status
+    assert "llama" not in hub.sh("/opt/homelab/bin/pip list 2>/dev/null").stdout
 
     score, table = hubnode.exposure(hub)
     sys.stderr.write(f"\nsystemd-analyze security homelab-hub.service (live): {score}\n{table}\n")
