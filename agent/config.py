@@ -129,12 +129,12 @@ AGENT_OPTS: tuple[Opt, ...] = (
 
 
 def state_dir_of(flag: Path | str | None) -> Path:
-    return home_dir(flag, "HOMELAB_AGENT_STATE_DIR", default_state_dir())
+    return home_dir(flag, "HOMELAB_AGENT_STATE_DIR", default_state_dir)
 
 
 def load_settings(**flags) -> Settings:
     return load_process(AGENT_OPTS, flags, "state_dir", "HOMELAB_AGENT_STATE_DIR",
-                        default_state_dir(), "HOMELAB_AGENT_CONFIG", "agent.toml")
+                        default_state_dir, "HOMELAB_AGENT_CONFIG", "agent.toml")
 
 
 def write_identity(state_dir: Path, hub_url: str, node: str, credential: str, hub_key: str) -> None:

@@ -162,16 +162,18 @@ def xdg(kind: str, fallback: str) -> Path:
     return Path(base) if base else Path.home() / fallback
 
 
-def home_dir(flag: Path | str | None, env_var: str, default: Path) -> Path:
-    """A process's own directory (the agent's state, the hub's data): flag > environment > default."""
+def home_dir(flag: Path | str | None, env_var: str, default: Callable[[], Path]) -> Path:
+    """A process's own directory (the agent's state, the hub's data): flag > environment > default.
+    The default is computed only when needed: a service with no home (a unit whose user has
+    no passwd entry) that names its directory must not fail on ``Path.home()``."""
     if flag:
         return Path(flag)
     env = os.environ.get(env_var)
-    return Path(env) if env else default
+    return Path(env) if env else default()
 
 
 def load_process(opts: tuple[Opt, ...], flags: Mapping[str, Any], dir_key: str, dir_env: str,
-                 default_dir: Path, config_env: str, config_name: str) -> Settings:
+                 default_dir: Callable[[], Path], config_env: str, config_name: str) -> Settings:
     """The one loader both programs use: their directory first (the config file lives there
     unless ``config_env`` points elsewhere), then every setting by the usual precedence."""
     home = home_dir(flags.get(dir_key), dir_env, default_dir)

@@ -98,11 +98,11 @@ HUB_OPTS: tuple[Opt, ...] = (
 
 
 def data_dir_of(flag: Path | str | None) -> Path:
-    return home_dir(flag, "HOMELAB_HUB_DATA_DIR", default_data_dir())
+    return home_dir(flag, "HOMELAB_HUB_DATA_DIR", default_data_dir)
 
 
 def load_settings(**flags: Any) -> Settings:
-    return load_process(HUB_OPTS, flags, "data_dir", "HOMELAB_HUB_DATA_DIR", default_data_dir(),
+    return load_process(HUB_OPTS, flags, "data_dir", "HOMELAB_HUB_DATA_DIR", default_data_dir,
                         "HOMELAB_HUB_CONFIG", "hub.toml")
 
 

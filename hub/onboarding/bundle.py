@@ -155,7 +155,15 @@ class Artifacts:
             shutil.rmtree(work, ignore_errors=True)
 
     def _agent_wheel(self, work: Path) -> Path:
-        """``pip wheel --no-deps`` of this project, from a copy so the tree stays clean."""
+        """A prebuilt wheel from the wheelhouse, else ``pip wheel --no-deps`` of this project,
+        from a copy so the tree stays clean."""
+        out = work / "dist"
+        # first: a hub installed from wheels (systemd/homelab-hub.service) has no source tree
+        prebuilt = sorted(self.find_links.glob(f"sentient_homelab-{__version__}-*.whl")) if self.find_links else []
+        if prebuilt:
+            out.mkdir()
+            shutil.copy2(prebuilt[-1], out / prebuilt[-1].name)
+            return out / prebuilt[-1].name
         repo = paths.REPO
         if not (repo / "pyproject.toml").exists():
             raise BuildError(
@@ -170,17 +178,11 @@ class Artifacts:
                 shutil.copytree(p, src / part, ignore=ignore)
             elif p.is_file():
                 shutil.copy2(p, src / part)
-        out = work / "dist"
-        prebuilt = sorted(self.find_links.glob(f"sentient_homelab-{__version__}-*.whl")) if self.find_links else []
-        if prebuilt:
-            out.mkdir()
-            shutil.copy2(prebuilt[-1], out / prebuilt[-1].name)
-        else:
-            try:
-                self._pip("wheel", "-q", "--no-deps", "-w", str(out), str(src))
-            except BuildError:
-                # offline, no cached setuptools for an isolated build: use the hub's own
-                self._pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src))
+        try:
+            self._pip("wheel", "-q", "--no-deps", "-w", str(out), str(src))
+        except BuildError:
+            # offline, no cached setuptools for an isolated build: use the hub's own
+            self._pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src))
         (wheel,) = out.glob("*.whl")
         return wheel
 

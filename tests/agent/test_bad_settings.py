@@ -44,3 +44,19 @@ def test_a_bad_value_in_the_config_file_names_file_line_and_setting(tmp_path):
 def test_good_settings_get_past_validation(tmp_path):
     r = agent(tmp_path, "run", "--collectors", "metrics,files", "--metrics-interval", "1")
     assert r.returncode == 1 and "has not joined a hub yet" in r.stderr  # the next check, not a setting
+
+
+def test_a_named_data_dir_needs_no_home(tmp_path, monkeypatch):
+    # a unit's user without a passwd entry has no home: the hub died in Path.home() although
+    # its unit named the directory (found running systemd/homelab-hub.service in the lab)
+    from pathlib import Path
+
+    from hub.config import load_settings
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOMELAB_HUB_DATA_DIR", str(tmp_path))
+    assert load_settings().data_dir == tmp_path

@@ -223,7 +223,8 @@ def test_tls_hub_one_liner_pins_the_certificate(tmp_path, bootstrap_cache):
         hub.terminate()
 
 
-def test_offline_hub_builds_from_its_wheelhouse_only(tmp_path, bootstrap_cache):
+def test_offline_hub_builds_from_its_wheelhouse_only(tmp_path, bootstrap_cache, monkeypatch):
+    from hub import paths
     from hub.onboarding.bundle import Artifacts
 
     online = Artifacts(bootstrap_cache)
@@ -235,6 +236,11 @@ def test_offline_hub_builds_from_its_wheelhouse_only(tmp_path, bootstrap_cache):
     off = Artifacts(tmp_path / "boot", find_links=offline_dir)
     idx2 = off.ensure()  # pip runs with --no-index: only offline_dir can satisfy it
     assert idx2["files"] == idx["files"]  # the same wheels, byte for byte
+    # a hub installed from wheels (the systemd install) has no source tree: the prebuilt
+    # wheel is used, not refused for want of a pyproject.toml (found by the node lab)
+    with monkeypatch.context() as m:
+        m.setattr(paths, "REPO", tmp_path / "site-packages")
+        assert Artifacts(tmp_path / "boot-installed", find_links=offline_dir).ensure()["files"] == idx["files"]
     (offline_dir / idx["agent_wheel"]).unlink()
     for p in offline_dir.glob("msgspec-*.whl"):
         p.unlink()

@@ -28,7 +28,7 @@ def test_systemd_analyze_verify(tmp_path, name):
 @pytest.mark.parametrize("name,required", [
     ("homelab-agent.service", ["ProtectSystem=strict", "NoNewPrivileges=yes", "StateDirectory=homelab-agent",
                                "MemoryMax=", "RestrictAddressFamilies=", "CapabilityBoundingSet="]),
-    ("homelab-hub.service", ["DynamicUser=yes", "ProtectSystem=strict", "CapabilityBoundingSet=\n",
+    ("homelab-hub.service", ["User=homelab", "RemoveIPC=yes", "ProtectSystem=strict", "CapabilityBoundingSet=\n",
                              "PrivateDevices=yes", "StateDirectory=homelab"]),
 ])
 def test_units_are_hardened_and_every_option_is_explained(name, required):
