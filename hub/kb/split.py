@@ -17,6 +17,9 @@ SEP = " > "
 _ATX = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)(?:\s+#+)?\s*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)\s*$")
+# Markdown's line endings only: str.splitlines() also breaks at \x85, \u2028 and friends,
+# which made "0\x85=" a setext heading and lost its text.
+EOL = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ def sections(text: str) -> list[tuple[tuple[str, ...], str]]:
             stack.pop()
         stack.append((level, title))
 
-    for line in text.splitlines():
+    for line in EOL.split(text):
         m = _FENCE.match(line)
         if m:
             mark = m.group(1)
@@ -91,7 +94,7 @@ def _chunks(body: str, limit: int) -> list[str]:
     paras: list[str] = []
     cur: list[str] = []
     fence = False
-    for line in body.splitlines():
+    for line in EOL.split(body):
         if _FENCE.match(line):
             fence = not fence
         if not line.strip() and not fence and cur:
