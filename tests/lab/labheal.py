@@ -1,0 +1,53 @@
+"""Small helpers the heal scenarios share: wait for a proposal, approve it as a person does and
+wait for the hub's verdict; build a .deb inside a node (kept out of nodelab.py, which is the
+machines, not the scenarios)."""
+
+from __future__ import annotations
+
+import json
+
+from nodelab import poll
+
+ENDED = ("verified", "not verified", "failed", "diagnosed")
+
+
+def proposed(hub, node: str, playbook: str, timeout: float = 120) -> int:
+    """The id of the newest proposal of ``playbook`` for ``node`` waiting for a person."""
+    rows = poll(lambda: hub.query("SELECT id FROM proposals WHERE node = ? AND playbook = ? AND state = 'proposed'"
+                                  " ORDER BY id DESC", (node, playbook)), timeout,
+                what=f"a {playbook} proposal on {node}")
+    return rows[0][0]
+
+
+def state(hub, pid: int) -> str:
+    return hub.query("SELECT state FROM proposals WHERE id = ?", (pid,))[0][0]
+
+
+def show(hub, pid: int) -> dict:
+    return json.loads(hub.cli("proposals", "show", str(pid), "--json").stdout)
+
+
+def approve_and_wait(hub, pid: int, until: tuple[str, ...] = ENDED, timeout: float = 180) -> dict:
+    """``homelab-hub approve ID --yes``, then the proposal once it reaches one of ``until``."""
+    hub.cli("approve", str(pid), "--yes")
+    poll(lambda: state(hub, pid) in until, timeout, what=f"proposal {pid} to reach one of {until}")
+    return show(hub, pid)
+
+
+def run_output(detail: dict) -> str:
+    return next(j for j in detail["jobs"] if j["mode"] == "run")["output"]
+
+
+def build_deb(node, name: str, version: str, depends: str = "") -> str:
+    """A tiny architecture-all package built with dpkg-deb inside the node; returns its path."""
+    root = f"/root/debs/{name}-{version}"
+    control = (f"Package: {name}\nVersion: {version}\nArchitecture: all\n"
+               "Maintainer: Lab <lab@example.invalid>\n"
+               + (f"Depends: {depends}\n" if depends else "")
+               + f"Description: {name}, built in the node lab\n")
+    node.sh(f"mkdir -p {root}/DEBIAN {root}/usr/share/{name}")
+    node.write(f"{root}/DEBIAN/control", control)
+    deb = f"/root/debs/{name}_{version}_all.deb"
+    node.sh(f"echo {name} {version} > {root}/usr/share/{name}/VERSION && "
+            f"dpkg-deb --root-owner-group --build {root} {deb} >/dev/null")
+    return deb
