@@ -4,7 +4,8 @@ approved, run as a transient unit, and the hub's verdict matching what happened 
 
 from __future__ import annotations
 
-from labheal import approve_and_wait, proposed, run_output
+from labheal import approve_and_wait, build_deb, proposed, run_output
+from nodelab import poll
 
 
 def journal_bytes(node) -> int:
@@ -25,3 +26,24 @@ def test_journal_vacuum_shrinks_a_real_journal(lab, enrolled):
     assert detail["state"] == "verified", detail
     assert "Deleted archived journal" in run_output(detail), run_output(detail)
     assert after <= 16 << 20 < before, (before, after)
+
+
+def test_apt_autoremove_removes_a_dependency_no_longer_needed(lab, enrolled):
+    node = enrolled()
+    hub = lab.hub
+    lib = build_deb(node, "lab-lib", "1.0-1")
+    app = build_deb(node, "lab-app", "1.0-1", depends="lab-lib")
+    node.sh(f"apt-get install -y -q {lib} {app} && apt-mark auto lab-lib", timeout=300)
+    node.sh("apt-get remove -y -q lab-app", timeout=300)
+    assert "Remv lab-lib" in node.sh("apt-get -s autoremove").stdout
+    node.sh("touch /etc/lab-apt-autoremove")
+    detail = approve_and_wait(hub, proposed(hub, node.name, "apt-autoremove"))
+    assert detail["state"] == "verified", detail
+    assert "Removing lab-lib" in run_output(detail), run_output(detail)
+    status = node.sh("dpkg-query -W -f '${db:Status-Abbrev}' lab-lib", check=False).stdout
+    assert not status.startswith("ii"), status
+
+    def twin():
+        return hub.query("SELECT state FROM packages WHERE node = ? AND name = 'lab-lib'", (node.name,))
+
+    poll(lambda: twin() and twin()[0][0] in ("removed", "purged"), 120, what="lab-lib removed in the twin")
