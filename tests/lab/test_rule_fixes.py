@@ -1,0 +1,40 @@
+"""Shipped rules whose fixes were only tested on their choice logic, made real on a booted
+Debian node: /tmp filling (tmp-growing, a files rule) and a security update waiting in a local
+apt repository (security-updates-pending, through a copy without its hour-long `for`)."""
+
+from __future__ import annotations
+
+from labheal import ENDED, approve_and_wait, proposed, run_output, show, state
+from nodelab import poll
+
+
+def test_tmp_growing_fires_on_the_real_tmp_and_clean_tmp_runs(lab, enrolled):
+    """tmp-growing counts what the files collector sees written under /tmp, so the agent must
+    watch the node's /tmp, not a private one of its own (PrivateTmp= in its unit)."""
+    node = enrolled()
+    hub = lab.hub
+    node.sh("echo 'watch = [\"/etc\", \"/tmp\"]' >> /var/lib/homelab-agent/agent.toml && systemctl restart homelab-agent")
+    seen = iter(range(1000))  # the restarted agent watches /tmp once a new file there reaches the hub
+    poll(lambda: node.sh(f"echo > /tmp/lab-watch-{next(seen)}") and hub.query(
+        "SELECT 1 FROM file_changes WHERE node = ? AND path LIKE '/tmp/lab-watch-%'", (node.name,)), 90,
+        interval=2, what="the agent to watch /tmp")
+    node.sh("for i in 1 2 3; do head -c 100000 /dev/zero > /tmp/lab-old-$i; touch -d '10 days ago' /tmp/lab-old-$i; done")
+    # 1.1 GiB written under /tmp within the hour (sparse: the size counts, no disk is used)
+    node.sh("truncate -s 1100M /tmp/lab-big")
+    pid = proposed(hub, node.name, "clean-tmp")
+    alert = hub.query("SELECT a.rule, a.state FROM alerts a JOIN proposals p ON p.alert_id = a.id WHERE p.id = ?", (pid,))
+    assert alert == [("tmp-growing", "firing")], alert
+    # the rule's params: /tmp, files older than 7 days
+    detail = approve_and_wait(hub, pid, until=("succeeded", *ENDED))
+    assert detail["state"] not in ("failed", "not verified"), detail
+    assert "deleted 3 file(s) under /tmp" in run_output(detail), run_output(detail)
+    left = node.sh("ls /tmp").stdout.split()
+    assert "lab-big" in left and not [f for f in left if f.startswith("lab-old-")], left
+    # the verify step passes (nothing older than 7 days left); the hub's verdict on a windowed
+    # rule needs one whole window (1h) of data after the fix, so the proposal waits for it
+    poll(lambda: [j for j in show(hub, pid)["jobs"]
+                  if j["mode"] == "verify" and j["state"] == "succeeded"], 120, what="the verify step")
+    assert state(hub, pid) == "succeeded"
+    deadline, = hub.query("SELECT verify_deadline - (SELECT max(ts) FROM proposal_transitions"
+                          " WHERE proposal_id = ? AND to_state = 'succeeded') FROM proposals WHERE id = ?", (pid, pid))[0]
+    assert deadline >= 3600 - 5, deadline
