@@ -51,3 +51,17 @@ def build_deb(node, name: str, version: str, depends: str = "") -> str:
     node.sh(f"echo {name} {version} > {root}/usr/share/{name}/VERSION && "
             f"dpkg-deb --root-owner-group --build {root} {deb} >/dev/null")
     return deb
+
+
+def security_repo(node, debs: list[str], where: str = "/srv/lab-security") -> None:
+    """A flat file: apt repository whose Release says Debian-Security, as the security archive
+    does, holding ``debs``; the node's only source (lab nodes have no internet), lists updated."""
+    node.sh(f"mkdir -p {where} && cp {' '.join(debs)} {where}/ && cd {where} && : > Packages && "
+            "for d in *.deb; do dpkg-deb -f $d; echo \"Filename: ./$d\"; echo \"Size: $(stat -c %s $d)\"; "
+            "echo \"SHA256: $(sha256sum $d | cut -d ' ' -f 1)\"; echo; done >> Packages && "
+            "{ echo 'Origin: Debian'; echo 'Label: Debian-Security'; echo 'Suite: bookworm-security';"
+            "  echo 'Codename: bookworm-security'; echo \"Date: $(date -Ru)\"; echo 'SHA256:';"
+            "  echo \" $(sha256sum Packages | cut -d ' ' -f 1) $(stat -c %s Packages) Packages\"; } > Release")
+    node.sh(f"rm -f /etc/apt/sources.list.d/*.sources /etc/apt/sources.list && "
+            f"echo 'deb [trusted=yes] file:{where} ./' > /etc/apt/sources.list.d/lab-security.list && "
+            "apt-get update -q", timeout=120)

@@ -4,7 +4,16 @@ apt repository (security-updates-pending, through a copy without its hour-long `
 
 from __future__ import annotations
 
-from labheal import ENDED, approve_and_wait, proposed, run_output, show, state
+from labheal import (
+    ENDED,
+    approve_and_wait,
+    build_deb,
+    proposed,
+    run_output,
+    security_repo,
+    show,
+    state,
+)
 from nodelab import poll
 
 
@@ -38,3 +47,22 @@ def test_tmp_growing_fires_on_the_real_tmp_and_clean_tmp_runs(lab, enrolled):
     deadline, = hub.query("SELECT verify_deadline - (SELECT max(ts) FROM proposal_transitions"
                           " WHERE proposal_id = ? AND to_state = 'succeeded') FROM proposals WHERE id = ?", (pid, pid))[0]
     assert deadline >= 3600 - 5, deadline
+
+
+def test_security_update_pending_is_applied_and_verified(lab, enrolled):
+    node = enrolled()
+    hub = lab.hub
+    old, new = build_deb(node, "lab-sec", "1.0-1"), build_deb(node, "lab-sec", "1.0-1+deb12u1")
+    security_repo(node, [new])
+    simulated = node.sh("apt-get -s -q upgrade").stdout
+    node.sh(f"dpkg -i {old}")  # a change in dpkg's log: the agent looks for pending updates
+    pid = proposed(hub, node.name, "apt-upgrade", timeout=180)
+    pending = hub.query("SELECT a.rule FROM alerts a JOIN proposals p ON p.alert_id = a.id WHERE p.id = ?", (pid,))
+    assert pending == [("lab-security-updates-pending",)], (pending, simulated)
+    detail = approve_and_wait(hub, pid)
+    assert detail["state"] == "verified", detail
+    assert node.sh("dpkg-query -W -f '${Version}' lab-sec").stdout == "1.0-1+deb12u1"
+    # verified on fresh data: the agent looked again after the upgrade and found none pending
+    why = detail["history"][-1]["note"]
+    assert why in ("the alert resolved", "the rule's condition cleared on data since the fix"), detail["history"]
+    assert hub.query("SELECT state FROM alerts WHERE id = ?", (detail["alert_id"],)) == [("resolved",)]
