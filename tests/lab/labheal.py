@@ -4,9 +4,13 @@ machines, not the scenarios)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import subprocess
+from pathlib import Path
 
-from nodelab import poll
+import pytest
+from nodelab import CACHE, poll
 
 ENDED = ("verified", "not verified", "failed", "diagnosed")
 
@@ -38,6 +42,15 @@ def run_output(detail: dict) -> str:
     return next(j for j in detail["jobs"] if j["mode"] == "run")["output"]
 
 
+def playbook(node, name: str, mode: str, check: bool = False, **params: str):
+    """Run a shipped playbook's ``mode`` (check, verify) by hand inside the node, as its job
+    would: what it says before the hub sends the fix."""
+    text = (Path(__file__).resolve().parents[2] / "playbooks" / f"{name}.sh").read_text()
+    node.write(f"/root/{name}.sh", text)
+    env = " ".join(f"PARAM_{k.upper()}='{v}'" for k, v in params.items())
+    return node.sh(f"{env} bash /root/{name}.sh {mode}", check=check)
+
+
 def build_deb(node, name: str, version: str, depends: str = "") -> str:
     """A tiny architecture-all package built with dpkg-deb inside the node; returns its path."""
     root = f"/root/debs/{name}-{version}"
@@ -65,3 +78,23 @@ def security_repo(node, debs: list[str], where: str = "/srv/lab-security") -> No
     node.sh(f"rm -f /etc/apt/sources.list.d/*.sources /etc/apt/sources.list && "
             f"echo 'deb [trusted=yes] file:{where} ./' > /etc/apt/sources.list.d/lab-security.list && "
             "apt-get update -q", timeout=120)
+
+
+def install_host_debs(node, names: list[str]) -> None:
+    """Install packages the node image lacks (logrotate) from .debs the host's apt downloads
+    once into the lab cache (the nodes have no network). Skips the test when it cannot."""
+    where = CACHE / "debs"
+    where.mkdir(parents=True, exist_ok=True)
+    with open(where / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = [n for n in names if not list(where.glob(f"{n}_*.deb"))]
+        if missing:
+            r = subprocess.run(["apt-get", "download", "-q", *missing], cwd=where, capture_output=True,
+                               text=True, timeout=120)
+            if r.returncode != 0:
+                pytest.skip(f"cannot download {missing} on the host: {r.stderr.strip()[-300:]}")
+    debs = [next(where.glob(f"{n}_*.deb")) for n in names]
+    for deb in debs:
+        subprocess.run(node.enter_argv() + ["/bin/sh", "-c", f"cat > /root/{deb.name}"], input=deb.read_bytes(),
+                       check=True, timeout=60)
+    node.sh("dpkg -i " + " ".join(f"/root/{d.name}" for d in debs), timeout=120)

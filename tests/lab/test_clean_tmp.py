@@ -1,6 +1,6 @@
 """A playbook that changes the machine acts on the machine, not on the agent's sandbox: the
-shipped unit gives the agent a private /tmp, so clean-tmp run inside it would have cleaned that
-and still reported "verified". As its own transient unit it cleans the node's real /tmp."""
+shipped unit once gave the agent a private /tmp, and clean-tmp run inside it cleaned that and
+still reported "verified". As its own transient unit it cleans the node's real /tmp."""
 
 from __future__ import annotations
 

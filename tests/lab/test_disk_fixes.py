@@ -4,7 +4,7 @@ approved, run as a transient unit, and the hub's verdict matching what happened 
 
 from __future__ import annotations
 
-from labheal import approve_and_wait, build_deb, proposed, run_output
+from labheal import approve_and_wait, build_deb, install_host_debs, playbook, proposed, run_output
 from nodelab import poll
 
 
@@ -20,6 +20,9 @@ def test_journal_vacuum_shrinks_a_real_journal(lab, enrolled):
             "'for i in $(seq 1000); do head -c 30000 /dev/urandom | base64 -w0; echo; done'", timeout=180)
     before = journal_bytes(node)
     assert before > 32 << 20, node.sh("journalctl --disk-usage; ls -la /var/log/journal/*/").stdout
+    # all of it in the active file, which vacuum alone never removes: the verify step says so
+    over = playbook(node, "journal-vacuum", "verify", size="16M")
+    assert over.returncode == 1 and "largest active file" in over.stdout, over
     node.sh("touch /etc/lab-journal-vacuum")
     detail = approve_and_wait(hub, proposed(hub, node.name, "journal-vacuum"))
     after = journal_bytes(node)
@@ -47,3 +50,30 @@ def test_apt_autoremove_removes_a_dependency_no_longer_needed(lab, enrolled):
         return hub.query("SELECT state FROM packages WHERE node = ? AND name = 'lab-lib'", (node.name,))
 
     poll(lambda: twin() and twin()[0][0] in ("removed", "purged"), 120, what="lab-lib removed in the twin")
+
+
+LOGROTATE = """/var/log/lab-app.log {
+    size 1M
+    rotate 2
+    compress
+    missingok
+}
+"""
+
+
+def test_logrotate_force_rotates_a_big_log(lab, enrolled):
+    node = enrolled()
+    hub = lab.hub
+    install_host_debs(node, ["libpopt0", "logrotate"])  # not in the node image
+    node.write("/etc/logrotate.d/lab-app", LOGROTATE)
+    node.sh("yes 'lab-app: a line written again and again' | head -c 20000000 > /var/log/lab-app.log")
+    due = playbook(node, "logrotate-force", "verify", config="/etc/logrotate.conf")
+    assert due.returncode == 1 and "still need rotating" in due.stdout and "\n0 log" not in due.stdout, due
+    node.sh("touch /etc/lab-logrotate-force")
+    detail = approve_and_wait(hub, proposed(hub, node.name, "logrotate-force"))
+    assert detail["state"] == "verified", detail
+    sizes = dict(line.split()[::-1] for line in node.sh("cd /var/log && du -b lab-app.log*").stdout.splitlines())
+    assert int(sizes.get("lab-app.log", "0")) < 1 << 20, sizes
+    assert int(sizes["lab-app.log.1.gz"]) < 1 << 20, sizes  # compressed, not just renamed
+    verify = next(j for j in detail["jobs"] if j["mode"] == "verify")["output"]
+    assert "0 log(s) of /etc/logrotate.conf still need rotating" in verify, verify
