@@ -45,11 +45,12 @@ for d in /tmp /var/tmp "$PARAM_PATH"; do
   case "$seen" in *" $d "*) continue ;; esac
   seen="$seen$d "
   # what clean-tmp deletes at age 1d: files not modified for a day
-  kib=$(find "$d" -xdev -mindepth 1 -type f -mmin +1440 -printf '%k\n' 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  # find exits 1 when a file vanishes mid-walk (busy /tmp): what it printed still counts
+  kib=$({ find "$d" -xdev -mindepth 1 -type f -mmin +1440 -printf '%k\n' 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}')
   consider "clean-tmp $d" "$kib"
 done
 if [ -d /var/log/journal ] && [ "$(mount_of /var/log/journal)" = "$target" ]; then
-  kib=$(du -sk /var/log/journal 2>/dev/null | cut -f1)
+  kib=$({ du -sk /var/log/journal 2>/dev/null || true; } | awk '{print $1 + 0}')
   consider journal-vacuum "$(( kib > 204800 ? kib - 204800 : 0 ))"  # journal-vacuum keeps 200M
 fi
 if command -v apt-get >/dev/null && [ "$(mount_of /usr)" = "$target" ]; then
@@ -63,8 +64,8 @@ if command -v apt-get >/dev/null && [ "$(mount_of /usr)" = "$target" ]; then
 fi
 if [ -d /var/log ] && [ "$(mount_of /var/log)" = "$target" ]; then
   # logs of 10 MiB and more that logrotate would compress (about nine tenths freed)
-  kib=$(find /var/log -xdev -type f -size +10M ! -name '*.gz' ! -name '*.xz' ! -name '*.journal*' \
-        -printf '%k\n' 2>/dev/null | awk '{s += $1} END {print int(s * 0.9)}')
+  kib=$({ find /var/log -xdev -type f -size +10M ! -name '*.gz' ! -name '*.xz' ! -name '*.journal*' \
+        -printf '%k\n' 2>/dev/null || true; } | awk '{s += $1} END {print int(s * 0.9)}')
   consider logrotate-force "$kib"
 fi
 echo "largest reclaimable: $best"

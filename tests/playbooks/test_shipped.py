@@ -245,3 +245,15 @@ def test_block_address_rollback_and_refusals(netns_pair):
         assert r.returncode == 4 and "refusing" in r.stderr
     with pytest.raises(ValueError):
         pbm.validate_params(BOOKS["block-address"], {"address": "1.2.3.4; nft flush ruleset"})
+
+
+def test_disk_report_survives_files_vanishing_while_it_looks(tmp_path):
+    """find exits 1 when a file disappears mid-walk (a busy /tmp: another process's temporary
+    files); under pipefail that ended disk-report with no 'largest reclaimable' line at all."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "find").write_text('#!/bin/sh\n/usr/bin/find "$@"\nexit 1\n')
+    (shim / "find").chmod(0o755)
+    r = run("disk-report", params={"path": str(tmp_path), "top": 3}, path=f"{shim}:{PATH}")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "\nlargest reclaimable: " in r.stdout, r.stdout
