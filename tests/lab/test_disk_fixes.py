@@ -31,6 +31,19 @@ def test_journal_vacuum_shrinks_a_real_journal(lab, enrolled):
     assert after <= 16 << 20 < before, (before, after)
 
 
+
+def test_journal_vacuum_below_what_journald_keeps_is_not_verified(lab, enrolled):
+    """A limit under the size of the fresh file journald starts after rotating (8 MiB) cannot
+    be met: the run succeeds, the verify step says so, and the hub does not call it verified."""
+    node = enrolled()
+    hub = lab.hub
+    node.sh("touch /etc/lab-journal-vacuum-1m")
+    detail = approve_and_wait(hub, proposed(hub, node.name, "journal-vacuum"))
+    assert detail["state"] == "not verified", detail
+    assert "verify step failed" in (detail["reason"] or ""), detail
+    verify = next(j for j in detail["jobs"] if j["mode"] == "verify")["output"]
+    assert "limit 1048576 bytes" in verify, verify
+
 def test_apt_autoremove_removes_a_dependency_no_longer_needed(lab, enrolled):
     node = enrolled()
     hub = lab.hub
