@@ -20,7 +20,7 @@ def test_journal_vacuum_shrinks_a_real_journal(lab, enrolled):
             "'for i in $(seq 1000); do head -c 30000 /dev/urandom | base64 -w0; echo; done'", timeout=180)
     before = journal_bytes(node)
     assert before > 32 << 20, node.sh("journalctl --disk-usage; ls -la /var/log/journal/*/").stdout
-    # all of it in the active file, which vacuum alone never removes: the verify step says so
+    # over the limit, most or all of it in the active file that vacuum alone never removes
     over = playbook(node, "journal-vacuum", "verify", size="16M")
     assert over.returncode == 1 and "largest active file" in over.stdout, over
     node.sh("touch /etc/lab-journal-vacuum")
@@ -29,7 +29,6 @@ def test_journal_vacuum_shrinks_a_real_journal(lab, enrolled):
     assert detail["state"] == "verified", detail
     assert "Deleted archived journal" in run_output(detail), run_output(detail)
     assert after <= 16 << 20 < before, (before, after)
-
 
 
 def test_journal_vacuum_below_what_journald_keeps_is_not_verified(lab, enrolled):
