@@ -15,6 +15,15 @@ from nodelab import CACHE, poll
 ENDED = ("verified", "not verified", "failed", "diagnosed")
 
 
+def mark(node, hub, path: str) -> None:
+    """Create a lab rule's marker file once the agent watches /etc: its first baseline reached
+    the hub. A marker made earlier joins that baseline and is never an event (seen when the
+    machine was busy and the agent slow to start)."""
+    poll(lambda: hub.query("SELECT 1 FROM files WHERE node = ? AND path LIKE '/etc/%' LIMIT 1", (node.name,)), 120,
+         what=f"the agent on {node.name} to watch /etc")
+    node.sh(f"touch {path}")
+
+
 def proposed(hub, node: str, playbook: str, timeout: float = 120) -> int:
     """The id of the newest proposal of ``playbook`` for ``node`` waiting for a person."""
     rows = poll(lambda: hub.query("SELECT id FROM proposals WHERE node = ? AND playbook = ? AND state = 'proposed'"

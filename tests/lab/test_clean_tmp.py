@@ -4,6 +4,7 @@ still reported "verified". As its own transient unit it cleans the node's real /
 
 from __future__ import annotations
 
+from labheal import mark
 from nodelab import poll
 
 
@@ -12,7 +13,7 @@ def test_clean_tmp_cleans_the_real_tmp_not_the_agents_private_one(lab, enrolled)
     hub = lab.hub
     node.sh("for i in 1 2 3; do head -c 100000 /dev/zero > /tmp/lab-old-$i; touch -d '2 days ago' /tmp/lab-old-$i; done;"
             " echo new > /tmp/lab-new")
-    node.sh("touch /etc/lab-clean-tmp")  # the lab rule's marker (tests/lab/rules/lab.yaml)
+    mark(node, hub, "/etc/lab-clean-tmp")  # the lab rule's marker (tests/lab/rules/lab.yaml)
     pid = poll(lambda: hub.query("SELECT id FROM proposals WHERE node = ? AND playbook = 'clean-tmp' "
                                  "AND state = 'proposed'", (node.name,)), 120,
                what="a clean-tmp proposal")[0][0]

@@ -4,7 +4,15 @@ approved, run as a transient unit, and the hub's verdict matching what happened 
 
 from __future__ import annotations
 
-from labheal import approve_and_wait, build_deb, install_host_debs, playbook, proposed, run_output
+from labheal import (
+    approve_and_wait,
+    build_deb,
+    install_host_debs,
+    mark,
+    playbook,
+    proposed,
+    run_output,
+)
 from nodelab import poll
 
 
@@ -23,7 +31,7 @@ def test_journal_vacuum_shrinks_a_real_journal(lab, enrolled):
     # over the limit, most or all of it in the active file that vacuum alone never removes
     over = playbook(node, "journal-vacuum", "verify", size="16M")
     assert over.returncode == 1 and "largest active file" in over.stdout, over
-    node.sh("touch /etc/lab-journal-vacuum")
+    mark(node, hub, "/etc/lab-journal-vacuum")
     detail = approve_and_wait(hub, proposed(hub, node.name, "journal-vacuum"))
     after = journal_bytes(node)
     assert detail["state"] == "verified", detail
@@ -36,7 +44,7 @@ def test_journal_vacuum_below_what_journald_keeps_is_not_verified(lab, enrolled)
     be met: the run succeeds, the verify step says so, and the hub does not call it verified."""
     node = enrolled()
     hub = lab.hub
-    node.sh("touch /etc/lab-journal-vacuum-1m")
+    mark(node, hub, "/etc/lab-journal-vacuum-1m")
     detail = approve_and_wait(hub, proposed(hub, node.name, "journal-vacuum"))
     assert detail["state"] == "not verified", detail
     assert "verify step failed" in (detail["reason"] or ""), detail
@@ -51,7 +59,7 @@ def test_apt_autoremove_removes_a_dependency_no_longer_needed(lab, enrolled):
     node.sh(f"apt-get install -y -q {lib} {app} && apt-mark auto lab-lib", timeout=300)
     node.sh("apt-get remove -y -q lab-app", timeout=300)
     assert "Remv lab-lib" in node.sh("apt-get -s autoremove").stdout
-    node.sh("touch /etc/lab-apt-autoremove")
+    mark(node, hub, "/etc/lab-apt-autoremove")
     detail = approve_and_wait(hub, proposed(hub, node.name, "apt-autoremove"))
     assert detail["state"] == "verified", detail
     assert "Removing lab-lib" in run_output(detail), run_output(detail)
@@ -81,7 +89,7 @@ def test_logrotate_force_rotates_a_big_log(lab, enrolled):
     node.sh("yes 'lab-app: a line written again and again' | head -c 20000000 > /var/log/lab-app.log")
     due = playbook(node, "logrotate-force", "verify", config="/etc/logrotate.conf")
     assert due.returncode == 1 and "still need rotating" in due.stdout and "\n0 log" not in due.stdout, due
-    node.sh("touch /etc/lab-logrotate-force")
+    mark(node, hub, "/etc/lab-logrotate-force")
     detail = approve_and_wait(hub, proposed(hub, node.name, "logrotate-force"))
     assert detail["state"] == "verified", detail
     sizes = dict(line.split()[::-1] for line in node.sh("cd /var/log && du -b lab-app.log*").stdout.splitlines())

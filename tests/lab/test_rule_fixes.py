@@ -58,6 +58,10 @@ def test_security_update_pending_is_applied_and_verified(lab, enrolled):
     old, new = build_deb(node, "lab-sec", "1.0-1"), build_deb(node, "lab-sec", "1.0-1+deb12u1")
     security_repo(node, [new])
     simulated = node.sh("apt-get -s -q upgrade").stdout
+    # the packages collector follows dpkg's log once its first inventory is out (a change made
+    # before that is in the inventory, not in the log it follows)
+    poll(lambda: hub.query("SELECT 1 FROM installed_packages WHERE node = ? LIMIT 1", (node.name,)), 120,
+         what="the node's first package inventory")
     node.sh(f"dpkg -i {old}")  # a change in dpkg's log: the agent looks for pending updates
     pid = proposed(hub, node.name, "apt-upgrade", timeout=180)
     pending = hub.query("SELECT a.rule FROM alerts a JOIN proposals p ON p.alert_id = a.id WHERE p.id = ?", (pid,))
