@@ -43,7 +43,10 @@ def show(hub, pid: int) -> dict:
 def approve_and_wait(hub, pid: int, until: tuple[str, ...] = ENDED, timeout: float = 180) -> dict:
     """``homelab-hub approve ID --yes``, then the proposal once it reaches one of ``until``."""
     hub.cli("approve", str(pid), "--yes")
-    poll(lambda: state(hub, pid) in until, timeout, what=f"proposal {pid} to reach one of {until}")
+    try:
+        poll(lambda: state(hub, pid) in until, timeout, what=f"proposal {pid} to reach one of {until}")
+    except AssertionError as e:  # say where it stuck: the history, the jobs and their states
+        raise AssertionError(f"{e}\n{hub.cli('proposals', 'show', str(pid), check=False).stdout[-6000:]}") from None
     return show(hub, pid)
 
 
