@@ -21,17 +21,37 @@ if [ -z "$(find /var/log/journal /run/log/journal -name '*.journal' -print -quit
   echo "no journal on this machine: nothing to vacuum" >&2
   exit 3
 fi
+limit=$(numfmt --from=iec -- "$PARAM_SIZE")
+
+# Bytes on disk of the archived journal files (system@...journal, ...journal~), which vacuum
+# removes, and of the largest active one (system.journal, user-1000.journal), which it never
+# touches: only rotating archives an active file.
+usage() {  # archived|active
+  find /var/log/journal /run/log/journal -type f \( -name '*.journal' -o -name '*.journal~' \) \
+       -printf '%f %b\n' 2>/dev/null | awk -v want="$1" '
+    { bytes = $2 * 512; archived = ($1 ~ /@/ || $1 ~ /~$/) }
+    want == "archived" && archived { s += bytes }
+    want == "active" && !archived && bytes > s { s = bytes }
+    END { print s + 0 }'
+}
 
 case "$mode" in
   check)
     journalctl --disk-usage
-    echo "would run: journalctl --vacuum-size=$PARAM_SIZE"
+    echo "would run: journalctl --rotate --vacuum-size=$PARAM_SIZE"
     ;;
   verify)
     journalctl --disk-usage
+    archived=$(usage archived)
+    active=$(usage active)
+    echo "archived journal files: $archived bytes; largest active file: $active bytes; limit $limit bytes"
+    [ "$archived" -le "$limit" ] && [ "$active" -le "$limit" ]
     ;;
   run)
     journalctl --disk-usage
+    # vacuum removes archived files only: a journal still in its active file (journald
+    # archives one at 1/8 of its limit, up to 128M) would not shrink at all without this
+    journalctl --rotate
     journalctl --vacuum-size="$PARAM_SIZE"
     journalctl --disk-usage
     ;;

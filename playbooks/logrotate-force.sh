@@ -11,6 +11,7 @@
 #     pattern: ^/etc/logrotate\.(conf|d/[A-Za-z0-9_.-]+)$
 #     description: The logrotate configuration to apply.
 # check: bash "$PLAYBOOK_PATH" check
+# verify: bash "$PLAYBOOK_PATH" verify
 # ---
 set -euo pipefail
 mode="${1:-run}"
@@ -22,6 +23,13 @@ case "$mode" in
   check)
     # -d: debug mode, changes nothing
     logrotate -d -- "$PARAM_CONFIG" 2>&1 | tail -n 200
+    ;;
+  verify)
+    # debug mode again (changes nothing): after the run no log of this config is due;
+    # the state file remembers the forced rotation, so time-based logs are not due either
+    due=$(logrotate -d -- "$PARAM_CONFIG" 2>&1 | grep -c '^ *log needs rotating' || true)
+    echo "$due log(s) of $PARAM_CONFIG still need rotating"
+    [ "$due" -eq 0 ]
     ;;
   run)
     logrotate -v -f -- "$PARAM_CONFIG" 2>&1 | tail -n 200

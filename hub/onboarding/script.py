@@ -91,8 +91,7 @@ def agent_unit() -> str:
         "Nice=10\n"
         "MemoryMax=256M\n"
         "NoNewPrivileges=yes\n"
-        "ProtectHome=read-only\n"
-        "PrivateTmp=yes\n\n"
+        "ProtectHome=read-only\n\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"
     )

@@ -50,3 +50,12 @@ def test_units_are_hardened_and_every_option_is_explained(name, required):
         blocks.append(current)
     for b in blocks[1:]:
         assert b[0].startswith("#"), f"{name}: block starting {b[0]!r} has no comment saying why"
+
+
+def test_agent_sees_the_nodes_own_tmp():
+    """tmp-growing needs the files collector to watch the node's /tmp and /var/tmp: with
+    PrivateTmp= it watched the agent's own empty ones and never fired (tests/lab)."""
+    from hub.onboarding import script
+
+    for text in ((UNITS / "homelab-agent.service").read_text(), script.agent_unit()):
+        assert not [ln for ln in text.splitlines() if ln.startswith("PrivateTmp=")], text
