@@ -57,6 +57,7 @@ class WorkerModel:
         self.busy = False  # a request is with the worker right now (tests aim their signals by it)
         self.starts = 0
         self.load_ms: int | None = None
+        self.primed = 0  # tokens of the system prompt warm() had the worker evaluate ahead
         self._proc: subprocess.Popen | None = None
         self._buf = b""
         self._lock = threading.Lock()  # one request with the worker at a time
@@ -95,6 +96,7 @@ class WorkerModel:
             self._fail(f"model worker could not start: {e}")
         self._buf = b""
         self.starts += 1
+        self.primed = 0
         threading.Thread(target=self._drain_stderr, args=(self._proc,), daemon=True,
                          name="brain-worker-stderr").start()
         msg = self._read(deadline, starting=True)
@@ -159,12 +161,31 @@ class WorkerModel:
             raise  # unreachable: _fail raises
 
     # -- the model interface ---------------------------------------------------------------
-    def warm(self) -> None:
-        """Start the worker (and load the model) now, so the first decision does not wait."""
+    def warm(self, prime: tuple[str, ...] | list[str] = ()) -> None:
+        """Start the worker (and load the model) now, and evaluate the system prompts in
+        ``prime``, so the first decision neither waits for the model nor pays for its prompt."""
         with self._lock:
             if self.pid is None:
                 self._budget = self.start_timeout
                 self._spawn(time.monotonic() + self.start_timeout)
+            for system in prime:
+                self._seq += 1
+                self._send({"id": self._seq, "prime": system})
+                msg = self._read(time.monotonic() + self.start_timeout)
+                if msg.get("id") != self._seq:
+                    self._fail(f"model worker answered out of turn: {str(msg)[:100]}")
+                self.primed = int(msg.get("prefix_tokens") or 0)
+                log.info("model worker %s evaluated a %d-token system prompt in %s ms", self.pid, self.primed,
+                         msg.get("ms"))
+
+    def _send(self, req: dict) -> None:
+        try:
+            assert self._proc is not None and self._proc.stdin is not None
+            self._proc.stdin.write(msgspec.json.encode(req) + b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            rc = self._proc.wait(10) if self._proc is not None else None
+            self._fail(f"model worker crashed: {exit_reason(rc)}")
 
     def complete(self, system: str, user: str, schema: dict, *, max_tokens: int = 160,
                  timeout: float = 20.0) -> Completion:
@@ -198,13 +219,7 @@ class WorkerModel:
         req = {"id": self._seq, "system": system, "user": user, "schema": schema, "max_tokens": max_tokens,
                "timeout": timeout}
         self.busy = True
-        try:
-            assert self._proc is not None and self._proc.stdin is not None
-            self._proc.stdin.write(msgspec.json.encode(req) + b"\n")
-            self._proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            rc = self._proc.wait(10) if self._proc is not None else None
-            self._fail(f"model worker crashed: {exit_reason(rc)}")
+        self._send(req)
         msg = self._read(time.monotonic() + timeout + GRACE)
         if msg.get("id") != self._seq:
             self._fail(f"model worker answered out of turn: {str(msg)[:100]}")
@@ -236,7 +251,8 @@ def workers_state() -> list[dict]:
     with _workers_lock:
         ws = list(_workers.values())
     return [{"model": w.path, "pid": w.pid, "starts": w.starts, "failures": w._failures,
-             "last_failure": w._last_failure or None, "busy": w.busy} for w in ws]
+             "last_failure": w._last_failure or None, "busy": w.busy,
+             "primed_tokens": w.primed} for w in ws]
 
 
 def get_worker(path: Path, n_ctx: int = 2048, n_threads: int = 1, factory: str | None = None) -> WorkerModel:
