@@ -230,7 +230,8 @@ def check_answer(ans: Any, cands: list[dict], playbooks: dict[str, Any], ids: li
 
 
 def closed_answer(text: str) -> str:
-    """The answer with a rationale cut off by ``max_tokens`` closed: the rationale is the last
+    """The answer with a rationale cut off by ``max_tokens`` closed (the string, or just the
+    object when the limit fell right after the string's quote): the rationale is the last
     field, generated after the choice, its parameters and evidence, so an answer that ran out of
     tokens there is complete in everything that matters. Anything else is left as it is (and
     fails to parse); the result is validated in full either way."""
@@ -241,8 +242,8 @@ def closed_answer(text: str) -> str:
     body = t[at + len('"rationale"'):].lstrip()
     if not body.startswith(":") or not body[1:].lstrip().startswith('"'):
         return text
-    if len(re.findall(r'(?<!\\)"', body)) % 2 == 0:  # the string itself was closed
-        return text
+    if len(re.findall(r'(?<!\\)"', body)) % 2 == 0:  # the string was closed: only the object is open
+        return t + "}"
     while t.endswith("\\"):
         t = t[:-1]  # a dangling escape would swallow the closing quote
     return t + '"}'
