@@ -224,3 +224,11 @@ def test_real_model_warm_worker_evaluates_only_each_decisions_tail():
         assert w.starts == 1
     finally:
         w.close()
+
+
+def test_warm_with_a_model_that_cannot_prime_still_starts_it(worker):
+    """A model without prime() (a stand-in, or a future backend) is started and left as it is."""
+    worker.warm(["You are the repair assistant."])
+    assert worker.pid is not None and worker.primed == 0 and worker.starts == 1
+    _r, row = decision(worker)
+    assert row["outcome"] == "accepted" and worker.starts == 1
