@@ -56,7 +56,7 @@ class Model(Protocol):
     sha256: str | None
 
     def complete(self, system: str, user: str, schema: dict, *, max_tokens: int = 160,
-                 timeout: float = 20.0) -> Completion: ...
+                 timeout: float = 20.0, stop_after: tuple[str, int] | None = None) -> Completion: ...
 
 
 def default_model_path() -> Path | None:
@@ -259,7 +259,9 @@ class LlamaModel:
         return {"prefix_tokens": n_sys, "ms": int((time.monotonic() - t0) * 1000)}
 
     def complete(self, system: str, user: str, schema: dict, *, max_tokens: int = 160,
-                 timeout: float = 20.0) -> Completion:
+                 timeout: float = 20.0, stop_after: tuple[str, int] | None = None) -> Completion:
+        """``stop_after=(marker, n)``: once the output contains ``marker``, at most ``n`` more
+        tokens (a budget for a last free-text field; the caller closes what was cut off)."""
         t0 = time.monotonic()
         with self._lock:
             cold = self._llm is None
@@ -282,6 +284,7 @@ class LlamaModel:
                     stop=stop,
                 )
                 parts, n = [], 0
+                after: int | None = None  # tokens since stop_after's marker
                 for chunk in stream:
                     if t_first is None:
                         t_first = time.monotonic()
@@ -289,6 +292,14 @@ class LlamaModel:
                     if piece:
                         parts.append(piece)
                         n += 1
+                        if stop_after is not None:
+                            if after is not None:
+                                after += 1
+                            elif stop_after[0] in "".join(parts):
+                                after = 0
+                            if after is not None and after >= stop_after[1]:
+                                stream.close()
+                                break
                     if time.monotonic() - t0 > timeout:
                         stream.close()
                         raise ModelError(f"model timed out after {timeout:g} s ({n} tokens generated)")

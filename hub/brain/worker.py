@@ -188,7 +188,7 @@ class WorkerModel:
             self._fail(f"model worker crashed: {exit_reason(rc)}")
 
     def complete(self, system: str, user: str, schema: dict, *, max_tokens: int = 160,
-                 timeout: float = 20.0) -> Completion:
+                 timeout: float = 20.0, stop_after: tuple[str, int] | None = None) -> Completion:
         if not self._slots.acquire(blocking=False):
             raise ModelError(f"model worker busy: {self.queue_max} requests already waiting")
         try:
@@ -197,14 +197,16 @@ class WorkerModel:
                 raise ModelError(f"model timed out after {timeout:g} s waiting for the worker")
             try:
                 self._budget = timeout  # what the caller asked for, named when it is missed
-                return self._request(system, user, schema, max_tokens, timeout - (time.monotonic() - t0))
+                return self._request(system, user, schema, max_tokens, timeout - (time.monotonic() - t0),
+                                     stop_after)
             finally:
                 self.busy = False
                 self._lock.release()
         finally:
             self._slots.release()
 
-    def _request(self, system: str, user: str, schema: dict, max_tokens: int, timeout: float) -> Completion:
+    def _request(self, system: str, user: str, schema: dict, max_tokens: int, timeout: float,
+                 stop_after: tuple[str, int] | None = None) -> Completion:
         t0 = time.monotonic()
         if self.pid is None:
             if self._proc is not None:  # died between requests (OOM killer, someone's signal)
@@ -218,6 +220,8 @@ class WorkerModel:
         self._seq += 1
         req = {"id": self._seq, "system": system, "user": user, "schema": schema, "max_tokens": max_tokens,
                "timeout": timeout}
+        if stop_after is not None:
+            req["stop_after"] = [stop_after[0], int(stop_after[1])]
         self.busy = True
         self._send(req)
         msg = self._read(time.monotonic() + timeout + GRACE)

@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                 done = model.prime(str(req["prime"])) if hasattr(model, "prime") else {"prefix_tokens": 0}
                 send({"id": req["id"], **done})
                 continue
+            extra = {"stop_after": (str(req["stop_after"][0]), int(req["stop_after"][1]))} if req.get("stop_after") else {}
             c = model.complete(req["system"], req["user"], req["schema"], max_tokens=int(req["max_tokens"]),
-                               timeout=float(req["timeout"]))
+                               timeout=float(req["timeout"]), **extra)
         except ModelError as e:
             send({"id": req.get("id") if isinstance(req, dict) else None, "error": str(e)})
             continue

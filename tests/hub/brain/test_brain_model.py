@@ -141,3 +141,16 @@ def test_real_model_evaluates_only_the_tail_after_a_system_prompt(real):
     ask(sys_b, "Pick alpha.")
     reused, evaluated, total = ask(sys_c, "Pick alpha.")
     assert reused >= primed and evaluated <= total - primed
+
+
+def test_real_model_stops_a_last_free_text_field_at_its_budget(real):
+    """stop_after=(marker, n): at most n tokens once the marker is out (propose bounds the
+    rationale so; the cut string is closed by propose.closed_answer)."""
+    schema = {"type": "object", "properties": {"pick": {"enum": ["alpha", "beta"]}, "why": {"type": "string"}},
+              "required": ["pick", "why"], "additionalProperties": False}
+    user = "Pick beta, and explain in three long sentences why beta is better than alpha."
+    free = real.complete("Answer in JSON.", user, schema, max_tokens=60)
+    cut = real.complete("Answer in JSON.", user, schema, max_tokens=60, stop_after=('"why":"', 3))
+    assert cut.text.startswith(free.text[:free.text.index('"why":"') + 7])
+    assert cut.completion_tokens <= free.completion_tokens
+    assert len(real._llm.tokenize(cut.text.split('"why":"')[1].encode(), add_bos=False)) <= 3
