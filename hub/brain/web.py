@@ -2,8 +2,9 @@
 maintenance digest runs every ``brain_digest_every`` (its findings become proposal requests
 that a person approves; nothing runs by itself).
 
-The model itself loads lazily on the first decision (in the executor thread that asks),
-so a hub without the ``ai`` extra or without a model starts exactly as fast as before.
+With a model configured and ``brain_warm`` on, its worker process starts in the background
+as the hub starts, loads the model and evaluates the decisions' system prompt, so the first
+decision pays for neither; the hub does not wait for it (nor does a hub without a model).
 """
 
 from __future__ import annotations
@@ -61,11 +62,27 @@ async def _digest_loop(app: web.Application, every: float) -> None:
             await asyncio.sleep(60)
 
 
+async def _warm() -> None:
+    """Start the model worker and have it evaluate the decisions' system prompt."""
+    from hub.brain.model import ModelError
+    from hub.brain.propose import SYSTEM
+
+    mdl = runtime.model()
+    if mdl is None:
+        return
+    try:
+        await asyncio.to_thread(mdl.warm, [SYSTEM])
+    except ModelError as e:  # the first decision tries again (and falls back, saying why)
+        log.warning("model worker not warmed at start: %s", e)
+
+
 async def _configure(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     runtime.configure(settings, db_path(settings.data_dir), app[WRITER])
     every = float(getattr(settings, "brain_digest_every", 0) or 0)
     async with contextlib.AsyncExitStack() as tasks:
+        if getattr(settings, "brain_warm", True):
+            await tasks.enter_async_context(running(_warm(), "brain-warm"))
         if every > 0:
             await tasks.enter_async_context(running(_digest_loop(app, every), "brain-digest"))
         yield

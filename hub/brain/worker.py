@@ -57,6 +57,7 @@ class WorkerModel:
         self.busy = False  # a request is with the worker right now (tests aim their signals by it)
         self.starts = 0
         self.load_ms: int | None = None
+        self.primed = 0  # tokens of the system prompt warm() had the worker evaluate ahead
         self._proc: subprocess.Popen | None = None
         self._buf = b""
         self._lock = threading.Lock()  # one request with the worker at a time
@@ -95,6 +96,7 @@ class WorkerModel:
             self._fail(f"model worker could not start: {e}")
         self._buf = b""
         self.starts += 1
+        self.primed = 0
         threading.Thread(target=self._drain_stderr, args=(self._proc,), daemon=True,
                          name="brain-worker-stderr").start()
         msg = self._read(deadline, starting=True)
@@ -159,15 +161,34 @@ class WorkerModel:
             raise  # unreachable: _fail raises
 
     # -- the model interface ---------------------------------------------------------------
-    def warm(self) -> None:
-        """Start the worker (and load the model) now, so the first decision does not wait."""
+    def warm(self, prime: tuple[str, ...] | list[str] = ()) -> None:
+        """Start the worker (and load the model) now, and evaluate the system prompts in
+        ``prime``, so the first decision neither waits for the model nor pays for its prompt."""
         with self._lock:
             if self.pid is None:
                 self._budget = self.start_timeout
                 self._spawn(time.monotonic() + self.start_timeout)
+            for system in prime:
+                self._seq += 1
+                self._send({"id": self._seq, "prime": system})
+                msg = self._read(time.monotonic() + self.start_timeout)
+                if msg.get("id") != self._seq:
+                    self._fail(f"model worker answered out of turn: {str(msg)[:100]}")
+                self.primed = int(msg.get("prefix_tokens") or 0)
+                log.info("model worker %s evaluated a %d-token system prompt in %s ms", self.pid, self.primed,
+                         msg.get("ms"))
+
+    def _send(self, req: dict) -> None:
+        try:
+            assert self._proc is not None and self._proc.stdin is not None
+            self._proc.stdin.write(msgspec.json.encode(req) + b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            rc = self._proc.wait(10) if self._proc is not None else None
+            self._fail(f"model worker crashed: {exit_reason(rc)}")
 
     def complete(self, system: str, user: str, schema: dict, *, max_tokens: int = 160,
-                 timeout: float = 20.0) -> Completion:
+                 timeout: float = 20.0, stop_after: tuple[str, int] | None = None) -> Completion:
         if not self._slots.acquire(blocking=False):
             raise ModelError(f"model worker busy: {self.queue_max} requests already waiting")
         try:
@@ -176,14 +197,16 @@ class WorkerModel:
                 raise ModelError(f"model timed out after {timeout:g} s waiting for the worker")
             try:
                 self._budget = timeout  # what the caller asked for, named when it is missed
-                return self._request(system, user, schema, max_tokens, timeout - (time.monotonic() - t0))
+                return self._request(system, user, schema, max_tokens, timeout - (time.monotonic() - t0),
+                                     stop_after)
             finally:
                 self.busy = False
                 self._lock.release()
         finally:
             self._slots.release()
 
-    def _request(self, system: str, user: str, schema: dict, max_tokens: int, timeout: float) -> Completion:
+    def _request(self, system: str, user: str, schema: dict, max_tokens: int, timeout: float,
+                 stop_after: tuple[str, int] | None = None) -> Completion:
         t0 = time.monotonic()
         if self.pid is None:
             if self._proc is not None:  # died between requests (OOM killer, someone's signal)
@@ -197,14 +220,10 @@ class WorkerModel:
         self._seq += 1
         req = {"id": self._seq, "system": system, "user": user, "schema": schema, "max_tokens": max_tokens,
                "timeout": timeout}
+        if stop_after is not None:
+            req["stop_after"] = [stop_after[0], int(stop_after[1])]
         self.busy = True
-        try:
-            assert self._proc is not None and self._proc.stdin is not None
-            self._proc.stdin.write(msgspec.json.encode(req) + b"\n")
-            self._proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            rc = self._proc.wait(10) if self._proc is not None else None
-            self._fail(f"model worker crashed: {exit_reason(rc)}")
+        self._send(req)
         msg = self._read(time.monotonic() + timeout + GRACE)
         if msg.get("id") != self._seq:
             self._fail(f"model worker answered out of turn: {str(msg)[:100]}")
@@ -236,7 +255,8 @@ def workers_state() -> list[dict]:
     with _workers_lock:
         ws = list(_workers.values())
     return [{"model": w.path, "pid": w.pid, "starts": w.starts, "failures": w._failures,
-             "last_failure": w._last_failure or None, "busy": w.busy} for w in ws]
+             "last_failure": w._last_failure or None, "busy": w.busy,
+             "primed_tokens": w.primed} for w in ws]
 
 
 def get_worker(path: Path, n_ctx: int = 2048, n_threads: int = 1, factory: str | None = None) -> WorkerModel:

@@ -2,7 +2,7 @@
 
 Started by hub/brain/worker.py as ``python -m hub.brain.worker_main`` (a fresh interpreter,
 never a fork of the threaded hub). Protocol: one JSON object per line; stdin carries
-requests, the saved stdout carries answers, and fd 1 itself is pointed at stderr so nothing
+requests (a completion, or ``{"id", "prime": system}`` to evaluate a system prompt ahead), the saved stdout carries answers, and fd 1 itself is pointed at stderr so nothing
 llama.cpp prints can corrupt the protocol. A native crash here ends this process only.
 """
 
@@ -80,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     for line in sys.stdin.buffer:
         try:
             req = msgspec.json.decode(line)
+            if "prime" in req:  # evaluate a system prompt ahead of the prompts that start with it
+                done = model.prime(str(req["prime"])) if hasattr(model, "prime") else {"prefix_tokens": 0}
+                send({"id": req["id"], **done})
+                continue
+            extra = {"stop_after": (str(req["stop_after"][0]), int(req["stop_after"][1]))} if req.get("stop_after") else {}
             c = model.complete(req["system"], req["user"], req["schema"], max_tokens=int(req["max_tokens"]),
-                               timeout=float(req["timeout"]))
+                               timeout=float(req["timeout"]), **extra)
         except ModelError as e:
             send({"id": req.get("id") if isinstance(req, dict) else None, "error": str(e)})
             continue

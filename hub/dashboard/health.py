@@ -85,8 +85,9 @@ def brain(db: sqlite3.Connection, settings, running: bool, figures: dict[str, fl
     path = model_path(getattr(settings, "model", None))
     out: dict[str, Any] = {"model": str(path) if path else None,
            "model_present": bool(path and Path(path).exists()),
-           "state": "not running" if not running else ("on (the model loads at its first decision)"
-                                                        if path else "off (no model)")}
+           "state": "not running" if not running else (
+               ("on (the model worker is starting)" if getattr(settings, "brain_warm", True)
+                else "on (the model loads at its first decision)") if path else "off (no model)")}
     if running and path and figures.get("homelab_brain_worker_starts"):
         up = figures.get("homelab_brain_worker_up", 0) > 0
         failures = int(figures.get("homelab_brain_worker_failures", 0))

@@ -147,7 +147,7 @@ class FleetCollector:
         yield hub_events
         yield GaugeMetricFamily("homelab_hub_writer_queue_depth", "Jobs and batches waiting for the writer thread.", value=w.depth)
         workers = worker_state()
-        yield GaugeMetricFamily("homelab_brain_worker_up", "1 while the model's worker process runs (it starts at the first decision).",
+        yield GaugeMetricFamily("homelab_brain_worker_up", "1 while the model's worker process runs (it starts with the hub, or at the first decision with brain_warm off).",
                                 value=sum(1 for s in workers if s["pid"]))
         yield CounterMetricFamily("homelab_brain_worker_starts", "Model worker processes started.",
                                   value=sum(s["starts"] for s in workers))

@@ -56,7 +56,7 @@ class FakeModel:
         self.delay = delay
         self.calls: list[dict] = []
 
-    def complete(self, system, user, schema, *, max_tokens=160, timeout=20.0):
+    def complete(self, system, user, schema, *, max_tokens=160, timeout=20.0, stop_after=None):
         self.calls.append({"system": system, "user": user, "schema": schema, "max_tokens": max_tokens})
         if self.delay > timeout:
             raise ModelError("model took longer than the brain timeout")

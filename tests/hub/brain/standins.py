@@ -38,7 +38,7 @@ class StandIn:
         self.path = str(path)
         self.sha256 = "5" * 64
 
-    def complete(self, system, user, schema, *, max_tokens=160, timeout=20.0):
+    def complete(self, system, user, schema, *, max_tokens=160, timeout=20.0, stop_after=None):
         if "SEGFAULT" in user:
             ctypes.string_at(0)
         if "ABORT" in user:

@@ -105,3 +105,52 @@ def test_real_model_picks_a_template_it_was_offered(real, tmp_path):
     out = ask("what changed on web1 today", path, model=real, record=None, now=now)
     assert out["template"] in out["candidates"] and out["chosen_by"] in ("model", "retriever")
     assert out["rows"] and all(r[0] == "web1" for r in out["rows"])
+
+
+def test_real_model_evaluates_only_the_tail_after_a_system_prompt(real):
+    """The system prompt is evaluated once: a later prompt that starts with it decodes only its
+    own tail, also when a prompt with another system text came between (the saved state of the
+    prefix is put back), and after prime(). Counted by llama.cpp itself, not timed."""
+    import uuid
+
+    schema = {"type": "object", "properties": {"pick": {"enum": ["alpha", "beta"]}},
+              "required": ["pick"], "additionalProperties": False}
+    sys_a = f"Answer in JSON. Session {uuid.uuid4().hex}: pick what the user asks for, nothing else."
+    sys_b = f"Answer in JSON. Session {uuid.uuid4().hex}: you choose between alpha and beta."
+    n_sys = real._format(real._load(), sys_a, "x")[1]
+    assert n_sys > 20
+
+    def ask(system, user):
+        out = real.complete(system, user, schema, max_tokens=12)
+        assert json.loads(out.text)["pick"] in ("alpha", "beta")
+        t = out.timings
+        assert t["prompt_evaluated"] == out.prompt_tokens - t["prompt_reused"]
+        return t["prompt_reused"], t["prompt_evaluated"], out.prompt_tokens
+
+    reused, evaluated, total = ask(sys_a, "Pick beta.")
+    assert reused < n_sys  # a system text never seen: evaluated in full
+    reused, evaluated, total = ask(sys_a, "Pick alpha, please, the first one.")
+    assert reused >= n_sys and evaluated <= total - n_sys
+    ask(sys_b, "Pick beta.")
+    reused, evaluated, total = ask(sys_a, "Which one? Pick beta.")
+    assert reused >= n_sys and evaluated <= total - n_sys  # restored, not evaluated again
+
+    sys_c = f"Answer in JSON. Session {uuid.uuid4().hex}: alpha or beta."
+    primed = real.prime(sys_c)["prefix_tokens"]
+    assert primed > 10
+    ask(sys_b, "Pick alpha.")
+    reused, evaluated, total = ask(sys_c, "Pick alpha.")
+    assert reused >= primed and evaluated <= total - primed
+
+
+def test_real_model_stops_a_last_free_text_field_at_its_budget(real):
+    """stop_after=(marker, n): at most n tokens once the marker is out (propose bounds the
+    rationale so; the cut string is closed by propose.closed_answer)."""
+    schema = {"type": "object", "properties": {"pick": {"enum": ["alpha", "beta"]}, "why": {"type": "string"}},
+              "required": ["pick", "why"], "additionalProperties": False}
+    user = "Pick beta, and explain in three long sentences why beta is better than alpha."
+    free = real.complete("Answer in JSON.", user, schema, max_tokens=60)
+    cut = real.complete("Answer in JSON.", user, schema, max_tokens=60, stop_after=('"why":"', 3))
+    assert cut.text.startswith(free.text[:free.text.index('"why":"') + 7])
+    assert cut.completion_tokens <= free.completion_tokens
+    assert len(real._llm.tokenize(cut.text.split('"why":"')[1].encode(), add_bos=False)) <= 3

