@@ -24,6 +24,11 @@ from hub.config import load_settings
 from hub.keys import WRITER
 from hub.store import open_db
 
+# Hub subprocesses started by tests inherit this: a warm model worker in each would load the
+# default model and evaluate its prompt for nothing, dozens of times on a 2-core CI machine.
+# The warm-start tests turn it on for themselves.
+os.environ.setdefault("HOMELAB_BRAIN_WARM", "0")
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 LOGHUB = SHARED / "data" / "loghub"
