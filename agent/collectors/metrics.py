@@ -23,13 +23,16 @@ SKIP_FS = {"devtmpfs", "squashfs", "erofs", "iso9660", "udf", "proc", "sysfs", "
 # container manager's view of its host), not space anyone fills; /run and /dev/shm are.
 SYSTEM_TREES = ("/proc/", "/sys/", "/dev/", "/run/")
 SYSTEM_KEEP = {"/dev/shm"}
+# A container engine mounts a tmpfs or an overlay per container (Docker's .../merged and shm,
+# kubelet's secrets): only these are the machine's own. An overlay root is a container's.
+OWN_TMPFS = {"/tmp", "/var/tmp", "/run", "/dev/shm"}
 
 
 def filesystems() -> list[tuple[str, str, str, str]]:
     """(mountpoint, device, fstype, options) once per filesystem this process sees.
 
     All mounts are considered, not only those on a block device (psutil's ``all=False``): in a
-    container or a VM with an overlay root the root and a tmpfs /tmp are what fills up, and
+    container or a VM with an overlay root the root and a tmpfs /tmp are what fill up, and
     ``all=False`` saw only bind mounts of the host's disk (systemd-nspawn's
     /run/host/os-release, a file), so the host's disk was reported under the container's name
     and its own never (found in the node lab). A filesystem mounted at several places (bind
@@ -41,6 +44,8 @@ def filesystems() -> list[tuple[str, str, str, str]]:
         if p.fstype in SKIP_FS or m in ("/proc", "/sys", "/dev"):
             continue
         if m.startswith(SYSTEM_TREES) and m not in SYSTEM_KEEP:
+            continue
+        if (p.fstype == "tmpfs" and m not in OWN_TMPFS) or (p.fstype == "overlay" and m != "/"):
             continue
         try:
             st = os.stat(m)

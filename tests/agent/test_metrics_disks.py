@@ -1,6 +1,7 @@
-"""Which filesystems the metrics collector reports, on a real mount table: a private mount
-namespace (unshare) holding what a container's agent sees, a size-limited tmpfs, a second
-mount of it, a bind mount of one file."""
+"""Which filesystems the metrics collector reports, on a real mount table in a private mount
+namespace (unshare): a size-limited tmpfs /var/tmp, a second mount of it, a bind mount of one
+file (as nspawn gives a container its host's os-release), a container engine's tmpfs and
+overlay."""
 
 from __future__ import annotations
 
@@ -26,17 +27,20 @@ print(json.dumps({"filesystems": [f[:3] for f in filesystems()], "samples": col.
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
-def test_a_size_limited_tmpfs_is_reported_once_and_a_single_file_bind_never(tmp_path):
+def test_a_size_limited_tmp_is_reported_once_and_container_plumbing_never(tmp_path):
     d = tmp_path
-    for sub in ("scratch", "again"):
+    for sub in ("again", "engine-shm", "lower", "upper", "work", "merged"):
         (d / sub).mkdir()
     (d / "file").write_text("")
+    # in a mount namespace of its own: nothing here is seen outside the test
     script = f"""set -e
 mount --make-rprivate /
-mount -t tmpfs -o size=8M tmpfs {d}/scratch
-head -c 7700000 /dev/zero > {d}/scratch/fill
-mount --bind {d}/scratch {d}/again
+mount -t tmpfs -o size=8M tmpfs /var/tmp
+head -c 7700000 /dev/zero > /var/tmp/fill
+mount --bind /var/tmp {d}/again
 mount --bind /etc/hostname {d}/file
+mount -t tmpfs -o size=1M tmpfs {d}/engine-shm
+mount -t overlay overlay -o lowerdir={d}/lower,upperdir={d}/upper,workdir={d}/work {d}/merged
 exec {sys.executable} -c '{SEE % {"d": d}}'
 """
     r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60,
@@ -44,8 +48,9 @@ exec {sys.executable} -c '{SEE % {"d": d}}'
     assert r.returncode == 0, r.stderr
     seen = json.loads(r.stdout)
     mounts = [m for m, _, _ in seen["filesystems"]]
-    assert [f for f in seen["filesystems"] if f[0] == f"{d}/scratch"] == [[f"{d}/scratch", "tmpfs", "tmpfs"]]
-    assert f"{d}/again" not in mounts and f"{d}/file" not in mounts, mounts
+    assert ["/var/tmp", "tmpfs", "tmpfs"] in seen["filesystems"]
+    assert seen["samples"]['disk_used_ratio{mount="/var/tmp"}'] >= 0.9
+    # its bind mount, a one-file bind, a container's shm and overlay: none of them
+    assert not [m for m in mounts if m.startswith(str(d))], mounts
     assert not [m for m in mounts if m.startswith(("/proc", "/sys/", "/run/"))], mounts
-    assert seen["samples"][f'disk_used_ratio{{mount="{d}/scratch"}}'] >= 0.9
     assert len(mounts) == len(set(mounts))
