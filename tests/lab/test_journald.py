@@ -1,6 +1,7 @@
 """journald on a real node: lines written by real units reach the hub exactly once, with the
 agent's cursor kept across `systemctl restart homelab-agent`, `kill -9` of the agent (the unit's
-Restart=always brings it back) and a reboot of the whole machine."""
+Restart=always brings it back; killed the moment a batch is in its spool, and in the middle of a
+unit's stream of lines) and a reboot of the whole machine."""
 
 from __future__ import annotations
 
