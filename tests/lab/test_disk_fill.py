@@ -34,8 +34,11 @@ def test_full_tmpfs_fires_the_shipped_rule_diagnosed_cleaned_and_verified(lab, e
     assert int(used.rstrip("%")) >= 91, used
 
     # the agent, in its own mount namespace, reports the node's /tmp (the overlay root too)
-    seen = poll(lambda: (m := mounts_seen(hub, node.name)) and any('"/tmp"' in k and v >= 0.9 for k, v in m.items())
-                and m, 120, what=f"the node's /tmp over 90% at the hub (have {mounts_seen(hub, node.name)})")
+    try:
+        seen = poll(lambda: (m := mounts_seen(hub, node.name)) and any('"/tmp"' in k and v >= 0.9 for k, v in m.items())
+                    and m, 120, what="the node's /tmp over 90% at the hub")
+    except AssertionError as e:  # say what the agent did report
+        raise AssertionError(f"{e}; the hub has {mounts_seen(hub, node.name)}") from None
     assert any('"/"' in k for k in seen), seen
     assert not [k for k in seen if "/run/host" in k], seen  # nspawn's view of the host's disk
 
