@@ -1,8 +1,10 @@
 """The running agent: collectors -> bounded queue -> spool (disk) -> shipper -> hub.
 
 Collectors never block: ``emit`` puts into a bounded asyncio queue and counts what it
-cannot. One task moves the queue into the spool in transactions of up to 1,000 events;
-the shipper reads the spool. A collector that crashes is logged, reported once as a
+cannot. One task moves the queue into the spool in transactions of up to 1,000 events,
+each with the positions its events were read up to (``emit(event, at=(key, position))``),
+so a source resumes exactly where the spool ends even after ``kill -9``; the shipper reads
+the spool. A collector that crashes is logged, reported once as a
 ``notice`` and restarted with backoff; it never takes the agent down.
 """
 
@@ -42,6 +44,9 @@ class Agent:
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=settings.queue_size)
         self.spool = Spool(state_dir / "spool.db", settings.spool_max_bytes, settings.keep_acked)
         self.state = State(state_dir / "state.db")
+        # where each positioned source resumes: the last position queued (a collector
+        # restarted after a crash must not re-read what is still in the queue)
+        self.state.positions = self.spool.positions()
         self.shed: Counter[str] = Counter()
         self.stopping = asyncio.Event()
         self.shipper = Shipper(
@@ -53,9 +58,11 @@ class Agent:
         self._tasks: list[asyncio.Task] = []
 
     # Collectors call this. It never blocks and never raises.
-    def emit(self, event: wire.Event, source: str = "") -> bool:
+    def emit(self, event: wire.Event, source: str = "", at: tuple[str, str] | None = None) -> bool:
         try:
-            self.queue.put_nowait(event)
+            self.queue.put_nowait((event, at))
+            if at is not None:
+                self.state.positions[at[0]] = at[1]
             return True
         except asyncio.QueueFull:
             self.shed[source or str(event.__struct_config__.tag)] += 1
@@ -66,7 +73,7 @@ class Agent:
         self.emit(wire.Notice(ts=time.time(), source=source, level=level, message=message[:4000]))
 
     async def _spooler(self) -> None:
-        """Queue -> spool, in chunks; one transaction per chunk."""
+        """Queue -> spool, in chunks; one transaction per chunk (events and positions)."""
         while True:
             first = await self.queue.get()
             batch = [first]
@@ -80,7 +87,9 @@ class Agent:
             if len(batch) == SPOOL_CHUNK:
                 await asyncio.sleep(0)
 
-    def _store(self, events: list) -> None:
+    def _store(self, items: list[tuple[Any, tuple[str, str] | None]]) -> None:
+        events = [e for e, _ in items]
+        positions = dict(at for _, at in items if at is not None)  # the last one of each key
         blobs = [wire.encode_event(e) for e in events]
         hurry = bool(self.shed) or urgent(events)
         if self.shed:
@@ -91,7 +100,7 @@ class Agent:
                     ts=time.time(), first_seq=nxt, count=n, reason=f"queue full: {source}")))
                 nxt += 1
             self.shed.clear()
-        self.spool.append(blobs)
+        self.spool.append(blobs, positions)
         self.shipper.spooled(hurry)
 
     async def _supervise(self, name: str, cls: type) -> None:
@@ -99,7 +108,7 @@ class Agent:
         while True:
             started = time.monotonic()
             try:
-                inst = cls(self.settings, lambda e, _n=name: self.emit(e, _n), self.state)
+                inst = cls(self.settings, lambda e, at=None, _n=name: self.emit(e, _n, at), self.state)
                 self.collectors[name] = inst
                 await inst.run()
                 return
@@ -137,7 +146,7 @@ class Agent:
         shipper = asyncio.create_task(self.shipper.run(self.stopping), name="shipper")
         from .jobs import JobRunner  # playbook jobs: long-polls the hub, results go to the spool
 
-        jobs = asyncio.create_task(JobRunner(self.settings, self.state, lambda e: self._store([e]),
+        jobs = asyncio.create_task(JobRunner(self.settings, self.state, lambda e: self._store([(e, None)]),
                                              self.shipper.credential).run(self.stopping), name="jobs")
         self.start_collectors()
         log.info("agent %s shipping to %s (%d events spooled)", self.settings.node, self.settings.hub_url, len(self.spool))

@@ -10,6 +10,10 @@ what it had acknowledged (``unack_after``). The spool is bounded in bytes: past 
 acked events go first (the hub has them); then the oldest pending events that are not in
 flight are shed and replaced by one ``Dropped`` event (stored at the last shed number,
 naming the first), which tells the hub exactly which numbers will never come.
+
+Positions (a journal cursor) are stored with the events read up to them, in the same
+transaction: after a ``kill -9`` a source resumes exactly after the last event spooled,
+neither repeating nor skipping one.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Spool:
         self.db.execute("PRAGMA cache_size = -256")
         self.db.execute("CREATE TABLE IF NOT EXISTS spool (seq INTEGER PRIMARY KEY, data BLOB NOT NULL)")
         self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS positions (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         if "acked" not in {r[1] for r in self.db.execute("PRAGMA table_info(spool)")}:
             self.db.execute("ALTER TABLE spool ADD COLUMN acked REAL")  # when the hub acked it
         self.bytes = self.db.execute("SELECT coalesce(sum(length(data)), 0) FROM spool").fetchone()[0]
@@ -63,15 +68,24 @@ class Spool:
             (key, value),
         )
 
-    def append(self, blobs: list[bytes]) -> int:
-        """Store encoded events in one transaction; returns the last seq assigned."""
-        if not blobs:
+    def positions(self) -> dict[str, str]:
+        """Where each source read up to, as of the last event spooled from it."""
+        return dict(self.db.execute("SELECT key, value FROM positions"))
+
+    def append(self, blobs: list[bytes], positions: dict[str, str] | None = None) -> int:
+        """Store encoded events, and the positions they were read up to, in one transaction;
+        returns the last seq assigned."""
+        if not blobs and not positions:
             return self.next_seq - 1
         seq = self.next_seq
         rows = [(seq + i, b) for i, b in enumerate(blobs)]
         self.db.execute("BEGIN IMMEDIATE")
         try:
             self.db.executemany("INSERT INTO spool (seq, data) VALUES (?, ?)", rows)
+            if positions:
+                self.db.executemany(
+                    "INSERT INTO positions (key, value) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value", positions.items())
             self.next_seq = seq + len(rows)
             self._meta("next_seq", self.next_seq)
             self.bytes += sum(len(b) for b in blobs)

@@ -10,6 +10,10 @@ from typing import Any
 
 class State:
     def __init__(self, path: Path | str):
+        # Not in state.db: where a source read with ``emit(event, at=(key, position))``
+        # resumes. The agent fills it from the spool, where each position is stored in the
+        # transaction of the events read up to it, and moves it on as events are queued.
+        self.positions: dict[str, str] = {}
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")

@@ -5,6 +5,10 @@
 2. ``__init__`` validates the collector's settings and raises ``ValueError`` naming what is wrong.
 3. ``async run()`` produces events with ``self.emit(event)``, which never blocks: when the
    agent's queue is full the event is shed and counted.
+4. A collector that reads a source from a position (a journal cursor) passes it with the
+   event read up to it, ``self.emit(event, at=(key, position))``, and resumes from
+   ``self.state.positions.get(key)``. The agent stores the position in the same spool
+   transaction as the event, so a ``kill -9`` at any instant neither repeats nor loses one.
 
 Collectors live one per module and are imported only when enabled, which keeps the
 agent's memory small on machines that switch most of them off.
@@ -37,7 +41,7 @@ REGISTRY: dict[str, str] = {
 class Collector:
     name: ClassVar[str] = ""
 
-    def __init__(self, settings: Settings, emit: Callable[[Any], bool], state: Any):
+    def __init__(self, settings: Settings, emit: Callable[..., bool], state: Any):
         self.settings = settings
         self.emit = emit
         self.state = state  # agent.state.State: small persistent key/value store

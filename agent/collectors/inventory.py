@@ -22,7 +22,7 @@ import psutil
 
 from agent import wire
 from agent.collectors import Collector
-from agent.collectors.metrics import SKIP_FS
+from agent.collectors.metrics import filesystems
 
 TAILNET = ipaddress.ip_network("100.64.0.0/10")  # Tailscale hands out CGNAT addresses
 SKIP_BLOCK = ("loop", "ram", "zram", "fd", "sr")  # not disks a person would list
@@ -84,17 +84,14 @@ def disks() -> list[dict[str, Any]]:
 
 
 def mounts() -> list[dict[str, Any]]:
-    out, seen = [], set()
-    for p in psutil.disk_partitions(all=False):
-        if p.fstype in SKIP_FS or p.mountpoint in seen:
-            continue
-        seen.add(p.mountpoint)
+    out = []
+    for mountpoint, device, fstype, options in filesystems():
         try:
-            total = psutil.disk_usage(p.mountpoint).total
+            total = psutil.disk_usage(mountpoint).total
         except OSError:
             total = None
-        out.append({"mountpoint": p.mountpoint, "device": p.device, "fstype": p.fstype,
-                    "options": p.opts, "total_bytes": total})
+        out.append({"mountpoint": mountpoint, "device": device, "fstype": fstype,
+                    "options": options, "total_bytes": total})
     return out
 
 

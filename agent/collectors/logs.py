@@ -2,11 +2,13 @@
 given with ``--log-file`` (``settings.log_files``), always.
 
 journald: a ``journalctl -o json --follow`` subprocess. Its position is the cursor of the
-last entry handled, kept in ``STATE_DIR/journal.cursor`` and handed back with
-``--after-cursor`` on the next start, so a restart neither repeats nor skips entries. Only the
-agent writes that file. (Not ``--cursor-file``: journalctl writes it itself on a clean exit,
-with the last entry it *printed*; when the unit stops, systemd sends SIGTERM to journalctl
-too, and entries still in the pipe, never handled, were skipped for good.) With a saved
+last entry queued, which travels with that entry into the agent's spool and is stored in the
+same transaction (``emit(..., at=("journald", cursor))``), then handed back with
+``--after-cursor`` on the next start: a restart, even a ``kill -9`` at any instant, neither
+repeats nor skips entries. (Not ``--cursor-file``: journalctl writes it itself on a clean
+exit, with the last entry it *printed*; when the unit stops, systemd sends SIGTERM to
+journalctl too, and entries still in the pipe, never handled, were skipped for good. Nor a
+file of our own saved every second: a crash repeated the last second of lines.) With a saved
 cursor, a plain ``journalctl --after-cursor`` first reads everything up to now, and only then
 ``--follow`` takes over: journalctl 252 with ``--follow`` shows the current boot only, so the
 lines written between the last read and a reboot were never shipped (both seen in the node
@@ -23,7 +25,7 @@ poll covers what inotify cannot see (NFS, a full watch table).
 Bounded under a flood: files are read in chunks of at most CHUNK bytes per pass, lines over
 MAX_LINE are cut, and at most ``log_max_rate`` lines per second (bursts up to 10x) are parsed
 and queued; the rest are shed and counted in a ``notice``. A full agent queue sheds more,
-counted by the agent as a ``dropped`` event. Positions are saved one interval behind what was
+counted by the agent as a ``dropped`` event. File positions are saved one interval behind what was
 queued, so a crash repeats a second of lines rather than losing it.
 """
 
@@ -57,6 +59,7 @@ POLL = 5.0  # seconds between looks when inotify is quiet
 SAVE_EVERY = 1.0
 ROTATE_GRACE = 30.0  # seconds a rotated file is kept open while its replacement stays empty
 NOTICE_EVERY = 10.0
+JOURNAL_KEY = "journald"  # the journal cursor's key among the agent's spooled positions
 FUTURE_SLACK = 86400.0
 
 
@@ -214,13 +217,12 @@ class LogsCollector(Collector):
         if settings.log_max_rate < 0:
             raise ValueError(f"log_max_rate must be 0 or more, got {settings.log_max_rate}")
         self.limit = RateLimit(float(settings.log_max_rate))
-        self.cursor_file = Path(settings.state_dir) / "journal.cursor"
+        self.legacy_cursor_file = Path(settings.state_dir) / "journal.cursor"
         self.tails = {f: Tail(f, state.get(f"logs.file:{f}")) for f in self.files}
         self.shed: dict[str, int] = {}
         self.stats = {"lines": 0, "emitted": 0, "shed": 0, "queue_full": 0}
         self._saved_positions: dict = {}
-        self._cursor: str | None = None
-        self._saved_cursor: str | None = None
+        self._cursor: str | None = None  # the last entry read (queued or shed)
         self._proc: asyncio.subprocess.Process | None = None
 
     @classmethod
@@ -240,9 +242,10 @@ class LogsCollector(Collector):
         now = time.time()
         for p in parsed:
             ts = p.ts if p.ts is not None and p.ts < now + FUTURE_SLACK else now
-            ok = self.emit(wire.Log(
+            event = wire.Log(
                 ts=ts, source=source, message=p.message, program=_cut(p.program), pid=p.pid,
-                severity=p.severity, facility=p.facility, host=_cut(p.host), unit=_cut(p.unit)))
+                severity=p.severity, facility=p.facility, host=_cut(p.host), unit=_cut(p.unit))
+            ok = self.emit(event, at=(JOURNAL_KEY, p.cursor)) if p.cursor else self.emit(event)
             if ok:
                 self.stats["emitted"] += 1
             else:
@@ -264,20 +267,15 @@ class LogsCollector(Collector):
         self.shed.clear()
 
     def save(self, final: bool = False) -> None:
-        """Persist positions one interval behind (what was queued a second ago is spooled by
-        now), or the current ones when stopping (the agent spools its queue before exiting)."""
+        """Persist file positions one interval behind (what was queued a second ago is spooled
+        by now), or the current ones when stopping (the agent spools its queue before exiting).
+        The journal's cursor is not saved here: it is spooled with its entries."""
         current = {f: t.position() for f, t in self.tails.items()}
         target = current if final else self._saved_positions
         for f, pos in target.items():
             if pos is not None:
                 self.state.set(f"logs.file:{f}", pos)
         self._saved_positions = current
-        cursor = self._cursor if final else self._saved_cursor
-        if cursor:
-            tmp = self.cursor_file.with_suffix(".tmp")
-            tmp.write_text(cursor)
-            os.replace(tmp, self.cursor_file)
-        self._saved_cursor = self._cursor
 
     # -- files ------------------------------------------------------------------------------
 
@@ -350,8 +348,12 @@ class LogsCollector(Collector):
         return argv
 
     def saved_cursor(self) -> str:
+        """Where the spool ends; an agent from before cursors were spooled left a file."""
+        cursor = self.state.positions.get(JOURNAL_KEY)
+        if cursor:
+            return cursor
         try:
-            return self.cursor_file.read_text().strip()
+            return self.legacy_cursor_file.read_text().strip()
         except FileNotFoundError:
             return ""
 

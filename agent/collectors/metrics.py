@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
 
 import psutil
@@ -12,10 +13,49 @@ import psutil
 from agent import wire
 from agent.collectors import Collector
 
-# Pseudo and container filesystems say nothing about real disk space.
-SKIP_FS = {"tmpfs", "devtmpfs", "overlay", "squashfs", "proc", "sysfs", "cgroup", "cgroup2",
+# Filesystems that hold no files anyone writes, or whose fullness means nothing (read-only
+# images are always full; ramfs has no size).
+SKIP_FS = {"devtmpfs", "squashfs", "erofs", "iso9660", "udf", "proc", "sysfs", "cgroup", "cgroup2",
            "autofs", "devpts", "mqueue", "debugfs", "tracefs", "securityfs", "pstore", "bpf",
-           "configfs", "fusectl", "hugetlbfs", "nsfs", "ramfs", "efivarfs", "binfmt_misc", "fuse.lxcfs"}
+           "configfs", "fusectl", "hugetlbfs", "nsfs", "ramfs", "efivarfs", "binfmt_misc",
+           "fuse.lxcfs", "rpc_pipefs", "nfsd", "selinuxfs"}
+# Mounts below these are the system's own plumbing (cgroups, /dev, systemd's credentials, a
+# container manager's view of its host), not space anyone fills; /run and /dev/shm are.
+SYSTEM_TREES = ("/proc/", "/sys/", "/dev/", "/run/")
+SYSTEM_KEEP = {"/dev/shm"}
+# A container engine mounts a tmpfs or an overlay per container (Docker's .../merged and shm,
+# kubelet's secrets): only these are the machine's own. An overlay root is a container's.
+OWN_TMPFS = {"/tmp", "/var/tmp", "/run", "/dev/shm"}
+
+
+def filesystems() -> list[tuple[str, str, str, str]]:
+    """(mountpoint, device, fstype, options) once per filesystem this process sees.
+
+    All mounts are considered, not only those on a block device (psutil's ``all=False``): in a
+    container or a VM with an overlay root the root and a tmpfs /tmp are what fill up, and
+    ``all=False`` saw only bind mounts of the host's disk (systemd-nspawn's
+    /run/host/os-release, a file), so the host's disk was reported under the container's name
+    and its own never (found in the node lab). A filesystem mounted at several places (bind
+    mounts, the agent's PrivateTmp= /tmp on the real /tmp) is reported once, at the first
+    of its mounts in the mount table; mounts of a single file are skipped."""
+    out, seen = [], set()
+    for p in psutil.disk_partitions(all=True):
+        m = p.mountpoint
+        if p.fstype in SKIP_FS or m in ("/proc", "/sys", "/dev"):
+            continue
+        if m.startswith(SYSTEM_TREES) and m not in SYSTEM_KEEP:
+            continue
+        if (p.fstype == "tmpfs" and m not in OWN_TMPFS) or (p.fstype == "overlay" and m != "/"):
+            continue
+        try:
+            st = os.stat(m)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_dev in seen:
+            continue
+        seen.add(st.st_dev)
+        out.append((m, p.device, p.fstype, p.opts))
+    return out
 
 
 def _q(v: str) -> str:
@@ -46,16 +86,12 @@ class MetricsCollector(Collector):
         l1, l5, l15 = os.getloadavg()
         s["load1"], s["load5"], s["load15"] = l1, l5, l15
         s["uptime_seconds"] = round(time.time() - psutil.boot_time())
-        seen = set()
-        for p in psutil.disk_partitions(all=False):
-            if p.fstype in SKIP_FS or p.device in seen:
-                continue
-            seen.add(p.device)
+        for mountpoint, *_ in filesystems():
             try:
-                u = psutil.disk_usage(p.mountpoint)
+                u = psutil.disk_usage(mountpoint)
             except OSError:
                 continue
-            m = _q(p.mountpoint)
+            m = _q(mountpoint)
             s[f'disk_total_bytes{{mount="{m}"}}'] = u.total
             s[f'disk_free_bytes{{mount="{m}"}}'] = u.free
             s[f'disk_used_ratio{{mount="{m}"}}'] = round(u.used / (u.used + u.free), 4) if u.total else 0.0

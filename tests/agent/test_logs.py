@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,12 +35,15 @@ class Harness:
         self.events: list = []
         self.refused = 0
         self.task: asyncio.Task | None = None
+        self.positions: dict[str, str] = {}
 
-    def _emit(self, e) -> bool:
+    def _emit(self, e, at=None) -> bool:
         if self.capacity is not None and len(self.events) >= self.capacity:
             self.refused += 1
             return False
         self.events.append(e)
+        if at is not None:  # as the agent does: the position goes with the event
+            self.positions[at[0]] = at[1]
         return True
 
     @property
@@ -51,6 +55,7 @@ class Harness:
 
     async def start(self):
         self.state = State(self.tmp_path / "state.db")
+        self.state.positions = self.positions
         settings = load(AGENT_OPTS, self.flags, None, env={})
         self.col = LogsCollector(settings, self._emit, self.state)
         self.task = asyncio.create_task(self.col.run())
@@ -241,9 +246,10 @@ async def test_journal_with_persisted_cursor(tmp_path):
     assert (a.source, a.program, a.pid, a.severity, a.facility, a.host, a.unit) == (
         "journald", "sshd", 4242, 3, "authpriv", "nas", "ssh.service")
     await h.stop()
-    assert (tmp_path / "journal.cursor").read_text().startswith("s=")
+    assert h.positions["journald"].startswith("s=")
     journal_write(jdir, [{"MESSAGE": "while stopped", "_COMM": "x"}])
     h2 = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir))
+    h2.positions = dict(h.positions)  # what the agent reads back from its spool
     await h2.start()
     journal_write(jdir, [{"MESSAGE": "after restart", "_COMM": "x"}])
     await h2.expect(["while stopped", "after restart"], timeout=15)
@@ -287,6 +293,59 @@ def test_real_agent_restart_ships_each_line_once(tmp_path, hub_process, agent_pr
     agent_process(state, "--collectors", "logs", "--log-file", str(f))
     wait_for(lambda: shipped(hub, str(f)) == ["message 1", "message 2", "message 3"], 30,
              what="lines written while stopped, once each")
+
+
+@pytest.mark.skipif(not (os.path.exists(JOURNAL_REMOTE) and shutil.which("journalctl")),
+                    reason="needs systemd-journal-remote and journalctl")
+def test_real_agent_kill9_at_any_moment_ships_each_journal_line_once(tmp_path, hub_process, agent_process):
+    """A journal written without pause; the agent killed with SIGKILL six times, at moments
+    spread over its spooling and shipping (never waiting for a save): every line reaches the
+    hub exactly once."""
+    hub = hub_process().start()
+    state = tmp_path / "agent"
+    join_agent(hub.url, hub.enroll("n1"), state)
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    journal_write(jdir, [{"MESSAGE": "before the agent", "_COMM": "x"}])
+    env = {"HOMELAB_AGENT_JOURNAL_DIR": str(jdir), "HOMELAB_AGENT_SHIP_LINGER": "0"}
+    agent = agent_process(state, "--collectors", "logs", env=env)
+
+    def journald(prefix: str) -> list[str]:
+        return [m for m in shipped(hub, "journald") if m.startswith(prefix)]
+
+    ready = iter(range(1000))  # the first start follows from the end: wait until it follows
+    wait_for(lambda: journal_write(jdir, [{"MESSAGE": f"ready {next(ready)}", "_COMM": "x"}])
+             or journald("ready"), 30, interval=0.5, what="the agent following the journal")
+
+    written: list[str] = []
+    stop = threading.Event()
+
+    def writer():
+        while not stop.is_set():
+            batch = [f"line {len(written) + i}" for i in range(5)]
+            journal_write(jdir, [{"MESSAGE": m, "_COMM": "x"} for m in batch])
+            written.extend(batch)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for delay in (0.05, 0.35, 0.8, 1.3, 1.9, 2.6):  # spread over the old one-second save
+            n = len(journald("line"))
+            # wait until this agent has shipped some lines, then kill it a moment later
+            wait_for(lambda n=n: len(journald("line")) > n, 30, what="lines shipped by this agent")
+            time.sleep(delay)  # the moment of the kill is the variable under test
+            agent.kill()
+            agent = agent_process(state, "--collectors", "logs", env=env)
+    finally:
+        stop.set()
+        t.join(30)
+    wait_for(lambda: len(journald("line")) >= len(written), 60,
+             what=f"{len(written)} lines at the hub (have {len(journald('line'))})")
+    time.sleep(1.0)  # and no more arrive
+    got = journald("line")
+    dup = sorted({m for m in got if got.count(m) > 1})
+    assert not dup, f"{len(dup)} lines shipped twice: {dup[:10]}"
+    assert sorted(got) == sorted(written)
 
 
 @pytest.mark.slow

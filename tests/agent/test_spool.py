@@ -52,6 +52,37 @@ def test_kill9_during_appends_loses_no_committed_event(tmp_path):
     assert [wire.decode_event(b).message for _, b in rows] == [str(i) for i in range(len(seqs))]
 
 
+def test_kill9_leaves_the_position_of_exactly_the_last_event_stored(tmp_path):
+    """Each append stores events and the position they were read up to in one transaction:
+    after a kill -9 at any point, the position names the last event in the spool."""
+    code = textwrap.dedent(f"""
+        from agent import wire
+        from agent.spool import Spool
+        sp = Spool({str(tmp_path / 's.db')!r}, 10**9)
+        for i in range(100000):
+            blobs = [wire.encode_event(wire.Log(ts=1.0, source='t', message=str(3 * i + k))) for k in range(3)]
+            last = sp.append(blobs, {{"journald": str(3 * i + 2)}})
+            print(last, flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    for line in p.stdout:
+        if int(line) >= 600:
+            break
+    p.kill()
+    p.wait()
+    p.stdout.close()
+    sp = Spool(tmp_path / "s.db", 10**9)
+    rows = sp.read(100_000, 10**9)
+    assert len(rows) >= 600
+    assert sp.positions() == {"journald": wire.decode_event(rows[-1][1]).message}
+    assert sp.append([], {"journald": "later"}) == len(rows)  # a position alone takes no number
+    sp.close()
+    sp = Spool(tmp_path / "s.db", 10**9)
+    assert sp.positions() == {"journald": "later"}
+    sp.close()
+
+
 def test_shedding_replaces_oldest_with_one_counted_marker(tmp_path):
     sp = Spool(tmp_path / "s.db", max_bytes=2000)
     for i in range(1, 101):

@@ -1,6 +1,7 @@
 """journald on a real node: lines written by real units reach the hub exactly once, with the
 agent's cursor kept across `systemctl restart homelab-agent`, `kill -9` of the agent (the unit's
-Restart=always brings it back) and a reboot of the whole machine."""
+Restart=always brings it back; killed the moment a batch is in its spool, and in the middle of a
+unit's stream of lines) and a reboot of the whole machine."""
 
 from __future__ import annotations
 
@@ -30,15 +31,20 @@ def arrived(hub, node, batch, lines):
     return len(c) == len(lines) and c
 
 
-def seqnum(cursor: str) -> int:
-    return int(dict(f.split("=", 1) for f in cursor.strip().split(";"))["i"], 16)
+def spooled(node, message: str) -> bool:
+    """The agent has this line in its spool (on disk, in the transaction with its cursor)."""
+    r = node.sh("python3 -c 'import sqlite3, sys; db = sqlite3.connect(sys.argv[1], timeout=10); "
+                "print(db.execute(\"SELECT count(*) FROM spool WHERE instr(data, cast(? AS BLOB))\", "
+                "(sys.argv[2],)).fetchone()[0])' /var/lib/homelab-agent/spool.db " + message, check=False)
+    return r.stdout.strip() not in ("", "0")
 
 
-def saved_past(node, message: str) -> bool:
-    """The agent's saved cursor is at or past the journal entry with this message."""
-    entry = node.sh(f"journalctl -o export --no-pager MESSAGE={message} | grep -a '^__CURSOR='").stdout
-    saved = node.sh("cat /var/lib/homelab-agent/journal.cursor", check=False).stdout
-    return bool(saved.strip()) and seqnum(saved) >= seqnum(entry.split("=", 1)[1])
+def kill9(node) -> None:
+    """SIGKILL the agent (journalctl dies with it) and wait for Restart=always's new one."""
+    before = agent_pid(node)
+    node.sh("systemctl kill --signal=KILL homelab-agent")
+    poll(lambda: (p := agent_pid(node)) not in (0, before) and p, 60,
+         what="systemd to restart the killed agent")
 
 
 def agent_pid(node) -> int:
@@ -68,16 +74,20 @@ def test_journal_lines_arrive_once_across_restart_kill9_and_reboot(lab, enrolled
         poll(lambda b=b: arrived(hub, node, b, sent[b]), 90, what=f"batch {b} after the restart")
 
     # kill -9: no clean exit, journalctl is killed with it; Restart=always starts a new agent.
-    # The cursor on disk trails what was queued by up to a second, so that a crash repeats
-    # rather than loses (docs/lab.md): kill once the saved cursor has passed batch d.
-    poll(lambda: saved_past(node, sent["d"][-1]), 30, what="the cursor saved past batch d")
-    before = agent_pid(node)
-    node.sh("systemctl kill --signal=KILL homelab-agent")
+    # Killed the moment batch d2 is in the spool (the cursor is stored in the same transaction,
+    # so there is no window in which a line is spooled and its cursor not yet saved) ...
+    sent["d2"] = talk(node, "d2")
+    poll(lambda: spooled(node, sent["d2"][-1]), 60, interval=0.1, what="batch d2 in the agent's spool")
+    kill9(node)
     sent["e"] = talk(node, "e")
-    poll(lambda: (p := agent_pid(node)) not in (0, before) and p, 60,
-         what="systemd to restart the killed agent")
-    sent["f"] = talk(node, "f")
-    for b in "ef":
+    # ... and in the middle of a unit's stream of lines, some read and spooled, some not yet
+    lines = [f"lab-{node.name}-f-{i}" for i in range(30)]
+    node.sh(f"systemd-run --quiet --no-block --unit=talker-f -p Type=oneshot /bin/sh -c "
+            f"'for l in {' '.join(lines)}; do echo $l; sleep 0.1; done'")
+    sent["f"] = lines
+    poll(lambda: spooled(node, lines[5]), 60, interval=0.1, what="the first lines of batch f spooled")
+    kill9(node)
+    for b in ("d2", "e", "f"):
         poll(lambda b=b: arrived(hub, node, b, sent[b]), 90, what=f"batch {b} after kill -9")
 
     # reboot: the journal is persistent (/var/log/journal), the cursor is in the state directory

@@ -1,0 +1,56 @@
+"""Which filesystems the metrics collector reports, on a real mount table in a private mount
+namespace (unshare): a size-limited tmpfs /var/tmp, a second mount of it, a bind mount of one
+file (as nspawn gives a container its host's os-release), a container engine's tmpfs and
+overlay."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SEE = """
+import json
+from agent.collectors.metrics import MetricsCollector, filesystems
+from agent.config import AGENT_OPTS
+from agent.settings import load
+col = MetricsCollector(load(AGENT_OPTS, {"state_dir": "%(d)s"}, None, env={}), lambda e: True, None)
+print(json.dumps({"filesystems": [f[:3] for f in filesystems()], "samples": col.sample()}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)")
+def test_a_size_limited_tmp_is_reported_once_and_container_plumbing_never(tmp_path):
+    d = tmp_path
+    for sub in ("again", "engine-shm", "lower", "upper", "work", "merged"):
+        (d / sub).mkdir()
+    (d / "file").write_text("")
+    # in a mount namespace of its own: nothing here is seen outside the test
+    script = f"""set -e
+mount --make-rprivate /
+mount -t tmpfs -o size=8M tmpfs /var/tmp
+head -c 7700000 /dev/zero > /var/tmp/fill
+mount --bind /var/tmp {d}/again
+mount --bind /etc/hostname {d}/file
+mount -t tmpfs -o size=1M tmpfs {d}/engine-shm
+mount -t overlay overlay -o lowerdir={d}/lower,upperdir={d}/upper,workdir={d}/work {d}/merged
+exec {sys.executable} -c '{SEE % {"d": d}}'
+"""
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout)
+    mounts = [m for m, _, _ in seen["filesystems"]]
+    assert ["/var/tmp", "tmpfs", "tmpfs"] in seen["filesystems"]
+    assert seen["samples"]['disk_used_ratio{mount="/var/tmp"}'] >= 0.9
+    # its bind mount, a one-file bind, a container's shm and overlay: none of them
+    assert not [m for m in mounts if m.startswith(str(d))], mounts
+    assert not [m for m in mounts if m.startswith(("/proc", "/sys/", "/run/"))], mounts
+    assert len(mounts) == len(set(mounts))
