@@ -40,7 +40,7 @@ def show(hub, pid: int) -> dict:
     return json.loads(hub.cli("proposals", "show", str(pid), "--json").stdout)
 
 
-def approve_and_wait(hub, pid: int, until: tuple[str, ...] = ENDED, timeout: float = 180) -> dict:
+def approve_and_wait(hub, pid: int, until: tuple[str, ...] = ENDED, timeout: float = 300) -> dict:
     """``homelab-hub approve ID --yes``, then the proposal once it reaches one of ``until``."""
     hub.cli("approve", str(pid), "--yes")
     try:
