@@ -19,6 +19,11 @@ SKIP_FS = {"devtmpfs", "squashfs", "erofs", "iso9660", "udf", "proc", "sysfs", "
            "autofs", "devpts", "mqueue", "debugfs", "tracefs", "securityfs", "pstore", "bpf",
            "configfs", "fusectl", "hugetlbfs", "nsfs", "ramfs", "efivarfs", "binfmt_misc",
            "fuse.lxcfs", "rpc_pipefs", "nfsd", "selinuxfs"}
+# Another machine's disk: the NAS reports its own, and a stat of a hung NFS or CIFS mount
+# blocks (this collector runs on the agent's event loop). psutil's all=False left them out;
+# all=True must too.
+NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "ceph", "glusterfs",
+              "fuse.glusterfs", "fuse.sshfs", "sshfs", "fuse.rclone", "davfs", "fuse.s3fs", "lustre"}
 # Mounts below these are the system's own plumbing (cgroups, /dev, systemd's credentials, a
 # container manager's view of its host), not space anyone fills; /run and /dev/shm are.
 SYSTEM_TREES = ("/proc/", "/sys/", "/dev/", "/run/")
@@ -41,7 +46,7 @@ def filesystems() -> list[tuple[str, str, str, str]]:
     out, seen = [], set()
     for p in psutil.disk_partitions(all=True):
         m = p.mountpoint
-        if p.fstype in SKIP_FS or m in ("/proc", "/sys", "/dev"):
+        if p.fstype in SKIP_FS or p.fstype in NETWORK_FS or m in ("/proc", "/sys", "/dev"):
             continue
         if m.startswith(SYSTEM_TREES) and m not in SYSTEM_KEEP:
             continue

@@ -54,3 +54,26 @@ exec {sys.executable} -c '{SEE % {"d": d}}'
     assert not [m for m in mounts if m.startswith(str(d))], mounts
     assert not [m for m in mounts if m.startswith(("/proc", "/sys/", "/run/"))], mounts
     assert len(mounts) == len(set(mounts))
+
+
+def test_network_filesystems_are_never_touched(monkeypatch, tmp_path):
+    """An NFS or CIFS mount is the NAS's disk (it reports its own), and a stat of a hung one
+    blocks the agent's event loop: filesystems() must leave it out without looking at it."""
+    from collections import namedtuple
+
+    from agent.collectors import metrics
+
+    part = namedtuple("part", "device mountpoint fstype opts")  # what psutil returns
+    local = tmp_path / "local"
+    local.mkdir()
+    parts = [part("/dev/sda1", str(local), "ext4", "rw")] + [
+        part(f"nas:/{fs}", f"/mnt/{fs}", fs, "rw") for fs in ("nfs", "nfs4", "cifs", "fuse.sshfs")]
+    monkeypatch.setattr(metrics.psutil, "disk_partitions", lambda all=False: parts)
+    real_stat = os.stat
+
+    def stat(path, *a, **k):
+        assert not str(path).startswith("/mnt/"), f"stat of the network mount {path}"
+        return real_stat(path, *a, **k)
+
+    monkeypatch.setattr(metrics.os, "stat", stat)
+    assert [f[0] for f in metrics.filesystems()] == [str(local)]
