@@ -94,7 +94,7 @@ async def test_campaign_fires_per_address_and_a_normal_day_stays_silent(rules_hu
     # each alert links the failed-password events of its own address as evidence
     for alert_id, addr in h.query("SELECT id, json_extract(fields, '$.address') FROM alerts WHERE rule = 'ssh-brute-force'"):
         msgs = [m for (m,) in h.query("SELECT json_extract(e.data, '$.message') FROM alert_events a"
-                                      " JOIN events e ON e.id = a.event_id WHERE a.alert_id = ?", (alert_id,))]
+                                      " JOIN events_full e ON e.id = a.event_id WHERE a.alert_id = ?", (alert_id,))]
         assert len(msgs) >= 10 and all(f"from {addr} port" in m for m in msgs)
     # the listener (where proposals come from) heard one firing per alert, with the candidate
     assert sorted(p["propose"][0]["params"]["address"] for p in proposals) == sorted(
