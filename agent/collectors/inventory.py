@@ -22,7 +22,7 @@ import psutil
 
 from agent import wire
 from agent.collectors import Collector
-from agent.collectors.metrics import filesystems
+from agent.collectors.metrics import filesystems, network_mounts
 
 TAILNET = ipaddress.ip_network("100.64.0.0/10")  # Tailscale hands out CGNAT addresses
 SKIP_BLOCK = ("loop", "ram", "zram", "fd", "sr")  # not disks a person would list
@@ -92,6 +92,8 @@ def mounts() -> list[dict[str, Any]]:
             total = None
         out.append({"mountpoint": mountpoint, "device": device, "fstype": fstype,
                     "options": options, "total_bytes": total})
+    out += [{"mountpoint": m, "device": d, "fstype": t, "options": o, "total_bytes": None}
+            for m, d, t, o in network_mounts()]
     return out
 
 

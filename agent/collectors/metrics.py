@@ -33,6 +33,14 @@ SYSTEM_KEEP = {"/dev/shm"}
 OWN_TMPFS = {"/tmp", "/var/tmp", "/run", "/dev/shm"}
 
 
+def network_mounts() -> list[tuple[str, str, str, str]]:
+    """(mountpoint, device, fstype, options) of the network filesystems mounted here, from the
+    mount table alone: never statted (a hung NAS would block), never sized (the NAS reports
+    its own disk). The twin lists them; disk metrics do not."""
+    return [(p.mountpoint, p.device, p.fstype, p.opts) for p in psutil.disk_partitions(all=True)
+            if p.fstype in NETWORK_FS]
+
+
 def filesystems() -> list[tuple[str, str, str, str]]:
     """(mountpoint, device, fstype, options) once per filesystem this process sees.
 

@@ -61,6 +61,8 @@ def test_network_filesystems_are_never_touched(monkeypatch, tmp_path):
     blocks the agent's event loop: filesystems() must leave it out without looking at it."""
     from collections import namedtuple
 
+    import psutil
+
     from agent.collectors import metrics
 
     part = namedtuple("part", "device mountpoint fstype opts")  # what psutil returns
@@ -76,4 +78,13 @@ def test_network_filesystems_are_never_touched(monkeypatch, tmp_path):
         return real_stat(path, *a, **k)
 
     monkeypatch.setattr(metrics.os, "stat", stat)
+    real_usage = psutil.disk_usage
+    monkeypatch.setattr(metrics.psutil, "disk_usage", lambda path: stat(path) and real_usage(path))
     assert [f[0] for f in metrics.filesystems()] == [str(local)]
+    # the twin still lists them, from the mount table alone, with no size
+    from agent.collectors import inventory
+
+    monkeypatch.setattr(inventory, "filesystems", metrics.filesystems)
+    listed = {m["mountpoint"]: m for m in inventory.mounts()}
+    assert set(listed) == {str(local), "/mnt/nfs", "/mnt/nfs4", "/mnt/cifs", "/mnt/fuse.sshfs"}
+    assert listed["/mnt/nfs4"]["total_bytes"] is None and listed["/mnt/nfs4"]["device"] == "nas:/nfs4"
