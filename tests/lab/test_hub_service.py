@@ -22,10 +22,15 @@ def proposal_state(hub: nodelab.Node, pid: int) -> str:
 
 
 def test_hub_installed_as_documented_runs_under_its_unit(lab, tmp_path):
-    hub = lab.node(f"hubsvc-{lab.made + 1}")
-    hubnode.install(hub, tmp_path)
-    with hubnode.journal_on_failure(hub):
-        run_scenario(lab, hub)
+    before = set(lab.nodes)
+    try:
+        hub = lab.node(f"hubsvc-{lab.made + 1}")
+        hubnode.install(hub, tmp_path)
+        with hubnode.journal_on_failure(hub):
+            run_scenario(lab, hub)
+    finally:  # its two nodes go now, not at the end of the session with the lab
+        for name in set(lab.nodes) - before:
+            lab.nodes.pop(name).stop()
 
 
 def run_scenario(lab, hub: nodelab.Node) -> None:
