@@ -144,6 +144,14 @@ def mark_delivered(db: sqlite3.Connection, node: str, ids: list[str], now: float
     )
 
 
+def unmark_delivered(db: sqlite3.Connection, node: str, ids: list[str]) -> None:
+    """Back to queued: the poll they were handed to hung up before the answer went out."""
+    db.executemany(
+        "UPDATE jobs SET state = 'queued', delivered = NULL WHERE id = ? AND node = ? AND state = 'delivered'",
+        [(i, node) for i in ids],
+    )
+
+
 def record_result(db: sqlite3.Connection, node: str, ev: Any, books: dict[str, Playbook],
                   key: Ed25519PrivateKey, verify_window: float, now: float) -> str | None:
     """Fold one JobResult into the job and its proposal. Idempotent: a result the job has

@@ -431,6 +431,11 @@ async def _ask_brain(st: State, alert: dict, valid, settings):
     return None
 
 
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 async def jobs_handler(request: web.Request) -> web.Response:
     node = await authenticate(request)
     try:
@@ -440,12 +445,19 @@ async def jobs_handler(request: web.Request) -> web.Response:
     st: State = request.app[STATE]
     deadline = time.monotonic() + wait
     while True:
+        if _gone(request):
+            # An agent that restarts leaves its old long poll behind, still waiting here: a job
+            # handed to it would be marked delivered and never reach the node (seen in the lab).
+            return web.Response(status=499)  # nobody reads it
         now = time.time()
         rows = dispatch.pending(request.app[READ_DB], node, now)
         if rows:
             ids = [r["id"] for r in rows]
             await request.app[WRITER].run(
                 functools.partial(dispatch.mark_delivered, node=node, ids=ids, now=now))
+            if _gone(request):  # it hung up while the writer was busy: the next poll gets them
+                await request.app[WRITER].run(functools.partial(dispatch.unmark_delivered, node=node, ids=ids))
+                return web.Response(status=499)
             return web.json_response({"jobs": [{"payload": r["payload"], "signature": r["signature"]} for r in rows]})
         left = deadline - time.monotonic()
         if left <= 0 or st.stopping.is_set():

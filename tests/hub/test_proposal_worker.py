@@ -296,3 +296,41 @@ async def test_a_re_fire_while_the_fix_is_open_runs_no_new_diagnostics(hub, no_b
                                                                             ("journal-vacuum", "proposed")]
     outcome = rows(hub, "SELECT outcome FROM proposal_requests ORDER BY id DESC LIMIT 1")[0][0]
     assert outcome.startswith("journal-vacuum: proposal ") and "still open" in outcome
+
+
+async def test_a_long_poll_left_behind_by_a_restarting_agent_does_not_swallow_the_job(hub, no_brain):
+    """An agent restarting leaves its old GET /v1/jobs?wait= waiting on the hub. A job approved
+    afterwards went to that dead request: marked delivered, never run (a lab node's clean-tmp
+    sat 'dispatched' for good). It must go to the poll that is still there."""
+    cred, _ = await join(hub, "n1")
+    await fire(hub, {**ALERT, "propose": [{"playbook": "restart-unit", "params": {"unit": "nginx"}}]})
+    await async_wait_for(lambda: rows(hub, "SELECT count(*) FROM proposals")[0][0] == 1, 10)
+    await poll(hub, cred)  # take the check job
+    pid = rows(hub, "SELECT id FROM proposals")[0][0]
+
+    # the old agent's poll: sent, then its process is gone (the connection closes)
+    old = aiohttp.ClientSession(headers={"Authorization": f"Bearer {cred}"})
+    abandoned = asyncio.ensure_future(old.get(f"{hub.url}/v1/jobs", params={"wait": "30"}))
+    await asyncio.sleep(0.5)
+    abandoned.cancel()
+    await old.close()
+
+    def approve_like_the_cli():
+        db = open_db(hub.data_dir / "homelab.db")
+        db.execute("BEGIN IMMEDIATE")
+        proposals.approve(db, pid, "alice", load(shipped("playbooks") / "restart-unit.sh"))
+        db.execute("COMMIT")
+        db.close()
+
+    await asyncio.get_running_loop().run_in_executor(None, approve_like_the_cli)
+    run_job = "SELECT state FROM jobs WHERE proposal_id = ? AND mode = 'run'"
+    await async_wait_for(lambda: rows(hub, run_job, (pid,)), 20, what="the run job")
+    # the abandoned request wakes now; give it two seconds to (wrongly) take the job
+    for _ in range(20):
+        if rows(hub, run_job, (pid,)) != [("queued",)]:
+            break
+        await asyncio.sleep(0.1)
+    assert rows(hub, run_job, (pid,)) == [("queued",)], "the job went to a request nobody reads"
+    status, body = await poll(hub, cred)  # the restarted agent's first poll
+    assert status == 200
+    assert [json.loads(j["payload"])["mode"] for j in body["jobs"]] == ["run"], body
