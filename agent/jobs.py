@@ -225,6 +225,7 @@ class JobRunner:
             self.report(res)
             return res
         self.remember(job, now)  # before running: a crash mid-run must not allow a second run
+        log.info("job %s: %s %s, signed by the hub", job["id"], pb.name, job["mode"])
         self.report(wire.JobResult(ts=time.time(), job_id=job["id"], playbook=pb.name, status="running"))
         try:
             res = await self.execute(job, pb, params)
@@ -232,6 +233,7 @@ class JobRunner:
             self.report(wire.JobResult(ts=time.time(), job_id=job["id"], playbook=pb.name, status="failed",
                                        reason="the agent stopped during the run; its process group was killed"))
             raise
+        log.info("job %s: %s %s %s", job["id"], pb.name, job["mode"], res.status)
         self.report(res)
         return res
 
