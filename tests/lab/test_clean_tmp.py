@@ -4,7 +4,7 @@ still reported "verified". As its own transient unit it cleans the node's real /
 
 from __future__ import annotations
 
-from labheal import mark
+from labheal import approve_and_wait, mark
 from nodelab import poll
 
 
@@ -17,9 +17,7 @@ def test_clean_tmp_cleans_the_real_tmp_not_the_agents_private_one(lab, enrolled)
     pid = poll(lambda: hub.query("SELECT id FROM proposals WHERE node = ? AND playbook = 'clean-tmp' "
                                  "AND state = 'proposed'", (node.name,)), 120,
                what="a clean-tmp proposal")[0][0]
-    hub.cli("approve", str(pid), "--yes")
-    state = poll(lambda: (s := hub.query("SELECT state FROM proposals WHERE id = ?", (pid,))[0][0])
-                 in ("verified", "not verified", "failed") and s, 180, what=f"proposal {pid} to end")
-    assert state == "verified", hub.cli("proposals", "show", str(pid)).stdout
+    detail = approve_and_wait(hub, pid)  # the hub's verdict, or where it stuck
+    assert detail["state"] == "verified", detail
     left = node.sh("ls /tmp").stdout.split()
     assert "lab-new" in left and not [f for f in left if f.startswith("lab-old-")], left

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from labheal import approve_and_wait
 from nodelab import poll
 
 
@@ -53,10 +54,8 @@ def test_full_tmpfs_fires_the_shipped_rule_diagnosed_cleaned_and_verified(lab, e
                120, what="clean-tmp proposed from the evidence")[0][0]
     p = json.loads(hub.cli("proposals", "show", str(pid), "--json").stdout)
     assert (p["rule"], p["params"], p["state"]) == ("disk-almost-full", {"path": "/tmp", "age": "86400"}, "proposed"), p
-    hub.cli("approve", str(pid), "--yes")
-    state = poll(lambda: (s := hub.query("SELECT state FROM proposals WHERE id = ?", (pid,))[0][0])
-                 in ("verified", "not verified", "failed") and s, 240, what=f"proposal {pid} to be judged")
-    assert state == "verified", hub.cli("proposals", "show", str(pid)).stdout
+    detail = approve_and_wait(hub, pid)  # the hub's verdict, or where it stuck
+    assert detail["state"] == "verified", detail
     left = node.sh("ls /tmp").stdout.split()
     assert "lab-new" in left and not [f for f in left if f.startswith("lab-old-")], left
     assert int(node.sh("df --output=pcent /tmp | tail -1").stdout.strip().rstrip("%")) < 90
