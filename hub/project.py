@@ -63,13 +63,16 @@ class Projector:
         self.once: dict[str, tuple] = {}
         self.deferred: list[Callable[[sqlite3.Connection], None]] = []
         self._new_series: list[tuple] = []
+        self._flushed_series: list[tuple] = []
         self.min_sample_ts: int | None = None
 
     def begin(self) -> None:
+        """A transaction starts."""
         self.rows = {}
         self.once = {}
         self.deferred = []
         self._new_series = []
+        self._flushed_series: list[tuple] = []  # written by an earlier flush of this transaction
         self.min_sample_ts = None
 
     def emit(self, sql: str, row: tuple) -> None:
@@ -123,17 +126,26 @@ class Projector:
             fn(self.db)
         if self.min_sample_ts is not None:
             rollup.lower_watermark(self.db, self.min_sample_ts)
-
-    def rollback(self) -> None:
-        for _sid, node, key, _n, _l in self._new_series:
-            self.series.pop((node, key), None)
-            self.series_per_node[node] -= 1
-        if self._new_series:
-            self.next_series = self._new_series[0][0]
+        # the transaction may write more (the writer flushes a group slice by slice)
+        self._flushed_series += self._new_series
         self._new_series = []
         self.rows = {}
         self.once = {}
         self.deferred = []
+        self.min_sample_ts = None
+
+    def committed(self) -> None:
+        self._flushed_series = []
+
+    def rollback(self) -> None:
+        """The transaction was rolled back: forget the series it created."""
+        new = self._flushed_series + self._new_series
+        for _sid, node, key, _n, _l in new:
+            self.series.pop((node, key), None)
+            self.series_per_node[node] -= 1
+        if new:
+            self.next_series = new[0][0]
+        self.begin()
 
 
 SAMPLE_SQL = "INSERT OR REPLACE INTO samples (series, ts, value) VALUES (?, ?, ?)"

@@ -31,9 +31,13 @@ from hub.schema import migrate
 
 log = logging.getLogger(__name__)
 
-# A group commit stops growing here: a job (an alert the rules engine stores, a join) waits
-# for at most the group in progress: one agent batch of up to 1,000 events (bench rules).
+# A group commit stops growing here, so a job (an alert the rules engine stores, a join)
+# waits for at most the group in progress; and the group is written in slices, so a job that
+# comes in meanwhile gets in at the next slice: what is written so far is committed first
+# (bench rules, commit-to-alert while the writer is saturated). With no job waiting a group
+# is still one transaction: a commit per slice measured 0.8x the ingest rate (bench ingest).
 GROUP_MAX_EVENTS = 1_000
+SLICE_EVENTS = 500
 _WAKE = object()  # in the ingest queue: a job is waiting in the job queue
 CHECKPOINT_EVERY = 0.5  # seconds between WAL checkpoints, run beside the writer
 KIND_OF = {t: t.__struct_config__.tag for t in typing.get_args(wire.AnyEvent)}
@@ -324,16 +328,16 @@ class Writer:
                 _resolve(item.loop, item.future, exc=err)
 
     def _try_commit(self, group: list[IngestItem]) -> None:
-        """Commit a group in one transaction, or roll everything back and raise."""
+        """Commit a group, or roll back what is not yet committed and raise. A job waiting
+        after a slice is written gets a commit of everything so far first; the batches done by
+        then are acked and the rest follows in a new transaction (a batch cut there keeps its
+        committed events: nodes.last_seq says where it stands, and a retry finds them
+        duplicates)."""
         last = dict(self.last_seq)  # working copy; published only after COMMIT
-        next_id = self.next_id
-        event_rows: list[tuple] = []
-        committed: list[Committed] = []
-        node_rows: dict[str, tuple] = {}
-        outcomes: list[tuple[IngestItem, Any]] = []
-        want_committed = bool(self.subscribers)
+        tx = _Tx(self.next_id, want_committed=bool(self.subscribers))
         add = self.projector.add
         self.projector.begin()
+        self.db.execute("BEGIN IMMEDIATE")
         try:
             for item in group:
                 node, f = item.node, item.frame
@@ -344,63 +348,83 @@ class Writer:
                     first = f.events[start]
                     covered = isinstance(first, wire.Dropped) and first.first_seq <= prev + 1
                     if f.seqs[start] != prev + 1 and not covered:
-                        outcomes.append((item, Conflict(
+                        tx.outcomes.append((item, Conflict(
                             f"sequence gap: expected seq {prev + 1}, got {f.seqs[start]}",
                             expected=prev + 1, got=f.seqs[start])))
                         continue
-                    seqs, evs, datas = f.seqs[start:], f.events[start:], item.datas[start:]
-                    kinds = [KIND_OF.get(type(e)) or e.kind for e in evs]
-                    tss = [e.ts for e in evs]
-                    ids = range(next_id, next_id + n_new)
-                    for i, (seq, ts, ev) in enumerate(zip(seqs, tss, evs, strict=True)):
-                        slim = add(node, seq, ts, ev)
-                        if slim is not None:  # its fields are in a table of their own
-                            datas[i] = slim  # a slice: the item's own list is untouched
-                    event_rows.extend(zip(ids, repeat(node), seqs, tss, kinds, datas))
-                    if want_committed:
-                        committed.extend(map(Committed, ids, repeat(node), seqs, tss, kinds, evs))
-                    next_id += n_new
-                    last[node] = f.seqs[-1]
-                node_rows[node] = (last.get(node, 0), item.received, f.sent - item.received, item.address, node)
-                outcomes.append((item, IngestResult(last.get(node, 0), n_new, start)))
-            self.db.execute("BEGIN IMMEDIATE")
-            if event_rows:
-                self.db.executemany(
-                    "INSERT INTO events (id, node, seq, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    event_rows,
-                )
-            self.projector.flush()
-            self.db.executemany(
-                "UPDATE nodes SET last_seq = ?, last_seen = ?, clock_skew = ?, address = coalesce(?, address) WHERE name = ?",
-                list(node_rows.values()),
-            )
-            self.db.execute("COMMIT")
+                    for a in range(start, len(f.seqs), SLICE_EVENTS):
+                        b = min(a + SLICE_EVENTS, len(f.seqs))
+                        seqs, evs, datas = f.seqs[a:b], f.events[a:b], item.datas[a:b]
+                        kinds = [KIND_OF.get(type(e)) or e.kind for e in evs]
+                        tss = [e.ts for e in evs]
+                        ids = range(tx.next_id, tx.next_id + len(seqs))
+                        for i, (seq, ts, ev) in enumerate(zip(seqs, tss, evs, strict=True)):
+                            slim = add(node, seq, ts, ev)
+                            if slim is not None:  # its fields are in a table of their own
+                                datas[i] = slim  # a slice: the item's own list is untouched
+                        rows = list(zip(ids, repeat(node), seqs, tss, kinds, datas))
+                        self.db.executemany(
+                            "INSERT INTO events (id, node, seq, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?)", rows)
+                        self.projector.flush()
+                        tx.events += len(rows)
+                        if tx.committed is not None:
+                            tx.committed.extend(map(Committed, ids, repeat(node), seqs, tss, kinds, evs))
+                        tx.next_id += len(seqs)
+                        last[node] = seqs[-1]
+                        tx.node_rows[node] = (last[node], item.received, f.sent - item.received, item.address, node)
+                        if b < len(f.seqs) and not self.jobs.empty():
+                            self._commit_tx(last, tx)  # a job waits: it goes before the rest
+                            tx = _Tx(tx.next_id, want_committed=tx.committed is not None)
+                            self._run_jobs()
+                            self.projector.begin()
+                            self.db.execute("BEGIN IMMEDIATE")
+                tx.node_rows[node] = (last.get(node, 0), item.received, f.sent - item.received, item.address, node)
+                tx.outcomes.append((item, IngestResult(last.get(node, 0), n_new, start)))
+            self._commit_tx(last, tx)
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             self.projector.rollback()
             raise
-        self._publish(last, next_id, group, event_rows, outcomes, committed)
 
-    def _publish(self, last, next_id, group, event_rows, outcomes, committed) -> None:
-        """After COMMIT: the new state, the acks, the subscribers."""
+    def _commit_tx(self, last: dict[str, int], tx: _Tx) -> None:
+        """COMMIT, then the new state, the acks, the subscribers."""
+        self.db.executemany(
+            "UPDATE nodes SET last_seq = ?, last_seen = ?, clock_skew = ?, address = coalesce(?, address) WHERE name = ?",
+            list(tx.node_rows.values()),
+        )
+        self.db.execute("COMMIT")
+        self.projector.committed()
         self.last_seq.update(last)
-        self.next_id = next_id
+        self.next_id = tx.next_id
         self.stats["commits"] += 1
-        self.stats["batches"] += len(group)
-        self.stats["events"] += len(event_rows)
-        for item, out in outcomes:
+        self.stats["batches"] += len(tx.outcomes)
+        self.stats["events"] += tx.events
+        for item, out in tx.outcomes:
             if isinstance(out, Exception):
                 _resolve(item.loop, item.future, exc=out)
             else:
                 self.stats["duplicates"] += out.duplicates
                 _resolve(item.loop, item.future, out)
-        if committed:
+        if tx.committed:
             for sub in self.subscribers:
                 try:
-                    sub(committed)
+                    sub(tx.committed)
                 except Exception:  # a broken subscriber must not stop ingest
                     log.exception("commit subscriber failed")
+
+
+class _Tx:
+    """What one transaction of the writer has written, until its COMMIT."""
+
+    __slots__ = ("next_id", "events", "committed", "node_rows", "outcomes")
+
+    def __init__(self, next_id: int, want_committed: bool):
+        self.next_id = next_id
+        self.events = 0
+        self.committed: list[Committed] | None = [] if want_committed else None
+        self.node_rows: dict[str, tuple] = {}
+        self.outcomes: list[tuple[IngestItem, Any]] = []
 
 
 def _store_error(e: BaseException) -> BaseException:

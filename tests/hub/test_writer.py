@@ -4,9 +4,13 @@ ingest batches, and bounds a group commit, so a job never waits behind a backlog
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+
+import pytest
 
 from agent import wire
 from hub import store
+from hub.errors import Unavailable
 from hub.ingest import _json_of
 from hub.store import IngestItem, Writer
 
@@ -59,5 +63,73 @@ async def test_checkpoints_run_beside_the_writer(tmp_path):
         while db_file.stat().st_size <= size0:  # pages reach the file only by a checkpoint
             assert loop.time() < deadline, "no checkpoint within 30 s"
             await asyncio.sleep(0.05)
+    finally:
+        await loop.run_in_executor(None, w.stop)
+
+
+
+def _job_counting_events(seen: list):
+    return store._Job(lambda db: seen.append(db.execute("SELECT count(*) FROM events").fetchone()[0]))
+
+
+async def test_a_job_waiting_gets_in_at_the_next_slice_of_a_group(tmp_path):
+    """A job that comes while a 1,000-event batch is written waits for one slice, not the
+    batch: what is written so far is committed first. With no job waiting a batch is one
+    transaction. The ack waits for the whole batch."""
+    w = Writer(tmp_path / "homelab.db")  # not started: _try_commit runs in this thread
+    w.db.execute("INSERT INTO nodes (name, created) VALUES ('n1', 0)")
+    loop = asyncio.get_running_loop()
+    k, n = store.SLICE_EVENTS, 4 * store.SLICE_EVENTS
+    f = _frame(1, n)
+    fut = loop.create_future()
+    w._try_commit([IngestItem("n1", f, _json_of(f), 0.0, None, fut, loop)])
+    assert w.stats["commits"] == 1  # nothing waited: one transaction
+    seen: list[int] = []
+    w.jobs.put(_job_counting_events(seen))  # as the rules thread would while the writer writes
+    f2 = _frame(n + 1, n)
+    fut2 = loop.create_future()
+    w._try_commit([IngestItem("n1", f2, _json_of(f2), 0.0, None, fut2, loop)])
+    assert seen == [n + k]  # it ran after the first slice of the second batch
+    assert w.stats["commits"] == 3 and w.stats["batches"] == 2
+    r = await asyncio.wait_for(fut2, 10)
+    assert (r.ack, r.stored, r.duplicates) == (2 * n, n, 0)
+    assert tuple(w.db.execute("SELECT count(*), count(DISTINCT seq) FROM events").fetchone()) == (2 * n, 2 * n)
+    w.db.close()
+
+
+async def test_a_batch_cut_between_slices_is_resent_without_loss_or_double(tmp_path, monkeypatch):
+    """The store fails after a job's early commit (as a hub stopped there would): the agent is
+    told to retry (503), and the retried batch stores exactly the rest."""
+    path = tmp_path / "homelab.db"
+    w = Writer(path)
+    w.db.execute("INSERT INTO nodes (name, created) VALUES ('n1', 0)")
+    loop = asyncio.get_running_loop()
+    real, calls = w.projector.flush, []
+
+    def fail_second():
+        calls.append(1)
+        if len(calls) == 2:
+            raise sqlite3.OperationalError("database is locked")
+        real()
+
+    monkeypatch.setattr(w.projector, "flush", fail_second)
+    k, n = store.SLICE_EVENTS, 3 * store.SLICE_EVENTS
+    f = _frame(1, n)
+    fut = loop.create_future()
+    seen: list[int] = []
+    w.jobs.put(_job_counting_events(seen))
+    w._commit_group([IngestItem("n1", f, _json_of(f), 0.0, None, fut, loop)])
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(fut, 10)
+    assert seen == [k]
+    w.db.close()
+    w = Writer(path)  # a restarted hub: last_seq from the nodes table
+    assert w.last_seq == {"n1": k}
+    w.start()
+    try:
+        r = await asyncio.wait_for(w.ingest("n1", f, _json_of(f), None), 30)
+        assert (r.ack, r.stored, r.duplicates) == (n, n - k, k)
+        rows = await w.run(lambda db: db.execute("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM events").fetchone())
+        assert tuple(rows) == (n, n, 1, n)
     finally:
         await loop.run_in_executor(None, w.stop)
