@@ -63,7 +63,7 @@ class Projector:
         self.once: dict[str, tuple] = {}
         self.deferred: list[Callable[[sqlite3.Connection], None]] = []
         self._new_series: list[tuple] = []
-        self._flushed_series: list[tuple] = []
+        self._flushed_series: list[tuple] = []  # written by an earlier flush of this transaction
         self.min_sample_ts: int | None = None
 
     def begin(self) -> None:
@@ -72,7 +72,7 @@ class Projector:
         self.once = {}
         self.deferred = []
         self._new_series = []
-        self._flushed_series: list[tuple] = []  # written by an earlier flush of this transaction
+        self._flushed_series = []  # written by an earlier flush of this transaction
         self.min_sample_ts = None
 
     def emit(self, sql: str, row: tuple) -> None:
