@@ -34,7 +34,6 @@ class Generated:
     reused: int  # prompt tokens already in the KV cache
     evaluated: int  # the answer's tokens evaluated (all but its last sampled or forced ones)
     first_s: float  # monotonic time of the first sampled token (or the end)
-    stopped: str  # "done", "max_tokens", "stop_after" or "eog"
 
 
 class Decoder:
@@ -97,21 +96,18 @@ class Decoder:
             reused: int | None = None
             first: float | None = None
             after: int | None = None  # sampled tokens since stop_after's marker
-            stopped = "max_tokens"
-            while sampled + forced < max_tokens:
+            while True:
                 text, done = self.forced(gsmp)
                 if text:
                     toks = llm.tokenize(text.encode(), add_bos=False, special=False)
                     seq += toks
                     out += text.encode()
                     forced += len(toks)
-                if done:
-                    stopped = "done"
+                if done or sampled + forced >= max_tokens:
                     break
                 if stop_after is not None and after is None and stop_after[0] in out.decode(errors="ignore"):
                     after = 0
                 if after is not None and after >= stop_after[1]:  # type: ignore[index]
-                    stopped = "stop_after"
                     break
                 if len(seq) >= llm.n_ctx():
                     raise ValueError(f"answer reached the context size ({llm.n_ctx()} tokens)")
@@ -126,7 +122,6 @@ class Decoder:
                 if first is None:
                     first = time.monotonic()
                 if llama_cpp.llama_vocab_is_eog(self.vocab, tok):
-                    stopped = "eog"
                     break
                 seq.append(tok)
                 out += llm.detokenize([tok])
@@ -138,7 +133,7 @@ class Decoder:
         finally:
             llama_cpp.llama_sampler_free(chain)
         return Generated(text=out.decode(errors="replace"), sampled=sampled, forced=forced,
-                         reused=reused or 0, evaluated=evaluated, first_s=first or time.monotonic(), stopped=stopped)
+                         reused=reused or 0, evaluated=evaluated, first_s=first or time.monotonic())
 
 
 def _common(a: Any, b: list[int]) -> int:
