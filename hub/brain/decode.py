@@ -114,7 +114,8 @@ class Decoder:
                 if reused is None:
                     # llama.cpp keeps the longest common prefix of its cache; at least the last
                     # token is evaluated again, for its logits
-                    reused = min(_common(llm.input_ids[:llm.n_tokens], seq), len(prompt), len(seq) - 1)
+                    reused = min(common_prefix(llm.input_ids[:llm.n_tokens], seq), len(prompt),
+                                 len(seq) - 1)
                     llm.n_tokens = reused
                 evaluated += len(seq) - max(llm.n_tokens, len(prompt))
                 llm.eval(seq[llm.n_tokens:])  # the last sampled token and the forced text, in one batch
@@ -136,7 +137,8 @@ class Decoder:
                          reused=reused or 0, evaluated=evaluated, first_s=first or time.monotonic())
 
 
-def _common(a: Any, b: list[int]) -> int:
+def common_prefix(a: Any, b: list[int]) -> int:
+    """How many leading tokens ``a`` (a KV cache's) and ``b`` share."""
     n = 0
     for x, y in zip(a, b, strict=False):  # a is the longer cache, b the prompt
         if x != y:

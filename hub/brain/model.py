@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from hub.brain.decode import _common
+from hub.brain.decode import common_prefix
 from hub.brain.grammar import grammar_schema, safe_pattern  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -184,10 +184,11 @@ class LlamaModel:
             self._grammars[key] = g
         return g
 
-    def _format(self, llm: Any, system: str, user: str) -> tuple[list[int], int, list[str]]:
+    def _format(self, llm: Any, system: str, user: str) -> tuple[list[int], int]:
         """The chat prompt as the model's own template renders it (what create_chat_completion
-        would send), as tokens; how many of them are the system part, the prefix shared by every
-        prompt with this system text (0 if the tokenizer merges across the boundary); the stops."""
+        would send), as tokens; and how many of them are the system part, the prefix shared by
+        every prompt with this system text (0 if the tokenizer merges across the boundary). No
+        stop strings: the grammar says where an answer ends."""
         if self._fmt is None:
             from llama_cpp import llama_chat_format
 
@@ -207,8 +208,7 @@ class LlamaModel:
         head = render(_MARK).prompt.split(_MARK)[0]
         sys_toks = llm.tokenize(head.encode(), add_bos=not r.added_special, special=True)
         n_sys = len(sys_toks) if toks[:len(sys_toks)] == sys_toks and len(sys_toks) < len(toks) else 0
-        stop = r.stop if isinstance(r.stop, list) else [r.stop] if r.stop else []
-        return toks, n_sys, stop
+        return toks, n_sys
 
     def _use_prefix(self, llm: Any, prefix: list[int]) -> int:
         """Make the KV cache start with ``prefix`` (a system prompt, as tokens). llama.cpp keeps
@@ -220,7 +220,7 @@ class LlamaModel:
         import llama_cpp
 
         ctx = llm._ctx.ctx
-        have = _common(llm.input_ids[:llm.n_tokens], prefix)
+        have = common_prefix(llm.input_ids[:llm.n_tokens], prefix)
         if have >= len(prefix):
             return len(prefix)
         key = tuple(prefix)
@@ -252,7 +252,7 @@ class LlamaModel:
         t0 = time.monotonic()
         with self._lock:
             llm = self._load()
-            toks, n_sys, _ = self._format(llm, system, "x")
+            toks, n_sys = self._format(llm, system, "x")
             if n_sys:
                 self._use_prefix(llm, toks[:n_sys])
         return {"prefix_tokens": n_sys, "ms": int((time.monotonic() - t0) * 1000)}
@@ -271,7 +271,7 @@ class LlamaModel:
             t_load = time.monotonic()
             try:
                 gbnf = self._grammar(schema)
-                toks, n_sys, _stop = self._format(llm, system, user)  # the grammar says where it ends
+                toks, n_sys = self._format(llm, system, user)
                 llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
                 fresh = n_sys - self._use_prefix(llm, toks[:n_sys]) if n_sys else 0
                 if self._decoder is None:
@@ -294,8 +294,8 @@ class LlamaModel:
             timings={"load_ms": int((t_load - t0) * 1000) if cold else 0,
                      "prompt_ms": int((t_first - t_load) * 1000), "gen_ms": int((t_end - t_first) * 1000),
                      # llama.cpp's own counters: tokens it decoded in batches (the prompt's tail
-                     # and forced text) and one at a time (sampled tokens); prompt tokens kept
-                     # from before (the system prompt, when the cache works)
+                     # and forced text) and one at a time (sampled tokens; it reports at least
+                     # 1); prompt tokens kept from before (the system prompt, when the cache works)
                      "prompt_evaluated": int(perf.n_p_eval), "decoded": int(perf.n_eval),
                      "prompt_reused": g.reused - fresh, "answer_evaluated": g.evaluated,
                      # the answer's tokens: the model's own choices, and text the grammar forced
