@@ -29,7 +29,7 @@ FORCED_MAX = 512  # characters forced in a row: no grammar the brain builds come
 @dataclass
 class Generated:
     text: str
-    sampled: int  # tokens the model chose (one decode step each, but for the first)
+    sampled: int  # tokens the model chose (decoded one at a time unless forced text follows)
     forced: int  # tokens appended as forced text (evaluated in batches)
     reused: int  # prompt tokens already in the KV cache
     evaluated: int  # the answer's tokens evaluated (all but its last sampled or forced ones)
