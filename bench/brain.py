@@ -50,7 +50,8 @@ def score_incidents(mdl: Any, incidents: list[dict], books: dict, db_path: Path,
     right = params_right = valid = schema_ok = unsafe = crashes = timeouts = asked = 0
     lat: list[float] = []
     spent: dict[str, list[float]] = {"load_ms": [], "prompt_ms": [], "gen_ms": [], "prompt_tokens": [],
-                                     "prompt_evaluated": [], "completion_tokens": []}
+                                     "prompt_evaluated": [], "decoded": [], "completion_tokens": [],
+                                     "sampled_tokens": [], "forced_tokens": []}
     misses = []
     db = connect(db_path, readonly=True)
     try:

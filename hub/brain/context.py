@@ -38,6 +38,11 @@ class Item:
     kind: str  # alert, cause (an event the rule linked), telling (see telling_events), event, fact, kb
     text: str
     ts: float | None = None
+    shown: str | None = None  # what the model is shown, when less than text (see build)
+
+    @property
+    def line(self) -> str:
+        return f"[{self.id}] {self.shown if self.shown is not None else self.text}"
 
 
 @dataclass
@@ -54,7 +59,7 @@ class Context:
         used = 0
         for it in self.items:
             if it.kind != "event":
-                n = len(it.id) + len(it.text) + 4
+                n = len(it.line) + 1
                 if used + n > max_chars and kept:
                     continue
                 kept.append(it)
@@ -62,7 +67,7 @@ class Context:
         events = [it for it in self.items if it.kind == "event"]
         chosen = []
         for it in reversed(events):
-            n = len(it.id) + len(it.text) + 4
+            n = len(it.line) + 1
             if used + n > max_chars:
                 break
             chosen.append(it)
@@ -71,7 +76,7 @@ class Context:
 
     def render(self, max_chars: int = 3600) -> str:
         """The DATA block; items that do not fit are left out whole, never cut mid-way."""
-        return "\n".join(f"[{it.id}] {it.text}" for it in self._kept(max_chars))
+        return "\n".join(it.line for it in self._kept(max_chars))
 
     def shown_ids(self, max_chars: int = 3600) -> list[str]:
         return [it.id for it in self._kept(max_chars)]
@@ -112,10 +117,13 @@ def summarize_event(kind: str, d: dict) -> str:
     return f"{kind} {json.dumps(d)[:150]}"
 
 
-def alert_text(alert: dict) -> str:
+ALERT_FIELDS = ("rule", "name", "alertname", "node", "severity", "state", "transition", "value",
+                "summary", "description", "labels", "annotations")
+
+
+def alert_text(alert: dict, fields: tuple[str, ...] = ALERT_FIELDS) -> str:
     parts = []
-    for k in ("rule", "name", "alertname", "node", "severity", "state", "transition", "value",
-              "summary", "description", "labels", "annotations"):
+    for k in fields:
         v = alert.get(k)
         if v is None or v in ("", "{}", "[]") or not isinstance(v, str | int | float | dict | list):
             continue

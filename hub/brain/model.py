@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from hub.brain.decode import common_prefix
 from hub.brain.grammar import grammar_schema, safe_pattern  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ class LlamaModel:
         self.n_threads = n_threads
         self.sha256: str | None = None
         self._llm: Any = None
-        self._grammars: dict[str, Any] = {}
+        self._grammars: dict[str, str] = {}
+        self._decoder: Any = None
         self._lock = threading.Lock()
         self._fmt: Any = None
         self._prefixes: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
@@ -163,32 +165,30 @@ class LlamaModel:
         llm = self._load()
         return len(llm.tokenize(text.encode(), add_bos=False))
 
-    def _grammar(self, schema: dict) -> Any:
-        """The schema as a GBNF grammar llama.cpp has compiled (grammar.build), cached per
-        schema. A grammar it refuses is a ModelError here, never a NULL sampler later."""
-        from llama_cpp import LlamaGrammar
-
+    def _grammar(self, schema: dict) -> str:
+        """The schema as GBNF text llama.cpp has compiled (grammar.build), cached per schema.
+        A grammar it refuses is a ModelError here, never a NULL sampler later."""
         from hub.brain import grammar
 
         key = json.dumps(schema, sort_keys=True)
         g = self._grammars.get(key)
         if g is None:
             try:
-                text, how = grammar.build(self._llm._model.vocab, schema)
+                g, how = grammar.build(self._llm._model.vocab, schema)
             except ValueError as e:
                 raise ModelError(f"no grammar llama.cpp accepts for this answer: {e}") from None
             if how != "patterns":
                 log.info("schema regexes not expressible as a grammar; constraining without them")
-            g = LlamaGrammar.from_string(text, verbose=False)
             if len(self._grammars) > 256:
                 self._grammars.clear()
             self._grammars[key] = g
         return g
 
-    def _format(self, llm: Any, system: str, user: str) -> tuple[list[int], int, list[str]]:
+    def _format(self, llm: Any, system: str, user: str) -> tuple[list[int], int]:
         """The chat prompt as the model's own template renders it (what create_chat_completion
-        would send), as tokens; how many of them are the system part, the prefix shared by every
-        prompt with this system text (0 if the tokenizer merges across the boundary); the stops."""
+        would send), as tokens; and how many of them are the system part, the prefix shared by
+        every prompt with this system text (0 if the tokenizer merges across the boundary). No
+        stop strings: the grammar says where an answer ends."""
         if self._fmt is None:
             from llama_cpp import llama_chat_format
 
@@ -208,8 +208,7 @@ class LlamaModel:
         head = render(_MARK).prompt.split(_MARK)[0]
         sys_toks = llm.tokenize(head.encode(), add_bos=not r.added_special, special=True)
         n_sys = len(sys_toks) if toks[:len(sys_toks)] == sys_toks and len(sys_toks) < len(toks) else 0
-        stop = r.stop if isinstance(r.stop, list) else [r.stop] if r.stop else []
-        return toks, n_sys, stop
+        return toks, n_sys
 
     def _use_prefix(self, llm: Any, prefix: list[int]) -> int:
         """Make the KV cache start with ``prefix`` (a system prompt, as tokens). llama.cpp keeps
@@ -221,7 +220,7 @@ class LlamaModel:
         import llama_cpp
 
         ctx = llm._ctx.ctx
-        have = _common(llm.input_ids[:llm.n_tokens], prefix)
+        have = common_prefix(llm.input_ids[:llm.n_tokens], prefix)
         if have >= len(prefix):
             return len(prefix)
         key = tuple(prefix)
@@ -253,7 +252,7 @@ class LlamaModel:
         t0 = time.monotonic()
         with self._lock:
             llm = self._load()
-            toks, n_sys, _ = self._format(llm, system, "x")
+            toks, n_sys = self._format(llm, system, "x")
             if n_sys:
                 self._use_prefix(llm, toks[:n_sys])
         return {"prefix_tokens": n_sys, "ms": int((time.monotonic() - t0) * 1000)}
@@ -267,70 +266,41 @@ class LlamaModel:
             cold = self._llm is None
             llm = self._load()
             import llama_cpp  # present: _load() said so
+
+            from hub.brain.decode import Decoder
             t_load = time.monotonic()
-            t_first = None
             try:
-                grammar = self._grammar(schema)
-                toks, n_sys, stop = self._format(llm, system, user)
+                gbnf = self._grammar(schema)
+                toks, n_sys = self._format(llm, system, user)
                 llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
                 fresh = n_sys - self._use_prefix(llm, toks[:n_sys]) if n_sys else 0
-                # what llama.cpp keeps of its cache (Llama.generate's own prefix match), less
-                # what _use_prefix had to evaluate for this very answer
-                reused = min(_common(llm.input_ids[:llm.n_tokens], toks), len(toks) - 1) - fresh
-                # Streamed so generation can be abandoned at the deadline: llama.cpp has no
-                # timeout, and exceptions raised in its callbacks do not stop it.
-                stream = llm.create_completion(
-                    prompt=toks, grammar=grammar, max_tokens=max_tokens, temperature=0.0, seed=0, stream=True,
-                    stop=stop,
-                )
-                parts, n = [], 0
-                after: int | None = None  # tokens since stop_after's marker
-                for chunk in stream:
-                    if t_first is None:
-                        t_first = time.monotonic()
-                    piece = chunk["choices"][0].get("text")
-                    if piece:
-                        parts.append(piece)
-                        n += 1
-                        if stop_after is not None:
-                            if after is not None:
-                                after += 1
-                            elif stop_after[0] in "".join(parts):
-                                after = 0
-                            if after is not None and after >= stop_after[1]:
-                                stream.close()
-                                break
-                    if time.monotonic() - t0 > timeout:
-                        stream.close()
-                        raise ModelError(f"model timed out after {timeout:g} s ({n} tokens generated)")
+                if self._decoder is None:
+                    self._decoder = Decoder(llm)
+                # llama.cpp has no timeout: the decoder checks the deadline after every token
+                g = self._decoder.generate(toks, gbnf, max_tokens=max_tokens, deadline=t0 + timeout,
+                                           stop_after=stop_after)
                 perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
-            except ModelError:
-                raise
+            except TimeoutError as e:
+                raise ModelError(f"model timed out after {timeout:g} s ({e})") from None
             except (ValueError, RuntimeError, AssertionError, KeyError) as e:
                 raise ModelError(f"model call failed: {e}") from None
         t_end = time.monotonic()
-        t_first = t_first or t_end
-        text = "".join(parts)
+        t_first = min(g.first_s, t_end)
         return Completion(
-            text=text,
+            text=g.text,
             prompt_tokens=len(toks),
-            completion_tokens=n,
+            completion_tokens=g.sampled + g.forced,
             latency_ms=int((t_end - t0) * 1000),
             timings={"load_ms": int((t_load - t0) * 1000) if cold else 0,
                      "prompt_ms": int((t_first - t_load) * 1000), "gen_ms": int((t_end - t_first) * 1000),
-                     # prompt tokens llama.cpp decoded for this answer (its own counter) and
-                     # those it kept from before (the system prompt, when the cache works)
-                     "prompt_evaluated": int(perf.n_p_eval), "prompt_reused": reused},
+                     # llama.cpp's own counters: tokens it decoded in batches (the prompt's tail
+                     # and forced text) and one at a time (sampled tokens; it reports at least
+                     # 1); prompt tokens kept from before (the system prompt, when the cache works)
+                     "prompt_evaluated": int(perf.n_p_eval), "decoded": int(perf.n_eval),
+                     "prompt_reused": g.reused - fresh, "answer_evaluated": g.evaluated,
+                     # the answer's tokens: the model's own choices, and text the grammar forced
+                     "sampled_tokens": g.sampled, "forced_tokens": g.forced},
         )
-
-
-def _common(a: Any, b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):  # a is the longer cache, b the prompt
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 _models: dict[tuple[str, int, int], LlamaModel] = {}

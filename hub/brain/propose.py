@@ -252,15 +252,33 @@ def closed_answer(text: str) -> str:
     return t + '"}'
 
 
+# What the ALERT line says, and the state, which is always "firing" when a fix is chosen.
+SAID = ("rule", "node", "state", "summary")
+
+
 def alert_line(alert: dict) -> str:
-    """The ALERT line: rule, node and summary. The full alert (labels, state...) is the first
-    DATA item already; saying it twice cost ~30 tokens of prompt evaluation per decision."""
+    """The ALERT line: rule, node and summary (the alert item in DATA shows the rest: see
+    brief_alert). Saying them twice cost ~30 tokens of prompt evaluation per decision."""
     ann: dict = alert["annotations"] if isinstance(alert.get("annotations"), dict) else {}
     summary = alert.get("summary") or ann.get("summary")
     rule = alert.get("rule") if isinstance(alert.get("rule"), str) else alert.get("rule_name")
     if not isinstance(summary, str) or not summary:
         return ctxmod.alert_text(alert)
     return f"{rule or 'alert'} on {alert.get('node')}: {summary}"
+
+
+def brief_alert(ctx: ctxmod.Context, alert: dict, offered: list[dict], playbooks: dict[str, Any]) -> None:
+    """Show the model the alert item without what the ALERT line says (~30 tokens less to
+    evaluate, issue 18), when its answer cannot change the outcome: one candidate offered and
+    nothing to fill (a "none" stands for the same choice). With several choices the prompt
+    stays as it was: the 135M model's pick moved on one bench incident (d14) without them.
+    The item's text stays whole for the culprit and ranker checks."""
+    if len(offered) != 1 or open_names(playbooks[offered[0]["playbook"]], offered[0]["params"]):
+        return
+    if not ctx.items or ctx.items[0].kind != "alert" or alert_line(alert) == ctxmod.alert_text(alert):
+        return
+    ctx.items[0].shown = ctxmod.clean(ctxmod.alert_text(alert, tuple(k for k in ctxmod.ALERT_FIELDS
+                                                                    if k not in SAID)), 400)
 
 
 def prompt(alert_line: str, cands: list[dict], playbooks: dict[str, Any], data: str) -> str:
@@ -321,11 +339,12 @@ def decide(alert: dict, candidates: list[dict], playbooks: dict[str, Any], *,
     finally:
         if own_db and db is not None:
             db.close()
-    data = ctx.render()
-    ids = ctx.shown_ids()
     fix = guards.culprit(cands, playbooks, " ".join(it.text for it in ctx.items))
     ranked = shortlist(guards.culprit_first(rank_candidates(cands, playbooks, ctx), playbooks, fix),
                        shortlist_ratio)  # best first
+    brief_alert(ctx, alert, ranked, playbooks)
+    data = ctx.render()
+    ids = ctx.shown_ids()
     text = prompt(ctxmod.clean(alert_line(alert), 400), ranked, playbooks, data)
     row: dict[str, Any] = {
         "purpose": "propose", "alert_id": alert.get("id"), "node": alert.get("node"),

@@ -124,8 +124,13 @@ def test_real_model_evaluates_only_the_tail_after_a_system_prompt(real):
         out = real.complete(system, user, schema, max_tokens=12)
         assert json.loads(out.text)["pick"] in ("alpha", "beta")
         t = out.timings
-        assert t["prompt_evaluated"] == out.prompt_tokens - t["prompt_reused"]
-        return t["prompt_reused"], t["prompt_evaluated"], out.prompt_tokens
+        # the prompt's tail, then the answer's tokens but its last (forced text in batches,
+        # sampled tokens one at a time); llama.cpp reports at least 1 token decoded alone
+        tail = out.prompt_tokens - t["prompt_reused"]
+        assert t["prompt_evaluated"] + t["decoded"] in (tail + t["answer_evaluated"],
+                                                        tail + t["answer_evaluated"] + 1)
+        assert t["answer_evaluated"] < out.completion_tokens
+        return t["prompt_reused"], tail, out.prompt_tokens
 
     reused, evaluated, total = ask(sys_a, "Pick beta.")
     assert reused < n_sys  # a system text never seen: evaluated in full
@@ -154,3 +159,68 @@ def test_real_model_stops_a_last_free_text_field_at_its_budget(real):
     assert cut.text.startswith(free.text[:free.text.index('"why":"') + 7])
     assert cut.completion_tokens <= free.completion_tokens
     assert len(real._llm.tokenize(cut.text.split('"why":"')[1].encode(), add_bos=False)) <= 3
+
+
+def decision_schema_and_prompt():
+    from hub.brain import context as ctxmod
+    from hub.brain import propose
+
+    books = playbooks()
+    alert = {"id": 7, "rule": "unit_failed", "node": "nas", "summary": "nginx.service failed"}
+    cands = [{"playbook": "restart-unit", "params": {"unit": "nginx.service"}}]
+    ctx = ctxmod.build(None, alert)
+    ids = ctx.shown_ids()
+    text = propose.prompt(propose.alert_line(alert), cands, books, ctx.render())
+    return propose.answer_schema(cands, books, ids), text, cands, books, ids
+
+
+def test_real_model_evaluates_forced_structure_as_prompt(real):
+    """Text the grammar forces ({"playbook":", the rest of a name once its first token chose
+    it, ","params":{},"evidence":[ ...) is appended and evaluated in a batch with the next free
+    position, not sampled one decode at a time. Counted by llama.cpp itself, not timed; the
+    answer is as valid as before."""
+    import jsonschema
+
+    from hub.brain import propose
+
+    schema, text, cands, books, ids = decision_schema_and_prompt()
+    real.prime(propose.SYSTEM)
+    out = real.complete(propose.SYSTEM, text, schema, max_tokens=propose.MAX_TOKENS,
+                        stop_after=('"rationale":"', propose.RATIONALE_TOKENS))
+    t = out.timings
+    answer = json.loads(propose.closed_answer(out.text))
+    jsonschema.validate(answer, schema)
+    assert propose.check_answer(answer, cands, books, ids)["playbook"] == "restart-unit"
+    assert out.text.startswith('{"playbook":"')
+    # {"playbook":"  ","params":{},"evidence":[  ","rationale":"  at the least
+    assert t["forced_tokens"] >= 10
+    assert t["sampled_tokens"] + t["forced_tokens"] == out.completion_tokens
+    # one decode step per sampled token but the first (sampled from the prompt's batch) at most;
+    # every forced token evaluated went into a batch: more than the prompt's tail was batched
+    assert t["decoded"] <= t["sampled_tokens"] - 1
+    assert t["prompt_evaluated"] > out.prompt_tokens - t["prompt_reused"]
+    assert t["prompt_evaluated"] + t["decoded"] == out.prompt_tokens - t["prompt_reused"] + t["answer_evaluated"]
+
+
+def test_forced_text_is_what_the_grammar_allows_alone(real):
+    """The probe: characters are forced while the grammar allows exactly one, and the grammar
+    is complete when it allows only the end of text."""
+    import llama_cpp
+
+    from hub.brain import grammar
+    from hub.brain.decode import Decoder
+
+    llm = real._load()
+    dec = Decoder(llm)
+    schema = {"type": "object", "properties": {"pick": {"enum": ["restart-unit", "none"]}},
+              "required": ["pick"], "additionalProperties": False}
+    gbnf, _ = grammar.build(llm._model.vocab, schema)
+    g = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode(), b"root")
+    try:
+        assert dec.forced(g) == ('{"pick":"', False)  # then restart-unit or none: the model's choice
+        r = llm.tokenize(b"r", add_bos=False)
+        assert len(r) == 1
+        llama_cpp.llama_sampler_accept(g, r[0])
+        assert dec.forced(g) == ('estart-unit"}', True)
+    finally:
+        llama_cpp.llama_sampler_free(g)

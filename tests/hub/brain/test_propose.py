@@ -60,6 +60,24 @@ def test_model_choice_accepted_params_filled_and_validated(db):
     assert "<data>" in user and "</data>" in user and "never instructions" in m.calls[0]["system"]
 
 
+def test_the_alert_is_said_once_when_the_answer_cannot_change_the_choice(db):
+    """One candidate with nothing to fill: the ALERT line says rule, node and summary, and the
+    alert item in DATA (still citable) shows only the rest (issue 18). With several choices the
+    prompt keeps the whole alert item."""
+    m = FakeModel({"playbook": "restart-unit", "params": {}, "rationale": "", "evidence": ["A7"]})
+    r = decide(ALERT, CANDS[:1], playbooks(), model=m)
+    assert r["evidence"] == ["A7"] and r["playbook"] == "restart-unit"
+    user = m.calls[0]["user"]
+    assert user.count("nginx.service failed") == 1 and "ALERT: unit_failed on nas: nginx.service failed" in user
+    assert '[A7] alert severity=warning labels={"unit": "nginx.service"}' in user
+    decide(ALERT, CANDS, playbooks(), model=m)
+    assert "[A7] alert rule=unit_failed node=nas severity=warning summary=nginx.service failed" in m.calls[1]["user"]
+    # no summary: the ALERT line is the whole alert, and the item stays whole too
+    bare = {k: v for k, v in ALERT.items() if k != "summary"}
+    decide(bare, CANDS[:1], playbooks(), model=m)
+    assert "[A7] alert rule=unit_failed node=nas severity=warning" in m.calls[2]["user"]
+
+
 def test_schema_is_an_enum_of_allowed_playbooks_and_none():
     s = answer_schema([{"playbook": "restart-unit", "params": {"unit": "x.service"}},
                        {"playbook": "clean-tmp", "params": {}}], playbooks(), ["A1", "E2"])

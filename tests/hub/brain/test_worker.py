@@ -220,7 +220,9 @@ def test_real_model_warm_worker_evaluates_only_each_decisions_tail():
             _r, row = decision(w, summary)
             t = row["timings"]
             assert t["load_ms"] == 0 and t["prompt_reused"] >= w.primed
-            assert t["prompt_evaluated"] == row["prompt_tokens"] - t["prompt_reused"]
+            # the prompt's tail and the part of the answer evaluated: nothing else
+            assert t["prompt_evaluated"] + t["decoded"] == \
+                row["prompt_tokens"] - t["prompt_reused"] + t["answer_evaluated"]
         assert w.starts == 1
     finally:
         w.close()
