@@ -26,7 +26,6 @@ This module must not import anything from ``hub``.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import posixpath
 import re
@@ -266,6 +265,8 @@ def load(path: Path | str) -> Playbook:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise PlaybookError(path, None, None, "not UTF-8 text") from None
+    import hashlib  # not at import: the agent decides first whether hashlib may load OpenSSL
+
     return parse(text, path, hashlib.sha256(data).hexdigest())
 
 
