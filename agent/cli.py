@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
@@ -52,6 +51,8 @@ def cli() -> None:
 @click.option("--fingerprint", help="SHA256:... of the hub's own TLS certificate (printed by enroll); it is pinned.")
 def join(hub_url: str, token: str, state_dir: Path | None, fingerprint: str | None) -> None:
     """Join the hub at HUB_URL with a one-time TOKEN from `homelab-hub enroll`."""
+    import asyncio
+
     from .join import join_and_save
 
     sd = state_dir_of(state_dir)
@@ -77,7 +78,16 @@ def run(state_dir, watch, log_files, collectors, metrics_interval, exec_, verbos
     s = _settings(state_dir=state_dir, watch=list(watch) or None, log_files=list(log_files) or None,
                   collectors=collectors.replace(",", ":").split(":") if collectors else None,
                   metrics_interval=metrics_interval, exec=exec_)
+    # before anything imports asyncio or hashlib: they would load OpenSSL (agent/tls.py)
+    from .tls import keep_openssl_out, openssl_needed
+
+    needed = openssl_needed(s)
+    without = needed is None and keep_openssl_out()
+    import asyncio
+
     from .runtime import Agent
+
+    logging.getLogger("agent").debug("OpenSSL %s", "not loaded" if without else f"loaded: {needed or 'imported before run'}")
 
     try:
         agent = Agent(s)

@@ -26,15 +26,12 @@ This module must not import anything from ``hub``.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 RISKS = ("read-only", "change", "destructive")
 TYPES = ("string", "int", "duration", "path", "ipaddr", "cidr", "unit", "enum")
@@ -129,6 +126,8 @@ def _header(text: str, path: Path) -> tuple[str, int]:
 
 def _key_lines(node: Any, offset: int) -> dict[str, int]:
     """Map 'key' and 'params.NAME.key' to file lines, from the YAML node tree."""
+    import yaml
+
     out: dict[str, int] = {}
     if not isinstance(node, yaml.MappingNode):
         return out
@@ -145,6 +144,10 @@ def _key_lines(node: Any, offset: int) -> dict[str, int]:
 
 
 def parse(text: str, path: Path | str = "<playbook>", sha256: str = "") -> Playbook:
+    # yaml is imported here, not with the module: the agent parses a playbook only when a job
+    # arrives, and PyYAML's modules are ~0.4 MB of its memory the rest of the time
+    import yaml
+
     path = Path(path)
     header, offset = _header(text, path)
     try:
@@ -266,6 +269,8 @@ def load(path: Path | str) -> Playbook:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise PlaybookError(path, None, None, "not UTF-8 text") from None
+    import hashlib  # not at import: the agent decides first whether hashlib may load OpenSSL
+
     return parse(text, path, hashlib.sha256(data).hexdigest())
 
 

@@ -3,7 +3,8 @@
 What the agent costs, piece by piece, each measured in a fresh interpreter (a subprocess):
 
 - imports: RSS after importing each layer the agent stands on, cumulatively (the bare
-  interpreter, asyncio, sqlite3, msgspec, the agent's runtime, psutil, click for the CLI),
+  interpreter, asyncio, sqlite3, msgspec, the agent's runtime, psutil, click for the CLI,
+  with OpenSSL kept out as ``run`` keeps it out for an http:// hub; then OpenSSL on top),
   then each collector's module on top of the runtime alone;
 - collectors: each collector running by itself on this machine for --seconds (its own
   event loop, events counted and dropped): RSS after start, CPU per second of running,
@@ -22,14 +23,18 @@ import subprocess
 import sys
 import textwrap
 
+# As `homelab-agent run` imports them: OpenSSL kept out first (agent/tls.py), as it is for an
+# http:// hub; the last row adds it back, which an https hub, a pinned certificate or checks do.
+NO_OPENSSL = "from agent.tls import keep_openssl_out; keep_openssl_out()"
 LAYERS = [
     ("python (bare)", ""),
-    ("+ asyncio", "import asyncio"),
+    ("+ asyncio (OpenSSL kept out)", NO_OPENSSL + "\nimport asyncio"),
     ("+ sqlite3", "import sqlite3"),
     ("+ msgspec, agent.wire", "import agent.wire"),
     ("+ agent.runtime (spool, shipper, http)", "import agent.runtime, agent.jobs"),
     ("+ psutil", "import psutil"),
     ("+ click (agent.cli)", "import agent.cli"),
+    ("+ OpenSSL (ssl, hashlib's _hashlib)", "import sys\nfor m in ('ssl', '_hashlib'):\n    del sys.modules[m]\nimport ssl, _hashlib"),
 ]
 
 RSS = """
@@ -56,7 +61,7 @@ def imports() -> list[dict]:
         rows.append({"what": label, **r})
     from agent.collectors import REGISTRY
 
-    base = "import agent.runtime, agent.jobs\n"
+    base = NO_OPENSSL + "\nimport agent.runtime, agent.jobs\n"
     before = child(base + "import json; print(json.dumps({'rss_mb': _rss()}))")["rss_mb"]
     for target in REGISTRY.values():
         module = target.split(":")[0]
@@ -67,7 +72,7 @@ def imports() -> list[dict]:
     return rows
 
 
-COLLECTOR = """
+COLLECTOR = NO_OPENSSL + """
 import asyncio, json, os, resource, shutil, tempfile, time
 from pathlib import Path
 from agent import collectors

@@ -13,13 +13,17 @@ import asyncio
 import datetime as dt
 import json
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
+
+try:
+    import ssl
+except ImportError:  # an agent with no check configured runs without OpenSSL (agent/tls.py)
+    ssl = None  # type: ignore[assignment]
 
 from agent import wire
 from agent.collectors import Collector

@@ -4,6 +4,8 @@ and again on the node."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import textwrap
 
 import jsonschema
@@ -212,3 +214,14 @@ def test_ipv6_scope_ids_cannot_smuggle_syntax():
         with pytest.raises(ValueError, match="may only hold"):
             pbm.validate_params(pb, {"address": bad, "duration": "1h"})
     assert pbm.validate_params(pb, {"address": "fe80::1", "duration": "1h"})["address"] == "fe80::1/128"
+
+
+def test_the_running_agent_loads_yaml_only_to_parse_a_playbook():
+    # a real interpreter importing what `homelab-agent run` imports; yaml comes with a job
+    code = ("import sys, agent.cli, agent.runtime, agent.jobs\n"
+            "before = 'yaml' in sys.modules\n"
+            "from agent import playbook\n"
+            "playbook.parse('#!/bin/sh\\n# ---\\n# name: x\\n# description: y\\n# risk: read-only\\n# timeout: 10\\n# ---\\n')\n"
+            "print(before, 'yaml' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.stdout.split() == ["False", "True"], r.stderr
