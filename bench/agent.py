@@ -80,8 +80,22 @@ def measure(procs: dict[str, psutil.Process], seconds: float, tick=None) -> dict
     out = {}
     for k, p in procs.items():
         cpu = tree_usage(p)[0] - start[k]
-        out[k] = {"cpu_percent": 100 * cpu / wall, "rss_mb_peak": max(rss[k]), "rss_mb_mean": sum(rss[k]) / len(rss[k])}
+        out[k] = {"cpu_percent": 100 * cpu / wall, "rss_mb_peak": max(rss[k]), "rss_mb_mean": sum(rss[k]) / len(rss[k]),
+                  **growth(rss[k])}
     return out
+
+
+def growth(rss: list[float]) -> dict:
+    """Growth over the window, one RSS sample a second: the mean of its first and last tenth,
+    and the least-squares slope in MB per hour (a leak climbs; start-up work and a packages
+    inventory now and then are bumps the slope averages out)."""
+    k = max(1, len(rss) // 10)
+    n = len(rss)
+    mx, my = (n - 1) / 2, sum(rss) / n
+    var = sum((i - mx) ** 2 for i in range(n))
+    slope = sum((i - mx) * (y - my) for i, y in enumerate(rss)) / var if var else 0.0
+    return {"rss_mb_first_tenth": round(sum(rss[:k]) / k, 2), "rss_mb_last_tenth": round(sum(rss[-k:]) / k, 2),
+            "rss_growth_mb_per_hour": round(slope * 3600, 3)}
 
 
 def unit_main_process(node, unit: str) -> psutil.Process:
@@ -135,8 +149,10 @@ def main_systemd(a) -> None:
         "collectors_stepped_aside": int(collectors or 0), "events_by_kind": dict(shipped),
         "rss_mb": round(ag["rss_mb_peak"], 1), "rss_mb_mean": round(ag["rss_mb_mean"], 1),
         "cpu_percent": round(ag["cpu_percent"], 3),
+        **{k: ag[k] for k in ("rss_mb_first_tenth", "rss_mb_last_tenth", "rss_growth_mb_per_hour")},
         "baseline": {"name": "prometheus-node-exporter.service @10s scrape, same node",
-                     "rss_mb": round(ne["rss_mb_peak"], 1), "cpu_percent": round(ne["cpu_percent"], 3)},
+                     "rss_mb": round(ne["rss_mb_peak"], 1), "cpu_percent": round(ne["cpu_percent"], 3),
+                     "rss_growth_mb_per_hour": ne["rss_growth_mb_per_hour"]},
         "rss_ratio": round(ag["rss_mb_peak"] / ne["rss_mb_peak"], 2),
         "cpu_ratio": round(ag["cpu_percent"] / ne["cpu_percent"], 2) if ne["cpu_percent"] else None,
     }))
@@ -199,11 +215,12 @@ def main() -> None:
     ag = res["agent"]
     out = {"bench": "agent", "seconds": a.seconds, "files": a.files, "agent_alive": alive,
            "rss_mb": round(ag["rss_mb_peak"], 1), "rss_mb_mean": round(ag["rss_mb_mean"], 1),
-           "cpu_percent": round(ag["cpu_percent"], 3)}
+           "cpu_percent": round(ag["cpu_percent"], 3),
+           **{k: ag[k] for k in ("rss_mb_first_tenth", "rss_mb_last_tenth", "rss_growth_mb_per_hour")}}
     if "node_exporter" in res:
         ne = res["node_exporter"]
         out["baseline"] = {"name": "prometheus-node-exporter @10s scrape", "rss_mb": round(ne["rss_mb_peak"], 1),
-                           "cpu_percent": round(ne["cpu_percent"], 3)}
+                           "cpu_percent": round(ne["cpu_percent"], 3), "rss_growth_mb_per_hour": ne["rss_growth_mb_per_hour"]}
         out["rss_ratio"] = round(ag["rss_mb_peak"] / ne["rss_mb_peak"], 2)
         out["cpu_ratio"] = round(ag["cpu_percent"] / ne["cpu_percent"], 2) if ne["cpu_percent"] else None
     print(json.dumps(out))
