@@ -41,11 +41,13 @@ _PATH = re.compile(r"(?<![\w~])(/[A-Za-z0-9_.@%+=:,/-]*)")
 _QUOTED = re.compile(r"\"([^\"]{1,200})\"|'([^']{1,200})'|“([^”]{1,200})”")
 _WORDS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+@:-]*")
 _USER = re.compile(r"\b(?:by|user|as)\s+(?:user\s+)?([a-z_][a-z0-9_-]{0,31})\b", re.I)
+# "what did alice run", "what has root executed": shell history, whoever the hub has seen or not
+_DID_RUN = re.compile(r"\b(?:did|has|have)\s+([a-z_][a-z0-9_-]{0,31})\s+(?:run|ran|execute|executed|type|typed)\b", re.I)
 _UNITS = {"minute": 60, "min": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000, "year": 31536000}
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 _NUM_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "ten": 10, "a": 1, "an": 1}
 _NOT_USERS = {"the", "a", "an", "node", "nodes", "host", "me", "who", "whom", "name", "default", "root's", "size", "cpu",
-              "memory", "disk", "time", "date"}
+              "memory", "disk", "time", "date", "i", "you", "we", "they", "he", "she", "it"}
 
 _PERIOD_WORDS = re.compile(
     r"\b(last|past|previous|since|ago|today|yesterday|tonight|this|within|recently|lately|\d+|"
@@ -148,7 +150,7 @@ def extract(q: str, known: dict[str, set[str]], now: float) -> dict[str, Any]:
     if p and len(p.group(1)) > 1:
         found["path"] = p.group(1).rstrip(".,?!:;") or "/"
     users = known.get("user", set())
-    m = _USER.search(q)
+    m = _USER.search(q) or _DID_RUN.search(q)
     if m and m.group(1).lower() not in _NOT_USERS and m.group(1) != found.get("node"):
         found["user"] = m.group(1)
     else:

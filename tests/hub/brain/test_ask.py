@@ -52,6 +52,20 @@ def test_no_model_retriever_answers(fleet, q, template, first):
     json.dumps(out)  # --json must be able to print it
 
 
+
+@pytest.mark.parametrize("q,user", [("what did alice run in the last week", "alice"),
+                                    ("what did mallory run today", "mallory"),
+                                    ("what has alice executed this week", "alice")])
+def test_what_did_someone_run_reads_shell_history_not_playbook_runs(fleet, q, user):
+    """"what did X run" is X's shell history, whether the hub has seen X or not (it read as
+    playbook runs, whose words include "ran")."""
+    path, now = fleet
+    out = askmod.ask(q, path, model=None, record=None, now=now)
+    assert out["template"] == "commands_user" and out["args"]["user"] == user
+    if user == "alice":
+        assert "sudo apt install htop" in [r[3] for r in out["rows"]]
+    assert askmod.extract("what did I run yesterday", {}, now).get("user") is None
+
 def test_period_and_node_come_from_the_question(fleet):
     path, now = fleet
     out = askmod.ask("what changed on nas in the last 3 days", path, model=None, record=None, now=now)
