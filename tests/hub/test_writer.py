@@ -97,6 +97,27 @@ async def test_a_job_waiting_gets_in_at_the_next_slice_of_a_group(tmp_path):
     w.db.close()
 
 
+
+async def test_a_job_waiting_gets_in_between_the_small_batches_of_a_group(tmp_path):
+    """A group of small batches: once a slice's worth is written, a waiting job goes first;
+    the batches written by then are acked with that commit, the rest after."""
+    w = Writer(tmp_path / "homelab.db")
+    w.db.execute("INSERT INTO nodes (name, created) VALUES ('n1', 0)")
+    loop = asyncio.get_running_loop()
+    per = store.SLICE_EVENTS * 3 // 5  # two batches make a slice's worth
+    items = []
+    for k in range(4):
+        f = _frame(1 + k * per, per)
+        items.append(IngestItem("n1", f, _json_of(f), 0.0, None, loop.create_future(), loop))
+    seen: list[int] = []
+    w.jobs.put(_job_counting_events(seen))
+    w._try_commit(items)
+    assert seen == [2 * per]
+    assert w.stats["commits"] == 2 and w.stats["batches"] == 4
+    results = await asyncio.wait_for(asyncio.gather(*(i.future for i in items)), 10)
+    assert [r.ack for r in results] == [(k + 1) * per for k in range(4)]
+    w.db.close()
+
 async def test_a_batch_cut_between_slices_is_resent_without_loss_or_double(tmp_path, monkeypatch):
     """The store fails after a job's early commit (as a hub stopped there would): the agent is
     told to retry (503), and the retried batch stores exactly the rest."""
