@@ -72,7 +72,7 @@ class Projector:
         self.once = {}
         self.deferred = []
         self._new_series = []
-        self._flushed_series = []  # written by an earlier flush of this transaction
+        self._flushed_series = []
         self.min_sample_ts = None
 
     def emit(self, sql: str, row: tuple) -> None:
@@ -135,6 +135,8 @@ class Projector:
         self.min_sample_ts = None
 
     def committed(self) -> None:
+        """Right after COMMIT: a failure later in the same writer round (an ack that cannot be
+        delivered) must not make rollback() forget series that are stored."""
         self._flushed_series = []
 
     def rollback(self) -> None:
