@@ -1,9 +1,17 @@
 """systemd services: each unit's active state, sub-state, result and restart count; an event
 when one of them changes (a unit failed, recovered, was restarted by systemd).
 
-Every ``services_interval`` two ``systemctl`` calls: ``list-units`` for the names, then one
-``show`` for all of them with only the properties needed. Polling (not a D-Bus signal
-subscription) keeps the agent free of a D-Bus library and costs a few milliseconds per poll.
+Every ``services_interval`` one ``systemctl list-units`` gives each unit's name, active state
+and sub-state (about 4 ms of CPU on a booted Debian node). ``systemctl show`` (result, restart
+count, enabled) runs only for the units that moved: the first poll shows them all; later a
+unit is shown again when its state differs from the last poll or systemd started it again
+since. A start is seen from ``/run/systemd/units/invocation:UNIT``, the symlink to the unit's
+invocation ID that systemd renews at every start, so a service that crashed and was
+restarted by ``Restart=`` between two polls (same state at both) is still reported with its
+new restart count. Showing every unit every poll cost ~36 ms of CPU for 68 units there, more
+than the rest of the agent together. Where that directory is missing (systemd older than
+236) every poll shows every unit, as before. Polling (not a D-Bus signal subscription) keeps
+the agent free of a D-Bus library.
 
 Where systemd is not the init system (containers, this project's CI, non-systemd distros)
 the collector steps aside: ``/run/systemd/system`` is the test sd_booted(3) documents.
@@ -14,6 +22,7 @@ unit again; the very first poll reports each unit once as a baseline (``previous
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -28,6 +37,7 @@ PROPS = ("Id", "ActiveState", "SubState", "Result", "NRestarts", "UnitFileState"
 STATE_KEY = "services.last"
 MAX_UNITS = 5000
 TIMEOUT = 30.0
+UNITS_DIR = "/run/systemd/units"
 
 
 def parse_show(text: str) -> list[dict[str, str]]:
@@ -49,16 +59,33 @@ def parse_show(text: str) -> list[dict[str, str]]:
     return units
 
 
-def parse_list_units(text: str) -> list[str]:
-    """Unit names from ``systemctl list-units --plain --no-legend``: the first column; a
-    leading status glyph (a failed unit's bullet) is skipped."""
-    names = []
+def parse_list_units(text: str) -> dict[str, tuple[str | None, str | None]]:
+    """{unit: (active, sub)} from ``systemctl list-units --plain --no-legend`` (columns UNIT
+    LOAD ACTIVE SUB DESCRIPTION); a leading status glyph (a failed unit's bullet) is skipped."""
+    units: dict[str, tuple[str | None, str | None]] = {}
     for line in text.splitlines():
-        for word in line.split():
+        words = line.split()
+        for i, word in enumerate(words):
             if "." in word:  # the first word that looks like a unit name
-                names.append(word)
+                rest = words[i + 2:i + 4]
+                units[word] = (rest[0] if rest else None, rest[1] if len(rest) > 1 else None)
                 break
-    return names
+    return units
+
+
+def invocations(units_dir: str) -> dict[str, str] | None:
+    """{unit: invocation ID} of the units systemd has started and not yet stopped, or None
+    where systemd keeps no such directory."""
+    try:
+        entries = os.listdir(units_dir)
+    except OSError:
+        return None
+    out = {}
+    for entry in entries:
+        if entry.startswith("invocation:"):
+            with contextlib.suppress(OSError):
+                out[entry[len("invocation:"):]] = os.readlink(os.path.join(units_dir, entry))
+    return out
 
 
 def unit_state(props: dict[str, str]) -> tuple | None:
@@ -108,6 +135,8 @@ class ServicesCollector(Collector):
         if settings.services_interval < 1:
             raise ValueError(f"services_interval must be at least 1s, got {settings.services_interval}")
         self.interval = settings.services_interval
+        self.seen: dict[str, tuple] | None = None  # the last poll's states (None: none yet)
+        self.started: dict[str, str] | None = None  # the last poll's invocation IDs
 
     @classmethod
     def unavailable(cls, settings) -> str | None:
@@ -118,17 +147,24 @@ class ServicesCollector(Collector):
         return None
 
     async def poll(self) -> dict[str, tuple]:
-        listing = await _run("systemctl", "list-units", "--type=service", "--all", "--plain",
-                             "--no-legend", "--no-pager")
-        names = parse_list_units(listing)[:MAX_UNITS]
-        if not names:
-            return {}
-        shown = await _run("systemctl", "show", "--no-pager", "-p", ",".join(PROPS), "--", *names)
-        out = {}
-        for props in parse_show(shown):
-            st = unit_state(props)
-            if st is not None:
-                out[props["Id"]] = st
+        listing = parse_list_units(await _run("systemctl", "list-units", "--type=service", "--all",
+                                              "--plain", "--no-legend", "--no-pager"))
+        names = list(listing)[:MAX_UNITS]
+        started = invocations(UNITS_DIR)
+        seen, before = self.seen, self.started
+        if seen is None or started is None or before is None:
+            moved = names
+        else:
+            moved = [n for n in names if n not in seen or seen[n][:2] != listing[n]
+                     or started.get(n) != before.get(n)]
+        out = {n: seen[n] for n in names if seen is not None and n in seen and n not in moved}
+        if moved:
+            shown = await _run("systemctl", "show", "--no-pager", "-p", ",".join(PROPS), "--", *moved)
+            for props in parse_show(shown):
+                st = unit_state(props)
+                if st is not None:
+                    out[props["Id"]] = st
+        self.seen, self.started = out, started
         return out
 
     def step(self, now: dict[str, tuple]) -> int:

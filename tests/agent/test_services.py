@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import textwrap
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.collectors import services
 from agent.collectors.services import (
     ServicesCollector,
     changes,
@@ -74,8 +76,10 @@ def test_parse_show_and_list():
     assert unit_state(units[1]) == ("failed", "failed", "exit-code", 3, "static")
     assert unit_state(units[2]) == ("inactive", "dead", "success", None, None)
     assert unit_state(units[3]) is None
-    assert parse_list_units(LIST) == ["nginx.service", "backup.service", "weird=name.service"]
-    assert parse_show("") == [] and parse_list_units("") == []
+    assert parse_list_units(LIST) == {"nginx.service": ("active", "running"), "backup.service": ("failed", "failed"),
+                                      "weird=name.service": ("inactive", "dead")}
+    assert parse_list_units("x.service loaded\n") == {"x.service": (None, None)}
+    assert parse_show("") == [] and parse_list_units("") == {}
 
 
 def test_changes_baseline_then_transitions():
@@ -105,27 +109,36 @@ def test_changes_baseline_then_transitions():
 @pytest.fixture
 def fake_systemctl(tmp_path, monkeypatch):
     """A stand-in for systemctl (systemd does not run here), answering from the hand-written
-    fixtures and recording its arguments, to test the subprocess plumbing."""
+    fixtures and recording its arguments, to test the subprocess plumbing. ``show`` prints
+    the blocks of the units named after ``--``, as systemctl does. The booted-node lab runs
+    the collector against the real one (tests/lab/test_services_lab.py)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (tmp_path / "show.txt").write_text(SHOW)
     (tmp_path / "list.txt").write_text(LIST)
     script = bin_dir / "systemctl"
     script.write_text(textwrap.dedent(f"""\
-        #!/bin/sh
-        echo "$@" >> {tmp_path}/argv
-        case "$1" in
-          list-units) cat {tmp_path}/list.txt ;;
-          show) cat {tmp_path}/show.txt ;;
-          *) echo "unexpected $1" >&2; exit 1 ;;
-        esac
+        #!{sys.executable}
+        import sys
+        argv = sys.argv[1:]
+        with open("{tmp_path}/argv", "a") as f:
+            f.write(" ".join(argv) + "\\n")
+        if argv[0] == "list-units":
+            print(open("{tmp_path}/list.txt").read(), end="")
+        elif argv[0] == "show":
+            want = argv[argv.index("--") + 1:]
+            blocks = open("{tmp_path}/show.txt").read().split("\\n\\n")
+            print("\\n\\n".join(b for b in blocks if b.split("\\n")[0][3:] in want))
+        else:
+            sys.exit(f"unexpected {{argv[0]}}")
     """))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     return tmp_path
 
 
-async def test_poll_and_persisted_baseline(tmp_path, fake_systemctl):
+async def test_poll_and_persisted_baseline(tmp_path, fake_systemctl, monkeypatch):
+    monkeypatch.setattr(services, "UNITS_DIR", str(tmp_path / "absent"))
     events = []
     state = State(tmp_path / "state.db")
     c = ServicesCollector(settings(services_interval=5), lambda e: events.append(e) or True, state)
@@ -138,6 +151,45 @@ async def test_poll_and_persisted_baseline(tmp_path, fake_systemctl):
     # a new agent process (same state.db) does not report the baseline again
     c2 = ServicesCollector(settings(services_interval=5), lambda e: events.append(e) or True, state)
     assert c2.step(await c2.poll()) == 0
+    state.close()
+
+
+async def test_shows_only_the_units_that_moved(tmp_path, fake_systemctl, monkeypatch):
+    """After the first poll, `systemctl show` runs only for units whose state changed or that
+    systemd started again (a new invocation ID): a restart between two polls is still seen."""
+    units = tmp_path / "units"
+    units.mkdir()
+    monkeypatch.setattr(services, "UNITS_DIR", str(units))
+    (units / "invocation:nginx.service").symlink_to("a" * 32)
+    state = State(tmp_path / "state.db")
+    c = ServicesCollector(settings(services_interval=5), lambda e: True, state)
+    argv = fake_systemctl / "argv"
+
+    def shown() -> list[str]:
+        lines = argv.read_text().splitlines()
+        argv.write_text("")
+        return [line.split(" -- ")[1] for line in lines if line.startswith("show")]
+
+    first = await c.poll()
+    assert shown() == ["nginx.service backup.service weird=name.service"]
+    assert await c.poll() == first and shown() == []  # nothing moved: list-units only
+    # nginx crashed and systemd restarted it between polls: same state, a new invocation
+    (units / "invocation:nginx.service").unlink()
+    (units / "invocation:nginx.service").symlink_to("b" * 32)
+    (fake_systemctl / "show.txt").write_text(SHOW.replace("NRestarts=0", "NRestarts=1"))
+    now = await c.poll()
+    assert shown() == ["nginx.service"] and now["nginx.service"][3] == 1
+    assert now["backup.service"] == first["backup.service"]
+    # backup recovered: its listed state moved
+    (fake_systemctl / "list.txt").write_text(LIST.replace("failed   failed", "active   exited"))
+    (fake_systemctl / "show.txt").write_text(SHOW.replace("ActiveState=failed\nSubState=failed",
+                                                          "ActiveState=active\nSubState=exited"))
+    now = await c.poll()
+    assert shown() == ["backup.service"] and now["backup.service"][:2] == ("active", "exited")
+    # a unit that stopped (its invocation link removed) is shown once
+    (units / "invocation:nginx.service").unlink()
+    await c.poll()
+    assert shown() == ["nginx.service"]
     state.close()
 
 
