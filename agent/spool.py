@@ -166,14 +166,24 @@ class Spool:
         self.db.execute("UPDATE spool SET acked = ? WHERE seq > ? AND seq <= ?", (now, self.acked_hi, seq))
         self.acked_hi = seq
         self._meta("acked_hi", seq)
-        cutoff = now - self.keep_acked
-        freed = self.db.execute(
-            "SELECT coalesce(sum(length(data)), 0) FROM spool WHERE seq <= ? AND acked <= ?", (seq, cutoff)
-        ).fetchone()[0]
-        if freed:
-            self.db.execute("DELETE FROM spool WHERE seq <= ? AND acked <= ?", (seq, cutoff))
-            self.bytes -= freed
+        self._expire(now - self.keep_acked, seq)
         self.db.execute("COMMIT")
+
+    def _expire(self, cutoff: float, upto: int) -> None:
+        """Delete the acked events older than ``cutoff``. They are the oldest rows (each ack
+        stamps a later range with a later time), so walk up from the bottom and stop at the
+        first row to keep: an ack with nothing due reads one row, not the day of acked events
+        kept (that scan, on every ack, was most of an idle agent's reads)."""
+        cur = self.db.execute("SELECT seq, length(data), acked FROM spool WHERE seq <= ? ORDER BY seq", (upto,))
+        last, freed = None, 0
+        for seq, size, acked in cur:
+            if acked is None or acked > cutoff:
+                break
+            last, freed = seq, freed + size
+        cur.close()
+        if last is not None:
+            self.db.execute("DELETE FROM spool WHERE seq <= ?", (last,))
+            self.bytes -= freed
 
     def unack_after(self, hub_last: int) -> int:
         """The hub has only up to hub_last (restored from a backup): make what we still hold
