@@ -166,14 +166,20 @@ class Spool:
         self.db.execute("UPDATE spool SET acked = ? WHERE seq > ? AND seq <= ?", (now, self.acked_hi, seq))
         self.acked_hi = seq
         self._meta("acked_hi", seq)
-        self._expire(now - self.keep_acked, seq)
+        self._expire(now, seq)
         self.db.execute("COMMIT")
 
-    def _expire(self, cutoff: float, upto: int) -> None:
-        """Delete the acked events older than ``cutoff``. They are the oldest rows (each ack
+    def _expire(self, now: float, upto: int) -> None:
+        """Delete the acked events older than ``keep_acked``. They are the oldest rows (each ack
         stamps a later range with a later time), so walk up from the bottom and stop at the
         first row to keep: an ack with nothing due reads one row, not the day of acked events
-        kept (that scan, on every ack, was most of an idle agent's reads)."""
+        kept (that scan, on every ack, was most of an idle agent's reads). Rows stamped while
+        the clock ran ahead (a bad RTC before NTP) would hold every later row back until that
+        future passed: they are restamped now, once, when they reach the bottom."""
+        bottom = self.db.execute("SELECT acked FROM spool ORDER BY seq LIMIT 1").fetchone()
+        if bottom and bottom[0] is not None and bottom[0] > now + 60:
+            self.db.execute("UPDATE spool SET acked = ? WHERE acked > ?", (now, now))
+        cutoff = now - self.keep_acked
         cur = self.db.execute("SELECT seq, length(data), acked FROM spool WHERE seq <= ? ORDER BY seq", (upto,))
         last, freed = None, 0
         for seq, size, acked in cur:

@@ -4,14 +4,15 @@ when one of them changes (a unit failed, recovered, was restarted by systemd).
 Every ``services_interval`` one ``systemctl list-units`` gives each unit's name, active state
 and sub-state (about 4 ms of CPU on a booted Debian node). ``systemctl show`` (result, restart
 count, enabled) runs only for the units that moved: the first poll shows them all; later a
-unit is shown again when its state differs from the last poll or systemd started it again
-since. A start is seen from ``/run/systemd/units/invocation:UNIT``, the symlink to the unit's
-invocation ID that systemd renews at every start, so a service that crashed and was
-restarted by ``Restart=`` between two polls (same state at both) is still reported with its
-new restart count. Showing every unit every poll cost ~36 ms of CPU for 68 units there, more
-than the rest of the agent together. Where that directory is missing (systemd older than
-236) every poll shows every unit, as before. Polling (not a D-Bus signal subscription) keeps
-the agent free of a D-Bus library.
+unit is shown again when its listed state differs from the last poll, or when systemd started
+or stopped it since. Starts and stops are seen with inotify on ``/run/systemd/units``: systemd
+writes ``invocation:UNIT`` there (a symlink to the new invocation ID) at every start and
+removes it when the unit goes inactive or fails. So a service that crashed and was restarted by
+``Restart=`` between two polls, or a failed unit that ran again and failed another way, is
+shown though its listed state is the same at both. Showing every unit every poll cost ~36 ms
+of CPU for 68 units there, more than the rest of the agent together. Where that directory or
+inotify is not available, or the inotify queue overflowed, the poll shows every unit, as
+before. Polling (not a D-Bus signal subscription) keeps the agent free of a D-Bus library.
 
 Where systemd is not the init system (containers, this project's CI, non-systemd distros)
 the collector steps aside: ``/run/systemd/system`` is the test sd_booted(3) documents.
@@ -22,11 +23,13 @@ unit again; the very first poll reports each unit once as a baseline (``previous
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
 import time
+
+from inotify_simple import INotify
+from inotify_simple import flags as F
 
 from agent import proc, wire
 from agent.collectors import Collector
@@ -37,7 +40,7 @@ PROPS = ("Id", "ActiveState", "SubState", "Result", "NRestarts", "UnitFileState"
 STATE_KEY = "services.last"
 MAX_UNITS = 5000
 TIMEOUT = 30.0
-UNITS_DIR = "/run/systemd/units"
+UNITS_DIR = "/run/systemd/units"  # systemd's invocation:UNIT links
 
 
 def parse_show(text: str) -> list[dict[str, str]]:
@@ -73,19 +76,49 @@ def parse_list_units(text: str) -> dict[str, tuple[str | None, str | None]]:
     return units
 
 
-def invocations(units_dir: str) -> dict[str, str] | None:
-    """{unit: invocation ID} of the units systemd has started and not yet stopped, or None
-    where systemd keeps no such directory."""
-    try:
-        entries = os.listdir(units_dir)
-    except OSError:
-        return None
-    out = {}
-    for entry in entries:
-        if entry.startswith("invocation:"):
-            with contextlib.suppress(OSError):
-                out[entry[len("invocation:"):]] = os.readlink(os.path.join(units_dir, entry))
-    return out
+class Starts:
+    """Units systemd started or stopped since the last ``take()``, from inotify on its
+    ``invocation:UNIT`` links; None from ``take()`` when that cannot be known (no directory,
+    no inotify, a full event queue): then every unit must be shown."""
+
+    MASK = F.CREATE | F.MOVED_TO | F.DELETE | F.MOVED_FROM
+
+    def __init__(self, units_dir: str):
+        self.units_dir = units_dir
+        self.ino: INotify | None = None
+
+    def take(self) -> set[str] | None:
+        if self.ino is None:
+            try:
+                ino = INotify(nonblocking=True)
+            except OSError:
+                return None
+            try:
+                ino.add_watch(self.units_dir, self.MASK)
+            except OSError:
+                ino.close()
+                return None
+            self.ino = ino
+            return None  # what happened before the watch is unknown
+        try:
+            events = self.ino.read(timeout=0)
+        except OSError:
+            events = []
+            self.close()
+            return None
+        names: set[str] = set()
+        for ev in events:
+            if ev.mask & (F.Q_OVERFLOW | F.IGNORED):  # events lost, or the directory is gone
+                self.close()
+                return None
+            if ev.name.startswith("invocation:"):
+                names.add(ev.name[len("invocation:"):])
+        return names
+
+    def close(self) -> None:
+        if self.ino is not None:
+            self.ino.close()
+            self.ino = None
 
 
 def unit_state(props: dict[str, str]) -> tuple | None:
@@ -136,7 +169,7 @@ class ServicesCollector(Collector):
             raise ValueError(f"services_interval must be at least 1s, got {settings.services_interval}")
         self.interval = settings.services_interval
         self.seen: dict[str, tuple] | None = None  # the last poll's states (None: none yet)
-        self.started: dict[str, str] | None = None  # the last poll's invocation IDs
+        self.starts = Starts(UNITS_DIR)
 
     @classmethod
     def unavailable(cls, settings) -> str | None:
@@ -150,21 +183,24 @@ class ServicesCollector(Collector):
         listing = parse_list_units(await _run("systemctl", "list-units", "--type=service", "--all",
                                               "--plain", "--no-legend", "--no-pager"))
         names = list(listing)[:MAX_UNITS]
-        started = invocations(UNITS_DIR)
-        seen, before = self.seen, self.started
-        if seen is None or started is None or before is None:
+        started = self.starts.take()  # before show: a start during this poll is seen next time
+        seen = self.seen
+        if seen is None or started is None:
             moved = names
         else:
-            moved = [n for n in names if n not in seen or seen[n][:2] != listing[n]
-                     or started.get(n) != before.get(n)]
+            moved = [n for n in names if n not in seen or seen[n][:2] != listing[n] or n in started]
         out = {n: seen[n] for n in names if seen is not None and n in seen and n not in moved}
         if moved:
-            shown = await _run("systemctl", "show", "--no-pager", "-p", ",".join(PROPS), "--", *moved)
+            try:
+                shown = await _run("systemctl", "show", "--no-pager", "-p", ",".join(PROPS), "--", *moved)
+            except BaseException:
+                self.seen = None  # the starts taken above are gone: show all next time
+                raise
             for props in parse_show(shown):
                 st = unit_state(props)
                 if st is not None:
                     out[props["Id"]] = st
-        self.seen, self.started = out, started
+        self.seen = out
         return out
 
     def step(self, now: dict[str, tuple]) -> int:
@@ -176,9 +212,12 @@ class ServicesCollector(Collector):
         return len(events)
 
     async def run(self) -> None:
-        while True:
-            try:
-                self.step(await self.poll())
-            except RuntimeError as e:  # systemd busy or restarting: try again next time
-                log.warning("services: %s", e)
-            await asyncio.sleep(self.interval)
+        try:
+            while True:
+                try:
+                    self.step(await self.poll())
+                except RuntimeError as e:  # systemd busy or restarting: try again next time
+                    log.warning("services: %s", e)
+                await asyncio.sleep(self.interval)
+        finally:
+            self.starts.close()

@@ -151,16 +151,32 @@ async def test_poll_and_persisted_baseline(tmp_path, fake_systemctl, monkeypatch
     # a new agent process (same state.db) does not report the baseline again
     c2 = ServicesCollector(settings(services_interval=5), lambda e: events.append(e) or True, state)
     assert c2.step(await c2.poll()) == 0
+    # without systemd's invocation links nothing says what started: every poll shows every unit
+    (fake_systemctl / "argv").write_text("")
+    await c2.poll()
+    assert [a for a in (fake_systemctl / "argv").read_text().splitlines() if a.startswith("show")] == [argv[1]]
     state.close()
 
 
+def systemd_link(units, unit: str, invocation: str | None) -> None:
+    """What systemd does at a start (a new symlink renamed into place) or a stop (unlink)."""
+    link = units / f"invocation:{unit}"
+    if invocation is None:
+        link.unlink()
+        return
+    tmp = units / f".#invocation:{unit}tmp"
+    tmp.symlink_to(invocation)
+    tmp.rename(link)
+
+
 async def test_shows_only_the_units_that_moved(tmp_path, fake_systemctl, monkeypatch):
-    """After the first poll, `systemctl show` runs only for units whose state changed or that
-    systemd started again (a new invocation ID): a restart between two polls is still seen."""
+    """After the first poll, `systemctl show` runs only for units whose listed state changed
+    or that systemd started or stopped since (inotify on its invocation links): a restart
+    between two polls, or a failed unit that ran again and failed another way, is still seen."""
     units = tmp_path / "units"
     units.mkdir()
     monkeypatch.setattr(services, "UNITS_DIR", str(units))
-    (units / "invocation:nginx.service").symlink_to("a" * 32)
+    systemd_link(units, "nginx.service", "a" * 32)
     state = State(tmp_path / "state.db")
     c = ServicesCollector(settings(services_interval=5), lambda e: True, state)
     argv = fake_systemctl / "argv"
@@ -173,23 +189,35 @@ async def test_shows_only_the_units_that_moved(tmp_path, fake_systemctl, monkeyp
     first = await c.poll()
     assert shown() == ["nginx.service backup.service weird=name.service"]
     assert await c.poll() == first and shown() == []  # nothing moved: list-units only
-    # nginx crashed and systemd restarted it between polls: same state, a new invocation
-    (units / "invocation:nginx.service").unlink()
-    (units / "invocation:nginx.service").symlink_to("b" * 32)
+    # nginx crashed and systemd restarted it between polls: same listed state, a new invocation
+    systemd_link(units, "nginx.service", None)
+    systemd_link(units, "nginx.service", "b" * 32)
     (fake_systemctl / "show.txt").write_text(SHOW.replace("NRestarts=0", "NRestarts=1"))
     now = await c.poll()
     assert shown() == ["nginx.service"] and now["nginx.service"][3] == 1
     assert now["backup.service"] == first["backup.service"]
+    assert await c.poll() == now and shown() == []
+    # backup (failed) ran again between polls and failed another way: failed at both polls,
+    # its link came and went
+    systemd_link(units, "backup.service", "c" * 32)
+    systemd_link(units, "backup.service", None)
+    (fake_systemctl / "show.txt").write_text(SHOW.replace("Result=exit-code", "Result=signal"))
+    now = await c.poll()
+    assert shown() == ["backup.service"] and now["backup.service"][:3] == ("failed", "failed", "signal")
     # backup recovered: its listed state moved
     (fake_systemctl / "list.txt").write_text(LIST.replace("failed   failed", "active   exited"))
     (fake_systemctl / "show.txt").write_text(SHOW.replace("ActiveState=failed\nSubState=failed",
                                                           "ActiveState=active\nSubState=exited"))
     now = await c.poll()
     assert shown() == ["backup.service"] and now["backup.service"][:2] == ("active", "exited")
-    # a unit that stopped (its invocation link removed) is shown once
-    (units / "invocation:nginx.service").unlink()
+    # the directory went away: every unit is shown again
+    for link in units.iterdir():
+        link.unlink()
+    units.rmdir()
+    shown()
     await c.poll()
-    assert shown() == ["nginx.service"]
+    assert shown() == ["nginx.service backup.service weird=name.service"]
+    c.starts.close()
     state.close()
 
 

@@ -190,3 +190,16 @@ def test_expiry_walks_only_what_is_due(tmp_path, monkeypatch):
     assert [r[0] for r in sp.db.execute("SELECT seq FROM spool ORDER BY seq")] == list(range(1201, 1211))
     assert sp.bytes == sp.db.execute("SELECT sum(length(data)) FROM spool").fetchone()[0] < before
     assert sp.unack_after(1200) == 1201  # what is kept can still be given back
+
+
+def test_rows_acked_while_the_clock_ran_ahead_do_not_hold_expiry_back(tmp_path, monkeypatch):
+    sp = Spool(tmp_path / "s.db", 10**9, keep_acked=3600)
+    clock = [100_000.0]  # the RTC is a day ahead
+    monkeypatch.setattr("agent.spool.time.time", lambda: clock[0])
+    sp.ack(sp.append([log(i) for i in range(1, 11)]))
+    clock[0] = 10_000.0  # NTP sets it right
+    sp.ack(sp.append([log(i) for i in range(11, 21)]))
+    clock[0] = 10_000.0 + 3601  # keep_acked after the clock was fixed: all of it is due
+    sp.ack(sp.append([log(21)]))
+    assert [r[0] for r in sp.db.execute("SELECT seq FROM spool")] == [21]
+    assert sp.bytes == len(log(21))

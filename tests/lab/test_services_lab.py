@@ -1,6 +1,7 @@
-"""The services collector against a real systemd: a service that crashes and is restarted by
-`Restart=` between two polls is in the same state at both, and the hub still learns of the
-restart (the collector re-reads a unit whose invocation ID changed, agent/collectors/services.py)."""
+"""The services collector against a real systemd, where a unit's listed state is the same at two
+polls but something happened in between: a service that crashed and was restarted by
+`Restart=`, and a failed unit that ran again and failed another way. The hub still learns of
+both (the collector watches systemd's invocation links, agent/collectors/services.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ Description=lab: a service systemd restarts when it dies
 ExecStart=/bin/sleep infinity
 Restart=always
 RestartSec=200ms
+"""
+
+FAILING = """[Unit]
+Description=lab: a oneshot that fails ({how})
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c '{cmd}'
 """
 
 
@@ -35,3 +43,18 @@ def test_restart_between_polls_is_reported(lab, enrolled):
     changes = hub.query("SELECT previous, active, restarts FROM service_changes WHERE node = ? "
                         "AND unit = 'lab-crash.service' ORDER BY seq", (node.name,))
     assert changes[-1] == ("active", "active", 1), changes
+
+    # a failed unit runs again and fails another way: failed/failed at every poll
+    def failing(how: str, cmd: str) -> None:
+        node.write("/etc/systemd/system/lab-fail.service", FAILING.format(how=how, cmd=cmd))
+        node.sh("systemctl daemon-reload && systemctl start lab-fail", check=False)
+
+    def fail_row():
+        return hub.query("SELECT active, result FROM services WHERE node = ? AND unit = 'lab-fail.service'",
+                         (node.name,))
+
+    failing("by its exit code", "exit 3")
+    poll(lambda: fail_row() == [("failed", "exit-code")], 120, what="the twin to see lab-fail failed (exit-code)")
+    failing("killed", "kill -KILL $$$$")  # systemd turns $$ into $
+    assert node.sh("systemctl show -p Result --value lab-fail").stdout.strip() == "signal"
+    poll(lambda: fail_row() == [("failed", "signal")], 120, what="the twin to see lab-fail fail again (signal)")
