@@ -70,7 +70,9 @@ def tree_shares(p: psutil.Process) -> tuple[float, float]:
     7.6 MB, 6.6 of it clean pages of libc, libsystemd-shared and libcrypto that systemd and
     journald map too, so adding RSS over a tree counts libc twice. PSS divides each shared page
     among the processes that map it; USS is what only the tree holds. node_exporter is one
-    static binary, so its three figures are close."""
+    static binary, so its three figures are close. Both count sharing with any process on the
+    host: another lab node running the same image's binaries halves their file pages on both
+    sides, so read PSS and USS from a run with no other lab up."""
     pss = uss = 0
     for q in [p, *p.children(recursive=True)]:
         with contextlib.suppress(OSError, psutil.Error), open(f"/proc/{q.pid}/smaps_rollup") as f:
