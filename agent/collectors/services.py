@@ -103,7 +103,6 @@ class Starts:
         try:
             events = self.ino.read(timeout=0)
         except OSError:
-            events = []
             self.close()
             return None
         names: set[str] = set()
@@ -185,11 +184,16 @@ class ServicesCollector(Collector):
         names = list(listing)[:MAX_UNITS]
         started = self.starts.take()  # before show: a start during this poll is seen next time
         seen = self.seen
+        out: dict[str, tuple] = {}
         if seen is None or started is None:
             moved = names
         else:
-            moved = [n for n in names if n not in seen or seen[n][:2] != listing[n] or n in started]
-        out = {n: seen[n] for n in names if seen is not None and n in seen and n not in moved}
+            moved = []
+            for n in names:
+                if n not in seen or seen[n][:2] != listing[n] or n in started:
+                    moved.append(n)
+                else:
+                    out[n] = seen[n]
         if moved:
             try:
                 shown = await _run("systemctl", "show", "--no-pager", "-p", ",".join(PROPS), "--", *moved)
