@@ -353,8 +353,8 @@ class LogsCollector(Collector):
         except FileNotFoundError:
             return ""
 
-    def _position(self, j: journal.Journal) -> None:
-        """Just before the first entry to ship."""
+    def _position(self, j: journal.Journal) -> bool:
+        """Just before the first entry to ship, or on it: True when on it."""
         cursor = self._cursor or self.saved_cursor()
         if cursor:
             try:
@@ -364,13 +364,13 @@ class LogsCollector(Collector):
                 cursor = ""
         if cursor:
             # On the cursor's own entry (already shipped) the next read moves past it; if that
-            # entry is gone (vacuumed) this is the first one after it: step back to ship it.
-            if j.next() and not j.test_cursor(cursor):
-                j.previous()
-        else:
-            j.seek_tail()  # first start: from now on
-            if not j.previous():  # an empty journal: everything it will get is new
-                j.seek_head()
+            # entry is gone (vacuumed) this is the first one after it, to be shipped. (Not a
+            # step back to read it again: with nothing before it, there is no step back.)
+            return j.next() and not j.test_cursor(cursor)
+        j.seek_tail()  # first start: from now on
+        if not j.previous():  # an empty journal: everything it will get is new
+            j.seek_head()
+        return False
 
     def _journal_entry(self, j: journal.Journal) -> Parsed:
         e: dict[str, str | None] = {f: j.get(f, MAX_MESSAGE * 4) for f in JOURNAL_FIELDS}
@@ -378,19 +378,22 @@ class LogsCollector(Collector):
         e["__CURSOR"] = j.cursor()
         return journal_entry(e)
 
+    def _take_entry(self, j: journal.Journal) -> None:
+        self.stats["lines"] += 1
+        if self.limit.take(1):
+            p = self._journal_entry(j)
+            self._cursor = p.cursor
+            self._ship("journald", [p])
+        else:
+            self._cursor = j.cursor()
+            self._count_shed("journald", 1)
+
     def drain_journal(self, j: journal.Journal) -> bool:
         """Read up to JOURNAL_SLICE entries; True when more may wait."""
         for _ in range(JOURNAL_SLICE):
             if not j.next():
                 return False
-            self.stats["lines"] += 1
-            if self.limit.take(1):
-                p = self._journal_entry(j)
-                self._cursor = p.cursor
-                self._ship("journald", [p])
-            else:
-                self._cursor = j.cursor()
-                self._count_shed("journald", 1)
+            self._take_entry(j)
         return True
 
     async def follow_journal(self) -> None:
@@ -399,7 +402,8 @@ class LogsCollector(Collector):
         j = journal.Journal(self.settings.journal_dir and str(self.settings.journal_dir),
                             threshold=MAX_MESSAGE * 4)  # a huge field is not decompressed whole
         try:
-            self._position(j)
+            if self._position(j):
+                self._take_entry(j)
             loop.add_reader(j.fd, wake.set)
             while True:
                 if self.drain_journal(j):

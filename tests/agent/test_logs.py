@@ -277,6 +277,25 @@ async def test_journal_first_start_ships_only_what_comes_after_it(tmp_path):
 
 
 @needs_journal
+async def test_journal_cursor_of_a_vacuumed_entry_resumes_at_the_next_one(tmp_path):
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    journal_write(jdir, [{"MESSAGE": "old", "_COMM": "x"}])
+    h = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir))
+    await h.start()
+    journal_write(jdir, [{"MESSAGE": "shipped", "_COMM": "x"}])
+    await h.expect(["shipped"])
+    await h.stop()
+    (jdir / "remote.journal").rename(tmp_path / "vacuumed.journal")  # the cursor's entry is gone
+    journal_write(jdir, [{"MESSAGE": f"later {i}", "_COMM": "x"} for i in range(2)])
+    h2 = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir))
+    h2.positions = dict(h.positions)
+    await h2.start()
+    await h2.expect(["later 0", "later 1"])  # the first entry after the cursor included
+    await h2.stop()
+
+
+@needs_journal
 async def test_journal_binary_and_huge_messages_are_cut_not_lost(tmp_path):
     jdir = tmp_path / "journal"
     jdir.mkdir()
