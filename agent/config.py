@@ -110,8 +110,8 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("job_memory_max", 512 * 1024 * 1024, "HOMELAB_AGENT_JOB_MEMORY_MAX", "Memory limit (MemoryMax) of each playbook's own transient unit where systemd is PID 1.", parse_size),
     Opt("socket", None, "HOMELAB_AGENT_SOCKET", "Unix socket the shell hook reports commands to. Default: STATE_DIR/commands.sock.", Path),
     # logs (docs/logs-and-commands.md)
-    Opt("log_journal", True, "HOMELAB_AGENT_LOG_JOURNAL", "Read journald (journalctl) where a journal exists, instead of /var/log/syslog, auth.log and messages.", parse_bool),
-    Opt("journal_dir", None, "HOMELAB_AGENT_JOURNAL_DIR", "Read the journal files in this directory (journalctl --directory) instead of the system journal.", Path),
+    Opt("log_journal", True, "HOMELAB_AGENT_LOG_JOURNAL", "Read journald (through libsystemd) where a journal exists, instead of /var/log/syslog, auth.log and messages.", parse_bool),
+    Opt("journal_dir", None, "HOMELAB_AGENT_JOURNAL_DIR", "Read the journal files in this directory (what journalctl --directory reads) instead of the system journal.", Path),
     Opt("log_max_rate", 2000, "HOMELAB_AGENT_LOG_MAX_RATE", "Most log lines per second the logs collector ships (bursts up to 10x); the excess is shed and counted. 0: no limit but the queue's.", _at_least(_int, 0, "0 (no limit) or more")),
     # digital twin (docs/twin.md)
     Opt("device_subsystems", ["block", "net", "usb", "pci", "input", "sound", "scsi", "nvme", "hidraw", "video4linux", "drm", "bluetooth", "thunderbolt", "mmc", "usbmisc"], "HOMELAB_AGENT_DEVICE_SUBSYSTEMS", "Device subsystems reported by the devices collector; '*' reports every subsystem.", parse_list),

@@ -66,9 +66,9 @@ def tree_usage(p: psutil.Process) -> tuple[float, float]:
 
 def tree_shares(p: psutil.Process) -> tuple[float, float]:
     """(PSS, USS) in MB of the live tree, from /proc/PID/smaps_rollup. RSS counts every shared
-    library page in full in each process that maps it: the agent's journalctl child's RSS is
-    7.6 MB, 6.6 of it clean pages of libc, libsystemd-shared and libcrypto that systemd and
-    journald map too, so adding RSS over a tree counts libc twice. PSS divides each shared page
+    library page in full in each process that maps it: the journalctl child the agent once had
+    was 7.6 MB RSS, 6.6 of it clean pages of libc, libsystemd-shared and libcrypto that systemd
+    and journald map too, so adding RSS over a tree counts libc twice. PSS divides each shared page
     among the processes that map it; USS is what only the tree holds. node_exporter is one
     static binary, so its three figures are close. Both count sharing with any process on the
     host: another lab node running the same image's binaries halves their file pages on both
@@ -130,7 +130,7 @@ def shares(ag: dict, ne: dict) -> dict:
 
 def unit_main_process(node, unit: str) -> psutil.Process:
     """The unit's main process as the host sees it: in the unit's cgroup, not a child of
-    another process there (the agent's journalctl is its child, counted in its tree)."""
+    another process there (the agent's children are counted in its tree)."""
     for d in node.cgroup:  # nspawn puts the node's tree under payload/
         for procs in d.rglob(f"system.slice/{unit}/cgroup.procs"):
             pids = {int(x) for x in procs.read_text().split()}

@@ -1,18 +1,17 @@
 """Log lines: journald where a journal exists, else the classic syslog files; plus any files
 given with ``--log-file`` (``settings.log_files``), always.
 
-journald: a ``journalctl -o json --follow`` subprocess. Its position is the cursor of the
-last entry queued, which travels with that entry into the agent's spool and is stored in the
-same transaction (``emit(..., at=("journald", cursor))``), then handed back with
-``--after-cursor`` on the next start: a restart, even a ``kill -9`` at any instant, neither
-repeats nor skips entries. (Not ``--cursor-file``: journalctl writes it itself on a clean
-exit, with the last entry it *printed*; when the unit stops, systemd sends SIGTERM to
-journalctl too, and entries still in the pipe, never handled, were skipped for good. Nor a
-file of our own saved every second: a crash repeated the last second of lines.) With a saved
-cursor, a plain ``journalctl --after-cursor`` first reads everything up to now, and only then
-``--follow`` takes over: journalctl 252 with ``--follow`` shows the current boot only, so the
-lines written between the last read and a reboot were never shipped (both seen in the node
-lab, docs/lab.md). The first start begins at the end of the journal.
+journald: read in-process through libsystemd's sd-journal API (``agent/journal.py``; a
+``journalctl`` child cost 5x the memory). Where libsystemd cannot be loaded the syslog files are
+followed instead, as where there is no journal. The position is the cursor of the last entry
+queued, which travels with that entry into the agent's spool and is stored in the same
+transaction (``emit(..., at=("journald", cursor))``); the next start seeks to it and reads on
+from the entry after it: a restart, even a ``kill -9`` at any instant, neither repeats nor skips
+entries, and entries written before a reboot are read like any others (journalctl 252's
+``--follow`` showed the current boot only, docs/lab.md). The first start begins at the end of
+the journal. One loop reads whatever is there in slices of JOURNAL_SLICE entries, then waits on
+the journal's inotify descriptor, and at least every POLL seconds. Messages are cut at
+MAX_MESSAGE, and a field longer than four times that is not decompressed whole.
 
 Files: each is read from its saved (device, inode, offset), kept in the agent's state.db.
 Rotation (a new inode at the path) first finishes the old file (kept open until the new one
@@ -36,14 +35,13 @@ import contextlib
 import glob
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 from inotify_simple import INotify
 from inotify_simple import flags as F
 
-from agent import wire
+from agent import journal, wire
 from agent.collectors import Collector
 from agent.logparse import MAX_MESSAGE, Parsed, journal_entry, parse_line
 
@@ -51,8 +49,9 @@ log = logging.getLogger(__name__)
 
 SYSLOG_FILES = ("/var/log/syslog", "/var/log/auth.log", "/var/log/messages")
 JOURNAL_DIRS = ("/run/log/journal", "/var/log/journal")
-JOURNAL_FIELDS = ("MESSAGE,PRIORITY,SYSLOG_FACILITY,SYSLOG_IDENTIFIER,SYSLOG_PID,_PID,_COMM,"
-                  "_HOSTNAME,_SYSTEMD_UNIT,_SYSTEMD_USER_UNIT")
+JOURNAL_FIELDS = ("MESSAGE", "PRIORITY", "SYSLOG_FACILITY", "SYSLOG_IDENTIFIER", "SYSLOG_PID", "_PID",
+                  "_COMM", "_HOSTNAME", "_SYSTEMD_UNIT", "_SYSTEMD_USER_UNIT")  # what journal_entry reads
+JOURNAL_SLICE = 500  # entries read between yields to the event loop
 CHUNK = 256 * 1024
 MAX_LINE = 16 * 1024
 POLL = 5.0  # seconds between looks when inotify is quiet
@@ -63,10 +62,20 @@ JOURNAL_KEY = "journald"  # the journal cursor's key among the agent's spooled p
 FUTURE_SLACK = 86400.0
 
 
-def journal_exists(settings) -> bool:
+def journal_missing(settings) -> str | None:
+    """Why journald cannot be read here, or None when it can."""
+    if not settings.log_journal:
+        return "log_journal is off"
     if settings.journal_dir:
-        return Path(settings.journal_dir).is_dir()
-    return any(glob.glob(f"{d}/*.journal") or glob.glob(f"{d}/*/*.journal") for d in JOURNAL_DIRS)
+        if not Path(settings.journal_dir).is_dir():
+            return f"no journal directory {settings.journal_dir}"
+    elif not any(glob.glob(f"{d}/*.journal") or glob.glob(f"{d}/*/*.journal") for d in JOURNAL_DIRS):
+        return "no journal"
+    try:
+        journal.load()
+    except OSError as e:
+        return f"a journal but {journal.LIBRARY} cannot be loaded ({e})"
+    return None
 
 
 class RateLimit:
@@ -202,12 +211,14 @@ class Tail:
 
 class LogsCollector(Collector):
     name = "logs"
-    output_fields = True
 
     def __init__(self, settings, emit, state):
         super().__init__(settings, emit, state)
-        self.use_journal = bool(settings.log_journal) and journal_exists(settings) and shutil.which("journalctl")
+        missing = journal_missing(settings)
+        self.use_journal = missing is None
         files = list(settings.log_files)
+        if missing and journal.LIBRARY in missing:
+            log.warning("logs: %s; following the syslog files instead", missing)
         if not self.use_journal:
             files = [f for f in SYSLOG_FILES if os.path.exists(f)] + files
         self.files = list(dict.fromkeys(os.path.abspath(f) for f in files))
@@ -223,17 +234,15 @@ class LogsCollector(Collector):
         self.stats = {"lines": 0, "emitted": 0, "shed": 0, "queue_full": 0}
         self._saved_positions: dict = {}
         self._cursor: str | None = None  # the last entry read (queued or shed)
-        self._proc: asyncio.subprocess.Process | None = None
 
     @classmethod
     def unavailable(cls, settings) -> str | None:
         if settings.log_files:
             return None
-        if settings.log_journal and journal_exists(settings) and shutil.which("journalctl"):
+        missing = journal_missing(settings)
+        if missing is None or any(os.path.exists(f) for f in SYSLOG_FILES):
             return None
-        if any(os.path.exists(f) for f in SYSLOG_FILES):
-            return None
-        return ("no journal and none of " + ", ".join(SYSLOG_FILES)
+        return (f"{missing} and none of " + ", ".join(SYSLOG_FILES)
                 + " exist; add files to follow with --log-file")
 
     # -- shared -----------------------------------------------------------------------------
@@ -334,19 +343,6 @@ class LogsCollector(Collector):
 
     # -- journald ---------------------------------------------------------------------------
 
-    def journal_argv(self, follow: bool = True) -> list[str]:
-        argv = ["journalctl", "-o", "json", "--no-pager"] + (["--follow"] if follow else [])
-        if LogsCollector.output_fields:  # systemd >= 236; saves parsing fields we drop anyway
-            argv.append(f"--output-fields={JOURNAL_FIELDS}")
-        cursor = self._cursor or self.saved_cursor()
-        if cursor:
-            argv.append(f"--after-cursor={cursor}")
-        else:
-            argv.append("--lines=0")  # first start: from now on
-        if self.settings.journal_dir:
-            argv.append(f"--directory={self.settings.journal_dir}")
-        return argv
-
     def saved_cursor(self) -> str:
         """Where the spool ends; an agent from before cursors were spooled left a file."""
         cursor = self.state.positions.get(JOURNAL_KEY)
@@ -357,55 +353,75 @@ class LogsCollector(Collector):
         except FileNotFoundError:
             return ""
 
+    def _position(self, j: journal.Journal) -> bool:
+        """Just before the first entry to ship, or on it: True when on it."""
+        cursor = self._cursor or self.saved_cursor()
+        if cursor:
+            try:
+                j.seek_cursor(cursor)
+            except RuntimeError as e:  # a cursor that does not parse: no position at all
+                log.warning("logs: saved journal cursor %r: %s; from the end", cursor, e)
+                cursor = ""
+        if cursor:
+            # On the cursor's own entry (already shipped) the next read moves past it; if that
+            # entry is gone (vacuumed) this is the first one after it, to be shipped. (Not a
+            # step back to read it again: with nothing before it, there is no step back.)
+            return j.next() and not j.test_cursor(cursor)
+        j.seek_tail()  # first start: from now on
+        if not j.previous():  # an empty journal: everything it will get is new
+            j.seek_head()
+        return False
+
+    def _journal_entry(self, j: journal.Journal) -> Parsed:
+        e: dict[str, str | None] = {f: j.get(f, MAX_MESSAGE * 4) for f in JOURNAL_FIELDS}
+        e["__REALTIME_TIMESTAMP"] = str(j.realtime())
+        e["__CURSOR"] = j.cursor()
+        return journal_entry(e)
+
+    def _take_entry(self, j: journal.Journal) -> None:
+        self.stats["lines"] += 1
+        if self.limit.take(1):
+            p = self._journal_entry(j)
+            self._cursor = p.cursor
+            self._ship("journald", [p])
+        else:
+            self._cursor = j.cursor()
+            self._count_shed("journald", 1)
+
+    def drain_journal(self, j: journal.Journal) -> bool:
+        """Read up to JOURNAL_SLICE entries; True when more may wait."""
+        for _ in range(JOURNAL_SLICE):
+            if not j.next():
+                return False
+            self._take_entry(j)
+        return True
+
     async def follow_journal(self) -> None:
-        if self._cursor or self.saved_cursor():
-            await self.read_journal(self.journal_argv(follow=False))  # catch up, every boot
-        await self.read_journal(self.journal_argv(follow=True))
-
-    async def read_journal(self, argv: list[str]) -> None:
-        import json
-
-        self._proc = proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, limit=MAX_MESSAGE * 4)
-        assert proc.stdout is not None and proc.stderr is not None
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        j = journal.Journal(self.settings.journal_dir and str(self.settings.journal_dir),
+                            threshold=MAX_MESSAGE * 4)  # a huge field is not decompressed whole
         try:
+            if self._position(j):
+                self._take_entry(j)
+            loop.add_reader(j.fd, wake.set)
             while True:
+                if self.drain_journal(j):
+                    await asyncio.sleep(0)  # a backlog: let the spooler and others run
+                    continue
+                # inotify can miss a rotation on some filesystems: look at least every POLL
+                at = j.timeout()
+                delay = POLL if at is None else min(POLL, max(0.0, at - time.monotonic()))
+                timer = loop.call_later(delay, wake.set)
                 try:
-                    line = await proc.stdout.readline()
-                except ValueError:  # one entry over the line limit: skipped, counted
-                    self._count_shed("journald", 1)
-                    continue
-                if not line:
-                    err = (await proc.stderr.read(4000)).decode(errors="replace").strip()
-                    code = await proc.wait()
-                    if code == 0 and "--follow" not in argv:
-                        return
-                    if "output-fields" in err:  # an old journalctl: without it next time
-                        LogsCollector.output_fields = False
-                    raise RuntimeError(f"journalctl exited with {code}: {err or 'no message'}")
-                self.stats["lines"] += 1
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(entry, dict):
-                    continue
-                p = journal_entry(entry)
-                if p.cursor:
-                    self._cursor = p.cursor
-                if self.limit.take(1):
-                    self._ship("journald", [p])
-                else:
-                    self._count_shed("journald", 1)
+                    await wake.wait()
+                finally:
+                    timer.cancel()
+                wake.clear()
+                j.process()
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
-                    await asyncio.wait_for(proc.wait(), 5)
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+            loop.remove_reader(j.fd)
+            j.close()
 
     # -- run --------------------------------------------------------------------------------
 

@@ -1,12 +1,11 @@
 """The logs collector on real files (append, rotation, truncation, restarts, floods) and on a
-real journal written by systemd-journal-remote and read by journalctl."""
+real journal written by systemd-journal-remote and read through libsystemd."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -215,6 +214,9 @@ def test_unavailable_and_bad_settings(tmp_path):
 # --- a real journal ---------------------------------------------------------------------
 
 
+needs_journal = pytest.mark.skipif(not os.path.exists(JOURNAL_REMOTE), reason="needs systemd-journal-remote")
+
+
 def journal_write(directory: Path, entries: list[dict]) -> None:
     """Append entries to a real journal file, as systemd-journal-remote writes them."""
     export = b""
@@ -222,14 +224,16 @@ def journal_write(directory: Path, entries: list[dict]) -> None:
         fields = {"__REALTIME_TIMESTAMP": str(int(time.time() * 1e6) + i),
                   "__MONOTONIC_TIMESTAMP": str(int(time.monotonic() * 1e6) + i),
                   "_BOOT_ID": "0123456789abcdef0123456789abcdef", **e}
-        export += b"".join(f"{k}={v}\n".encode() for k, v in fields.items()) + b"\n"
+        for k, v in fields.items():  # bytes in the export format's binary form
+            export += (k.encode() + b"\n" + len(v).to_bytes(8, "little") + v + b"\n"
+                       if isinstance(v, bytes) else f"{k}={v}\n".encode())
+        export += b"\n"
     r = subprocess.run([JOURNAL_REMOTE, f"--output={directory / 'remote.journal'}", "--split-mode=none", "-"],
                        input=export, capture_output=True, timeout=30)
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.skipif(not (os.path.exists(JOURNAL_REMOTE) and shutil.which("journalctl")),
-                    reason="needs systemd-journal-remote and journalctl")
+@needs_journal
 async def test_journal_with_persisted_cursor(tmp_path):
     jdir = tmp_path / "journal"
     jdir.mkdir()
@@ -239,7 +243,6 @@ async def test_journal_with_persisted_cursor(tmp_path):
     h = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir))
     assert LogsCollector.unavailable(load(AGENT_OPTS, h.flags, None, env={})) is None
     await h.start()
-    await asyncio.sleep(1.0)  # journalctl is following from the end
     journal_write(jdir, [{**entry, "MESSAGE": "Failed password for root"}, {"MESSAGE": "plain", "_COMM": "cron"}])
     await h.expect(["Failed password for root", "plain"], timeout=15)
     a = h.logs[0]
@@ -254,6 +257,84 @@ async def test_journal_with_persisted_cursor(tmp_path):
     journal_write(jdir, [{"MESSAGE": "after restart", "_COMM": "x"}])
     await h2.expect(["while stopped", "after restart"], timeout=15)
     await h2.stop()
+
+
+@needs_journal
+async def test_journal_first_start_ships_only_what_comes_after_it(tmp_path):
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    h = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir))
+    await h.start()  # an empty journal: everything it gets is new
+    journal_write(jdir, [{"MESSAGE": f"first {i}", "_COMM": "x"} for i in range(3)])
+    await h.expect(["first 0", "first 1", "first 2"])
+    await h.stop()
+    journal_write(jdir, [{"MESSAGE": "old", "_COMM": "x"}])
+    h2 = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir))  # no saved cursor
+    await h2.start()
+    journal_write(jdir, [{"MESSAGE": f"new {i}", "_COMM": "x"} for i in range(3)])
+    await h2.expect(["new 0", "new 1", "new 2"])
+    await h2.stop()
+
+
+@needs_journal
+async def test_journal_cursor_of_a_vacuumed_entry_resumes_at_the_next_one(tmp_path):
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    journal_write(jdir, [{"MESSAGE": "old", "_COMM": "x"}])
+    h = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir))
+    await h.start()
+    journal_write(jdir, [{"MESSAGE": "shipped", "_COMM": "x"}])
+    await h.expect(["shipped"])
+    await h.stop()
+    (jdir / "remote.journal").rename(tmp_path / "vacuumed.journal")  # the cursor's entry is gone
+    journal_write(jdir, [{"MESSAGE": f"later {i}", "_COMM": "x"} for i in range(2)])
+    h2 = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir))
+    h2.positions = dict(h.positions)
+    await h2.start()
+    await h2.expect(["later 0", "later 1"])  # the first entry after the cursor included
+    await h2.stop()
+
+
+@needs_journal
+async def test_journal_binary_and_huge_messages_are_cut_not_lost(tmp_path):
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    journal_write(jdir, [{"MESSAGE": "before", "_COMM": "x"}])
+    h = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir), log_max_rate=0)
+    await h.start()
+    huge = "y" * (logsmod.MAX_MESSAGE * 5)  # over the data threshold too
+    journal_write(jdir, [{"MESSAGE": b"caf\xc3\xa9 \xff\x00end", "_COMM": "x"},
+                         {"MESSAGE": huge, "_COMM": "x"}, {"MESSAGE": "after", "_COMM": "x"}])
+    await async_wait_for(lambda: len(h.logs) >= 3, 15, what="three entries")
+    await asyncio.sleep(0.2)
+    binary, cut, after = h.logs
+    assert binary.message == "caf\u00e9 \ufffd\x00end" and binary.program == "x"
+    assert cut.message == "y" * logsmod.MAX_MESSAGE
+    assert after.message == "after" and h.col.stats["shed"] == 0
+    await h.stop()
+
+
+@needs_journal
+async def test_without_libsystemd_the_syslog_files_are_followed(tmp_path, monkeypatch):
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    journal_write(jdir, [{"MESSAGE": "in the journal", "_COMM": "x"}])
+    monkeypatch.setattr(logsmod.journal, "LIBRARY", "libsystemd-not-here.so.0")  # a real dlopen failure
+    monkeypatch.setattr(logsmod.journal, "_lib", None)
+    flags = {"state_dir": tmp_path, "log_journal": True, "journal_dir": str(jdir)}
+    monkeypatch.setattr(logsmod, "SYSLOG_FILES", (str(tmp_path / "no-syslog"),))
+    reason = LogsCollector.unavailable(load(AGENT_OPTS, flags, None, env={}))
+    assert reason and "libsystemd-not-here.so.0 cannot be loaded" in reason
+    syslog = tmp_path / "syslog"
+    syslog.write_text("")
+    monkeypatch.setattr(logsmod, "SYSLOG_FILES", (str(syslog),))
+    assert LogsCollector.unavailable(load(AGENT_OPTS, flags, None, env={})) is None
+    h = Harness(tmp_path, [], log_journal=True, journal_dir=str(jdir))
+    await h.start()
+    assert not h.col.use_journal and h.col.files == [str(syslog)]
+    append(syslog, line(1))
+    await h.expect(["message 1"])
+    await h.stop()
 
 
 # --- the real agent ---------------------------------------------------------------------
@@ -295,8 +376,7 @@ def test_real_agent_restart_ships_each_line_once(tmp_path, hub_process, agent_pr
              what="lines written while stopped, once each")
 
 
-@pytest.mark.skipif(not (os.path.exists(JOURNAL_REMOTE) and shutil.which("journalctl")),
-                    reason="needs systemd-journal-remote and journalctl")
+@needs_journal
 def test_real_agent_kill9_at_any_moment_ships_each_journal_line_once(tmp_path, hub_process, agent_process):
     """A journal written without pause; the agent killed with SIGKILL six times, at moments
     spread over its spooling and shipping (never waiting for a save): every line reaches the

@@ -40,7 +40,7 @@ def spooled(node, message: str) -> bool:
 
 
 def kill9(node) -> None:
-    """SIGKILL the agent (journalctl dies with it) and wait for Restart=always's new one."""
+    """SIGKILL the agent (its journal reader with it) and wait for Restart=always's new one."""
     before = agent_pid(node)
     node.sh("systemctl kill --signal=KILL homelab-agent")
     poll(lambda: (p := agent_pid(node)) not in (0, before) and p, 60,
@@ -73,7 +73,7 @@ def test_journal_lines_arrive_once_across_restart_kill9_and_reboot(lab, enrolled
     for b in "bcd":
         poll(lambda b=b: arrived(hub, node, b, sent[b]), 90, what=f"batch {b} after the restart")
 
-    # kill -9: no clean exit, journalctl is killed with it; Restart=always starts a new agent.
+    # kill -9: no clean exit; Restart=always starts a new agent.
     # Killed the moment batch d2 is in the spool (the cursor is stored in the same transaction,
     # so there is no window in which a line is spooled and its cursor not yet saved) ...
     sent["d2"] = talk(node, "d2")
