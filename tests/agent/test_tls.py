@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.config import AGENT_OPTS
 from agent.settings import load
 from agent.tls import openssl_needed
@@ -34,13 +36,15 @@ def test_openssl_is_needed_only_for_tls(tmp_path):
     assert openssl_needed(settings(tmp_path, HOMELAB_AGENT_HUB_URL="http://hub"))
 
 
-def test_an_agent_with_a_plain_http_hub_runs_and_hashes_without_openssl(tmp_path, hub_process, agent_process):
+@pytest.mark.parametrize("optimize", ["", "2"])  # "2": as systemd/homelab-agent.service runs it
+def test_an_agent_with_a_plain_http_hub_runs_and_hashes_without_openssl(tmp_path, hub_process, agent_process, optimize):
     hub = hub_process().start()
     state, watched = tmp_path / "agent", tmp_path / "etc"
     watched.mkdir()
     join_agent(hub.url, hub.enroll("n1"), state)
-    # every default collector: those that step aside here must still load without ssl
-    a = agent_process(state, "--watch", str(watched))
+    # every default collector: those that step aside here must still load without ssl (and
+    # without docstrings and asserts)
+    a = agent_process(state, "--watch", str(watched), env={"PYTHONOPTIMIZE": optimize})
     wait_for(lambda: hub.query("SELECT 1 FROM events WHERE node = 'n1' AND kind = 'metrics'"), 30,
              what="metrics at the hub")
     time.sleep(1)
