@@ -86,8 +86,8 @@ class CpuPercent:
 
 
 def disk_usage(path: str) -> tuple[int, int, int]:
-    """(total, used, free) in bytes, psutil's (and df's) way: free is what an unprivileged
-    user may still write, used counts root's reserve as free."""
+    """(total, used, free) in bytes, psutil's (and df's) way: used is what is written, free
+    what an unprivileged user may still write; root's reserve (ext4's 5 %) is in neither."""
     st = os.statvfs(path)
     return st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_bavail * st.f_frsize
 
@@ -160,28 +160,28 @@ def temperatures(hwmon: str = "/sys/class/hwmon",
     out: dict[str, list[tuple[str, float]]] = {}
     bases = _temp_bases(hwmon)
     for base in bases:
-        current, chip = _read(f"{base}_input"), _read(f"{os.path.dirname(base)}/name")
-        try:
-            value = float(current) / 1000 if current is not None and chip is not None else None
-        except ValueError:
-            value = None
-        if value is not None and chip is not None:
-            out.setdefault(chip, []).append((_read(f"{base}_label") or "", value))
+        chip, celsius = _read(f"{os.path.dirname(base)}/name"), _celsius(f"{base}_input")
+        if chip is not None and celsius is not None:
+            out.setdefault(chip, []).append((_read(f"{base}_label") or "", celsius))
     if bases:
         return out
     try:
-        zones = sorted(f"{thermal}/{z}" for z in os.listdir(thermal)
-                       if z.startswith("thermal_zone"))
+        zones = sorted(z for z in os.listdir(thermal) if z.startswith("thermal_zone"))
     except OSError:
         zones = []
     for zone in zones:
-        current, kind = _read(f"{zone}/temp"), _read(f"{zone}/type")
-        try:
-            if current is not None and kind is not None:
-                out.setdefault(kind, []).append(("", float(current) / 1000))
-        except ValueError:
-            continue
+        kind, celsius = _read(f"{thermal}/{zone}/type"), _celsius(f"{thermal}/{zone}/temp")
+        if kind is not None and celsius is not None:
+            out.setdefault(kind, []).append(("", celsius))
     return out
+
+
+def _celsius(path: str) -> float | None:
+    """A sysfs temperature file (millidegrees), None where the sensor gives no reading."""
+    try:
+        return float(_read(path) or "") / 1000
+    except ValueError:
+        return None
 
 
 _ESCAPE = re.compile(r"\\([0-7]{3})")
