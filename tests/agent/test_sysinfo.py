@@ -4,17 +4,22 @@ they meant when psutil computed them. Totals exactly; moving values within a tol
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
 
 from agent import sysinfo
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_memory_and_swap():
@@ -80,10 +85,10 @@ def test_mount_points_with_spaces_are_unescaped(tmp_path):
     d.mkdir()
     code = "import json; from agent import sysinfo; print(json.dumps([m[1] for m in sysinfo.mounts()]))"
     r = subprocess.run(["unshare", "-m", "sh", "-c",
-                        f"mount --make-rprivate / && mount -t tmpfs tmpfs '{d}' && exec {os.sys.executable} -c '{code}'"],
-                       capture_output=True, text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+                        f"mount --make-rprivate / && mount -t tmpfs tmpfs '{d}' && exec {sys.executable} -c '{code}'"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    assert str(d) in r.stdout.encode().decode("unicode_escape")
+    assert str(d) in json.loads(r.stdout)  # the table says a\040dir\011with\040tab
 
 
 def test_disk_io_counts_whole_disks_only():
