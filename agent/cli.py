@@ -1,17 +1,60 @@
-"""homelab-agent command line: parses and delegates."""
+"""homelab-agent's entry point. ``run`` with its flags is parsed here; anything else (another
+command, ``--help``, a flag it does not know, a missing value) goes to the click commands in
+agent/cli_click.py, which print help and errors.
+
+Why not click for ``run`` too: ``run`` is the process that stays up for the node's lifetime
+(homelab-agent.service), and click is ~1 MB of imported code in it for flags read once
+(argparse would be ~0.3 MB; docs/performance.md). The flags accepted here are exactly
+``run``'s click options and mean the same; tests/agent/test_cli.py holds the two parsers to
+the same results.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import click
+if TYPE_CHECKING:
+    from .runtime import Agent
 
-from . import __version__
-from .config import load_settings, state_dir_of
-from .settings import SettingsError
+VALUED = {"--state-dir": "state_dir", "--watch": "watch", "--log-file": "log_files",
+          "--collectors": "collectors", "--metrics-interval": "metrics_interval"}
+REPEATED = {"watch", "log_files"}
+FLAGS = {"--exec": ("exec_", True), "--no-exec": ("exec_", False),
+         "-v": ("verbose", True), "--verbose": ("verbose", True)}
+
+
+def parse_run(argv: list[str]) -> dict[str, Any] | None:
+    """``run``'s keyword arguments for ``start()`` from a command line (without the program
+    name), or None when it is not a plain ``run`` this parser is sure of: click then reads it."""
+    if not argv or argv[0] != "run":
+        return None
+    out: dict[str, Any] = {"state_dir": None, "watch": [], "log_files": [], "collectors": None,
+                           "metrics_interval": None, "exec_": None, "verbose": False}
+    rest = argv[1:]
+    while rest:
+        arg = rest.pop(0)
+        name, eq, value = arg.partition("=")
+        if name in VALUED:
+            if not eq:
+                if not rest or rest[0].startswith("-"):
+                    return None  # no value, or one click may read as a flag: its call
+                value = rest.pop(0)
+            if not value:
+                return None  # click's own messages for empty paths and values
+            key = VALUED[name]
+            if key in REPEATED:
+                out[key].append(value)
+            else:
+                out[key] = Path(value) if key == "state_dir" else value
+        elif arg in FLAGS:
+            key, flag = FLAGS[arg]
+            out[key] = flag
+        else:
+            return None
+    return out
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -22,114 +65,42 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-class BadSetting(click.ClickException):
-    """A setting with a value the agent cannot run with: exit status 2, as for a bad flag."""
+def start(state_dir: Path | None, watch: list[str], log_files: list[str], collectors: str | None,
+          metrics_interval: str | None, exec_: bool | None, verbose: bool) -> Agent:
+    """The agent ``run`` runs, configured: raises SettingsError for a bad setting and
+    RuntimeError when it cannot run (not joined to a hub)."""
+    from .config import load_settings
 
-    exit_code = 2
-
-
-def _settings(**flags):
-    try:
-        return load_settings(**flags)
-    except SettingsError as e:
-        raise BadSetting(str(e)) from None
-
-
-state_dir_opt = click.option("--state-dir", type=click.Path(path_type=Path), help="State directory [$HOMELAB_AGENT_STATE_DIR].")
-
-
-@click.group()
-@click.version_option(__version__)
-def cli() -> None:
-    """The Sentient Homelab node agent: collects events and ships them to the hub."""
-
-
-@cli.command()
-@click.argument("hub_url")
-@click.argument("token")
-@state_dir_opt
-@click.option("--fingerprint", help="SHA256:... of the hub's own TLS certificate (printed by enroll); it is pinned.")
-def join(hub_url: str, token: str, state_dir: Path | None, fingerprint: str | None) -> None:
-    """Join the hub at HUB_URL with a one-time TOKEN from `homelab-hub enroll`."""
-    import asyncio
-
-    from .join import join_and_save
-
-    sd = state_dir_of(state_dir)
-    try:
-        node = asyncio.run(join_and_save(hub_url, token, sd, fingerprint))
-    except Exception as e:  # noqa: BLE001 - the CLI edge: say what went wrong
-        raise click.ClickException(f"join failed: {e}") from None
-    click.echo(f"joined {hub_url} as node {node!r}; state in {sd}")
-    click.echo("start shipping with: homelab-agent run" + (f" --state-dir {sd}" if state_dir else ""))
-
-
-@cli.command()
-@state_dir_opt
-@click.option("--watch", multiple=True, help="Path to watch for file changes (repeatable) [$HOMELAB_AGENT_WATCH].")
-@click.option("--log-file", "log_files", multiple=True, help="Log file to tail (repeatable) [$HOMELAB_AGENT_LOG_FILES].")
-@click.option("--collectors", help="Comma-separated collectors to run [$HOMELAB_AGENT_COLLECTORS].")
-@click.option("--metrics-interval", help="Seconds between metric samples [$HOMELAB_AGENT_METRICS_INTERVAL].")
-@click.option("--exec/--no-exec", "exec_", default=None, help="Allow approved playbooks to run [$HOMELAB_AGENT_EXEC].")
-@click.option("-v", "--verbose", is_flag=True)
-def run(state_dir, watch, log_files, collectors, metrics_interval, exec_, verbose) -> None:
-    """Collect and ship events (what homelab-agent.service runs)."""
     _setup_logging(verbose)
-    s = _settings(state_dir=state_dir, watch=list(watch) or None, log_files=list(log_files) or None,
-                  collectors=collectors.replace(",", ":").split(":") if collectors else None,
-                  metrics_interval=metrics_interval, exec=exec_)
+    s = load_settings(state_dir=state_dir, watch=watch or None, log_files=log_files or None,
+                      collectors=collectors.replace(",", ":").split(":") if collectors else None,
+                      metrics_interval=metrics_interval, exec=exec_)
     # before anything imports asyncio or hashlib: they would load OpenSSL (agent/tls.py)
     from .tls import keep_openssl_out, openssl_needed
 
     needed = openssl_needed(s)
     without = needed is None and keep_openssl_out()
-    import asyncio
-
     from .runtime import Agent
 
     logging.getLogger("agent").debug("OpenSSL %s", "not loaded" if without else f"loaded: {needed or 'imported before run'}")
-
-    try:
-        agent = Agent(s)
-    except RuntimeError as e:
-        raise click.ClickException(str(e)) from None
-    asyncio.run(agent.run())
-
-
-@cli.command()
-@state_dir_opt
-@click.option("--json", "as_json", is_flag=True)
-def status(state_dir, as_json) -> None:
-    """Show this agent's identity and spool backlog."""
-    from .spool import Spool
-
-    s = _settings(state_dir=state_dir)
-    spool_path = s.state_dir / "spool.db"
-    info = {"state_dir": str(s.state_dir), "hub_url": s.hub_url, "node": s.node,
-            "spooled_events": 0, "spooled_bytes": 0, "exec": s.exec}
-    if spool_path.exists():
-        sp = Spool(spool_path, s.spool_max_bytes)
-        info["spooled_events"], info["spooled_bytes"] = len(sp), sp.bytes
-        sp.close()
-    if as_json:
-        click.echo(json.dumps(info))
-    else:
-        for k, v in info.items():
-            click.echo(f"{k:16} {v}")
-
-
-@cli.command("shell-hook")
-@click.argument("shell", type=click.Choice(["bash", "zsh"]))
-@state_dir_opt
-@click.option("--socket", type=click.Path(path_type=Path), help="The agent's command socket [$HOMELAB_AGENT_SOCKET].")
-def shell_hook(shell, state_dir, socket) -> None:
-    """Print the SHELL snippet that reports commands to this agent (for /etc/profile.d or an rc file)."""
-    from .collectors.commands import socket_path
-    from .shellhook import snippet
-
-    s = _settings(state_dir=state_dir, socket=socket)
-    click.echo(snippet(shell, str(socket_path(s).absolute())), nl=False)
+    return Agent(s)
 
 
 def main() -> None:
-    cli()
+    flags = parse_run(sys.argv[1:])
+    if flags is None:
+        from .cli_click import cli
+
+        cli()
+        return
+    from .settings import SettingsError
+
+    try:
+        agent = start(**flags)
+    except (SettingsError, RuntimeError) as e:
+        # the CLI edge, as click would show it: a bad setting is status 2 like a bad flag
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(2 if isinstance(e, SettingsError) else 1)
+    import asyncio
+
+    asyncio.run(agent.run())

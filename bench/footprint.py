@@ -3,8 +3,8 @@
 What the agent costs, piece by piece, each measured in a fresh interpreter (a subprocess):
 
 - imports: RSS after importing each layer the agent stands on, cumulatively (the bare
-  interpreter, asyncio, sqlite3, msgspec, the agent's runtime, psutil, click for the CLI,
-  with OpenSSL kept out as ``run`` keeps it out for an http:// hub; then OpenSSL on top),
+  interpreter, asyncio, sqlite3, msgspec, the agent's runtime, ``run``'s entry point, with
+  OpenSSL kept out as ``run`` keeps it out for an http:// hub; then OpenSSL on top),
   then each collector's module on top of the runtime alone;
 - collectors: each collector running by itself on this machine for --seconds (its own
   event loop, events counted and dropped): RSS after start, CPU per second of running,
@@ -32,8 +32,7 @@ LAYERS = [
     ("+ sqlite3", "import sqlite3"),
     ("+ msgspec, agent.wire", "import agent.wire"),
     ("+ agent.runtime (spool, shipper, http)", "import agent.runtime, agent.jobs"),
-    ("+ psutil", "import psutil"),
-    ("+ click (agent.cli)", "import agent.cli"),
+    ("+ agent.cli (run's entry: no click, no psutil)", "import agent.cli"),
     ("+ OpenSSL (ssl, hashlib's _hashlib)", "import sys\nfor m in ('ssl', '_hashlib'):\n    del sys.modules[m]\nimport ssl, _hashlib"),
 ]
 

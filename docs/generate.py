@@ -57,7 +57,7 @@ def _walk(cmd: click.Command, path: list[str], out: list[str]) -> None:
 
 
 def cli_reference() -> str:
-    from agent.cli import cli as agent_cli
+    from agent.cli_click import cli as agent_cli
     from hub.capabilities import modules
     from hub.cli import cli as hub_cli
 

@@ -18,9 +18,7 @@ import socket
 import time
 from typing import Any
 
-import psutil
-
-from agent import wire
+from agent import sysinfo, wire
 from agent.collectors import Collector
 from agent.collectors.metrics import filesystems, network_mounts
 
@@ -87,7 +85,7 @@ def mounts() -> list[dict[str, Any]]:
     out = []
     for mountpoint, device, fstype, options in filesystems():
         try:
-            total = psutil.disk_usage(mountpoint).total
+            total = sysinfo.disk_usage(mountpoint)[0]
         except OSError:
             total = None
         out.append({"mountpoint": mountpoint, "device": device, "fstype": fstype,
@@ -108,36 +106,34 @@ def default_route_interface() -> str | None:
 
 def interfaces() -> tuple[list[dict[str, Any]], str | None, str | None]:
     """(interfaces, primary IPv4, Tailscale IPv4)."""
-    addrs = psutil.net_if_addrs()
-    stats = psutil.net_if_stats()
-    out, tailscale = [], None
-    for name in sorted(addrs):
-        mac, cidrs = None, []
-        for a in addrs[name]:
-            if a.family == psutil.AF_LINK:
-                mac = a.address
-            elif a.family in (socket.AF_INET, socket.AF_INET6):
-                ip = a.address.split("%")[0]
-                try:
-                    net = ipaddress.ip_interface(f"{ip}/{a.netmask}" if a.netmask else ip)
-                except ValueError:
-                    continue
-                cidrs.append(net)
-                if net.version == 4 and net.ip in TAILNET and (tailscale is None or name.startswith("tailscale")):
-                    tailscale = str(net.ip)
-        cidrs.sort(key=lambda n: (n.version, str(n)))
-        st = stats.get(name)
+    links = sysinfo.links()
+    # IPv4 only: these facts came from psutil, whose IPv6 netmask ("ffff:ffff::") ipaddress
+    # does not parse, so no IPv6 address was ever sent. Sending them is a change of its own.
+    v4: dict[str, list[ipaddress.IPv4Interface]] = {}
+    # psutil listed an interface with a MAC or an address (not a tun device with neither)
+    names = {n for n, (mac, _, _) in links.items() if mac is not None}
+    for name, address, prefix in sysinfo.addresses():
+        names.add(name)
+        if ":" not in address:
+            v4.setdefault(name, []).append(ipaddress.IPv4Interface(f"{address}/{prefix}"))
+    out: list[dict[str, Any]] = []
+    tailscale = None
+    for name in sorted(names):
+        cidrs = sorted(v4.get(name, []), key=str)
+        for net in cidrs:
+            if net.ip in TAILNET and (tailscale is None or name.startswith("tailscale")):
+                tailscale = str(net.ip)
+        mac, mtu, running = links.get(name, (None, None, False))
+        speed = sysinfo.link_speed(name) if name in links else 0
         out.append({
-            "name": name, "mac": mac, "mtu": st.mtu if st else None, "up": bool(st and st.isup),
-            "speed_mbps": st.speed if st and st.speed else None,
+            "name": name, "mac": mac, "mtu": mtu, "up": running, "speed_mbps": speed or None,
             "addresses": [f"{n.ip}/{n.network.prefixlen}" for n in cidrs],
         })
     primary = None
     dev = default_route_interface()
     for i in out:
         if i["name"] == dev:
-            v4 = [a for a in i["addresses"] if ":" not in a]
-            primary = v4[0].split("/")[0] if v4 else None
+            primary = i["addresses"][0].split("/")[0] if i["addresses"] else None
     return out, primary, tailscale
 
 
@@ -159,15 +155,16 @@ def virtualization() -> str | None:
 def gather() -> tuple[str, dict[str, Any]]:
     u = os.uname()
     ifaces, primary, tailscale = interfaces()
+    mem = sysinfo.meminfo()
     facts: dict[str, Any] = {
         "os": os_release(),
         "kernel": u.release,
         "kernel_version": u.version,
         "arch": u.machine,
         "cpu": {"model": cpu_model(), "count": os.cpu_count()},
-        "memory_bytes": psutil.virtual_memory().total,
-        "swap_bytes": psutil.swap_memory().total,
-        "boot_time": round(psutil.boot_time()),
+        "memory_bytes": mem["MemTotal"],
+        "swap_bytes": mem.get("SwapTotal", 0),
+        "boot_time": round(sysinfo.boot_time()),
         "virtualization": virtualization(),
         "machine_id": _read("/etc/machine-id"),
         "disks": disks(),

@@ -1,5 +1,6 @@
-"""Host metrics via psutil: CPU, memory, swap, load, per-mount disk usage, disk and network
-I/O rates, temperatures where present, uptime. One ``metrics`` event per interval."""
+"""Host metrics from /proc and /sys (``agent.sysinfo``): CPU, memory, swap, load, per-mount
+disk usage, disk and network I/O rates, temperatures where present, uptime. One ``metrics``
+event per interval."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import os
 import stat
 import time
 
-import psutil
-
-from agent import wire
+from agent import sysinfo, wire
 from agent.collectors import Collector
 
 # Filesystems that hold no files anyone writes, or whose fullness means nothing (read-only
@@ -21,7 +20,7 @@ SKIP_FS = {"devtmpfs", "squashfs", "erofs", "iso9660", "udf", "proc", "sysfs", "
            "fuse.lxcfs", "rpc_pipefs", "nfsd", "selinuxfs"}
 # Another machine's disk: the NAS reports its own, and a stat of a hung NFS or CIFS mount
 # blocks (this collector runs on the agent's event loop). psutil's all=False left them out;
-# all=True must too.
+# reading every mount must too.
 NETWORK_FS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "ceph", "glusterfs",
               "fuse.glusterfs", "fuse.sshfs", "sshfs", "fuse.rclone", "davfs", "fuse.s3fs", "lustre"}
 # Mounts below these are the system's own plumbing (cgroups, /dev, systemd's credentials, a
@@ -37,8 +36,7 @@ def network_mounts() -> list[tuple[str, str, str, str]]:
     """(mountpoint, device, fstype, options) of the network filesystems mounted here, from the
     mount table alone: never statted (a hung NAS would block), never sized (the NAS reports
     its own disk). The twin lists them; disk metrics do not."""
-    return [(p.mountpoint, p.device, p.fstype, p.opts) for p in psutil.disk_partitions(all=True)
-            if p.fstype in NETWORK_FS]
+    return [(m, d, t, o) for d, m, t, o in sysinfo.mounts() if t in NETWORK_FS]
 
 
 def filesystems() -> list[tuple[str, str, str, str]]:
@@ -52,13 +50,12 @@ def filesystems() -> list[tuple[str, str, str, str]]:
     mounts, the agent's PrivateTmp= /tmp on the real /tmp) is reported once, at the first
     of its mounts in the mount table; mounts of a single file are skipped."""
     out, seen = [], set()
-    for p in psutil.disk_partitions(all=True):
-        m = p.mountpoint
-        if p.fstype in SKIP_FS or p.fstype in NETWORK_FS or m in ("/proc", "/sys", "/dev"):
+    for device, m, fstype, opts in sysinfo.mounts():
+        if fstype in SKIP_FS or fstype in NETWORK_FS or m in ("/proc", "/sys", "/dev"):
             continue
         if m.startswith(SYSTEM_TREES) and m not in SYSTEM_KEEP:
             continue
-        if (p.fstype == "tmpfs" and m not in OWN_TMPFS) or (p.fstype == "overlay" and m != "/"):
+        if (fstype == "tmpfs" and m not in OWN_TMPFS) or (fstype == "overlay" and m != "/"):
             continue
         try:
             st = os.stat(m)
@@ -67,7 +64,7 @@ def filesystems() -> list[tuple[str, str, str, str]]:
         if not stat.S_ISDIR(st.st_mode) or st.st_dev in seen:
             continue
         seen.add(st.st_dev)
-        out.append((m, p.device, p.fstype, p.opts))
+        out.append((m, device, fstype, opts))
     return out
 
 
@@ -84,41 +81,42 @@ class MetricsCollector(Collector):
             raise ValueError(f"metrics_interval must be at least 1s, got {settings.metrics_interval}")
         self.interval = settings.metrics_interval
         self._prev_io: tuple[float, dict] | None = None
-        psutil.cpu_percent(None)  # prime: the first call has no interval to measure
+        self.cpu_percent = sysinfo.CpuPercent()
+        self.cpu_percent()  # prime: the first call has no interval to measure
 
     def sample(self) -> dict[str, float]:
         s: dict[str, float] = {}
-        s["cpu_percent"] = psutil.cpu_percent(None)
-        vm = psutil.virtual_memory()
-        s["memory_total_bytes"] = vm.total
-        s["memory_available_bytes"] = vm.available
-        s["memory_used_ratio"] = round(1 - vm.available / vm.total, 4) if vm.total else 0.0
-        sw = psutil.swap_memory()
-        s["swap_total_bytes"] = sw.total
-        s["swap_used_ratio"] = round(sw.used / sw.total, 4) if sw.total else 0.0
+        s["cpu_percent"] = self.cpu_percent()
+        mem = sysinfo.meminfo()
+        total, available, _, _ = sysinfo.virtual_memory(mem)
+        s["memory_total_bytes"] = total
+        s["memory_available_bytes"] = available
+        s["memory_used_ratio"] = round(1 - available / total, 4) if total else 0.0
+        swap_total, swap_used = sysinfo.swap_memory(mem)
+        s["swap_total_bytes"] = swap_total
+        s["swap_used_ratio"] = round(swap_used / swap_total, 4) if swap_total else 0.0
         l1, l5, l15 = os.getloadavg()
         s["load1"], s["load5"], s["load15"] = l1, l5, l15
-        s["uptime_seconds"] = round(time.time() - psutil.boot_time())
+        s["uptime_seconds"] = round(time.time() - sysinfo.boot_time())
         for mountpoint, *_ in filesystems():
             try:
-                u = psutil.disk_usage(mountpoint)
+                total, used, free = sysinfo.disk_usage(mountpoint)
             except OSError:
                 continue
             m = _q(mountpoint)
-            s[f'disk_total_bytes{{mount="{m}"}}'] = u.total
-            s[f'disk_free_bytes{{mount="{m}"}}'] = u.free
-            s[f'disk_used_ratio{{mount="{m}"}}'] = round(u.used / (u.used + u.free), 4) if u.total else 0.0
+            s[f'disk_total_bytes{{mount="{m}"}}'] = total
+            s[f'disk_free_bytes{{mount="{m}"}}'] = free
+            s[f'disk_used_ratio{{mount="{m}"}}'] = round(used / (used + free), 4) if total else 0.0
         now = time.monotonic()
         io: dict[str, float] = {}
-        d = psutil.disk_io_counters()
+        d = sysinfo.disk_io()
         if d:
-            io["disk_read_bytes_per_second"] = d.read_bytes
-            io["disk_write_bytes_per_second"] = d.write_bytes
-        for nic, c in psutil.net_io_counters(pernic=True).items():
+            io["disk_read_bytes_per_second"], io["disk_write_bytes_per_second"] = d
+        for nic, (received, sent) in sysinfo.net_io().items():
             if nic == "lo":
                 continue
-            io[f'net_receive_bytes_per_second{{iface="{_q(nic)}"}}'] = c.bytes_recv
-            io[f'net_transmit_bytes_per_second{{iface="{_q(nic)}"}}'] = c.bytes_sent
+            io[f'net_receive_bytes_per_second{{iface="{_q(nic)}"}}'] = received
+            io[f'net_transmit_bytes_per_second{{iface="{_q(nic)}"}}'] = sent
         if self._prev_io:
             then, prev = self._prev_io
             dt = max(now - then, 1e-3)
@@ -126,12 +124,10 @@ class MetricsCollector(Collector):
                 if k in prev and v >= prev[k]:
                     s[k] = round((v - prev[k]) / dt, 1)
         self._prev_io = (now, io)
-        temps: dict[str, list] = getattr(psutil, "sensors_temperatures", lambda: {})()
-        for chip, entries in (temps or {}).items():
-            for i, t in enumerate(entries):
-                if t.current is not None:
-                    label = _q(t.label or f"{chip}{i}")
-                    s[f'temperature_celsius{{chip="{_q(chip)}",sensor="{label}"}}'] = t.current
+        for chip, entries in sysinfo.temperatures().items():
+            for i, (label, celsius) in enumerate(entries):
+                sensor = _q(label or f"{chip}{i}")
+                s[f'temperature_celsius{{chip="{_q(chip)}",sensor="{sensor}"}}'] = celsius
         return s
 
     async def run(self) -> None:

@@ -59,27 +59,26 @@ exec {sys.executable} -c '{SEE % {"d": d}}'
 def test_network_filesystems_are_never_touched(monkeypatch, tmp_path):
     """An NFS or CIFS mount is the NAS's disk (it reports its own), and a stat of a hung one
     blocks the agent's event loop: filesystems() must leave it out without looking at it."""
-    from collections import namedtuple
-
-    import psutil
-
+    from agent import sysinfo
     from agent.collectors import metrics
 
-    part = namedtuple("part", "device mountpoint fstype opts")  # what psutil returns
     local = tmp_path / "local"
     local.mkdir()
-    parts = [part("/dev/sda1", str(local), "ext4", "rw")] + [
-        part(f"nas:/{fs}", f"/mnt/{fs}", fs, "rw") for fs in ("nfs", "nfs4", "cifs", "fuse.sshfs")]
-    monkeypatch.setattr(metrics.psutil, "disk_partitions", lambda all=False: parts)
-    real_stat = os.stat
+    mounts = [("/dev/sda1", str(local), "ext4", "rw")] + [
+        (f"nas:/{fs}", f"/mnt/{fs}", fs, "rw") for fs in ("nfs", "nfs4", "cifs", "fuse.sshfs")]
+    monkeypatch.setattr(sysinfo, "mounts", lambda: mounts)
+    real_stat, real_statvfs = os.stat, os.statvfs
 
     def stat(path, *a, **k):
         assert not str(path).startswith("/mnt/"), f"stat of the network mount {path}"
         return real_stat(path, *a, **k)
 
+    def statvfs(path):
+        assert not str(path).startswith("/mnt/"), f"statvfs of the network mount {path}"
+        return real_statvfs(path)
+
     monkeypatch.setattr(metrics.os, "stat", stat)
-    real_usage = psutil.disk_usage
-    monkeypatch.setattr(metrics.psutil, "disk_usage", lambda path: stat(path) and real_usage(path))
+    monkeypatch.setattr(sysinfo.os, "statvfs", statvfs)
     assert [f[0] for f in metrics.filesystems()] == [str(local)]
     # the twin still lists them, from the mount table alone, with no size
     from agent.collectors import inventory
