@@ -154,8 +154,13 @@ def main_systemd(a) -> None:
         node.enroll()
         node.sh("systemctl enable --now prometheus-node-exporter")
         assert lab.hub is not None
-        nodelab.poll(lambda: lab.hub.query("SELECT 1 FROM logs WHERE node = 'bench'"), 60,
-                     what="the agent shipping journal lines")
+        hub = lab.hub
+
+        def shipping() -> list:  # the agent reads the journal from its start on: write after it
+            node.sh("logger -t bench 'is the agent reading the journal?'")
+            return hub.query("SELECT 1 FROM logs WHERE node = 'bench'")
+
+        nodelab.poll(shipping, 60, what="the agent shipping journal lines")
         time.sleep(a.warmup)
         procs = {"agent": unit_main_process(node, "homelab-agent.service"),
                  "node_exporter": unit_main_process(node, "prometheus-node-exporter.service")}

@@ -74,6 +74,8 @@ def agent_unit() -> str:
         for line in shipped.read_text().splitlines():
             if line.startswith("ExecStart="):
                 line = exec_start
+            elif line.startswith("ExecStartPre="):
+                line = line.replace("/opt/homelab-agent/", "@APP@/")
             elif line.startswith("Environment=HOMELAB_AGENT_STATE_DIR="):
                 line = env
             lines.append(line)

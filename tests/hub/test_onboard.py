@@ -81,8 +81,11 @@ def test_unit_without_prefix_is_the_shipped_one():
     shipped = paths.shipped("systemd") / "homelab-agent.service"
     if not shipped.exists():
         pytest.skip("systemd/homelab-agent.service not shipped")
-    unit = bootstrap_script.agent_unit().replace("@APP@", "/opt/homelab-agent").replace("@STATE@", "/var/lib/homelab-agent")
+    template = bootstrap_script.agent_unit()
+    unit = template.replace("@APP@", "/opt/homelab-agent").replace("@STATE@", "/var/lib/homelab-agent")
     assert unit == shipped.read_text()
+    # every program the unit runs is the node's venv's, wherever --prefix puts it
+    assert "/opt/homelab-agent" not in template
 
 
 # -- the real thing: a fresh machine in a network namespace -----------------------------
