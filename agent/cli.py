@@ -5,7 +5,7 @@ agent/cli_click.py, which print help and errors.
 Why not click for ``run`` too: ``run`` is the process that stays up for the node's lifetime
 (homelab-agent.service), and click is ~1 MB of imported code in it for flags read once
 (argparse would be ~0.3 MB; docs/performance.md). The flags accepted here are exactly
-``run``'s click options and mean the same; tests/agent/test_cli.py holds the two parsers to
+``run``'s click options and mean the same; tests/agent/test_run_cli.py holds the two parsers to
 the same results.
 """
 
