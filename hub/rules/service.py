@@ -2,9 +2,8 @@
 
 The writer hands each committed group to ``submit`` (a queue put: ingest never waits for
 rules). The thread evaluates events as they come, ticks once a second for ``for:``,
-windows, absence and twin queries, and stores what changed through the writer: transitions
-at once, in one transaction per round; updates of open alerts (count, value, evidence) with
-the next tick. Twin queries run on their own read-only connection. A reload
+windows, absence and twin queries, and stores what changed through the writer in one
+transaction per round. Twin queries run on their own read-only connection. A reload
 (``homelab-hub rules reload`` or SIGHUP) swaps the whole rule set between two rounds.
 """
 
@@ -123,8 +122,7 @@ class RulesService:
                     self._stop.set()
                     break
             self.stats["events"] += n
-            ticked = time.monotonic() >= next_tick
-            if ticked:
+            if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self.tick_every
                 self._maybe_reload()
                 try:
@@ -132,14 +130,7 @@ class RulesService:
                         self.engine.tick(self.clock(), lambda r, now: periodic_rows(self.read_db, r, now))
                 except Exception:  # noqa: BLE001
                     log.exception("rules: tick failed")
-            # A transition is stored at once (commit to alert is what rules promise); an open
-            # alert's new count, value and evidence wait for the tick, so a node whose alert
-            # stays pending or firing costs one alerts transaction a second, not one per batch.
-            if self.engine.records:
-                self._flush(committed_at)
-            elif ticked:
-                self._flush([])
-        self._flush([])  # what the last rounds touched
+            self._flush(committed_at)
 
     def reload(self) -> tuple[bool, str]:
         """Load every rule file again and swap the set in whole, or keep the running one

@@ -149,28 +149,3 @@ async def test_throttle_folds_a_second_burst_into_the_first_alert(rules_hub, tmp
                          what="the burst counted on the first alert")
     assert len(h.query("SELECT id FROM alerts WHERE rule = 'burst'")) == 1
     assert h.query("SELECT count(*) FROM alert_events a JOIN alerts b ON b.id = a.alert_id WHERE b.rule = 'burst'") == [(3,)]
-
-
-async def test_an_open_alert_is_updated_once_a_tick_not_once_a_batch(rules_hub, tmp_path, monkeypatch):  # noqa: F811
-    """A node whose alert stays pending sends a sample every few seconds for as long as it
-    lasts: its transition is stored at once, its new counts with the next tick."""
-    from hub.rules import alerts as alerts_mod
-
-    (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "t.yaml").write_text(RULES.replace("for: 1s", "for: 1h"))
-    calls = []
-    apply = alerts_mod.apply
-    monkeypatch.setattr(alerts_mod, "apply", lambda db, records, *a: (calls.append(records), apply(db, records, *a)))
-    h = await rules_hub(rules_dir=tmp_path / "r")
-    await h.send("n1", [metric(95)])
-    await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot"], 30, what="pending alert")
-    before, t0 = len(calls), time.monotonic()
-    for i in range(20):
-        await h.send("n1", [metric(95 + i / 10)])
-    elapsed = time.monotonic() - t0
-    rows = await async_wait_for(lambda: [r for r in alerts(h) if r[1] == "hot" and r[4] == 21], 30, what="count 21")
-    assert rows[0][3] == "pending"
-    updates = [rs for rs in calls[before:] if any(r["rule"] == "hot" for r in rs)]
-    # one per tick (1 s) while the batches came, and the one that stored the last of them
-    assert len(updates) <= 2 + int(elapsed), (len(updates), elapsed)
-    assert all(r["transition"] is None for rs in updates for r in rs if r["rule"] == "hot")
