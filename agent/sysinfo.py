@@ -238,7 +238,8 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
 NLM_F_REQUEST_DUMP = 0x1 | 0x300
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU = 1, 3, 4
-IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_FLAGS = 1, 2, 3, 8
+IFA_F_TEMPORARY = 0x01
 IFF_RUNNING = 0x40
 
 
@@ -295,17 +296,23 @@ def links() -> dict[str, tuple[str | None, int, bool]]:
     return out
 
 
-def addresses() -> list[tuple[str, str, int]]:
+def addresses(temporary: bool = True) -> list[tuple[str, str, int]]:
     """(interface, address, prefix length) of every IPv4 and IPv6 address. An IPv4 address
-    with a label (``ip addr add ... label eth0:1``) is under its label, as getifaddrs gives it."""
+    with a label (``ip addr add ... label eth0:1``) is under its label, as getifaddrs gives it.
+    ``temporary=False`` leaves out IPv6 privacy addresses (RFC 8981), which the kernel
+    replaces every day or so."""
     out = []
     for kind, p in _dump(RTM_GETADDR, struct.pack("=BBBBI", 0, 0, 0, 0, 0)):
         if kind != RTM_NEWADDR:
             continue
-        family, prefix, _, _, index = struct.unpack_from("=BBBBI", p)
+        family, prefix, flags, _, index = struct.unpack_from("=BBBBI", p)
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
         a = _attrs(p, 8)
+        if IFA_FLAGS in a:  # the full 32 bits; the header's byte holds the low 8
+            flags = struct.unpack_from("=I", a[IFA_FLAGS])[0]
+        if not temporary and flags & IFA_F_TEMPORARY:
+            continue
         raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)  # IFA_ADDRESS is the peer's on a point-to-point link
         if raw is None:
             continue

@@ -105,23 +105,20 @@ def default_route_interface() -> str | None:
 
 
 def interfaces() -> tuple[list[dict[str, Any]], str | None, str | None]:
-    """(interfaces, primary IPv4, Tailscale IPv4)."""
+    """(interfaces with their IPv4 and IPv6 addresses, primary IPv4, Tailscale IPv4)."""
     links = sysinfo.links()
-    # IPv4 only: these facts came from psutil, whose IPv6 netmask ("ffff:ffff::") ipaddress
-    # does not parse, so no IPv6 address was ever sent. Sending them is a change of its own.
-    v4: dict[str, list[ipaddress.IPv4Interface]] = {}
+    nets: dict[str, list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]] = {}
     # psutil listed an interface with a MAC or an address (not a tun device with neither)
     names = {n for n, (mac, _, _) in links.items() if mac is not None}
-    for name, address, prefix in sysinfo.addresses():
+    for name, address, prefix in sysinfo.addresses(temporary=False):  # they'd change daily
         names.add(name)
-        if ":" not in address:
-            v4.setdefault(name, []).append(ipaddress.IPv4Interface(f"{address}/{prefix}"))
+        nets.setdefault(name, []).append(ipaddress.ip_interface(f"{address}/{prefix}"))
     out: list[dict[str, Any]] = []
     tailscale = None
     for name in sorted(names):
-        cidrs = sorted(v4.get(name, []), key=str)
+        cidrs = sorted(nets.get(name, []), key=lambda n: (n.version, n))  # IPv4 first
         for net in cidrs:
-            if net.ip in TAILNET and (tailscale is None or name.startswith("tailscale")):
+            if net.version == 4 and net.ip in TAILNET and (tailscale is None or name.startswith("tailscale")):
                 tailscale = str(net.ip)
         mac, mtu, running = links.get(name, (None, None, False))
         speed = sysinfo.link_speed(name) if name in links else 0
@@ -133,7 +130,7 @@ def interfaces() -> tuple[list[dict[str, Any]], str | None, str | None]:
     dev = default_route_interface()
     for i in out:
         if i["name"] == dev:
-            primary = i["addresses"][0].split("/")[0] if i["addresses"] else None
+            primary = next((a.split("/")[0] for a in i["addresses"] if ":" not in a), None)
     return out, primary, tailscale
 
 

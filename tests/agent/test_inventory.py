@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +20,9 @@ from agent.collectors.inventory import InventoryCollector, gather, os_release
 from agent.config import AGENT_OPTS
 from agent.settings import load
 from agent.state import State
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def settings(**kw):
@@ -75,10 +82,13 @@ def test_new_interface_and_tailscale_address_is_a_change(collector):
     subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
     try:
         subprocess.run(["ip", "addr", "add", "100.101.102.103/32", "dev", a], check=True)
+        subprocess.run(["ip", "addr", "add", "fd00:77::5/64", "dev", a, "nodad"], check=True)
+        subprocess.run(["ip", "addr", "add", "10.99.0.7/24", "dev", a], check=True)
         assert c.check() and len(events) == 2
         facts = events[1].facts
         iface = next(i for i in facts["interfaces"] if i["name"] == a)
-        assert iface["addresses"] == ["100.101.102.103/32"] and iface["mac"]
+        # IPv4 first, in numeric order, then IPv6 (the link is down: no link-local address)
+        assert iface["addresses"] == ["10.99.0.7/24", "100.101.102.103/32", "fd00:77::5/64"] and iface["mac"]
         assert facts["tailscale_ip"] == "100.101.102.103"
     finally:
         subprocess.run(["ip", "link", "del", a], check=False)
@@ -106,3 +116,39 @@ def test_interval_validated(tmp_path):
     with pytest.raises(ValueError, match="inventory_interval"):
         InventoryCollector(settings(inventory_interval=1), lambda e: True, state)
     state.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"), reason="needs root and iproute2")
+def test_ipv6_privacy_addresses_are_left_out(tmp_path):
+    """A laptop's RFC 8981 temporary addresses change every day; in the inventory they would
+    make a change every day. The kernel makes one here from a ``mngtmpaddr`` address."""
+    ns = f"hlinv{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        def ip(*args):
+            return subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, text=True).stdout
+
+        ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.v0.use_tempaddr=2"], check=True)
+        ip("link", "set", "v0", "up")
+        ip("link", "set", "v1", "up")
+        ip("addr", "add", "2001:db8:7::1/64", "dev", "v0", "mngtmpaddr", "nodad")
+        temporary = []
+        deadline = time.monotonic() + 30
+        while not temporary and time.monotonic() < deadline:
+            temporary = [a["local"] for i in json.loads(ip("-j", "addr", "show", "dev", "v0"))
+                         for a in i["addr_info"] if a.get("temporary")]
+            time.sleep(0.1)
+        assert temporary, "the kernel made no temporary address"
+        probe = ("import json; from agent import sysinfo; from agent.collectors.inventory import interfaces;"
+                 "print(json.dumps([interfaces()[0], sysinfo.addresses()]))")
+        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", probe], check=True,
+                             capture_output=True, text=True, cwd=ROOT).stdout
+        ifaces, every = json.loads(out)
+        v0 = next(i for i in ifaces if i["name"] == "v0")
+        assert "2001:db8:7::1/64" in v0["addresses"]
+        assert v0["addresses"][-1].startswith("fe80::")  # link-local: stable, kept
+        assert not any(a.startswith(temporary[0] + "/") for a in v0["addresses"])
+        assert ["v0", temporary[0], 64] in every  # sysinfo itself lists it, as getifaddrs does
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
