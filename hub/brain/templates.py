@@ -115,7 +115,7 @@ TEMPLATES: list[Template] = [
              " WHERE kind = 'command' AND ts >= :since AND " + NODE +
              " AND instr(json_extract(data, '$.command'), :path) > 0 ORDER BY ts DESC LIMIT :limit",
              {"path": "!", "node": "", "since": "", "limit": "50"}, "30d"),
-    Template("commands_user", "Commands by a user",
+    Template("commands_user", "Commands run",
              "Shell commands one user ran, newest first.",
              "commands run by user typed shell history what did do executed",
              "SELECT node, datetime(ts, 'unixepoch') AS time, json_extract(data, '$.cwd') AS cwd,"

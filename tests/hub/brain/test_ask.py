@@ -183,6 +183,9 @@ def test_every_answer_says_how_it_read_the_question(fleet):
     out = askmod.ask("history of nginx.service on web1", path, model=None, record=None, now=now)
     assert out["answer"].startswith("Read as: a unit's history on web1 for nginx.service in the last month (")
     assert out["rows"] and out["alternatives"] == []
+    out = askmod.ask("what did root run in the last hour", path, model=None, record=None, now=now)
+    assert out["template"] == "commands_user"
+    assert out["answer"].startswith("Read as: commands run by root in the last hour (")  # not "by a user by root"
 
 
 def test_nothing_found_offers_two_readings_that_run_as_offered(fleet):
