@@ -4,15 +4,18 @@ Every event is stored in ``events``; a handler registered here for its type also
 typed rows (metric samples, file history, twin state). A handler whose table holds every field
 of the event may return a slimmer ``data`` for its ``events`` row, so the event is stored once
 (log lines: ``events_full`` puts their fields back for readers of ``data``). Handlers only
-append rows; the projector runs one ``executemany`` per statement at flush, in the order
-the statements were first used, so a batch costs a handful of SQLite calls.
+append rows; the projector writes each statement's rows at flush (``insert_rows``: one
+multi-row statement per chunk), in the order the statements were first used, so a batch costs
+a handful of SQLite calls.
 Handlers must keep per-kind ordering inside one statement (upserts, not delete+insert).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
 from agent import wire
@@ -42,6 +45,34 @@ def split_key(key: str) -> tuple[str, str]:
     if i < 0:
         return key, ""
     return key[:i], key[i + 1 : -1] if key.endswith("}") else key[i + 1 :]
+
+
+_VALUES = re.compile(r"(.*? VALUES )(\(\?(?:, \?)*\))(.*)", re.S)
+_CHUNKS = (256, 64, 16, 4, 1)  # a handful of statement texts per insert, each prepared once
+_multi: dict[tuple[str, int], str] = {}
+
+
+def insert_rows(db: sqlite3.Connection, sql: str, rows: Sequence[tuple]) -> None:
+    """``db.executemany(sql, rows)`` for an ``INSERT ... VALUES (?, ...)``, in one statement per
+    chunk of rows (``VALUES (...), (...), ...``). executemany steps SQLite once per row and
+    lets go of the GIL around each step; when another thread wants the GIL (the event loop
+    decoding the next batch, the rules engine) each row then waits to get it back, up to the
+    switch interval: the writer crawled at a few thousand rows a second under such contention
+    where one statement per chunk keeps its pace. Other statements go to executemany."""
+    m = _VALUES.fullmatch(sql)
+    if m is None or len(rows) < 2:
+        db.executemany(sql, rows)
+        return
+    width = m.group(2).count("?")
+    bound = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)  # 32,766 since SQLite 3.32, 999 before
+    i, n = 0, len(rows)
+    while i < n:
+        k = next(c for c in _CHUNKS if c <= n - i and (c == 1 or c * width <= bound))
+        text = _multi.get((sql, k))
+        if text is None:
+            text = _multi[(sql, k)] = m.group(1) + ", ".join([m.group(2)] * k) + m.group(3)
+        db.execute(text, tuple(chain.from_iterable(rows[i:i + k])))
+        i += k
 
 
 class Projector:
@@ -114,12 +145,10 @@ class Projector:
 
     def flush(self) -> None:
         if self._new_series:
-            self.db.executemany(
-                "INSERT INTO series (id, node, key, name, labels) VALUES (?, ?, ?, ?, ?)",
-                self._new_series,
-            )
+            insert_rows(self.db, "INSERT INTO series (id, node, key, name, labels) VALUES (?, ?, ?, ?, ?)",
+                        self._new_series)
         for sql, rows in self.rows.items():
-            self.db.executemany(sql, rows)
+            insert_rows(self.db, sql, rows)
         for sql, params in self.once.items():
             self.db.execute(sql, params)
         for fn in self.deferred:

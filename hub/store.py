@@ -364,8 +364,8 @@ class Writer:
                             if slim is not None:  # its fields are in a table of their own
                                 datas[i] = slim  # a slice: the item's own list is untouched
                         rows = list(zip(ids, repeat(node), seqs, tss, kinds, datas))
-                        self.db.executemany(
-                            "INSERT INTO events (id, node, seq, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?)", rows)
+                        project.insert_rows(
+                            self.db, "INSERT INTO events (id, node, seq, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?)", rows)
                         self.projector.flush()
                         tx.events += len(rows)
                         if tx.committed is not None:
