@@ -1,14 +1,12 @@
 """The live rules engine: a thread between the writer's commits and the alerts table.
 
-The writer hands each committed group to ``subscriber``. A large one goes to the rules
-thread (a queue put: ingest never waits for rules); a small one (up to ``INLINE_EVENTS``,
-which at fleet scale is nearly every commit) is evaluated right there in the writer
-thread when the engine is free and nothing older is queued, which saves the two threads
-waking each other for a few events. The thread ticks once a second for ``for:``, windows,
-absence and twin queries. What changed is queued to the writer as a job of its own (the
-alerts' transaction), in the order it was drained. Twin queries run on their own read-only
-connection. A reload (``homelab-hub rules reload`` or SIGHUP) swaps the whole rule set
-between two rounds.
+The writer hands each committed group to ``subscriber`` (a queue put: ingest never waits for
+rules). The thread evaluates events as they come, ticks once a second for ``for:``,
+windows, absence and twin queries, and queues what changed to the writer as a job of its
+own (the alerts' transaction, one per round) without waiting for it: the stores keep the
+order they were drained in, and the thread goes on evaluating meanwhile. Twin queries run
+on their own read-only connection. A reload (``homelab-hub rules reload`` or SIGHUP) swaps
+the whole rule set between two rounds.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 from hub.rules import alerts
 from hub.rules.conditions import run_query
@@ -27,12 +26,6 @@ from hub.rules.loader import Rule
 from hub.store import Committed, Writer, connect
 
 log = logging.getLogger(__name__)
-
-# A commit of at most this many events is evaluated in the writer thread (~1.2 µs an event
-# with the shipped rules) instead of waking the rules thread: at 500 nodes the wake-ups and
-# the alerts' round trip through the writer cost a quarter of the hub's CPU (bench fleet).
-# Larger commits (a backlog, bench ingest's 1,000-event batches) stay off the writer.
-INLINE_EVENTS = 100
 
 ABSENT_SQL = (
     "SELECT name AS node, last_seen, :now - last_seen AS silent_for, :now - last_seen AS value"
@@ -76,44 +69,17 @@ class RulesService:
         self.loader = loader  # for reloads: every rule file again, (rules, errors)
         self.reload_wanted = threading.Event()  # SIGHUP
         self.reload_seen = _last_reload(self.read_db)  # requests older than this start are moot
-        # the engine is used under this lock: by the rules thread, by the writer thread for a
-        # small commit (never waiting for it) and for verdicts (asked by the proposals
-        # worker). Never held while waiting for the writer.
+        # the engine belongs to the rules thread; verdicts (asked from the writer thread by the
+        # proposals worker) take this lock too. Never held while waiting for the writer.
         self.lock = threading.Lock()
-        # commits queued to the thread (counted by the writer thread) and evaluated by it
-        # (under the lock): equal means nothing older waits, so a commit may go inline
-        self.handed = self.taken = 0
 
     def verdict(self, alert_id: int, since: float, now: float) -> tuple[str, float | None]:
         with self.lock:
             return self.engine.verdict(alert_id, since, now)
 
     def subscriber(self, committed: list[Committed]) -> None:
-        """Called by the writer thread after each commit: evaluate a small commit at once if
-        the engine is free and nothing older is queued, else hand it over; never waits."""
-        t0 = time.monotonic()
-        if len(committed) <= INLINE_EVENTS and self.lock.acquire(blocking=False):
-            try:
-                if self.handed == self.taken:
-                    self._feed(committed)
-                    self._store_drained([t0])
-                    return
-            finally:
-                self.lock.release()
-        self.handed += 1
-        self.queue.put((t0, committed))
-
-    def _feed(self, batch: list[Committed]) -> None:
-        """Evaluate committed events (the caller holds the lock)."""
-        # event time drives windows (a backlog replays at its own pace), but a node whose
-        # clock runs ahead must not push alerts into the future
-        now = self.clock()
-        for c in batch:
-            try:
-                self.engine.feed(c.node, c.id, c.event, c.ts if c.ts <= now else now)
-            except Exception:  # noqa: BLE001 - a bad event must not stop evaluation
-                log.exception("rules: evaluating event %s failed", c.id)
-        self.stats["events"] += len(batch)
+        """Called by the writer after each commit: hand over and return at once."""
+        self.queue.put((time.monotonic(), committed))
 
     def start(self) -> None:
         self._thread.start()
@@ -139,9 +105,15 @@ class RulesService:
             while item:
                 t0, batch = item
                 committed_at.append(t0)
+                # event time drives windows (a backlog replays at its own pace), but a node
+                # whose clock runs ahead must not push alerts into the future
+                now = self.clock()
                 with self.lock:
-                    self._feed(batch)
-                    self.taken += 1
+                    for c in batch:
+                        try:
+                            self.engine.feed(c.node, c.id, c.event, c.ts if c.ts <= now else now)
+                        except Exception:  # noqa: BLE001 - a bad event must not stop evaluation
+                            log.exception("rules: evaluating event %s failed", c.id)
                 n += len(batch)
                 if n > 20_000:
                     break
@@ -152,6 +124,7 @@ class RulesService:
                 if item is None:
                     self._stop.set()
                     break
+            self.stats["events"] += n
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self.tick_every
                 self._maybe_reload()
@@ -211,31 +184,26 @@ class RulesService:
                 log.exception("rules: recording the reload outcome failed")
 
     def _flush(self, committed_at: list[float]) -> None:
+        """Queue what changed to the writer without waiting for the store (a wait is two
+        thread switches, and at 500 nodes a quarter of the commits change an alert).
+        Draining and queueing under the lock keep one alert's stores in order; ``stats``
+        and ``on_records`` follow the COMMIT, in the writer thread."""
         with self.lock:
-            self._store_drained(committed_at)
+            records = self.engine.drain()
+            if records:
+                self.writer.post(partial(alerts.apply, records=records, listeners=list(self.listeners),
+                                         rules=self.rules), then=partial(self._stored, records, committed_at))
 
-    def _store_drained(self, committed_at: list[float]) -> None:
-        """Queue what changed to the writer, in a transaction of its own. The caller holds
-        the lock: draining and queueing together keep the stores of one alert in order
-        whichever thread drains. Nobody waits for the store."""
-        records = self.engine.drain()
-        if not records:
+    def _stored(self, records: list[dict], committed_at: list[float], error: BaseException | None) -> None:
+        if error is not None:  # retried by nothing: log loudly, keep evaluating
+            self.stats["store_failures"] += 1
+            log.error("rules: storing %d alert records failed", len(records), exc_info=error)
             return
-        rules, listeners = self.rules, list(self.listeners)
-
-        def stored(error: BaseException | None) -> None:  # writer thread, after COMMIT
-            if error is not None:  # retried by nothing: log loudly, keep evaluating
-                self.stats["store_failures"] += 1
-                log.error("rules: storing %d alert records failed", len(records), exc_info=error)
-                return
-            if committed_at:
-                self.stats["lag_max"] = max(self.stats["lag_max"], time.monotonic() - min(committed_at))
-            self.stats["records"] += len(records)
-            if self.on_records is not None:
-                try:
-                    self.on_records(records)
-                except Exception:  # noqa: BLE001
-                    log.exception("rules: notification hand-off failed")
-
-        self.writer.post(lambda db: alerts.apply(db, records, listeners, rules), then=stored)
-
+        if committed_at:
+            self.stats["lag_max"] = max(self.stats["lag_max"], time.monotonic() - min(committed_at))
+        self.stats["records"] += len(records)
+        if self.on_records is not None:
+            try:
+                self.on_records(records)
+            except Exception:  # noqa: BLE001
+                log.exception("rules: notification hand-off failed")
