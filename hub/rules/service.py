@@ -5,11 +5,11 @@ for rules). A group with any kind other than the bulk ones wakes the thread, whi
 evaluates everything handed over before it, in order; a group of bulk kinds only (metrics,
 logs, commands, process lists: what an agent already holds up to ``ship_linger`` for company,
 and what rules judge over windows and ``for:``) waits for the next tick instead of waking
-it. The thread ticks once a second for ``for:``, windows, absence and twin queries, and queues what changed to the writer as a job of its
-own (the alerts' transaction, one per round) without waiting for it: the stores keep the
-order they were drained in, and the thread goes on evaluating meanwhile. Twin queries run
-on their own read-only connection. A reload (``homelab-hub rules reload`` or SIGHUP) swaps
-the whole rule set between two rounds.
+it. The thread ticks once a second for ``for:``, windows, absence and twin queries, and
+queues what changed to the writer as a job of its own (the alerts' transaction, one per
+round) without waiting for it: the stores keep the order they were drained in, and the
+thread goes on evaluating meanwhile. Twin queries run on their own read-only connection. A
+reload (``homelab-hub rules reload`` or SIGHUP) swaps the whole rule set between two rounds.
 """
 
 from __future__ import annotations
