@@ -130,10 +130,10 @@ class IngestResult:
 
 
 class _Job:
-    __slots__ = ("fn", "future", "loop", "done")
+    __slots__ = ("fn", "future", "loop", "done", "then")
 
-    def __init__(self, fn, future=None, loop=None):
-        self.fn, self.future, self.loop = fn, future, loop
+    def __init__(self, fn, future=None, loop=None, then=None):
+        self.fn, self.future, self.loop, self.then = fn, future, loop, then
         self.done = threading.Event()
 
 
@@ -147,6 +147,27 @@ def _resolve(loop, fut, result=None, exc=None):
             fut.set_result(result)
 
     loop.call_soon_threadsafe(set_)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future, Any]]) -> None:
+    """On the event loop: resolve a transaction's batches (an exception is an error)."""
+    for fut, out in outcomes:
+        if fut.done():
+            continue
+        if isinstance(out, BaseException):
+            fut.set_exception(out)
+        else:
+            fut.set_result(out)
+
+
+def _resolve_all(outcomes: list[tuple[IngestItem, Any]]) -> None:
+    """One wake of each event loop per transaction, not one per batch: a wake is a write to
+    the loop's self-pipe and a thread switch (bench fleet)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
+    for item, out in outcomes:
+        by_loop.setdefault(item.loop, []).append((item.future, out))
+    for loop, outs in by_loop.items():
+        loop.call_soon_threadsafe(_settle, outs)
 
 
 class Writer:
@@ -219,6 +240,14 @@ class Writer:
         fut = loop.create_future()
         self._submit(_Job(fn, fut, loop))
         return await fut
+
+    def post(self, fn: Callable[[sqlite3.Connection], Any],
+             then: Callable[[BaseException | None], None] | None = None) -> None:
+        """Queue ``fn(db)`` for the writer thread, in its own transaction, without waiting;
+        from any thread, the writer's own included (it runs after the group in progress).
+        Jobs run in the order they are queued. ``then(error)`` is called in the writer
+        thread after the COMMIT (error None) or the ROLLBACK."""
+        self._submit(_Job(fn, then=then))
 
     def _submit(self, job: _Job) -> None:
         self.jobs.put(job)
@@ -300,10 +329,20 @@ class Writer:
             if job.future is not None:
                 _resolve(job.loop, job.future, exc=_store_error(e))
             job.done.set()
+            self._then(job, e)
             return
         if job.future is not None:
             _resolve(job.loop, job.future, result)
         job.done.set()
+        self._then(job, None)
+
+    @staticmethod
+    def _then(job: _Job, error: BaseException | None) -> None:
+        if job.then is not None:
+            try:
+                job.then(error)
+            except Exception:  # the one writer must outlive a broken callback
+                log.exception("writer job callback failed")
 
     def _commit_group(self, group: list[IngestItem]) -> None:
         """Commit a group; on failure make sure only the batch at fault pays for it. A store
@@ -325,8 +364,7 @@ class Writer:
             else:
                 log.warning("commit of %d batches failed: %s", len(group), e)
             self.stats["failed_commits"] += 1
-            for item in group:
-                _resolve(item.loop, item.future, exc=err)
+            _resolve_all([(item, err) for item in group])
 
     def _try_commit(self, group: list[IngestItem]) -> None:
         """Commit a group, or roll back what is not yet committed and raise. A job waiting
@@ -410,12 +448,10 @@ class Writer:
         self.stats["commits"] += 1
         self.stats["batches"] += len(tx.outcomes)
         self.stats["events"] += tx.events
-        for item, out in tx.outcomes:
-            if isinstance(out, Exception):
-                _resolve(item.loop, item.future, exc=out)
-            else:
+        for _item, out in tx.outcomes:
+            if not isinstance(out, Exception):
                 self.stats["duplicates"] += out.duplicates
-                _resolve(item.loop, item.future, out)
+        _resolve_all(tx.outcomes)
         if tx.committed:
             for sub in self.subscribers:
                 try:

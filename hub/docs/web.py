@@ -32,6 +32,10 @@ class Rebuilder:
         self.git = s.docs_git
         self.dirty: set[str] = set()
         self.lock = threading.Lock()  # the writer thread marks, the loop takes
+        # a wake is on its way or not yet taken by run(): further marks need none (at 500
+        # nodes a commit or an alert transition marks ~30 times a second; each wake is a
+        # write to the loop's self-pipe and a thread switch)
+        self.wake_pending = False
         self.last_change = 0.0
         self.wake = asyncio.Event()
         self.loop = asyncio.get_running_loop()
@@ -41,8 +45,10 @@ class Rebuilder:
         if nodes:
             with self.lock:
                 self.dirty |= nodes
+                wake, self.wake_pending = not self.wake_pending, True
             self.last_change = time.monotonic()
-            self.loop.call_soon_threadsafe(self.wake.set)
+            if wake:
+                self.loop.call_soon_threadsafe(self.wake.set)
 
     def on_commit(self, committed) -> None:  # writer thread
         self.mark({c.node for c in committed if c.kind in docsgen.RELEVANT_KINDS})
@@ -53,6 +59,8 @@ class Rebuilder:
     async def run(self) -> None:
         while True:
             await self.wake.wait()
+            with self.lock:  # a mark from now on wakes us again
+                self.wake_pending = False
             self.wake.clear()
             # debounce: wait until changes have been quiet for a while
             while (quiet := time.monotonic() - self.last_change) < self.debounce:

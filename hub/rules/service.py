@@ -1,21 +1,29 @@
 """The live rules engine: a thread between the writer's commits and the alerts table.
 
-The writer hands each committed group to ``submit`` (a queue put: ingest never waits for
-rules). The thread evaluates events as they come, ticks once a second for ``for:``,
-windows, absence and twin queries, and stores what changed through the writer in one
-transaction per round. Twin queries run on their own read-only connection. A reload
-(``homelab-hub rules reload`` or SIGHUP) swaps the whole rule set between two rounds.
+The writer hands each committed group to ``subscriber`` (a deque append: ingest never waits
+for rules). A group with any kind other than the bulk ones wakes the thread, which then
+evaluates everything handed over before it, in order; a group of bulk kinds only (metrics,
+logs, commands, process lists: what an agent already holds up to ``ship_linger`` for company,
+and what rules judge over windows and ``for:``) waits for the next tick instead of waking
+it. The thread ticks once a second for ``for:``, windows, absence and twin queries, and
+queues what changed to the writer as a job of its own (the alerts' transaction, one per
+round) without waiting for it: the stores keep the order they were drained in, and the
+thread goes on evaluating meanwhile. Twin queries run on their own read-only connection. A
+reload (``homelab-hub rules reload`` or SIGHUP) swaps the whole rule set between two rounds.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
+from agent.shipper import LINGER_KINDS
 from hub.rules import alerts
 from hub.rules.conditions import run_query
 from hub.rules.engine import Engine
@@ -23,6 +31,7 @@ from hub.rules.loader import Rule
 from hub.store import Committed, Writer, connect
 
 log = logging.getLogger(__name__)
+_WAKE = object()  # in the wake queue: an urgent commit is in the inbox
 
 ABSENT_SQL = (
     "SELECT name AS node, last_seen, :now - last_seen AS silent_for, :now - last_seen AS value"
@@ -56,6 +65,8 @@ class RulesService:
         self.writer, self.listeners, self.on_records = writer, listeners, on_records
         self.clock, self.tick_every = clock, tick
         self.rules = {r.name: r for r in rules}
+        # committed groups in commit order; the queue only wakes the thread (_WAKE, None: stop)
+        self.inbox: collections.deque[tuple[float, list[Committed]]] = collections.deque()
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.read_db = connect(writer.path, readonly=True)
         self.engine = Engine(rules, next_id=alerts.next_id(self.read_db))
@@ -75,8 +86,12 @@ class RulesService:
             return self.engine.verdict(alert_id, since, now)
 
     def subscriber(self, committed: list[Committed]) -> None:
-        """Called by the writer after each commit: hand over and return at once."""
-        self.queue.put((time.monotonic(), committed))
+        """Called by the writer after each commit: hand over and return at once. Only a group
+        with an urgent kind wakes the thread: at 500 nodes waking it for every commit (a
+        thread switch and a turn for the GIL) cost more than evaluating the events."""
+        self.inbox.append((time.monotonic(), committed))
+        if any(c.kind not in LINGER_KINDS for c in committed):
+            self.queue.put(_WAKE)
 
     def start(self) -> None:
         self._thread.start()
@@ -89,18 +104,26 @@ class RulesService:
 
     def _run(self) -> None:
         next_tick = 0.0
+        inbox = self.inbox
         while not self._stop.is_set():
-            wait = max(0.0, next_tick - time.monotonic())
-            try:
-                item = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
-            except queue.Empty:
-                item = ()
-            if item is None:
-                break
+            if not inbox:
+                wait = max(0.0, next_tick - time.monotonic())
+                try:
+                    token = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
+                except queue.Empty:
+                    token = _WAKE  # the tick: what bulk groups came meanwhile is taken below
+                if token is None:
+                    break
+            while True:  # the wakes of what is taken below are moot
+                try:
+                    if self.queue.get_nowait() is None:
+                        self._stop.set()
+                except queue.Empty:
+                    break
             committed_at = []
             n = 0
-            while item:
-                t0, batch = item
+            while inbox and n <= 20_000:
+                t0, batch = inbox.popleft()
                 committed_at.append(t0)
                 # event time drives windows (a backlog replays at its own pace), but a node
                 # whose clock runs ahead must not push alerts into the future
@@ -112,15 +135,6 @@ class RulesService:
                         except Exception:  # noqa: BLE001 - a bad event must not stop evaluation
                             log.exception("rules: evaluating event %s failed", c.id)
                 n += len(batch)
-                if n > 20_000:
-                    break
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    item = ()
-                if item is None:
-                    self._stop.set()
-                    break
             self.stats["events"] += n
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + self.tick_every
@@ -181,15 +195,20 @@ class RulesService:
                 log.exception("rules: recording the reload outcome failed")
 
     def _flush(self, committed_at: list[float]) -> None:
+        """Queue what changed to the writer without waiting for the store (a wait is two
+        thread switches, and at 500 nodes a quarter of the commits change an alert).
+        Draining and queueing under the lock keep one alert's stores in order; ``stats``
+        and ``on_records`` follow the COMMIT, in the writer thread."""
         with self.lock:
             records = self.engine.drain()
-        if not records:
-            return
-        try:
-            self.writer.run_sync(lambda db: alerts.apply(db, records, list(self.listeners), self.rules))
-        except Exception:  # noqa: BLE001 - retried by nothing: log loudly, keep evaluating
+            if records:
+                self.writer.post(partial(alerts.apply, records=records, listeners=list(self.listeners),
+                                         rules=self.rules), then=partial(self._stored, records, committed_at))
+
+    def _stored(self, records: list[dict], committed_at: list[float], error: BaseException | None) -> None:
+        if error is not None:  # retried by nothing: log loudly, keep evaluating
             self.stats["store_failures"] += 1
-            log.exception("rules: storing %d alert records failed", len(records))
+            log.error("rules: storing %d alert records failed", len(records), exc_info=error)
             return
         if committed_at:
             self.stats["lag_max"] = max(self.stats["lag_max"], time.monotonic() - min(committed_at))
@@ -199,4 +218,3 @@ class RulesService:
                 self.on_records(records)
             except Exception:  # noqa: BLE001
                 log.exception("rules: notification hand-off failed")
-

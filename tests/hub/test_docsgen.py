@@ -118,3 +118,38 @@ async def test_hub_rebuilds_pages_after_changes_and_indexes_them(hub):
     await web1.send(packages(("nginx", "1.24.0-1", True), ts=4000.0))
     await async_wait_for(lambda: "1.24.0-1" in page.read_text(), 20, what="rebuild after a package change")
     await async_wait_for(lambda: "1.24.0-1" in (kb_doc() or ""), 20, what="KB copy updated")
+
+
+async def test_marks_wake_the_loop_once_until_the_rebuilder_takes_them(hub):
+    """Every commit with a relevant event and every alert transition marks its node; at fleet
+    scale that is many times a second, and each wake of the loop is a self-pipe write and a
+    thread switch. Marks while a wake is pending add their nodes and wake nothing."""
+    import asyncio
+    import threading
+
+    rb = hub.app[REBUILDER]
+    rb.debounce = 60.0  # the rebuilder sits in its debounce once woken
+    wakes = []
+    real = rb.loop.call_soon_threadsafe
+
+    def counting(cb, *args):
+        if cb == rb.wake.set:
+            wakes.append(cb)
+        return real(cb, *args)
+
+    rb.loop.call_soon_threadsafe = counting
+    try:
+        def marks(names):
+            for n in names:
+                rb.mark([n])
+
+        await asyncio.to_thread(marks, ["a"])  # as the writer thread does
+        await async_wait_for(lambda: not rb.wake.is_set() and not rb.wake_pending, 20, what="taken")
+        t = threading.Thread(target=marks, args=([f"n{i}" for i in range(50)],))
+        t.start()
+        await asyncio.to_thread(t.join)
+        await asyncio.sleep(0.1)
+        assert len(wakes) == 2  # the first mark, then one for the fifty that came meanwhile
+        assert {f"n{i}" for i in range(50)} <= rb.dirty
+    finally:
+        del rb.loop.call_soon_threadsafe

@@ -154,3 +154,56 @@ async def test_a_batch_cut_between_slices_is_resent_without_loss_or_double(tmp_p
         assert tuple(rows) == (n, n, 1, n)
     finally:
         await loop.run_in_executor(None, w.stop)
+
+
+async def test_a_group_wakes_the_loop_once_and_a_posted_job_reports_after_commit(tmp_path):
+    """A transaction's acks reach the event loop in one wake (a write to its self-pipe), not
+    one per batch; ``post`` queues a job without waiting and reports its outcome after the
+    COMMIT (visible to another connection) or the ROLLBACK."""
+    w = Writer(tmp_path / "homelab.db")  # not started: _try_commit runs in this thread
+    w.db.execute("INSERT INTO nodes (name, created) VALUES ('n1', 0)")
+    loop = asyncio.get_running_loop()
+    wakes = []
+    real = loop.call_soon_threadsafe
+
+    def counting(cb, *args):
+        wakes.append(cb)
+        return real(cb, *args)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    try:
+        items = []
+        for k in range(3):
+            f = _frame(1 + k * 5, 5)
+            items.append(IngestItem("n1", f, _json_of(f), 0.0, None, loop.create_future(), loop))
+        w._try_commit(items)
+        results = await asyncio.wait_for(asyncio.gather(*(i.future for i in items)), 10)
+        assert [r.ack for r in results] == [5, 10, 15] and len(wakes) == 1
+    finally:
+        del loop.call_soon_threadsafe
+    w.start()
+    try:
+        outcomes: list = []
+        other = sqlite3.connect(tmp_path / "homelab.db", check_same_thread=False)
+
+        def then(error):
+            seen = other.execute("SELECT count(*) FROM ingest_errors").fetchone()[0]
+            outcomes.append((error, seen))
+
+        w.post(lambda db: db.execute("INSERT INTO ingest_errors (ts, address, status, reason)"
+                                     " VALUES (1, NULL, 400, 'x')"), then=then)
+
+        def fails(db):
+            db.execute("INSERT INTO ingest_errors (ts, address, status, reason) VALUES (2, NULL, 400, 'y')")
+            raise ValueError("no")
+
+        w.post(fails, then=then)
+        deadline = loop.time() + 30
+        while len(outcomes) < 2:
+            assert loop.time() < deadline, "posted jobs did not report"
+            await asyncio.sleep(0.02)
+        assert outcomes[0] == (None, 1)  # committed before it was told
+        assert isinstance(outcomes[1][0], ValueError) and outcomes[1][1] == 1  # rolled back
+        other.close()
+    finally:
+        await loop.run_in_executor(None, w.stop)
