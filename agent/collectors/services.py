@@ -207,6 +207,7 @@ class ServicesCollector(Collector):
 
     async def poll(self) -> dict[str, tuple]:
         self.listed_at = time.monotonic()
+        self.settled = False  # until this poll completes: a failed one is not skipped next time
         listing = parse_list_units(await _run("systemctl", "list-units", "--type=service", "--all",
                                               "--plain", "--no-legend", "--no-pager"))
         names = list(listing)[:MAX_UNITS]
@@ -229,7 +230,6 @@ class ServicesCollector(Collector):
                 shown = await _run("systemctl", "show", "--no-pager", "-p", ",".join(PROPS), "--", *moved)
             except BaseException:
                 self.seen = None  # the starts taken above are gone: show all next time
-                self.settled = False
                 raise
             for props in parse_show(shown):
                 st = unit_state(props)

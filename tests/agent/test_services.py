@@ -119,10 +119,13 @@ def fake_systemctl(tmp_path, monkeypatch):
     script = bin_dir / "systemctl"
     script.write_text(textwrap.dedent(f"""\
         #!{sys.executable}
+        import os
         import sys
         argv = sys.argv[1:]
         with open("{tmp_path}/argv", "a") as f:
             f.write(" ".join(argv) + "\\n")
+        if os.path.exists("{tmp_path}/busy"):
+            sys.exit("Failed to list units: Connection timed out")
         if argv[0] == "list-units":
             print(open("{tmp_path}/list.txt").read(), end="")
         elif argv[0] == "show":
@@ -259,6 +262,20 @@ async def test_skips_the_poll_while_nothing_moves(tmp_path, fake_systemctl, monk
     assert ran() == ["list-units", "show"] and events[-1].restarts == 1
     await tick()
     assert ran() == ["list-units"]  # settled again
+    await tick()
+    assert ran() == []
+    # a start seen while systemctl fails: the failed poll is not skipped next time
+    systemd_link(units, "nginx.service", "d" * 32)
+    (fake_systemctl / "show.txt").write_text(SHOW.replace("NRestarts=0", "NRestarts=2"))
+    (fake_systemctl / "busy").write_text("")
+    with pytest.raises(RuntimeError):
+        await tick()
+    assert ran() == ["list-units"]
+    (fake_systemctl / "busy").unlink()
+    await tick()
+    assert ran() == ["list-units", "show"] and events[-1].restarts == 2
+    await tick()
+    assert ran() == ["list-units"]
     await tick()
     assert ran() == []
     # a unit in a transient state keeps the polls coming until it arrives
