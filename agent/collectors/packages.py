@@ -33,7 +33,6 @@ from collections.abc import Callable
 from datetime import datetime
 
 import msgspec
-
 from inotify_simple import INotify
 from inotify_simple import flags as F
 
