@@ -195,7 +195,8 @@ class ServicesCollector(Collector):
         """True when this poll may be skipped: the units settled at the last poll, systemd
         has started or stopped none since, and the last full look is recent. What a start
         or stop does not announce (a unit that became active/exited on its own long after
-        it started) waits for the next full look, at most RESYNC seconds."""
+        it started, a failed unit cleared by ``reset-failed``) waits for the next full look, at most
+        RESYNC seconds."""
         if not self.settled or time.monotonic() - self.listed_at >= RESYNC:
             return False
         started = self.starts.take()
