@@ -115,7 +115,7 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("log_max_rate", 2000, "HOMELAB_AGENT_LOG_MAX_RATE", "Most log lines per second the logs collector ships (bursts up to 10x); the excess is shed and counted. 0: no limit but the queue's.", _at_least(_int, 0, "0 (no limit) or more")),
     # digital twin (docs/twin.md)
     Opt("device_subsystems", ["block", "net", "usb", "pci", "input", "sound", "scsi", "nvme", "hidraw", "video4linux", "drm", "bluetooth", "thunderbolt", "mmc", "usbmisc"], "HOMELAB_AGENT_DEVICE_SUBSYSTEMS", "Device subsystems reported by the devices collector; '*' reports every subsystem.", parse_list),
-    Opt("packages_poll", 2.0, "HOMELAB_AGENT_PACKAGES_POLL", "How often the package manager's log is checked for new lines.", parse_duration),
+    Opt("packages_poll", 2.0, "HOMELAB_AGENT_PACKAGES_POLL", "How often the package manager's log is read during a burst of changes, and where inotify cannot watch its directory (otherwise it is read when written).", parse_duration),
     Opt("packages_settle", 3.0, "HOMELAB_AGENT_PACKAGES_SETTLE", "Quiet time after package changes before a new package inventory is taken.", parse_duration),
     Opt("pending_updates_interval", 6 * 3600.0, "HOMELAB_AGENT_PENDING_UPDATES_INTERVAL", "Interval between simulated upgrades (apt-get -s upgrade) listing pending updates; 0 disables.", parse_duration),
     Opt("services_interval", 15.0, "HOMELAB_AGENT_SERVICES_INTERVAL", "Interval between polls of systemd unit states.", parse_duration),

@@ -25,7 +25,9 @@ Bounded under a flood: files are read in chunks of at most CHUNK bytes per pass,
 MAX_LINE are cut, and at most ``log_max_rate`` lines per second (bursts up to 10x) are parsed
 and queued; the rest are shed and counted in a ``notice``. A full agent queue sheds more,
 counted by the agent as a ``dropped`` event. File positions are saved one interval behind what was
-queued, so a crash repeats a second of lines rather than losing it.
+queued, so a crash repeats a second of lines rather than losing it; a position that did not
+move is not written again, and with no files to follow (the journal alone, the common case)
+the housekeeping wakes every NOTICE_EVERY seconds rather than every second.
 """
 
 from __future__ import annotations
@@ -233,6 +235,7 @@ class LogsCollector(Collector):
         self.shed: dict[str, int] = {}
         self.stats = {"lines": 0, "emitted": 0, "shed": 0, "queue_full": 0}
         self._saved_positions: dict = {}
+        self._written: dict = {}  # the positions last stored, per file
         self._cursor: str | None = None  # the last entry read (queued or shed)
 
     @classmethod
@@ -282,8 +285,9 @@ class LogsCollector(Collector):
         current = {f: t.position() for f, t in self.tails.items()}
         target = current if final else self._saved_positions
         for f, pos in target.items():
-            if pos is not None:
+            if pos is not None and pos != self._written.get(f):  # a quiet file costs no write
                 self.state.set(f"logs.file:{f}", pos)
+                self._written[f] = pos
         self._saved_positions = current
 
     # -- files ------------------------------------------------------------------------------
@@ -427,8 +431,10 @@ class LogsCollector(Collector):
 
     async def _housekeeping(self) -> None:
         last_notice = time.monotonic()
+        # only files have positions to save; the journal alone needs a look at shedding
+        every = SAVE_EVERY if self.tails else NOTICE_EVERY
         while True:
-            await asyncio.sleep(SAVE_EVERY)
+            await asyncio.sleep(every)
             self.save()
             if time.monotonic() - last_notice >= NOTICE_EVERY:
                 last_notice = time.monotonic()

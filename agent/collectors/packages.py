@@ -5,7 +5,11 @@ As they happen: the package manager's own log is followed (dpkg ``/var/log/dpkg.
 ``/var/log/dnf.rpm.log``, pacman ``/var/log/pacman.log``), from a position kept in
 ``state.db``, so what changed while the agent was stopped is reported at start, and log
 rotation (``dpkg.log`` -> ``dpkg.log.1``) loses nothing. The first start does not replay old
-history: the inventory says what is installed.
+history: the inventory says what is installed. inotify on the log's directory says when to
+look (a quiet node used to stat the log every ``packages_poll``, 30 wakeups a minute for
+nothing); during a burst of changes the log is read every ``packages_poll`` until it settles,
+a look every BACKSTOP seconds covers a write inotify missed, and where the directory cannot
+be watched the log is polled every ``packages_poll`` as before.
 
 Inventory: ``dpkg-query -W`` with the manual/automatic flag from apt's
 ``/var/lib/apt/extended_states``; ``rpm -qa``; ``pacman -Q`` with ``pacman -Qqe`` (explicit).
@@ -29,8 +33,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 import msgspec
+from inotify_simple import INotify
+from inotify_simple import flags as F
 
-from agent import proc, wire
+from agent import aio, proc, wire
 from agent.collectors import Collector
 from agent.redact import redact
 
@@ -40,6 +46,7 @@ READ_MAX = 4 * 1024 * 1024  # per poll: a huge backlog is read over several poll
 CMD_TIMEOUT = 300.0
 HOLD_MAX = 1000  # changes held back for annotation at most
 PENDING_START_DELAY = (300.0, 900.0)  # seconds after start before the first pending check
+BACKSTOP = 60.0  # seconds between looks at a log inotify watches, should a write go unseen
 
 
 # --- log parsing (one function per manager: line -> Package or None) ------------------
@@ -406,6 +413,9 @@ class PackagesCollector(Collector):
         self.pending_wanted = asyncio.Event()
         self.held: dict[str, list[wire.Package]] = {}
         self.apt = AptHistory(state) if any(isinstance(m, Dpkg) for m in self.managers) else None
+        self.ino: INotify | None = None
+        self.names: set[str] = set()
+        self.written = asyncio.Event()  # a package log was written since the last look
 
     @classmethod
     def unavailable(cls, settings) -> str | None:
@@ -484,11 +494,48 @@ class PackagesCollector(Collector):
         except TimeoutError:
             pass
 
+    def watch(self) -> None:
+        """inotify on the logs' directories: a quiet node looks at its package log when it is
+        written, not every packages_poll. Without inotify (or a directory) the poll stays."""
+        self.names = {os.path.basename(m.log_path) for m in self.managers}
+        try:
+            ino = INotify(nonblocking=True)
+        except OSError as e:
+            log.info("packages: no inotify (%s); looking every %ss", e, self.settings.packages_poll)
+            return
+        try:
+            for d in {os.path.dirname(m.log_path) for m in self.managers}:
+                ino.add_watch(d, F.MODIFY | F.CREATE | F.MOVED_TO | F.MOVED_FROM | F.DELETE)
+        except OSError as e:
+            ino.close()
+            log.info("packages: cannot watch the package log (%s); looking every %ss", e, self.settings.packages_poll)
+            return
+        self.ino = ino
+        asyncio.get_running_loop().add_reader(ino.fd, self.drain)
+
+    def drain(self) -> None:
+        """Read what inotify has; a write to (or a rotation of) a package log sets ``written``."""
+        if self.ino is None:
+            return
+        try:
+            events = self.ino.read(timeout=0)
+        except OSError:
+            events = []
+        if any(ev.name in self.names or ev.mask & F.Q_OVERFLOW for ev in events):
+            self.written.set()
+
+    def unwatch(self) -> None:
+        if self.ino is not None:
+            asyncio.get_running_loop().remove_reader(self.ino.fd)
+            self.ino.close()
+            self.ino = None
+
     async def run(self) -> None:
         pending = None
         if self.settings.pending_updates_interval:
             pending = asyncio.create_task(self.pending_loop(), name="packages:pending")
         try:
+            self.watch()  # before the first read: a write from here on wakes the loop
             if self.apt is not None:
                 self.apt.start()
             for m in self.managers:
@@ -498,7 +545,14 @@ class PackagesCollector(Collector):
                 await self.snapshot(m)
             dirty: dict[str, float] = {}  # manager -> time of the last change seen
             while True:
-                await asyncio.sleep(self.settings.packages_poll)
+                if self.ino is None:
+                    await asyncio.sleep(self.settings.packages_poll)
+                elif dirty:  # a burst: read on every packages_poll, release once it settles
+                    settled_at = min(dirty.values()) + self.settings.packages_settle
+                    await asyncio.sleep(min(self.settings.packages_poll, max(0.0, settled_at - time.monotonic())))
+                else:
+                    await aio.wait(self.written, BACKSTOP)
+                self.written.clear()
                 now = time.monotonic()
                 for m in self.managers:
                     if await self.follow(m):
@@ -509,6 +563,7 @@ class PackagesCollector(Collector):
                         await self.snapshot(m)
                         self.pending_wanted.set()  # an upgrade may have cleared some
         finally:
+            self.unwatch()
             for m in self.managers:  # stopping: what was seen is not lost (positions moved on)
                 self.release(m)
             if pending is not None:

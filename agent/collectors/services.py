@@ -14,6 +14,13 @@ of CPU for 68 units there, more than the rest of the agent together. Where that 
 inotify is not available, or the inotify queue overflowed, the poll shows every unit, as
 before. Polling (not a D-Bus signal subscription) keeps the agent free of a D-Bus library.
 
+Most polls run no ``systemctl`` at all: once two polls agree and no unit is in a transient
+state (activating, deactivating, reloading), a poll with no start or stop under
+``/run/systemd/units`` since the last one is skipped; a start or stop, or RESYNC seconds
+since the last full look, brings the full poll back (and the polls after it run until the
+units settle again). A change that no start or stop announces (a unit that went from
+active/running to active/exited long after it started) is seen within RESYNC seconds.
+
 Where systemd is not the init system (containers, this project's CI, non-systemd distros)
 the collector steps aside: ``/run/systemd/system`` is the test sd_booted(3) documents.
 The last states seen are kept in ``state.db``, so an agent restart does not report every
@@ -41,6 +48,9 @@ STATE_KEY = "services.last"
 MAX_UNITS = 5000
 TIMEOUT = 30.0
 UNITS_DIR = "/run/systemd/units"  # systemd's invocation:UNIT links
+RESYNC = 120.0  # seconds: a quiet node still lists its units this often
+# states a unit passes through on its own, with no start or stop to say it arrived
+TRANSIENT = frozenset({"activating", "deactivating", "reloading", "refreshing"})
 
 
 def parse_show(text: str) -> list[dict[str, str]]:
@@ -169,6 +179,9 @@ class ServicesCollector(Collector):
         self.interval = settings.services_interval
         self.seen: dict[str, tuple] | None = None  # the last poll's states (None: none yet)
         self.starts = Starts(UNITS_DIR)
+        self.carry: set[str] | None = set()  # starts quiet() took for the next poll (None: unknown)
+        self.settled = False  # the last two polls agreed and no unit was on its way anywhere
+        self.listed_at = 0.0  # monotonic time of the last poll
 
     @classmethod
     def unavailable(cls, settings) -> str | None:
@@ -178,11 +191,30 @@ class ServicesCollector(Collector):
             return "systemctl not found"
         return None
 
+    def quiet(self) -> bool:
+        """True when this poll may be skipped: the units settled at the last poll, systemd
+        has started or stopped none since, and the last full look is recent. What a start
+        or stop does not announce (a unit that became active/exited on its own long after
+        it started, a failed unit cleared by ``reset-failed``) waits for the next full look, at most
+        RESYNC seconds."""
+        if not self.settled or time.monotonic() - self.listed_at >= RESYNC:
+            return False
+        started = self.starts.take()
+        if started == set():
+            return True
+        # kept for poll(): list-units may show the same state after a quick restart
+        self.carry = None if started is None or self.carry is None else self.carry | started
+        return False
+
     async def poll(self) -> dict[str, tuple]:
+        self.listed_at = time.monotonic()
+        self.settled = False  # until this poll completes: a failed one is not skipped next time
         listing = parse_list_units(await _run("systemctl", "list-units", "--type=service", "--all",
                                               "--plain", "--no-legend", "--no-pager"))
         names = list(listing)[:MAX_UNITS]
-        started = self.starts.take()  # before show: a start during this poll is seen next time
+        taken = self.starts.take()  # before show: a start during this poll is seen next time
+        started = None if taken is None or self.carry is None else self.carry | taken
+        self.carry = set()
         seen = self.seen
         out: dict[str, tuple] = {}
         if seen is None or started is None:
@@ -204,6 +236,7 @@ class ServicesCollector(Collector):
                 st = unit_state(props)
                 if st is not None:
                     out[props["Id"]] = st
+        self.settled = out == seen and not any(st[0] in TRANSIENT for st in out.values())
         self.seen = out
         return out
 
@@ -212,14 +245,16 @@ class ServicesCollector(Collector):
         events = changes(last or {}, now, time.time(), baseline=last is None)
         for ev in events:
             self.emit(ev)
-        self.state.set(STATE_KEY, {u: list(s) for u, s in now.items()})
+        if events or last is None or last.keys() != now.keys():  # no write when nothing moved
+            self.state.set(STATE_KEY, {u: list(s) for u, s in now.items()})
         return len(events)
 
     async def run(self) -> None:
         try:
             while True:
                 try:
-                    self.step(await self.poll())
+                    if not self.quiet():
+                        self.step(await self.poll())
                 except RuntimeError as e:  # systemd busy or restarting: try again next time
                     log.warning("services: %s", e)
                 await asyncio.sleep(self.interval)

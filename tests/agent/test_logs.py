@@ -163,6 +163,29 @@ async def test_position_survives_restart_and_rotation_while_stopped(tmp_path):
     await h3.stop()
 
 
+async def test_a_quiet_file_costs_no_state_write(tmp_path):
+    """Positions are saved once a second, but only those that moved are written."""
+    f = tmp_path / "app.log"
+    f.write_text("")
+    h = Harness(tmp_path, [f])
+    await h.start()
+    append(f, line(1))
+    await h.expect(["message 1"])
+    key = f"logs.file:{f}"
+    await async_wait_for(lambda: (h.state.get(key) or {}).get("off") == f.stat().st_size, 10,
+                         what="the position saved")
+    written = h.state.db.total_changes
+    h.col.save()
+    h.col.save()
+    assert h.state.db.total_changes == written
+    append(f, line(2))
+    await h.expect(["message 1", "message 2"])
+    h.col.save()
+    h.col.save()  # one save behind: the second stores where the first saw the file
+    assert h.state.get(key)["off"] == f.stat().st_size and h.state.db.total_changes > written
+    await h.stop()
+
+
 async def test_long_lines_are_cut_and_binary_is_kept_readable(tmp_path):
     f = tmp_path / "app.log"
     f.write_text("")

@@ -428,3 +428,76 @@ async def test_commands_time_out_and_are_killed_when_cancelled(monkeypatch):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert running() == []
+
+
+async def _follow_own_log(tmp_path, monkeypatch, log_dir, **kw):
+    """The collector on a dpkg log of the test's own (dpkg's format, written here); yields
+    its events list and task once the start inventory is out."""
+    monkeypatch.setattr(Dpkg, "log_path", str(log_dir / "dpkg.log"))
+    events: list = []
+    state = State(tmp_path / "state.db")
+    c = PackagesCollector(settings(pending_updates_interval=0, **kw), lambda e: events.append(e) or True, state)
+    task = asyncio.create_task(c.run())
+    deadline = time.monotonic() + 60
+    while not any(isinstance(e, wire.PackageInventory) for e in events):
+        assert not task.done() and time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    return c, events, task, state
+
+
+async def _until(cond, seconds, what, task):
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert not task.done(), task
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def _dpkg_line(verb: str, name: str, old: str, new: str) -> str:
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S')} {verb} {name}:all {old} {new}\n"
+
+
+@needs_dpkg
+async def test_a_written_log_is_read_at_once_not_at_the_next_poll(tmp_path, monkeypatch):
+    """With inotify on the log's directory the collector looks when the log is written:
+    packages_poll (60 s here) only paces a burst and a log inotify cannot watch. A rotation
+    (dpkg.log -> dpkg.log.1 and a new dpkg.log) is followed the same way."""
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    path = log_dir / "dpkg.log"
+    path.write_text("")
+    c, events, task, state = await _follow_own_log(tmp_path, monkeypatch, log_dir, packages_poll=60, packages_settle=0.2)
+
+    def names():
+        return [(e.action, e.name) for e in events if isinstance(e, wire.Package)]
+
+    try:
+        assert c.ino is not None
+        with open(path, "a") as f:
+            f.write(_dpkg_line("install", "lab-one", "<none>", "1.0"))
+        await _until(lambda: names() == [("install", "lab-one")], 15, "the install", task)
+        path.rename(log_dir / "dpkg.log.1")
+        (log_dir / "dpkg.log").write_text(_dpkg_line("remove", "lab-one", "1.0", "<none>"))
+        await _until(lambda: names()[1:] == [("remove", "lab-one")], 15, "the remove after rotation", task)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        state.close()
+    assert c.ino is None  # the watch is closed with the collector
+
+
+@needs_dpkg
+async def test_without_a_watch_the_log_is_polled(tmp_path, monkeypatch):
+    """No directory to watch at start (it appears later): every packages_poll, as before."""
+    log_dir = tmp_path / "later"
+    c, events, task, state = await _follow_own_log(tmp_path, monkeypatch, log_dir, packages_poll=0.2, packages_settle=0.2)
+    try:
+        assert c.ino is None
+        log_dir.mkdir()
+        (log_dir / "dpkg.log").write_text(_dpkg_line("install", "lab-two", "<none>", "2.0"))
+        await _until(lambda: any(isinstance(e, wire.Package) and e.name == "lab-two" for e in events), 15,
+                     "the install", task)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        state.close()

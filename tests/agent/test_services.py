@@ -119,10 +119,13 @@ def fake_systemctl(tmp_path, monkeypatch):
     script = bin_dir / "systemctl"
     script.write_text(textwrap.dedent(f"""\
         #!{sys.executable}
+        import os
         import sys
         argv = sys.argv[1:]
         with open("{tmp_path}/argv", "a") as f:
             f.write(" ".join(argv) + "\\n")
+        if os.path.exists("{tmp_path}/busy"):
+            sys.exit("Failed to list units: Connection timed out")
         if argv[0] == "list-units":
             print(open("{tmp_path}/list.txt").read(), end="")
         elif argv[0] == "show":
@@ -217,6 +220,96 @@ async def test_shows_only_the_units_that_moved(tmp_path, fake_systemctl, monkeyp
     shown()
     await c.poll()
     assert shown() == ["nginx.service backup.service weird=name.service"]
+    c.starts.close()
+    state.close()
+
+
+async def test_skips_the_poll_while_nothing_moves(tmp_path, fake_systemctl, monkeypatch):
+    """Once two polls agree and no unit is on its way anywhere, a poll with no start or stop
+    under systemd's invocation links runs no systemctl at all; a start or stop, a unit in a
+    transient state, or RESYNC seconds since the last full look bring the poll back."""
+    units = tmp_path / "units"
+    units.mkdir()
+    monkeypatch.setattr(services, "UNITS_DIR", str(units))
+    systemd_link(units, "nginx.service", "a" * 32)
+    state = State(tmp_path / "state.db")
+    events: list = []
+    c = ServicesCollector(settings(services_interval=5), lambda e: events.append(e) or True, state)
+    argv = fake_systemctl / "argv"
+
+    def ran() -> list[str]:
+        lines = argv.read_text().splitlines()
+        argv.write_text("")
+        return [line.split()[0] for line in lines]
+
+    async def tick() -> None:  # one turn of run()'s loop
+        if not c.quiet():
+            c.step(await c.poll())
+
+    await tick()
+    assert ran() == ["list-units", "show"] and len(events) == 3
+    await tick()  # the second poll agrees with the first: settled
+    assert ran() == ["list-units"]
+    written = state.db.total_changes
+    for _ in range(3):
+        await tick()
+    assert ran() == [] and state.db.total_changes == written  # no child, no write
+    # systemd restarted nginx (same listed state): the link says so; the unit is shown
+    systemd_link(units, "nginx.service", None)
+    systemd_link(units, "nginx.service", "b" * 32)
+    (fake_systemctl / "show.txt").write_text(SHOW.replace("NRestarts=0", "NRestarts=1"))
+    await tick()
+    assert ran() == ["list-units", "show"] and events[-1].restarts == 1
+    await tick()
+    assert ran() == ["list-units"]  # settled again
+    await tick()
+    assert ran() == []
+    # a start seen while systemctl fails: the failed poll is not skipped next time
+    systemd_link(units, "nginx.service", "d" * 32)
+    (fake_systemctl / "show.txt").write_text(SHOW.replace("NRestarts=0", "NRestarts=2"))
+    (fake_systemctl / "busy").write_text("")
+    with pytest.raises(RuntimeError):
+        await tick()
+    assert ran() == ["list-units"]
+    (fake_systemctl / "busy").unlink()
+    await tick()
+    assert ran() == ["list-units", "show"] and events[-1].restarts == 2
+    await tick()
+    assert ran() == ["list-units"]
+    await tick()
+    assert ran() == []
+    # a unit in a transient state keeps the polls coming until it arrives
+    systemd_link(units, "backup.service", "c" * 32)
+    (fake_systemctl / "list.txt").write_text(LIST.replace("failed   failed", "activating start"))
+    (fake_systemctl / "show.txt").write_text(SHOW.replace("ActiveState=failed\nSubState=failed",
+                                                          "ActiveState=activating\nSubState=start"))
+    await tick()
+    assert ran() == ["list-units", "show"] and events[-1].active == "activating"
+    await tick()
+    assert ran() == ["list-units"]  # same as before, but activating: not settled
+    (fake_systemctl / "list.txt").write_text(LIST.replace("failed   failed", "active   exited"))
+    (fake_systemctl / "show.txt").write_text(SHOW.replace("ActiveState=failed\nSubState=failed",
+                                                          "ActiveState=active\nSubState=exited"))
+    await tick()
+    assert ran() == ["list-units", "show"] and (events[-1].unit, events[-1].active) == ("backup.service", "active")
+    await tick()
+    assert ran() == ["list-units"]
+    await tick()
+    assert ran() == []
+    # what no start or stop announces is seen at the next full look
+    (fake_systemctl / "list.txt").write_text(LIST.replace("failed   failed", "active   exited")
+                                             .replace("active   running", "active   exited"))
+    (fake_systemctl / "show.txt").write_text(SHOW.replace("ActiveState=failed\nSubState=failed",
+                                                          "ActiveState=active\nSubState=exited")
+                                             .replace("NRestarts=0", "NRestarts=1")
+                                             .replace("SubState=running", "SubState=exited"))
+    n = len(events)
+    await tick()
+    assert ran() == [] and len(events) == n
+    c.listed_at -= services.RESYNC
+    await tick()
+    assert ran() == ["list-units", "show"]
+    assert [(e.unit, e.sub, e.restarts) for e in events[n:]] == [("nginx.service", "exited", 1)]
     c.starts.close()
     state.close()
 

@@ -58,3 +58,33 @@ def test_restart_between_polls_is_reported(lab, enrolled):
     failing("killed", "kill -KILL $$$$")  # systemd turns $$ into $
     assert node.sh("systemctl show -p Result --value lab-fail").stdout.strip() == "signal"
     poll(lambda: fail_row() == [("failed", "signal")], 120, what="the twin to see lab-fail fail again (signal)")
+
+
+LATE_EXIT = """[Unit]
+Description=lab: a service whose process exits long after it started; the unit stays active
+[Service]
+ExecStart=/bin/sleep {seconds}
+RemainAfterExit=yes
+"""
+
+
+def test_a_change_no_start_announces_is_seen_at_the_next_full_look(lab, enrolled):
+    """The agent skips its systemctl poll while no unit moved; a unit that goes from
+    active/running to active/exited on its own (its process ended, RemainAfterExit=) starts
+    and stops nothing, and is still reported, at the latest RESYNC seconds on."""
+    from agent.collectors.services import RESYNC
+
+    node = enrolled()
+    hub = lab.hub
+    sleep = 45  # long enough for the polls to settle while it runs
+    node.write("/etc/systemd/system/lab-late.service", LATE_EXIT.format(seconds=sleep))
+    node.sh("systemctl daemon-reload && systemctl start lab-late")
+
+    def row():
+        return hub.query("SELECT active, sub FROM services WHERE node = ? AND unit = 'lab-late.service'",
+                         (node.name,))
+
+    poll(lambda: row() == [("active", "running")], 120, what="the twin to see lab-late running")
+    poll(lambda: node.sh("systemctl show -p SubState --value lab-late").stdout.strip() == "exited",
+         sleep + 30, what="lab-late's process to end")
+    poll(lambda: row() == [("active", "exited")], RESYNC + 60, what="the twin to see lab-late active/exited")
