@@ -118,7 +118,7 @@ AGENT_OPTS: tuple[Opt, ...] = (
     Opt("packages_poll", 2.0, "HOMELAB_AGENT_PACKAGES_POLL", "How often the package manager's log is read during a burst of changes, and where inotify cannot watch its directory (otherwise it is read when written).", parse_duration),
     Opt("packages_settle", 3.0, "HOMELAB_AGENT_PACKAGES_SETTLE", "Quiet time after package changes before a new package inventory is taken.", parse_duration),
     Opt("pending_updates_interval", 6 * 3600.0, "HOMELAB_AGENT_PENDING_UPDATES_INTERVAL", "Interval between simulated upgrades (apt-get -s upgrade) listing pending updates; 0 disables.", parse_duration),
-    Opt("services_interval", 15.0, "HOMELAB_AGENT_SERVICES_INTERVAL", "Interval between polls of systemd unit states.", parse_duration),
+    Opt("services_interval", 15.0, "HOMELAB_AGENT_SERVICES_INTERVAL", "Interval between polls of systemd unit states; a poll runs no systemctl while no unit started or stopped, with a full look at least every 120 s.", parse_duration),
     Opt("processes_interval", 60.0, "HOMELAB_AGENT_PROCESSES_INTERVAL", "Interval between top-process samples.", parse_duration),
     Opt("processes_top", 10, "HOMELAB_AGENT_PROCESSES_TOP", "How many processes by CPU and how many by memory each sample reports.", int),
     Opt("checks", [], "HOMELAB_AGENT_CHECKS", "Active checks run from this node: [[checks]] tables with name, type (http, tcp, tls, dns), target and options (docs/checks.md); a JSON list in the environment.", parse_checks_setting),
