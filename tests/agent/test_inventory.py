@@ -21,7 +21,6 @@ from agent.config import AGENT_OPTS
 from agent.settings import load
 from agent.state import State
 
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
