@@ -23,6 +23,7 @@ An update is a security update when one of its origins is a security archive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -414,6 +415,7 @@ class PackagesCollector(Collector):
         self.held: dict[str, list[wire.Package]] = {}
         self.apt = AptHistory(state) if any(isinstance(m, Dpkg) for m in self.managers) else None
         self.ino: INotify | None = None
+        self.log_watches: set[int] = set()  # inotify's descriptors of the logs' own watches
         self.names: set[str] = set()
         self.written = asyncio.Event()  # a package log was written since the last look
 
@@ -495,8 +497,10 @@ class PackagesCollector(Collector):
             pass
 
     def watch(self) -> None:
-        """inotify on the logs' directories: a quiet node looks at its package log when it is
-        written, not every packages_poll. Without inotify (or a directory) the poll stays."""
+        """inotify on each package log (a write) and on its directory (the log created or
+        rotated): a quiet node looks at its package log when it is written, not every
+        packages_poll. Writes to the other files there (rsyslog's, beside dpkg.log) wake
+        nothing. Without inotify (or a directory) the poll stays."""
         self.names = {os.path.basename(m.log_path) for m in self.managers}
         try:
             ino = INotify(nonblocking=True)
@@ -505,13 +509,21 @@ class PackagesCollector(Collector):
             return
         try:
             for d in {os.path.dirname(m.log_path) for m in self.managers}:
-                ino.add_watch(d, F.MODIFY | F.CREATE | F.MOVED_TO | F.MOVED_FROM | F.DELETE)
+                ino.add_watch(d, F.CREATE | F.MOVED_TO | F.MOVED_FROM | F.DELETE)
         except OSError as e:
             ino.close()
             log.info("packages: cannot watch the package log (%s); looking every %ss", e, self.settings.packages_poll)
             return
         self.ino = ino
+        self.watch_logs()
         asyncio.get_running_loop().add_reader(ino.fd, self.drain)
+
+    def watch_logs(self) -> None:
+        """A watch on each package log there is (again after a rotation made a new one)."""
+        assert self.ino is not None
+        for m in self.managers:
+            with contextlib.suppress(OSError):  # not there yet: its directory says when it is
+                self.log_watches.add(self.ino.add_watch(m.log_path, F.MODIFY))
 
     def drain(self) -> None:
         """Read what inotify has; a write to (or a rotation of) a package log sets ``written``."""
@@ -521,14 +533,19 @@ class PackagesCollector(Collector):
             events = self.ino.read(timeout=0)
         except OSError:
             events = []
-        if any(ev.name in self.names or ev.mask & F.Q_OVERFLOW for ev in events):
+        named = any(ev.name in self.names for ev in events)
+        if named or any(ev.wd in self.log_watches or ev.mask & F.Q_OVERFLOW for ev in events):
             self.written.set()
+        self.log_watches -= {ev.wd for ev in events if ev.mask & F.IGNORED}  # a rotated log deleted
+        if named:
+            self.watch_logs()
 
     def unwatch(self) -> None:
         if self.ino is not None:
             asyncio.get_running_loop().remove_reader(self.ino.fd)
             self.ino.close()
             self.ino = None
+            self.log_watches = set()
 
     async def run(self) -> None:
         pending = None

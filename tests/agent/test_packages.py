@@ -473,12 +473,24 @@ async def test_a_written_log_is_read_at_once_not_at_the_next_poll(tmp_path, monk
 
     try:
         assert c.ino is not None
+        # another log beside it (rsyslog's, beside dpkg.log) queues no event, so it wakes
+        # nothing: no await in between, so the loop's own reader cannot take them first
+        (log_dir / "syslog").write_text("")  # its creation is an event of the directory's
+        c.ino.read(timeout=0)
+        with open(log_dir / "syslog", "a") as f:
+            for i in range(50):
+                f.write(f"line {i}\n")
+                f.flush()
+        assert c.ino.read(timeout=0) == []
         with open(path, "a") as f:
             f.write(_dpkg_line("install", "lab-one", "<none>", "1.0"))
         await _until(lambda: names() == [("install", "lab-one")], 15, "the install", task)
         path.rename(log_dir / "dpkg.log.1")
         (log_dir / "dpkg.log").write_text(_dpkg_line("remove", "lab-one", "1.0", "<none>"))
         await _until(lambda: names()[1:] == [("remove", "lab-one")], 15, "the remove after rotation", task)
+        with open(log_dir / "dpkg.log", "a") as f:  # the new log is watched too
+            f.write(_dpkg_line("install", "lab-three", "<none>", "3.0"))
+        await _until(lambda: names()[2:] == [("install", "lab-three")], 15, "a write to the new log", task)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
